@@ -1,0 +1,101 @@
+# shellcheck shell=bash
+# Shared setup for the reference scripts (tools/reference) and the llama.cpp
+# baseline (tools/bench). Source it; it defines functions and sets nothing
+# else but the variables below.
+#
+#   HT_HOME        per-user cache: $HYPERTENSOR_HOME, else
+#                  ${XDG_CACHE_HOME:-~/.cache}/hypertensor
+#   HT_VENV        the Python venv with the pinned packages
+#   LLAMA_VERSION  the llama-cpp-python release whose vendored llama.cpp we
+#                  use as the reference engine and benchmark baseline
+#
+# Nothing from llama.cpp is ever written into the repository: the sdist, its
+# builds and the venv all live under $HT_HOME.
+#
+# Functions (all idempotent; each skips work already done):
+#   ht_base_venv       venv with requirements.txt installed (wheels only)
+#   ht_llama_sdist     prints the path of the sha256-checked sdist
+#   ht_full_venv       base venv + llama-cpp-python built from that sdist
+#   ht_log MSG         progress message on stderr
+
+set -euo pipefail
+
+HT_REFERENCE_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+HT_HOME="${HYPERTENSOR_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/hypertensor}"
+HT_VENV="$HT_HOME/venv"
+LLAMA_VERSION="0.3.36"
+# sha256 of llama_cpp_python-0.3.36.tar.gz as served by PyPI
+# (files.pythonhosted.org/packages/ec/e9/e7de2b04.../llama_cpp_python-0.3.36.tar.gz).
+LLAMA_SDIST_SHA256="832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e"
+LLAMA_DIR="$HT_HOME/llama.cpp/$LLAMA_VERSION"
+# Compile with two jobs: the machine has two cores shared with other work.
+HT_BUILD_JOBS="${HT_BUILD_JOBS:-2}"
+
+ht_log() {
+    printf '[hypertensor-ref] %s\n' "$*" >&2
+}
+
+# Creates the venv (python3 -m venv) and installs the pinned requirements.
+# A stamp file holding the hash of requirements.txt makes reruns free.
+ht_base_venv() {
+    local req="$HT_REFERENCE_DIR/requirements.txt"
+    local stamp="$HT_VENV/.hypertensor-base"
+    local want
+    want="$(sha256sum "$req" | cut -d' ' -f1)"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+        return 0
+    fi
+    if [[ ! -x "$HT_VENV/bin/python" ]]; then
+        ht_log "creating venv $HT_VENV"
+        mkdir -p "$HT_HOME"
+        python3 -m venv "$HT_VENV"
+    fi
+    ht_log "installing pinned packages from $req"
+    "$HT_VENV/bin/python" -m pip install --quiet -r "$req" >&2
+    echo "$want" >"$stamp"
+}
+
+# Downloads the llama-cpp-python sdist from PyPI once, checks its sha256
+# against the pinned value and prints its path.
+ht_llama_sdist() {
+    ht_base_venv
+    local dir="$LLAMA_DIR/sdist"
+    local file="$dir/llama_cpp_python-$LLAMA_VERSION.tar.gz"
+    if [[ ! -f "$file" ]]; then
+        ht_log "downloading llama-cpp-python==$LLAMA_VERSION sdist from PyPI"
+        mkdir -p "$dir"
+        local tmp
+        tmp="$(mktemp -d "$dir/.download.XXXXXX")"
+        "$HT_VENV/bin/python" -m pip download --quiet --no-deps --no-binary :all: \
+            --no-build-isolation "llama-cpp-python==$LLAMA_VERSION" -d "$tmp" >&2
+        mv "$tmp/llama_cpp_python-$LLAMA_VERSION.tar.gz" "$file"
+        rm -rf "$tmp"
+    fi
+    local got
+    got="$(sha256sum "$file" | cut -d' ' -f1)"
+    if [[ "$got" != "$LLAMA_SDIST_SHA256" ]]; then
+        ht_log "sha256 mismatch for $file: got $got, want $LLAMA_SDIST_SHA256"
+        ht_log "delete the file and run again to re-download it"
+        return 1
+    fi
+    echo "$file"
+}
+
+# The base venv plus llama-cpp-python compiled from the checked sdist with
+# GGML_NATIVE=ON (the CPU features of this machine), two build jobs.
+ht_full_venv() {
+    ht_base_venv
+    local stamp="$HT_VENV/.hypertensor-llama"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$LLAMA_SDIST_SHA256" ]]; then
+        return 0
+    fi
+    local sdist
+    sdist="$(ht_llama_sdist)"
+    ht_log "building llama-cpp-python $LLAMA_VERSION from source (several minutes)"
+    CMAKE_ARGS="-DGGML_NATIVE=ON" \
+        CMAKE_BUILD_PARALLEL_LEVEL="$HT_BUILD_JOBS" \
+        PATH="$HT_VENV/bin:$PATH" \
+        "$HT_VENV/bin/python" -m pip install --no-deps --no-build-isolation \
+        --no-cache-dir "$sdist" >&2
+    echo "$LLAMA_SDIST_SHA256" >"$stamp"
+}
