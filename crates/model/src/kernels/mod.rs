@@ -1,0 +1,304 @@
+//! Matrix-vector and matrix-matrix products over quantized weights.
+//!
+//! Weights stay in their GGUF block format (Q4_0, Q4_1, Q8_0) so decoding
+//! streams as few bytes as possible; activations are quantized per row to
+//! 8-bit blocks of 32 ([`QuantizedRows`]) and multiplied with integer dot
+//! products, as llama.cpp does. Other weight types (F32, F16, K-quants, ...)
+//! are dequantized to f32 once at load time.
+//!
+//! The hot loops have an AVX2 implementation chosen at run time and a
+//! portable scalar one that is also the test oracle.
+
+mod avx2;
+mod scalar;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::Device;
+use half::f16;
+use rayon::prelude::*;
+
+use crate::error::{ModelError, Result};
+
+/// Elements per quantization block.
+pub(crate) const QK: usize = 32;
+
+/// Storage format of a weight matrix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightFormat {
+    /// 4-bit with a scale per block of 32 (GGUF Q4_0, 18 bytes per block).
+    Q4_0,
+    /// 4-bit with a scale and a minimum per block of 32 (GGUF Q4_1, 20 bytes).
+    Q4_1,
+    /// 8-bit with a scale per block of 32 (GGUF Q8_0, 34 bytes).
+    Q8_0,
+    /// Plain f32 (any other GGUF type is dequantized to this).
+    F32,
+}
+
+impl WeightFormat {
+    fn block_bytes(self) -> usize {
+        match self {
+            Self::Q4_0 => 18,
+            Self::Q4_1 => 20,
+            Self::Q8_0 => 34,
+            Self::F32 => QK * 4,
+        }
+    }
+}
+
+/// A weight matrix of `rows` outputs by `cols` inputs, row-major.
+#[derive(Debug, Clone)]
+pub struct QMatrix {
+    rows: usize,
+    cols: usize,
+    format: WeightFormat,
+    /// Raw GGUF blocks for quantized formats, little-endian f32 bytes for F32.
+    bytes: Vec<u8>,
+}
+
+impl QMatrix {
+    /// Builds a matrix from a GGUF tensor of shape `[rows, cols]`.
+    pub fn from_qtensor(name: &str, t: &QTensor) -> Result<Self> {
+        let (rows, cols) = match t.shape().dims() {
+            [r, c] => (*r, *c),
+            dims => {
+                return Err(ModelError::Tensor {
+                    name: name.into(),
+                    problem: format!("expected a matrix, found shape {dims:?}"),
+                });
+            }
+        };
+        let format = match t.dtype() {
+            GgmlDType::Q4_0 => WeightFormat::Q4_0,
+            GgmlDType::Q4_1 => WeightFormat::Q4_1,
+            GgmlDType::Q8_0 => WeightFormat::Q8_0,
+            _ => WeightFormat::F32,
+        };
+        if format != WeightFormat::F32 {
+            if cols % QK != 0 {
+                return Err(ModelError::Tensor {
+                    name: name.into(),
+                    problem: format!("{cols} columns is not a multiple of the block size {QK}"),
+                });
+            }
+            let bytes = t.data()?.into_owned();
+            debug_assert_eq!(bytes.len(), rows * cols / QK * format.block_bytes());
+            return Ok(Self {
+                rows,
+                cols,
+                format,
+                bytes,
+            });
+        }
+        let values: Vec<f32> = t
+            .dequantize(&Device::Cpu)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        Ok(Self::from_f32(rows, cols, &values))
+    }
+
+    /// Builds an f32 matrix from row-major values.
+    pub fn from_f32(rows: usize, cols: usize, values: &[f32]) -> Self {
+        assert_eq!(values.len(), rows * cols, "matrix size mismatch");
+        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        Self {
+            rows,
+            cols,
+            format: WeightFormat::F32,
+            bytes,
+        }
+    }
+
+    /// Number of output features.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of input features.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The storage format.
+    pub fn format(&self) -> WeightFormat {
+        self.format
+    }
+
+    /// Bytes of weight data held.
+    pub fn byte_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn row_bytes(&self) -> usize {
+        match self.format {
+            WeightFormat::F32 => self.cols * 4,
+            f => self.cols / QK * f.block_bytes(),
+        }
+    }
+
+    fn row(&self, r: usize) -> &[u8] {
+        let n = self.row_bytes();
+        &self.bytes[r * n..(r + 1) * n]
+    }
+
+    /// Dequantizes row `r` into `out` (length `cols`); used for embeddings.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
+        scalar::dequantize_row(self.format, self.row(r), out);
+    }
+
+    /// Computes `out[t][r] = Σ_c w[r][c] * x[t][c]` for every input row `t`.
+    ///
+    /// `x` holds `n` rows of `cols` values; `out` receives `n` rows of `rows`.
+    pub fn matmul(&self, x: &[f32], out: &mut [f32]) {
+        let n = x.len() / self.cols;
+        assert_eq!(x.len(), n * self.cols, "input is not whole rows");
+        assert_eq!(out.len(), n * self.rows, "output size mismatch");
+        let kernels = Kernels::detect();
+        match self.format {
+            WeightFormat::F32 => {
+                let w = bytes_as_f32(&self.bytes);
+                self.par_rows(out, n, |r, t| {
+                    (kernels.dot_f32)(&w[r * self.cols..(r + 1) * self.cols], &x[t * self.cols..][..self.cols])
+                });
+            }
+            format => {
+                let q = QuantizedRows::quantize(x, self.cols, kernels);
+                let dot = kernels.dot_for(format);
+                self.par_rows(out, n, |r, t| dot(self.row(r), q.row(t)));
+            }
+        }
+    }
+
+    /// Runs `dot(row, token)` for every weight row and input row, splitting
+    /// the weight rows across threads.
+    fn par_rows(&self, out: &mut [f32], n: usize, dot: impl Fn(usize, usize) -> f32 + Sync) {
+        const ROWS_PER_TASK: usize = 64;
+        let rows = self.rows;
+        if n == 1 {
+            out.par_chunks_mut(ROWS_PER_TASK)
+                .enumerate()
+                .for_each(|(chunk, o)| {
+                    let r0 = chunk * ROWS_PER_TASK;
+                    for (i, v) in o.iter_mut().enumerate() {
+                        *v = dot(r0 + i, 0);
+                    }
+                });
+            return;
+        }
+        // Several tokens: each task owns a band of weight rows and writes a
+        // column band of the output, so a weight row is read once per task.
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        (0..rows.div_ceil(ROWS_PER_TASK)).into_par_iter().for_each(|chunk| {
+            let r0 = chunk * ROWS_PER_TASK;
+            let r1 = (r0 + ROWS_PER_TASK).min(rows);
+            for r in r0..r1 {
+                for t in 0..n {
+                    let v = dot(r, t);
+                    // SAFETY: tasks write disjoint row bands of every output
+                    // row, and `out` outlives the parallel loop.
+                    unsafe { *out_ptr.get().add(t * rows + r) = v };
+                }
+            }
+        });
+    }
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: only used to write disjoint elements from parallel tasks.
+unsafe impl Send for SendPtr {}
+// SAFETY: as above.
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+fn bytes_as_f32(bytes: &[u8]) -> &[f32] {
+    // SAFETY: the buffer was filled from f32 values; Vec<u8> allocations from
+    // the global allocator are at least 8-byte aligned for these sizes, and we
+    // check alignment rather than assume it.
+    let (head, body, tail) = unsafe { bytes.align_to::<f32>() };
+    assert!(head.is_empty() && tail.is_empty(), "f32 weights misaligned");
+    body
+}
+
+/// Activation rows quantized to 8-bit blocks of 32: per block a scale `d`,
+/// `s = d * Σq` (for formats with a minimum), and 32 signed values.
+pub(crate) struct QuantizedRows {
+    blocks_per_row: usize,
+    scales: Vec<f32>,
+    sums: Vec<f32>,
+    values: Vec<i8>,
+}
+
+impl QuantizedRows {
+    fn quantize(x: &[f32], cols: usize, kernels: Kernels) -> Self {
+        let n_blocks = x.len() / QK;
+        let mut q = Self {
+            blocks_per_row: cols / QK,
+            scales: vec![0.0; n_blocks],
+            sums: vec![0.0; n_blocks],
+            values: vec![0; x.len()],
+        };
+        (kernels.quantize)(x, &mut q.scales, &mut q.sums, &mut q.values);
+        q
+    }
+
+    fn row(&self, t: usize) -> QRow<'_> {
+        let b0 = t * self.blocks_per_row;
+        let b1 = b0 + self.blocks_per_row;
+        QRow {
+            scales: &self.scales[b0..b1],
+            sums: &self.sums[b0..b1],
+            values: &self.values[b0 * QK..b1 * QK],
+        }
+    }
+}
+
+/// One quantized activation row.
+#[derive(Clone, Copy)]
+pub(crate) struct QRow<'a> {
+    scales: &'a [f32],
+    sums: &'a [f32],
+    values: &'a [i8],
+}
+
+type DotQ = fn(&[u8], QRow<'_>) -> f32;
+
+/// The kernel set for this CPU.
+#[derive(Clone, Copy)]
+struct Kernels {
+    quantize: fn(&[f32], &mut [f32], &mut [f32], &mut [i8]),
+    dot_q4_0: DotQ,
+    dot_q4_1: DotQ,
+    dot_q8_0: DotQ,
+    dot_f32: fn(&[f32], &[f32]) -> f32,
+}
+
+impl Kernels {
+    fn detect() -> Self {
+        if avx2::available() {
+            avx2::KERNELS
+        } else {
+            scalar::KERNELS
+        }
+    }
+
+    fn dot_for(self, format: WeightFormat) -> DotQ {
+        match format {
+            WeightFormat::Q4_0 => self.dot_q4_0,
+            WeightFormat::Q4_1 => self.dot_q4_1,
+            WeightFormat::Q8_0 => self.dot_q8_0,
+            WeightFormat::F32 => unreachable!("f32 weights use dot_f32"),
+        }
+    }
+}
+
+fn f16_at(bytes: &[u8], at: usize) -> f32 {
+    f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+}
+
+#[cfg(test)]
+mod tests;

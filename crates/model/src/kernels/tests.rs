@@ -1,0 +1,102 @@
+//! The SIMD kernels agree with the scalar oracle, and the quantized products
+//! agree with plain f32 math within the error 8-bit activations allow.
+
+use super::*;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn random_values(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+}
+
+/// Quantizes `values` (rows x cols) into a GGUF block format via candle.
+fn quantized(rows: usize, cols: usize, values: &[f32], dtype: GgmlDType) -> QMatrix {
+    let t = candle_core::Tensor::from_slice(values, (rows, cols), &Device::Cpu).unwrap();
+    let q = QTensor::quantize(&t, dtype).unwrap();
+    QMatrix::from_qtensor("test", &q).unwrap()
+}
+
+fn dequantized(m: &QMatrix) -> Vec<f32> {
+    let mut out = vec![0.0; m.rows * m.cols];
+    for r in 0..m.rows {
+        m.dequantize_row(r, &mut out[r * m.cols..(r + 1) * m.cols]);
+    }
+    out
+}
+
+fn reference_matmul(w: &[f32], rows: usize, cols: usize, x: &[f32]) -> Vec<f32> {
+    let n = x.len() / cols;
+    let mut out = vec![0.0f32; n * rows];
+    for t in 0..n {
+        for r in 0..rows {
+            out[t * rows + r] = (0..cols)
+                .map(|c| f64::from(w[r * cols + c]) * f64::from(x[t * cols + c]))
+                .sum::<f64>() as f32;
+        }
+    }
+    out
+}
+
+#[test]
+fn simd_kernels_match_scalar_oracle() {
+    if !avx2::available() {
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let (rows, cols) = (8, 256);
+    let x = random_values(&mut rng, cols * 3);
+    let q = QuantizedRows::quantize(&x, cols, scalar::KERNELS);
+    for dtype in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0] {
+        let m = quantized(rows, cols, &random_values(&mut rng, rows * cols), dtype);
+        for r in 0..rows {
+            for t in 0..3 {
+                let s = scalar::KERNELS.dot_for(m.format)(m.row(r), q.row(t));
+                let v = avx2::KERNELS.dot_for(m.format)(m.row(r), q.row(t));
+                assert!((s - v).abs() <= 1e-4 * s.abs().max(1.0), "{dtype:?}: {s} vs {v}");
+            }
+        }
+    }
+    let a = random_values(&mut rng, 1000);
+    let b = random_values(&mut rng, 1000);
+    let (s, v) = ((scalar::KERNELS.dot_f32)(&a, &b), (avx2::KERNELS.dot_f32)(&a, &b));
+    assert!((s - v).abs() < 1e-4, "f32: {s} vs {v}");
+}
+
+#[test]
+fn quantized_matmul_matches_dequantized_f32_math() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let (rows, cols) = (300, 576);
+    for dtype in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0, GgmlDType::F16] {
+        let m = quantized(rows, cols, &random_values(&mut rng, rows * cols), dtype);
+        let w = dequantized(&m);
+        for n in [1, 5] {
+            let x = random_values(&mut rng, n * cols);
+            let mut out = vec![0.0; n * rows];
+            m.matmul(&x, &mut out);
+            let expected = reference_matmul(&w, rows, cols, &x);
+            // 8-bit activations: each product's relative error is at most
+            // 1/254, and errors of random sign add in quadrature.
+            let scale = (cols as f32).sqrt() / 254.0;
+            for (o, e) in out.iter().zip(&expected) {
+                assert!((o - e).abs() <= scale, "{dtype:?} n={n}: {o} vs {e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn quantize_round_trips_within_half_a_step() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let x = random_values(&mut rng, 64);
+    let q = QuantizedRows::quantize(&x, 64, Kernels::detect());
+    for (b, block) in x.chunks(QK).enumerate() {
+        let d = q.scales[b];
+        let mut sum = 0.0;
+        for (i, v) in block.iter().enumerate() {
+            let back = f32::from(q.values[b * QK + i]) * d;
+            assert!((back - v).abs() <= d / 2.0 + 1e-7);
+            sum += f32::from(q.values[b * QK + i]);
+        }
+        assert!((q.sums[b] - d * sum).abs() < 1e-5);
+    }
+}
