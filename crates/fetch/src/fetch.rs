@@ -192,7 +192,16 @@ fn check_cached(dest: &Path, artifact: &PinnedArtifact<'_>) -> Result<Cached> {
     };
     let len = match std::fs::metadata(dest) {
         Ok(meta) => meta.len(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Cached::Missing),
+        // A missing parent directory, or a file where one should be, also
+        // means nothing is cached; creating the directory will report it.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Ok(Cached::Missing);
+        }
         Err(e) => return Err(io_err(e)),
     };
     if len != artifact.member_size {
