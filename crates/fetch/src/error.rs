@@ -20,7 +20,10 @@ pub enum FetchError {
 
     /// A server could not be reached, or the connection failed mid-transfer
     /// (offline, DNS failure, refused connection, timeout, TLS failure).
-    #[error("cannot download {url}: {reason}; {advice}")]
+    #[error(
+        "cannot download {url}: {reason}; check your network connection \
+         (and HTTPS_PROXY if you are behind a proxy), or {advice}"
+    )]
     Unreachable {
         /// The URL that failed.
         url: String,
@@ -31,7 +34,10 @@ pub enum FetchError {
     },
 
     /// A server answered with a status other than 200 OK.
-    #[error("{url} answered HTTP {status}; {advice}")]
+    #[error(
+        "{url} answered HTTP {status}; check HYPERTENSOR_PYPI_INDEX if you set it \
+         (or try again later), or {advice}"
+    )]
     HttpStatus {
         /// The URL requested.
         url: String,
@@ -131,12 +137,11 @@ pub enum FetchError {
 
 impl FetchError {
     /// The advice given when a download is impossible: how to get along
-    /// without the network.
+    /// without it.
     pub fn advice(place_at: &std::path::Path, sha256: &str) -> String {
         format!(
-            "check your network connection (and HTTPS_PROXY if you use a proxy), \
-             or place the file yourself at {} (sha256 {sha256}), \
-             or set HYPERTENSOR_HOME to a cache directory that already holds it, \
+            "place the file yourself at {} (sha256 {sha256}), \
+             or set HYPERTENSOR_HOME to a cache directory whose models/ holds it, \
              or pass --model PATH",
             place_at.display()
         )

