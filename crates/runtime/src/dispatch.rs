@@ -353,7 +353,8 @@ impl State {
     ) -> Result<()> {
         let n = self.owned_node(signer, subnet, node)?;
         let s = self.subnet_ref(subnet)?;
-        let stake = n.stake.checked_add(amount).ok_or(Error::Overflow)?;
+        // Both are parts of the capped issuance: the sum cannot overflow.
+        let stake = n.stake.saturating_add(amount);
         if stake > s.max_stake {
             return Err(Error::StakeOutOfBounds {
                 stake,

@@ -40,9 +40,6 @@ pub enum Error {
         /// Free balance.
         free: Balance,
     },
-    /// A balance would exceed `u128` (impossible while issuance is capped).
-    #[error("arithmetic overflow")]
-    Overflow,
     /// The subnet name is empty, too long or has control characters.
     #[error("invalid subnet name: {reason}")]
     InvalidSubnetName {
