@@ -10,6 +10,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
+use std::sync::RwLock;
 
 use super::error::TokenizerResult;
 use super::metadata::{self, Metadata, keys};
@@ -50,20 +51,124 @@ pub(crate) fn char_to_byte_map(table: &[char; 256]) -> HashMap<char, u8> {
 #[derive(Debug, Clone)]
 pub(crate) struct BpeModel {
     pre: PreTokenizer,
-    /// (left id, right id) -> (rank, merged id).
-    merges: HashMap<(u32, u32), (u32, u32)>,
+    merges: MergeTable,
+    cache: WordCache,
     /// The token of each byte's printable character.
     byte_tokens: Box<[Option<u32>; 256]>,
     byte_chars: Box<[char; 256]>,
+}
+
+/// Merge ranks indexed by left token: for each left id, its (right id,
+/// rank, merged id) entries sorted by right id. A lookup is an index and a
+/// binary search over a few entries, cheaper than hashing the pair.
+#[derive(Debug, Clone)]
+struct MergeTable {
+    /// `offsets[left]..offsets[left + 1]` are the entries of `left`.
+    offsets: Vec<u32>,
+    entries: Vec<(u32, u32, u32)>,
+}
+
+impl MergeTable {
+    /// Builds the table from (left, right, rank, merged); the first
+    /// occurrence of a pair wins, as in llama.cpp.
+    fn new(vocab_size: usize, mut merges: Vec<(u32, u32, u32, u32)>) -> MergeTable {
+        merges.sort_by_key(|&(left, right, rank, _)| (left, right, rank));
+        merges.dedup_by_key(|&mut (left, right, _, _)| (left, right));
+        let mut offsets = vec![0u32; vocab_size + 1];
+        for &(left, ..) in &merges {
+            offsets[left as usize + 1] += 1;
+        }
+        for i in 0..vocab_size {
+            offsets[i + 1] += offsets[i];
+        }
+        let entries = merges
+            .into_iter()
+            .map(|(_, right, rank, merged)| (right, rank, merged))
+            .collect();
+        MergeTable { offsets, entries }
+    }
+
+    /// The (rank, merged id) of merging `left` with `right`, if listed.
+    fn get(&self, left: u32, right: u32) -> Option<(u32, u32)> {
+        let start = *self.offsets.get(left as usize)? as usize;
+        let end = *self.offsets.get(left as usize + 1)? as usize;
+        let entries = &self.entries[start..end];
+        let at = entries.binary_search_by_key(&right, |&(r, ..)| r).ok()?;
+        let (_, rank, merged) = entries[at];
+        Some((rank, merged))
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 struct Symbol {
     prev: usize,
     next: usize,
-    /// Bytes covered; 0 once merged into its left neighbour.
-    len: usize,
+    /// False once merged into its left neighbour.
+    alive: bool,
     id: Option<u32>,
+}
+
+/// Words up to this many bytes are merged by [`BpeModel::merge_short`].
+const SHORT_WORD: usize = 48;
+
+/// Buffers reused from word to word.
+#[derive(Debug, Default)]
+struct Scratch {
+    ids: Vec<Option<u32>>,
+    pairs: Vec<Option<(u32, u32)>>,
+    symbols: Vec<Symbol>,
+    heap: BinaryHeap<Reverse<Candidate>>,
+}
+
+/// Token ids of recently seen words, shared by all callers. Natural text
+/// repeats words, so most words skip the merge loop. Bounded: once full,
+/// new words are no longer added.
+#[derive(Debug, Default)]
+struct WordCache {
+    words: RwLock<WordIds>,
+}
+
+/// Word bytes to token ids.
+type WordIds = HashMap<Box<[u8]>, Box<[u32]>>;
+
+impl WordCache {
+    const CAPACITY: usize = 32_768;
+    const MAX_WORD: usize = 64;
+
+    /// Appends the cached ids of `word` to `out`; false if not cached.
+    fn extend_from(&self, word: &[u8], out: &mut Vec<u32>) -> bool {
+        if word.len() > Self::MAX_WORD {
+            return false;
+        }
+        let Ok(words) = self.words.read() else {
+            return false;
+        };
+        match words.get(word) {
+            Some(ids) => {
+                out.extend_from_slice(ids);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn insert(&self, word: &[u8], ids: &[u32]) {
+        if word.len() > Self::MAX_WORD {
+            return;
+        }
+        if let Ok(mut words) = self.words.write()
+            && words.len() < Self::CAPACITY
+        {
+            words.insert(word.into(), ids.into());
+        }
+    }
+}
+
+impl Clone for WordCache {
+    /// A clone starts with an empty cache.
+    fn clone(&self) -> Self {
+        WordCache::default()
+    }
 }
 
 const NONE: usize = usize::MAX;
@@ -86,7 +191,7 @@ impl BpeModel {
         }
 
         let merge_list = metadata::string_array(md, keys::MERGES)?;
-        let mut merges = HashMap::with_capacity(merge_list.len());
+        let mut merges = Vec::with_capacity(merge_list.len());
         let mut joined = String::new();
         for (rank, merge) in merge_list.iter().enumerate() {
             // Split at the first space after the first character, as llama.cpp does.
@@ -101,19 +206,20 @@ impl BpeModel {
             joined.clear();
             joined.push_str(first);
             joined.push_str(second);
-            let (Some(&left), Some(&right), Some(&merged)) = (
+            if let (Some(&left), Some(&right), Some(&merged)) = (
                 vocab.ids.get(first),
                 vocab.ids.get(second),
                 vocab.ids.get(joined.as_str()),
-            ) else {
-                continue;
-            };
-            merges.entry((left, right)).or_insert((rank as u32, merged));
+            ) {
+                merges.push((left, right, rank as u32, merged));
+            }
         }
+        let merges = MergeTable::new(vocab.len(), merges);
 
         Ok(BpeModel {
             pre,
             merges,
+            cache: WordCache::default(),
             byte_tokens: Box::new(byte_tokens),
             byte_chars: Box::new(byte_chars),
         })
@@ -126,21 +232,13 @@ impl BpeModel {
         text: &str,
         out: &mut Vec<u32>,
     ) -> TokenizerResult<()> {
-        let mut symbols = Vec::new();
-        let mut heap = BinaryHeap::new();
+        let mut scratch = Scratch::default();
         self.pre.split(text, |word| {
-            self.encode_word(vocab, word.as_bytes(), &mut symbols, &mut heap, out);
+            self.encode_word(vocab, word.as_bytes(), &mut scratch, out);
         })
     }
 
-    fn encode_word(
-        &self,
-        vocab: &Vocab,
-        word: &[u8],
-        symbols: &mut Vec<Symbol>,
-        heap: &mut BinaryHeap<Reverse<Candidate>>,
-        out: &mut Vec<u32>,
-    ) {
+    fn encode_word(&self, vocab: &Vocab, word: &[u8], scratch: &mut Scratch, out: &mut Vec<u32>) {
         if self.pre.ignore_merges {
             let encoded: String = word.iter().map(|&b| self.byte_chars[b as usize]).collect();
             if let Some(&id) = vocab.ids.get(encoded.as_str()) {
@@ -148,14 +246,70 @@ impl BpeModel {
                 return;
             }
         }
+        if self.cache.extend_from(word, out) {
+            return;
+        }
+        let start = out.len();
+        if word.len() <= SHORT_WORD {
+            self.merge_short(word, scratch, out);
+        } else {
+            self.merge_long(word, scratch, out);
+        }
+        self.cache.insert(word, &out[start..]);
+    }
 
+    /// The merge loop for short words: the candidate pairs in an array,
+    /// the best one found by a scan. Same order as [`Self::merge_long`]
+    /// (lowest rank, then leftmost), without the heap's overhead.
+    fn merge_short(&self, word: &[u8], scratch: &mut Scratch, out: &mut Vec<u32>) {
+        let ids = &mut scratch.ids;
+        let pairs = &mut scratch.pairs;
+        ids.clear();
+        ids.extend(word.iter().map(|&b| self.byte_tokens[b as usize]));
+        pairs.clear();
+        pairs.extend(ids.windows(2).map(|w| self.pair(w[0], w[1])));
+        loop {
+            let mut best: Option<(usize, u32, u32)> = None;
+            for (i, pair) in pairs.iter().enumerate() {
+                if let Some((rank, merged)) = *pair
+                    && best.is_none_or(|(_, best_rank, _)| rank < best_rank)
+                {
+                    best = Some((i, rank, merged));
+                }
+            }
+            let Some((i, _, merged)) = best else {
+                break;
+            };
+            ids[i] = Some(merged);
+            ids.remove(i + 1);
+            pairs.remove(i);
+            if i > 0 {
+                pairs[i - 1] = self.pair(ids[i - 1], ids[i]);
+            }
+            if i < pairs.len() {
+                pairs[i] = self.pair(ids[i], ids[i + 1]);
+            }
+        }
+        // A byte without a token of its own produces nothing, as in llama.cpp.
+        out.extend(ids.iter().flatten());
+    }
+
+    fn pair(&self, left: Option<u32>, right: Option<u32>) -> Option<(u32, u32)> {
+        self.merges.get(left?, right?)
+    }
+
+    /// The merge loop for long words: a linked list of symbols and a heap
+    /// of candidate pairs, O(n log n).
+    fn merge_long(&self, word: &[u8], scratch: &mut Scratch, out: &mut Vec<u32>) {
+        let symbols = &mut scratch.symbols;
+        let heap = &mut scratch.heap;
         symbols.clear();
         heap.clear();
         let n = word.len();
         symbols.extend(word.iter().enumerate().map(|(i, &b)| Symbol {
             prev: if i == 0 { NONE } else { i - 1 },
             next: if i + 1 == n { NONE } else { i + 1 },
-            len: 1,
+            alive: true,
             id: self.byte_tokens[b as usize],
         }));
         for left in 1..n {
@@ -164,7 +318,7 @@ impl BpeModel {
 
         while let Some(Reverse((_, left, left_id, right_id, merged))) = heap.pop() {
             let l = symbols[left];
-            if l.len == 0 || l.id != Some(left_id) || l.next == NONE {
+            if !l.alive || l.id != Some(left_id) || l.next == NONE {
                 continue;
             }
             let right = l.next;
@@ -172,10 +326,9 @@ impl BpeModel {
             if r.id != Some(right_id) {
                 continue;
             }
-            symbols[left].len += r.len;
             symbols[left].id = Some(merged);
             symbols[left].next = r.next;
-            symbols[right].len = 0;
+            symbols[right].alive = false;
             if r.next != NONE {
                 symbols[r.next].prev = left;
             }
@@ -188,7 +341,6 @@ impl BpeModel {
         let mut at = 0;
         while at != NONE {
             let s = symbols[at];
-            // A byte without a token of its own produces nothing, as in llama.cpp.
             if let Some(id) = s.id {
                 out.push(id);
             }
@@ -209,7 +361,7 @@ impl BpeModel {
         let (Some(left_id), Some(right_id)) = (l.id, symbols[l.next].id) else {
             return;
         };
-        if let Some(&(rank, merged)) = self.merges.get(&(left_id, right_id)) {
+        if let Some((rank, merged)) = self.merges.get(left_id, right_id) {
             heap.push(Reverse((rank, left, left_id, right_id, merged)));
         }
     }
@@ -218,6 +370,95 @@ impl BpeModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tokenizer::vocab::SpecialDefaults;
+    use candle_core::quantized::gguf_file::Value;
+
+    /// A vocabulary of the 256 byte characters plus random merges over a
+    /// small alphabet (many overlapping candidates, many rank ties avoided
+    /// only by position).
+    fn random_model(seed: u64) -> (Vocab, BpeModel) {
+        let mut state = seed;
+        let mut next = move || {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        };
+        let table = byte_to_char_table();
+        let mut tokens: Vec<String> = table.iter().map(|c| c.to_string()).collect();
+        let mut pool: Vec<String> = "abcĠ".chars().map(|c| c.to_string()).collect();
+        let mut merges = Vec::new();
+        while merges.len() < 300 {
+            let left = pool[(next() % pool.len() as u64) as usize].clone();
+            let right = pool[(next() % pool.len() as u64) as usize].clone();
+            let joined = format!("{left}{right}");
+            if joined.chars().count() > 8 || tokens.contains(&joined) {
+                continue;
+            }
+            merges.push(format!("{left} {right}"));
+            tokens.push(joined.clone());
+            pool.push(joined);
+        }
+        let strings = |v: Vec<String>| Value::Array(v.into_iter().map(Value::String).collect());
+        let md: Metadata = [
+            (keys::TOKENS.to_owned(), strings(tokens)),
+            (keys::MERGES.to_owned(), strings(merges)),
+        ]
+        .into_iter()
+        .collect();
+        let defaults = SpecialDefaults {
+            bos: None,
+            eos: None,
+            unk: None,
+            add_bos: false,
+        };
+        let vocab = Vocab::from_metadata(&md, defaults).unwrap();
+        let pre = PreTokenizer::for_name(Some("gpt-2")).unwrap();
+        let model = BpeModel::new(&md, &vocab, pre).unwrap();
+        (vocab, model)
+    }
+
+    #[test]
+    fn short_and_long_merge_loops_agree() {
+        for seed in 1..=8u64 {
+            let (_, model) = random_model(seed);
+            let mut state = seed * 7919;
+            let mut scratch = Scratch::default();
+            for _ in 0..500 {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let len = 1 + (state >> 33) as usize % 120;
+                let word: Vec<u8> = (0..len)
+                    .map(|i| b"abc "[((state >> (i % 29)) as usize + i * 7) % 4])
+                    .collect();
+                let (mut short, mut long) = (Vec::new(), Vec::new());
+                model.merge_short(&word, &mut scratch, &mut short);
+                model.merge_long(&word, &mut scratch, &mut long);
+                assert_eq!(
+                    short,
+                    long,
+                    "seed {seed} word {:?}",
+                    String::from_utf8_lossy(&word)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn cached_words_give_the_same_ids() {
+        let (vocab, model) = random_model(42);
+        let text = "abc cab bca abc cab aaaa bbbb abc";
+        let mut first = Vec::new();
+        model.encode(&vocab, text, &mut first).unwrap();
+        let mut second = Vec::new();
+        model.encode(&vocab, text, &mut second).unwrap();
+        assert_eq!(first, second);
+        let fresh = model.clone();
+        let mut third = Vec::new();
+        fresh.encode(&vocab, text, &mut third).unwrap();
+        assert_eq!(first, third);
+    }
 
     #[test]
     fn byte_table_is_a_bijection_onto_gpt2_characters() {

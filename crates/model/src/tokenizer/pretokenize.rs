@@ -6,29 +6,80 @@
 //! matched on its own (a lookahead does not see past the piece's end). This
 //! is how llama.cpp applies its lists (e.g. SmolLM's "smollm": first every
 //! digit alone, then the GPT-2 expression).
+//!
+//! The upstream expressions end in `\s+(?!\S)|\s+`. A lookahead forces
+//! fancy-regex onto its backtracking engine, several times slower, so the
+//! expressions here end in plain `\s+` and the lookahead is applied after
+//! the match ([`Expression::shrink`]): a whitespace run of two or more
+//! characters followed by more text gives back its last character, which
+//! then starts the next word. The unit tests check this against the
+//! lookahead expressions on random text.
 
 use fancy_regex::Regex;
 
 use super::error::{TokenizerError, TokenizerResult};
 
-/// GPT-2's expression, with the trailing `\s+` that llama.cpp's built-in
-/// implementation of it applies.
-const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+/// GPT-2's expression `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+`,
+/// lookahead removed (see the module docs). Also stands for llama.cpp's
+/// variant without the final `\s+`: the text that alternative matches is
+/// left between matches and becomes a word of its own either way.
+const GPT2: &str = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+";
 
-/// GPT-2's expression without the trailing `\s+` (llama.cpp's "default" list).
-const GPT2_NO_TRAILING: &str =
-    r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+/// Llama 3's expression (case-insensitive contractions, digits in threes),
+/// lookahead removed.
+const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+";
 
-/// Llama 3's expression (case-insensitive contractions, digits in threes).
-const LLAMA3: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen 2's expression (as Llama 3's, digits alone), lookahead removed.
+const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+";
 
-/// Qwen 2's expression (as Llama 3's, digits alone).
-const QWEN2: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// How a trailing-whitespace match is cut back to emulate `\s+(?!\S)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shrink {
+    /// No lookahead in this expression.
+    Never,
+    /// Any all-whitespace match (GPT-2).
+    Whitespace,
+    /// An all-whitespace match not ending in a line break: one that does
+    /// came from `\s*[\r\n]+`, which has no lookahead (Llama 3, Qwen 2).
+    WhitespaceNotLineBreak,
+}
+
+/// One splitting expression.
+#[derive(Debug, Clone)]
+struct Expression {
+    regex: Regex,
+    shrink: Shrink,
+}
+
+impl Expression {
+    fn new(pattern: &str, shrink: Shrink) -> TokenizerResult<Expression> {
+        let regex = Regex::new(pattern).map_err(|e| TokenizerError::Regex(Box::new(e)))?;
+        Ok(Expression { regex, shrink })
+    }
+
+    /// The end of a match starting at `start` and ending at `end` in
+    /// `piece`, after applying the `\s+(?!\S)` rule.
+    fn shrink(&self, piece: &str, start: usize, end: usize) -> usize {
+        if self.shrink == Shrink::Never || end == piece.len() {
+            return end;
+        }
+        let matched = &piece[start..end];
+        if !matched.chars().all(char::is_whitespace)
+            || (self.shrink == Shrink::WhitespaceNotLineBreak && matched.ends_with(['\r', '\n']))
+        {
+            return end;
+        }
+        match matched.char_indices().last() {
+            Some((last, _)) if last > 0 => start + last,
+            _ => end,
+        }
+    }
+}
 
 /// The pre-tokenizer of a byte-level BPE vocabulary.
 #[derive(Debug, Clone)]
 pub(crate) struct PreTokenizer {
-    regexes: Vec<Regex>,
+    expressions: Vec<Expression>,
     /// Whether a word that is itself a token skips the merges (Llama 3).
     pub(crate) ignore_merges: bool,
     /// Whether llama.cpp adds BOS by default for this pre-tokenizer.
@@ -39,13 +90,15 @@ impl PreTokenizer {
     /// The pre-tokenizer llama.cpp uses for the given `tokenizer.ggml.pre`
     /// value (`None` when the key is absent: llama.cpp's "default").
     pub(crate) fn for_name(pre: Option<&str>) -> TokenizerResult<PreTokenizer> {
-        let (patterns, ignore_merges, default_add_bos): (&[&str], bool, bool) = match pre {
+        use Shrink::{Never, Whitespace, WhitespaceNotLineBreak};
+        let (patterns, ignore_merges, default_add_bos): (&[(&str, Shrink)], bool, bool) = match pre
+        {
             None | Some("default") => (
                 &[
-                    r"[\p{P}\$\+<=>\^~\|]+",
-                    GPT2_NO_TRAILING,
-                    r"\p{N}+",
-                    "[0-9][0-9][0-9]",
+                    (r"[\p{P}\$\+<=>\^~\|]+", Never),
+                    (GPT2, Whitespace),
+                    (r"\p{N}+", Never),
+                    ("[0-9][0-9][0-9]", Never),
                 ],
                 false,
                 false,
@@ -54,29 +107,31 @@ impl PreTokenizer {
                 "gpt-2" | "phi-2" | "jina-es" | "jina-de" | "gigachat" | "jina-v2-es"
                 | "jina-v2-de" | "a.x-4.0" | "mellum" | "modern-bert" | "mpt" | "olmo" | "jais"
                 | "trillion" | "granite-docling" | "exaone4",
-            ) => (&[GPT2], false, false),
+            ) => (&[(GPT2, Whitespace)], false, false),
             Some(
                 "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone"
                 | "minerva-7b" | "mellum2",
-            ) => (&[r"\p{N}", GPT2], false, false),
+            ) => (&[(r"\p{N}", Never), (GPT2, Whitespace)], false, false),
             Some(
                 "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral"
                 | "midm-2.0" | "lfm2" | "jina-v5-nano",
-            ) => (&[LLAMA3], true, true),
-            Some("dbrx" | "smaug-bpe") => (&[LLAMA3], false, false),
-            Some("qwen2" | "deepseek-r1-qwen" | "stablelm2" | "megrez") => (&[QWEN2], false, false),
+            ) => (&[(LLAMA3, WhitespaceNotLineBreak)], true, true),
+            Some("dbrx" | "smaug-bpe") => (&[(LLAMA3, WhitespaceNotLineBreak)], false, false),
+            Some("qwen2" | "deepseek-r1-qwen" | "stablelm2" | "megrez") => {
+                (&[(QWEN2, WhitespaceNotLineBreak)], false, false)
+            }
             Some(other) => {
                 return Err(TokenizerError::UnsupportedPreTokenizer {
                     pre: other.to_owned(),
                 });
             }
         };
-        let regexes = patterns
+        let expressions = patterns
             .iter()
-            .map(|p| Regex::new(p).map_err(|e| TokenizerError::Regex(Box::new(e))))
+            .map(|&(pattern, shrink)| Expression::new(pattern, shrink))
             .collect::<TokenizerResult<Vec<_>>>()?;
         Ok(PreTokenizer {
-            regexes,
+            expressions,
             ignore_merges,
             default_add_bos,
         })
@@ -90,17 +145,17 @@ impl PreTokenizer {
     ) -> TokenizerResult<()> {
         let mut pieces = vec![text];
         let mut next = Vec::new();
-        let (last, rest) = match self.regexes.split_last() {
+        let (last, rest) = match self.expressions.split_last() {
             Some(split) => split,
             None => {
                 word(text);
                 return Ok(());
             }
         };
-        for regex in rest {
+        for expression in rest {
             next.clear();
             for &piece in &pieces {
-                split_one(regex, piece, |w| next.push(w))?;
+                split_one(expression, piece, |w| next.push(w))?;
             }
             std::mem::swap(&mut pieces, &mut next);
         }
@@ -113,21 +168,33 @@ impl PreTokenizer {
 
 /// Splits one piece by one expression: matches and the text between them.
 fn split_one<'t>(
-    regex: &Regex,
+    expression: &Expression,
     piece: &'t str,
     mut out: impl FnMut(&'t str),
 ) -> TokenizerResult<()> {
     let mut rest = 0;
-    for m in regex.find_iter(piece) {
-        let m = m.map_err(|e| TokenizerError::Regex(Box::new(e)))?;
-        if m.start() == m.end() {
+    let mut pos = 0;
+    while pos < piece.len() {
+        let found = expression
+            .regex
+            .find_from_pos(piece, pos)
+            .map_err(|e| TokenizerError::Regex(Box::new(e)))?;
+        let Some(m) = found else {
+            break;
+        };
+        let start = m.start();
+        if m.end() == start {
+            // None of the expressions match empty text; step over a character anyway.
+            pos = start + piece[start..].chars().next().map_or(1, char::len_utf8);
             continue;
         }
-        if m.start() > rest {
-            out(&piece[rest..m.start()]);
+        let end = expression.shrink(piece, start, m.end());
+        if start > rest {
+            out(&piece[rest..start]);
         }
-        out(m.as_str());
-        rest = m.end();
+        out(&piece[start..end]);
+        rest = end;
+        pos = end;
     }
     if rest < piece.len() {
         out(&piece[rest..]);
@@ -173,6 +240,84 @@ mod tests {
             words(Some("llama3"), "12345 I'M"),
             ["123", "45", " I", "'M"]
         );
+    }
+
+    /// The upstream expressions, with their lookahead.
+    const GPT2_LOOKAHEAD: &str =
+        r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
+    const GPT2_LOOKAHEAD_NO_TRAILING: &str =
+        r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)";
+    const LLAMA3_LOOKAHEAD: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    const QWEN2_LOOKAHEAD: &str = r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+    /// Matches and the text between them, by the lookahead expression.
+    fn reference_split(regex: &Regex, text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut rest = 0;
+        for m in regex.find_iter(text) {
+            let m = m.unwrap();
+            if m.start() > rest {
+                out.push(text[rest..m.start()].to_owned());
+            }
+            out.push(m.as_str().to_owned());
+            rest = m.end();
+        }
+        if rest < text.len() {
+            out.push(text[rest..].to_owned());
+        }
+        out
+    }
+
+    fn fast_split(expression: &Expression, text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        split_one(expression, text, |w| out.push(w.to_owned())).unwrap();
+        out
+    }
+
+    /// Random strings over characters that exercise every alternative.
+    fn random_texts(seed: u64, count: usize) -> Vec<String> {
+        const ALPHABET: &[char] = &[
+            ' ', ' ', ' ', '\t', '\n', '\n', '\r', '\u{a0}', '\u{2003}', 'a', 'Z', 'é', '日', 's',
+            't', 'l', 'L', 'd', 'v', 'e', 'r', '1', '7', '٣', '½', '\'', '.', '!', '-', '😀',
+            '\u{301}',
+        ];
+        let mut state = seed;
+        let mut next = move || {
+            // xorshift64*: deterministic, no dependency.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        };
+        (0..count)
+            .map(|_| {
+                let len = (next() % 24) as usize;
+                (0..len)
+                    .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn whitespace_rule_equals_the_lookahead_expressions() {
+        let cases = [
+            (GPT2_LOOKAHEAD, GPT2, Shrink::Whitespace),
+            (GPT2_LOOKAHEAD_NO_TRAILING, GPT2, Shrink::Whitespace),
+            (LLAMA3_LOOKAHEAD, LLAMA3, Shrink::WhitespaceNotLineBreak),
+            (QWEN2_LOOKAHEAD, QWEN2, Shrink::WhitespaceNotLineBreak),
+        ];
+        for (i, (reference, fast, shrink)) in cases.into_iter().enumerate() {
+            let reference = Regex::new(reference).unwrap();
+            let fast = Expression::new(fast, shrink).unwrap();
+            for text in random_texts(0x9E37_79B9_7F4A_7C15 + i as u64, 4000) {
+                assert_eq!(
+                    fast_split(&fast, &text),
+                    reference_split(&reference, &text),
+                    "pattern {i} on {text:?}"
+                );
+            }
+        }
     }
 
     #[test]
