@@ -296,6 +296,150 @@ fn out_of_range_ids_are_errors() {
     assert_eq!(decoder.push(504).unwrap(), "The");
 }
 
+// ------------------------------------------------- SentencePiece (spm-tiny)
+
+#[derive(Deserialize)]
+struct SpmReference {
+    vocab_size: usize,
+    bos_id: u32,
+    eos_id: u32,
+    unk_id: u32,
+    add_bos: bool,
+    /// Cases where sentencepiece and llama.cpp disagree (none expected).
+    disagreements: Vec<serde_json::Value>,
+    cases: Vec<SpmCase>,
+}
+
+#[derive(Deserialize)]
+struct SpmCase {
+    name: String,
+    text: String,
+    /// sentencepiece's encoding (no BOS).
+    ids: Vec<u32>,
+    /// sentencepiece's decoding of `ids`.
+    decoded: String,
+    /// llama.cpp: add_special = false, parse_special = false.
+    llama_cpp_ids: Vec<u32>,
+    /// llama.cpp: add_special = true (BOS in front).
+    llama_cpp_ids_add_special: Vec<u32>,
+    /// llama.cpp: parse_special = true.
+    llama_cpp_ids_parse_special: Vec<u32>,
+}
+
+fn spm_reference() -> &'static SpmReference {
+    static REFERENCE: OnceLock<SpmReference> = OnceLock::new();
+    REFERENCE.get_or_init(|| {
+        let text =
+            std::fs::read_to_string(fixture("spm-tiny.json")).expect("fixtures/spm-tiny.json");
+        serde_json::from_str(&text).expect("parse spm-tiny.json")
+    })
+}
+
+fn spm_tiny() -> &'static Tokenizer {
+    static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
+    TOKENIZER.get_or_init(|| {
+        Tokenizer::from_gguf(&read_metadata(&fixture("spm-tiny.gguf"))).expect("spm-tiny tokenizer")
+    })
+}
+
+#[test]
+fn spm_metadata_is_read() {
+    let tok = spm_tiny();
+    let reference = spm_reference();
+    assert_eq!(tok.kind(), TokenizerKind::SentencePiece);
+    assert_eq!(tok.vocab_size(), reference.vocab_size);
+    assert_eq!(tok.bos_id(), Some(reference.bos_id));
+    assert_eq!(tok.eos_id(), Some(reference.eos_id));
+    assert_eq!(tok.unk_id(), Some(reference.unk_id));
+    assert_eq!(tok.add_bos_token(), reference.add_bos);
+    assert!(tok.is_eog(reference.eos_id));
+    assert!(reference.disagreements.is_empty());
+}
+
+#[test]
+fn spm_tokenizes_as_llama_cpp_and_sentencepiece() {
+    let tok = spm_tiny();
+    for case in &spm_reference().cases {
+        let plain = tok.encode(&case.text, false).unwrap();
+        assert_eq!(plain, case.llama_cpp_ids, "{}", case.name);
+        assert_eq!(plain, case.ids, "{} (sentencepiece)", case.name);
+        assert_eq!(
+            tok.encode_with_bos(&case.text, false).unwrap(),
+            case.llama_cpp_ids_add_special,
+            "{} (add_special)",
+            case.name
+        );
+        assert_eq!(
+            tok.encode(&case.text, true).unwrap(),
+            case.llama_cpp_ids_parse_special,
+            "{} (parse_special)",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn spm_decode_inverts_encode() {
+    let tok = spm_tiny();
+    for case in &spm_reference().cases {
+        let plain = tok.encode(&case.text, false).unwrap();
+        assert_eq!(
+            tok.decode(&plain, false).unwrap(),
+            case.decoded,
+            "{}",
+            case.name
+        );
+        assert_eq!(
+            tok.decode(&plain, false).unwrap(),
+            case.text,
+            "{}",
+            case.name
+        );
+        // BOS is a control token: skipped, and the space added after it removed.
+        let with_bos = tok.encode_with_bos(&case.text, false).unwrap();
+        assert_eq!(
+            tok.decode(&with_bos, true).unwrap(),
+            case.text,
+            "{}",
+            case.name
+        );
+        // Control tokens parsed from the text come back literally.
+        let special = tok.encode(&case.text, true).unwrap();
+        assert_eq!(
+            tok.decode(&special, false).unwrap(),
+            case.text,
+            "{}",
+            case.name
+        );
+    }
+}
+
+#[test]
+fn spm_streaming_decode_equals_full_decode() {
+    let tok = spm_tiny();
+    let mut any_held_back = false;
+    for case in &spm_reference().cases {
+        for ids in [
+            &case.llama_cpp_ids,
+            &case.llama_cpp_ids_add_special,
+            &case.llama_cpp_ids_parse_special,
+        ] {
+            for skip_special in [false, true] {
+                let (streamed, held_back) = stream(tok, ids, skip_special);
+                assert_eq!(
+                    streamed,
+                    tok.decode(ids, skip_special).unwrap(),
+                    "{}",
+                    case.name
+                );
+                any_held_back |= held_back > 0;
+            }
+        }
+    }
+    // Byte-fallback tokens spread characters over several tokens.
+    assert!(any_held_back);
+}
+
 // ----------------------------------------------------------- bad metadata
 
 fn smollm2_with(change: impl FnOnce(&mut HashMap<String, Value>)) -> HashMap<String, Value> {

@@ -162,13 +162,15 @@ impl PieceState {
         let (bytes, kind) = pieces.piece(id);
         match kind {
             PieceKind::Text => {
+                if bytes.is_empty() {
+                    // Unused tokens decode to nothing and change nothing.
+                    return Ok(());
+                }
                 let bytes = match bytes.split_first() {
                     Some((b' ', rest)) if self.strip_space => rest,
                     _ => bytes,
                 };
-                if !bytes.is_empty() {
-                    self.strip_space = false;
-                }
+                self.strip_space = false;
                 out.extend_from_slice(bytes);
             }
             PieceKind::Special | PieceKind::UserDefined => {

@@ -221,7 +221,8 @@ impl Tokenizer {
     /// Turns token ids into text. With `skip_special`, control and unknown
     /// tokens (`<|im_end|>`, `<s>`, ...) are left out, as user-facing text
     /// wants; without it every token's text is kept, so that
-    /// `decode(encode(x, true), false) == x`.
+    /// `decode(encode(x, true), false) == x` (except, for SentencePiece
+    /// vocabularies, text that itself contains `▁`, which decodes as a space).
     ///
     /// Bytes that do not form valid UTF-8 become U+FFFD. An id outside the
     /// vocabulary is an error.
