@@ -104,32 +104,50 @@ pub fn format_tensor(amount: Balance) -> String {
 }
 
 /// Serde adapter writing a [`Balance`] as a TENSOR decimal string (`"0.001"`)
-/// and reading either such a string or an integer of base units.
+/// and reading either such a string or an integer of base units up to
+/// `u64::MAX` (JSON parsers turn larger integers into floats, which are
+/// refused rather than rounded).
 ///
 /// For human-edited files (genesis, parameters): use with
 /// `#[serde(with = "hypertensor_primitives::units::serde_tensor")]`.
 pub mod serde_tensor {
     use super::{Balance, format_tensor, parse_tensor};
-    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+    use serde::{Deserializer, Serializer};
 
     /// Serializes as a TENSOR decimal string.
     pub fn serialize<S: Serializer>(value: &Balance, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&format_tensor(*value))
     }
 
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Repr {
-        Text(String),
-        BaseUnits(u128),
+    struct TensorVisitor;
+
+    impl serde::de::Visitor<'_> for TensorVisitor {
+        type Value = Balance;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an amount of TENSOR as a decimal string, or an integer of base units")
+        }
+
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Balance, E> {
+            parse_tensor(v).map_err(E::custom)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Balance, E> {
+            Ok(Balance::from(v))
+        }
+
+        fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<Balance, E> {
+            Ok(v)
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Balance, E> {
+            u128::try_from(v).map_err(|_| E::custom("amounts cannot be negative"))
+        }
     }
 
     /// Deserializes a TENSOR decimal string, or an integer of base units.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Balance, D::Error> {
-        match Repr::deserialize(d)? {
-            Repr::Text(t) => parse_tensor(&t).map_err(D::Error::custom),
-            Repr::BaseUnits(v) => Ok(v),
-        }
+        d.deserialize_any(TensorVisitor)
     }
 }
 
@@ -184,6 +202,37 @@ mod tests {
         assert_eq!(
             format_tensor(u128::MAX),
             "340282366920938463463.374607431768211455"
+        );
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Holder {
+        #[serde(with = "serde_tensor")]
+        amount: Balance,
+    }
+
+    #[test]
+    fn serde_tensor_reads_strings_and_u64_integers() {
+        let h: Holder = serde_json::from_str(r#"{"amount": "0.5"}"#).unwrap();
+        assert_eq!(h.amount, TENSOR / 2);
+        let h: Holder = serde_json::from_str(r#"{"amount": 7}"#).unwrap();
+        assert_eq!(h.amount, 7);
+        let max = format!(r#"{{"amount": {}}}"#, u64::MAX);
+        assert_eq!(
+            serde_json::from_str::<Holder>(&max).unwrap().amount,
+            u128::from(u64::MAX)
+        );
+        // Larger integers lose precision in self-describing formats: refused.
+        let big = format!(r#"{{"amount": {}}}"#, u128::MAX);
+        assert!(serde_json::from_str::<Holder>(&big).is_err());
+        assert!(serde_json::from_str::<Holder>(r#"{"amount": -1}"#).is_err());
+        assert!(serde_json::from_str::<Holder>(r#"{"amount": "1e3"}"#).is_err());
+        assert_eq!(
+            serde_json::to_string(&Holder {
+                amount: TENSOR / 1000
+            })
+            .unwrap(),
+            r#"{"amount":"0.001"}"#
         );
     }
 

@@ -9,9 +9,11 @@ use crate::params::Params;
 use crate::types::{Epoch, NodeId, SubnetId};
 use crate::{Error, Result};
 
-/// A call of the chain. In JSON: `{"call": "transfer", "to": "0x..", "amount": 5}`.
+/// A call of the chain. In JSON (externally tagged, so `u128` amounts
+/// deserialize exactly): `{"transfer": {"to": "0x..", "amount": 5}}`, and
+/// `"claim_unbonded"` for the call without arguments.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "call", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Call {
     /// Move `amount` of the signer's free balance to `to`.
     Transfer {

@@ -14,7 +14,9 @@
 //!   `StateRootMismatch`, `InvalidExtrinsic`): the block is refused and the
 //!   state stays as it was.
 //!
-//! Errors serialize as `{"error": "snake_case_name", ...fields}`.
+//! Errors serialize externally tagged: `"zero_amount"` for variants without
+//! data, `{"insufficient_balance": {"needed": .., "free": ..}}` otherwise
+//! (internally tagged enums cannot carry `u128` through serde).
 
 use hypertensor_primitives::{Balance, H256, PeerId};
 use serde::{Deserialize, Serialize};
@@ -23,7 +25,7 @@ use crate::types::{BlockNumber, Epoch, NodeClass, NodeId, SubnetId};
 
 /// Everything the runtime can refuse, by name.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
-#[serde(tag = "error", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Error {
     // ----- call errors -----
     /// An amount of zero where a positive amount is required.

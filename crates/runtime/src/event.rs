@@ -53,9 +53,10 @@ pub enum RemovalReason {
     RegistrationLapsed,
 }
 
-/// Everything that changes the state, one event per effect.
+/// Everything that changes the state, one event per effect. JSON is
+/// externally tagged: `{"transfer": {"from": .., "to": .., "amount": ..}}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Event {
     /// The block subsidy was minted.
     SubsidyMinted {

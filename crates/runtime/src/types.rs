@@ -202,7 +202,7 @@ impl Encode for UnbondingEntry {
 
 /// How an epoch of a subnet was settled (SPEC §3.5).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "outcome", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum SettlementOutcome {
     /// The elected validator proposed nothing: it was penalized.
     NoProposal,

@@ -324,6 +324,7 @@ fn state_root_is_deterministic_and_survives_serde() {
     let mut a = Chain::new();
     let s = active_subnet(&mut a, "s", 3, 0, 1000 * TENSOR);
     let root = a.state.state_root();
+    let settled_epoch = a.epoch();
     // The same blocks from the same genesis give the same root...
     let mut b = Chain::new();
     active_subnet(&mut b, "s", 3, 0, 1000 * TENSOR);
@@ -331,12 +332,25 @@ fn state_root_is_deterministic_and_survives_serde() {
     // ...any change changes it...
     a.block(vec![(&key("alice"), transfer(1))]);
     assert_ne!(a.state.state_root(), root);
-    // ...and a state stored as JSON reloads to the same root.
+    // ...and a state stored as JSON (with settled consensus data and all
+    // event kinds of a block) reloads to the same root.
+    let scores = s.nodes.iter().map(|(_, _, n)| (*n, 1)).collect();
+    crate::common::consensus_round(&mut a, &s, scores, |_| true);
+    a.run_to_epoch(settled_epoch + 1);
+    assert!(
+        a.state
+            .consensus_data(s.id, settled_epoch)
+            .unwrap()
+            .outcome
+            .is_some()
+    );
+    let events_json = serde_json::to_string(&a.last_events).unwrap();
+    let events: Vec<hypertensor_runtime::EventRecord> = serde_json::from_str(&events_json).unwrap();
+    assert_eq!(events, a.last_events);
     let json = serde_json::to_string(&a.state).unwrap();
     let loaded: State = serde_json::from_str(&json).unwrap();
     assert_eq!(loaded.state_root(), a.state.state_root());
     assert_eq!(loaded, a.state);
-    let _ = s;
 }
 
 #[test]
@@ -399,4 +413,66 @@ fn read_accessors_for_the_chain_node() {
     assert_eq!(chain.state.subnets().count(), 1);
     assert!(chain.state.accounts().count() > 8);
     assert!(chain.state.elected_validator(s.id, 2).is_some());
+}
+
+#[test]
+fn extrinsics_calls_events_and_errors_cross_json() {
+    let chain = Chain::new();
+    let alice = key("alice");
+    let xt = chain.sign(&alice, 0, transfer(5));
+    let json = serde_json::to_string(&xt).unwrap();
+    assert!(json.contains(r#""call":{"transfer":{"to":"#), "{json}");
+    let back: hypertensor_runtime::Extrinsic = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, xt);
+    assert!(chain.state.validate_extrinsic(&back).unwrap().ready);
+    let claim: Call = serde_json::from_str(r#""claim_unbonded""#).unwrap();
+    assert_eq!(claim, Call::ClaimUnbonded);
+    // Amounts above u64 cross JSON exactly.
+    let big = format!(
+        r#"{{"transfer":{{"to":"{}","amount":{}}}}}"#,
+        id("bob"),
+        u128::MAX
+    );
+    assert_eq!(
+        serde_json::from_str::<Call>(&big).unwrap(),
+        Call::Transfer {
+            to: id("bob"),
+            amount: u128::MAX
+        }
+    );
+    assert!(serde_json::from_str::<Call>(r#"{"transfer":{"to":"0x00","amount":1}}"#).is_err());
+    assert!(serde_json::from_str::<Call>(r#"{"mint":{"amount":1}}"#).is_err());
+
+    let error = Error::InvalidExtrinsic {
+        index: 3,
+        reason: Box::new(Error::StaleNonce {
+            expected: 2,
+            got: 1,
+        }),
+    };
+    let json = serde_json::to_string(&error).unwrap();
+    assert_eq!(
+        json,
+        r#"{"invalid_extrinsic":{"index":3,"reason":{"stale_nonce":{"expected":2,"got":1}}}}"#
+    );
+    assert_eq!(serde_json::from_str::<Error>(&json).unwrap(), error);
+    let big = Error::InsufficientBalance {
+        needed: u128::MAX,
+        free: 1,
+    };
+    assert_eq!(
+        serde_json::from_str::<Error>(&serde_json::to_string(&big).unwrap()).unwrap(),
+        big
+    );
+    assert_eq!(
+        error.to_string(),
+        "extrinsic 3 is invalid: stale nonce 1, expected 2"
+    );
+
+    let event = Event::ExtrinsicFailed {
+        error: Error::NothingToClaim,
+    };
+    let json = serde_json::to_string(&event).unwrap();
+    assert_eq!(json, r#"{"extrinsic_failed":{"error":"nothing_to_claim"}}"#);
+    assert_eq!(serde_json::from_str::<Event>(&json).unwrap(), event);
 }
