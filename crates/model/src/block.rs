@@ -8,8 +8,8 @@ use rayon::prelude::*;
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::kernels::QMatrix;
-use crate::layers::{softmax, swiglu, RmsNorm, RopeTable};
+use crate::kernels::{Precision, QMatrix};
+use crate::layers::{RmsNorm, RopeTable, softmax, swiglu};
 
 /// Keys and values of every position a block has seen, for one sequence.
 #[derive(Debug, Clone, Default)]
@@ -51,7 +51,12 @@ pub(crate) struct TransformerBlock {
 
 impl TransformerBlock {
     /// Reads block `index`'s tensors (`blk.<index>.*`) and checks their shapes.
-    pub(crate) fn load(gguf: &GgufFile, config: Arc<LlamaConfig>, index: usize) -> Result<Self> {
+    pub(crate) fn load(
+        gguf: &GgufFile,
+        config: Arc<LlamaConfig>,
+        index: usize,
+        precision: Precision,
+    ) -> Result<Self> {
         let c = &config;
         let h = c.hidden_size;
         let matrix = |suffix: &str, rows: usize, cols: usize| -> Result<QMatrix> {
@@ -67,15 +72,25 @@ impl TransformerBlock {
                     ),
                 });
             }
-            Ok(m)
+            Ok(m.with_precision(precision))
         };
         Ok(Self {
-            attn_norm: RmsNorm::load(gguf, &format!("blk.{index}.attn_norm.weight"), h, c.rms_norm_eps)?,
+            attn_norm: RmsNorm::load(
+                gguf,
+                &format!("blk.{index}.attn_norm.weight"),
+                h,
+                c.rms_norm_eps,
+            )?,
             wq: matrix("attn_q.weight", h, h)?,
             wk: matrix("attn_k.weight", c.kv_dim(), h)?,
             wv: matrix("attn_v.weight", c.kv_dim(), h)?,
             wo: matrix("attn_output.weight", h, h)?,
-            ffn_norm: RmsNorm::load(gguf, &format!("blk.{index}.ffn_norm.weight"), h, c.rms_norm_eps)?,
+            ffn_norm: RmsNorm::load(
+                gguf,
+                &format!("blk.{index}.ffn_norm.weight"),
+                h,
+                c.rms_norm_eps,
+            )?,
             w_gate: matrix("ffn_gate.weight", c.intermediate_size, h)?,
             w_up: matrix("ffn_up.weight", c.intermediate_size, h)?,
             w_down: matrix("ffn_down.weight", h, c.intermediate_size)?,
@@ -85,10 +100,18 @@ impl TransformerBlock {
 
     /// Bytes of weights held.
     pub(crate) fn byte_len(&self) -> usize {
-        [&self.wq, &self.wk, &self.wv, &self.wo, &self.w_gate, &self.w_up, &self.w_down]
-            .iter()
-            .map(|m| m.byte_len())
-            .sum()
+        [
+            &self.wq,
+            &self.wk,
+            &self.wv,
+            &self.wo,
+            &self.w_gate,
+            &self.w_up,
+            &self.w_down,
+        ]
+        .iter()
+        .map(|m| m.byte_len())
+        .sum()
     }
 
     /// Runs the block on `x` (`n` rows of hidden size, updated in place) at

@@ -44,7 +44,10 @@ impl LlamaConfig {
             Some(_) => metadata_usize(md, "llama.attention.head_count_kv")?,
             None => n_heads,
         };
-        if n_heads == 0 || n_kv_heads == 0 || hidden_size % n_heads != 0 || n_heads % n_kv_heads != 0
+        if n_heads == 0
+            || n_kv_heads == 0
+            || hidden_size % n_heads != 0
+            || n_heads % n_kv_heads != 0
         {
             return Err(ModelError::Metadata {
                 key: "llama.attention.head_count".into(),

@@ -54,7 +54,9 @@ pub enum ModelError {
         n_blocks: usize,
     },
     /// The input does not fit the context window.
-    #[error("context length exceeded: {requested} tokens requested, the model's context holds {limit}")]
+    #[error(
+        "context length exceeded: {requested} tokens requested, the model's context holds {limit}"
+    )]
     ContextOverflow {
         /// Tokens the cache would have to hold.
         requested: usize,

@@ -159,15 +159,17 @@ impl StopMatcher {
         if self.stopped {
             return (String::new(), true);
         }
-        let search_from = floor_char_boundary(
-            &self.text,
-            self.emitted.saturating_sub(self.longest_stop()),
-        );
+        let search_from =
+            floor_char_boundary(&self.text, self.emitted.saturating_sub(self.longest_stop()));
         self.text.push_str(piece);
         let found = self
             .stops
             .iter()
-            .filter_map(|s| self.text[search_from..].find(s.as_str()).map(|i| search_from + i))
+            .filter_map(|s| {
+                self.text[search_from..]
+                    .find(s.as_str())
+                    .map(|i| search_from + i)
+            })
             .min();
         if let Some(at) = found {
             self.text.truncate(at);

@@ -10,9 +10,9 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use candle_core::Device;
 use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::Device;
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
@@ -140,7 +140,7 @@ impl GgufFile {
 fn tensor_byte_len(info: &TensorInfo) -> Option<u64> {
     let elems = info.shape.elem_count();
     let block = info.ggml_dtype.block_size();
-    if elems % block != 0 {
+    if !elems.is_multiple_of(block) {
         return None;
     }
     u64::try_from((elems / block).checked_mul(info.ggml_dtype.type_size())?).ok()

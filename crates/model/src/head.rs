@@ -3,11 +3,11 @@
 use std::sync::Arc;
 
 use crate::config::LlamaConfig;
-use crate::embedding::{Embedding, EMBEDDING_TENSOR};
+use crate::embedding::{EMBEDDING_TENSOR, Embedding};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::hidden::HiddenStates;
-use crate::kernels::QMatrix;
+use crate::kernels::{Precision, QMatrix};
 use crate::layers::RmsNorm;
 
 const OUTPUT_TENSOR: &str = "output.weight";
@@ -25,14 +25,34 @@ impl Head {
     /// when the model ties its output to its input embeddings. Pass the
     /// already loaded `embedding` to share it instead of reading it again.
     pub fn load(gguf: &GgufFile, embedding: Option<&Embedding>) -> Result<Self> {
+        Self::load_with_precision(gguf, embedding, Precision::default())
+    }
+
+    /// Like [`Head::load`], choosing how the output product is computed.
+    pub fn load_with_precision(
+        gguf: &GgufFile,
+        embedding: Option<&Embedding>,
+        precision: Precision,
+    ) -> Result<Self> {
         let config: LlamaConfig = gguf.config()?;
-        let norm = RmsNorm::load(gguf, "output_norm.weight", config.hidden_size, config.rms_norm_eps)?;
+        let norm = RmsNorm::load(
+            gguf,
+            "output_norm.weight",
+            config.hidden_size,
+            config.rms_norm_eps,
+        )?;
         let output = if gguf.has_tensor(OUTPUT_TENSOR) {
-            Arc::new(QMatrix::from_qtensor(OUTPUT_TENSOR, &gguf.read_tensor(OUTPUT_TENSOR)?)?)
+            Arc::new(QMatrix::from_qtensor(
+                OUTPUT_TENSOR,
+                &gguf.read_tensor(OUTPUT_TENSOR)?,
+            )?)
         } else if let Some(embedding) = embedding {
             embedding.table()
         } else {
-            Arc::new(QMatrix::from_qtensor(EMBEDDING_TENSOR, &gguf.read_tensor(EMBEDDING_TENSOR)?)?)
+            Arc::new(QMatrix::from_qtensor(
+                EMBEDDING_TENSOR,
+                &gguf.read_tensor(EMBEDDING_TENSOR)?,
+            )?)
         };
         if (output.rows(), output.cols()) != (config.vocab_size, config.hidden_size) {
             return Err(ModelError::Tensor {
@@ -46,6 +66,11 @@ impl Head {
                 ),
             });
         }
+        let output = if precision == Precision::default() {
+            output
+        } else {
+            Arc::new((*output).clone().with_precision(precision))
+        };
         Ok(Self {
             norm,
             output,
@@ -67,7 +92,7 @@ impl Head {
         let mut normed = vec![0.0; self.hidden_size];
         self.norm.forward(last, &mut normed);
         let mut logits = vec![0.0; self.output.rows()];
-        self.output.matmul(&normed, &mut logits);
+        crate::pool::run(|| self.output.matmul(&normed, &mut logits));
         Ok(logits)
     }
 }

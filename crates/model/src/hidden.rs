@@ -13,7 +13,7 @@ pub struct HiddenStates {
 impl HiddenStates {
     /// Wraps `data` as rows of `width` values, checking the shape.
     pub fn new(width: usize, data: Vec<f32>) -> Result<Self> {
-        if width == 0 || data.len() % width != 0 {
+        if width == 0 || !data.len().is_multiple_of(width) {
             return Err(ModelError::InvalidInput(format!(
                 "{} values do not form rows of width {width}",
                 data.len()

@@ -7,6 +7,7 @@ use crate::embedding::Embedding;
 use crate::error::Result;
 use crate::gguf::GgufFile;
 use crate::head::Head;
+use crate::kernels::Precision;
 use crate::span::{BlockSpan, SpanCache};
 use crate::tokenizer::{ChatTemplate, Tokenizer};
 
@@ -36,13 +37,18 @@ pub struct LocalModel {
 impl LocalModel {
     /// Loads a GGUF file of the llama family.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Self::load_with_precision(path, Precision::default())
+    }
+
+    /// Like [`LocalModel::load`], choosing how products are computed.
+    pub fn load_with_precision(path: impl AsRef<Path>, precision: Precision) -> Result<Self> {
         let gguf = GgufFile::open(path)?;
         let config = gguf.config()?;
         let tokenizer = Tokenizer::from_gguf(gguf.metadata())?;
         let chat_template = ChatTemplate::from_gguf(gguf.metadata()).ok();
         let embedding = Embedding::load(&gguf)?;
-        let blocks = BlockSpan::load(&gguf, 0..config.n_blocks)?;
-        let head = Head::load(&gguf, Some(&embedding))?;
+        let blocks = BlockSpan::load_with_precision(&gguf, 0..config.n_blocks, precision)?;
+        let head = Head::load_with_precision(&gguf, Some(&embedding), precision)?;
         Ok(Self {
             config,
             embedding,

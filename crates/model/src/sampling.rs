@@ -158,7 +158,9 @@ mod tests {
         let logits: Vec<f32> = (0..50).map(|i| (i % 7) as f32 * 0.3).collect();
         let run = |seed| {
             let mut s = sampler(1.0, None, None, seed);
-            (0..40).map(|_| s.sample(&logits).unwrap()).collect::<Vec<_>>()
+            (0..40)
+                .map(|_| s.sample(&logits).unwrap())
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(42), run(42));
         assert_ne!(run(42), run(43));
@@ -190,7 +192,9 @@ mod tests {
         // Two tokens with probabilities 0.25 and 0.75 at temperature 1.
         let logits = [0.0, 3f32.ln()];
         let mut s = sampler(1.0, None, None, 123);
-        let ones = (0..4000).filter(|_| s.sample(&logits).unwrap() == 1).count();
+        let ones = (0..4000)
+            .filter(|_| s.sample(&logits).unwrap() == 1)
+            .count();
         assert!((2850..3150).contains(&ones), "{ones} of 4000");
     }
 
@@ -198,8 +202,26 @@ mod tests {
     fn bad_parameters_are_named() {
         let bad = |p: SamplingParams| Sampler::new(p).unwrap_err().to_string();
         let base = SamplingParams::default();
-        assert!(bad(SamplingParams { temperature: -1.0, ..base.clone() }).contains("temperature"));
-        assert!(bad(SamplingParams { top_k: Some(0), ..base.clone() }).contains("top_k"));
-        assert!(bad(SamplingParams { top_p: Some(1.5), ..base }).contains("top_p"));
+        assert!(
+            bad(SamplingParams {
+                temperature: -1.0,
+                ..base.clone()
+            })
+            .contains("temperature")
+        );
+        assert!(
+            bad(SamplingParams {
+                top_k: Some(0),
+                ..base.clone()
+            })
+            .contains("top_k")
+        );
+        assert!(
+            bad(SamplingParams {
+                top_p: Some(1.5),
+                ..base
+            })
+            .contains("top_p")
+        );
     }
 }

@@ -11,6 +11,7 @@ use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::hidden::HiddenStates;
+use crate::kernels::Precision;
 use crate::layers::Rope;
 
 /// Blocks `start..end` of a model.
@@ -44,6 +45,15 @@ impl SpanCache {
 impl BlockSpan {
     /// Loads blocks `range` from `gguf`, reading no other block's tensors.
     pub fn load(gguf: &GgufFile, range: Range<usize>) -> Result<Self> {
+        Self::load_with_precision(gguf, range, Precision::default())
+    }
+
+    /// Like [`BlockSpan::load`], choosing how products are computed.
+    pub fn load_with_precision(
+        gguf: &GgufFile,
+        range: Range<usize>,
+        precision: Precision,
+    ) -> Result<Self> {
         let config = Arc::new(gguf.config()?);
         if range.start >= range.end || range.end > config.n_blocks {
             return Err(ModelError::InvalidSpan {
@@ -54,7 +64,7 @@ impl BlockSpan {
         }
         let blocks = range
             .clone()
-            .map(|i| TransformerBlock::load(gguf, config.clone(), i))
+            .map(|i| TransformerBlock::load(gguf, config.clone(), i, precision))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             rope: Rope::new(config.head_dim, config.rope_theta),
@@ -118,9 +128,11 @@ impl BlockSpan {
             });
         }
         let table = self.rope.table(cache.positions, n);
-        for (block, layer_cache) in self.blocks.iter().zip(&mut cache.layers) {
-            block.forward(hidden.as_mut_slice(), layer_cache, &table);
-        }
+        crate::pool::run(|| {
+            for (block, layer_cache) in self.blocks.iter().zip(&mut cache.layers) {
+                block.forward(hidden.as_mut_slice(), layer_cache, &table);
+            }
+        });
         cache.positions = requested;
         Ok(())
     }

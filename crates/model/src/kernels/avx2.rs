@@ -1,10 +1,15 @@
-//! AVX2 + FMA + F16C kernels, selected at run time when the CPU has them.
+//! x86-64 SIMD kernels, chosen at run time: AVX2 + FMA + F16C, and where the
+//! CPU has AVX-512 VNNI, the same loops with its fused u8 x i8 dot product.
+//!
+//! Each weight block costs one f16 pair conversion, one multiply by the
+//! activation's `[d, s]` pair, one integer dot product and one FMA; two
+//! blocks per iteration keep independent accumulators in flight.
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
     use std::arch::x86_64::*;
 
-    use super::super::{scalar, Kernels, QRow, QK};
+    use super::super::{Kernels, QK, QRow};
 
     pub(in super::super) fn available() -> bool {
         is_x86_feature_detected!("avx2")
@@ -12,149 +17,232 @@ mod imp {
             && is_x86_feature_detected!("f16c")
     }
 
-    pub(in super::super) const KERNELS: Kernels = Kernels {
-        quantize: scalar::quantize,
-        dot_q4_0,
-        dot_q4_1,
-        dot_q8_0,
+    fn vnni_available() -> bool {
+        available()
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx512vl")
+    }
+
+    /// The best kernel set for this CPU (callers checked `available()`).
+    pub(in super::super) fn kernels() -> Kernels {
+        if vnni_available() { VNNI } else { AVX2 }
+    }
+
+    const AVX2: Kernels = Kernels {
+        quantize,
+        dot_q4_0: dot_q4_0_avx2,
+        dot_q4_1: dot_q4_1_avx2,
+        dot_q8_0: dot_q8_0_avx2,
+        dot_f32,
+    };
+
+    const VNNI: Kernels = Kernels {
+        quantize,
+        dot_q4_0: dot_q4_0_vnni,
+        dot_q4_1: dot_q4_1_vnni,
+        dot_q8_0: dot_q8_0_vnni,
         dot_f32,
     };
 
     fn check(w: &[u8], block_bytes: usize, x: QRow<'_>) -> usize {
         let nb = w.len() / block_bytes;
         assert!(
-            w.len() == nb * block_bytes
-                && x.scales.len() == nb
-                && x.sums.len() == nb
-                && x.values.len() == nb * QK,
+            w.len() == nb * block_bytes && x.scale_sums.len() == nb && x.values.len() == nb * QK,
             "quantized row shapes disagree"
         );
         nb
     }
 
-    fn dot_q4_0(w: &[u8], x: QRow<'_>) -> f32 {
-        let nb = check(w, 18, x);
-        // SAFETY: this kernel set is only chosen when `available()`, and
-        // `check` proved every block read below is in bounds.
-        unsafe { dot_q4_0_avx2(w.as_ptr(), x, nb) }
+    /// Integer dot products of 32 unsigned by 32 signed bytes, as 8 i32 lanes.
+    trait DotU8I8 {
+        /// # Safety
+        /// The CPU must have the features the implementation is for.
+        unsafe fn dot(u: __m256i, s: __m256i) -> __m256i;
     }
 
-    fn dot_q4_1(w: &[u8], x: QRow<'_>) -> f32 {
-        let nb = check(w, 20, x);
-        // SAFETY: as in `dot_q4_0`.
-        unsafe { dot_q4_1_avx2(w.as_ptr(), x, nb) }
+    struct Avx2Dot;
+    impl DotU8I8 for Avx2Dot {
+        #[inline(always)]
+        unsafe fn dot(u: __m256i, s: __m256i) -> __m256i {
+            // SAFETY: callers run inside `#[target_feature(enable = "avx2")]`.
+            unsafe { _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)) }
+        }
     }
 
-    fn dot_q8_0(w: &[u8], x: QRow<'_>) -> f32 {
-        let nb = check(w, 34, x);
-        // SAFETY: as in `dot_q4_0`.
-        unsafe { dot_q8_0_avx2(w.as_ptr(), x, nb) }
+    struct VnniDot;
+    impl DotU8I8 for VnniDot {
+        #[inline(always)]
+        unsafe fn dot(u: __m256i, s: __m256i) -> __m256i {
+            // SAFETY: callers run inside a function enabling avx512vnni+vl.
+            unsafe { _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s) }
+        }
     }
+
+    /// `[d_w * d_a, m_w * s_a, 0, 0]` for a block whose header is the f16
+    /// pair `[d, m]` (for formats without a minimum, lane 1 is unused).
+    #[inline(always)]
+    unsafe fn scales(header: *const u8, ds: &[f32; 2], with_min: bool) -> __m128 {
+        // SAFETY: the caller guarantees 4 (or 2) readable header bytes, and
+        // runs with F16C enabled.
+        unsafe {
+            let bits = if with_min {
+                header.cast::<i32>().read_unaligned()
+            } else {
+                i32::from(header.cast::<u16>().read_unaligned())
+            };
+            let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+            _mm_mul_ps(dm, _mm_castpd_ps(_mm_load_sd(ds.as_ptr().cast())))
+        }
+    }
+
+    /// The 32 nibbles of a 4-bit block: low nibbles first, then high ones.
+    #[inline(always)]
+    unsafe fn nibbles(p: *const u8) -> __m256i {
+        // SAFETY: the caller guarantees 16 readable bytes and AVX2.
+        unsafe {
+            let qs = _mm_loadu_si128(p.cast());
+            let mask = _mm_set1_epi8(0x0F);
+            let lo = _mm_and_si128(qs, mask);
+            let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), mask);
+            _mm256_set_m128i(hi, lo)
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn hsum(v: __m256) -> f32 {
+        // SAFETY: the caller runs with AVX enabled.
+        unsafe {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+            _mm_cvtss_f32(s)
+        }
+    }
+
+    /// Which block format a loop runs over.
+    #[derive(Clone, Copy)]
+    enum Format {
+        Q4_0,
+        Q4_1,
+        Q8_0,
+    }
+
+    /// One block's integer dot product (as f32 lanes) and its scales.
+    ///
+    /// A plain function rather than a closure: closures do not inherit the
+    /// caller's target features, and these intrinsics must inline.
+    #[inline(always)]
+    unsafe fn one_block<D: DotU8I8>(
+        w: &[u8],
+        x: QRow<'_>,
+        b: usize,
+        format: Format,
+        block_bytes: usize,
+        header: usize,
+    ) -> (__m256, __m128) {
+        // SAFETY: the caller checked that block b exists in `w` and `x` and
+        // enabled the CPU features.
+        unsafe {
+            let blk = w.as_ptr().add(b * block_bytes);
+            let a = _mm256_loadu_si256(x.values.as_ptr().add(b * QK).cast());
+            let p = match format {
+                Format::Q4_1 => D::dot(nibbles(blk.add(header)), a),
+                Format::Q4_0 => {
+                    let q = _mm256_sub_epi8(nibbles(blk.add(header)), _mm256_set1_epi8(8));
+                    D::dot(_mm256_sign_epi8(q, q), _mm256_sign_epi8(a, q))
+                }
+                Format::Q8_0 => {
+                    let q = _mm256_loadu_si256(blk.add(header).cast());
+                    D::dot(_mm256_sign_epi8(q, q), _mm256_sign_epi8(a, q))
+                }
+            };
+            let s = scales(
+                blk,
+                x.scale_sums.get_unchecked(b),
+                matches!(format, Format::Q4_1),
+            );
+            (_mm256_cvtepi32_ps(p), s)
+        }
+    }
+
+    /// The shared loop: two blocks per iteration, independent accumulators.
+    #[inline(always)]
+    unsafe fn dot_blocks<D: DotU8I8>(w: &[u8], x: QRow<'_>, format: Format) -> f32 {
+        let (block_bytes, header) = match format {
+            Format::Q4_0 => (18, 2),
+            Format::Q4_1 => (20, 4),
+            Format::Q8_0 => (34, 2),
+        };
+        let nb = check(w, block_bytes, x);
+        // SAFETY: `check` proved nb blocks of weights and activations; the
+        // caller enabled the CPU features the intrinsics need.
+        unsafe {
+            let mut acc0 = _mm256_setzero_ps();
+            let mut acc1 = _mm256_setzero_ps();
+            let mut mins = _mm_setzero_ps();
+            let mut b = 0;
+            while b + 2 <= nb {
+                let (p0, s0) = one_block::<D>(w, x, b, format, block_bytes, header);
+                let (p1, s1) = one_block::<D>(w, x, b + 1, format, block_bytes, header);
+                acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0);
+                acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s1), p1, acc1);
+                mins = _mm_add_ps(mins, _mm_add_ps(s0, s1));
+                b += 2;
+            }
+            if b < nb {
+                let (p0, s0) = one_block::<D>(w, x, b, format, block_bytes, header);
+                acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0);
+                mins = _mm_add_ps(mins, s0);
+            }
+            let mut total = hsum(_mm256_add_ps(acc0, acc1));
+            if matches!(format, Format::Q4_1) {
+                total += _mm_cvtss_f32(_mm_shuffle_ps(mins, mins, 1));
+            }
+            total
+        }
+    }
+
+    macro_rules! dot_kernel {
+        ($name:ident, $features:literal, $dot:ty, $format:expr) => {
+            fn $name(w: &[u8], x: QRow<'_>) -> f32 {
+                #[target_feature(enable = $features)]
+                unsafe fn inner(w: &[u8], x: QRow<'_>) -> f32 {
+                    // SAFETY: forwarded from the caller.
+                    unsafe { dot_blocks::<$dot>(w, x, $format) }
+                }
+                // SAFETY: this kernel set is only chosen when the CPU has
+                // these features (`available()` / `vnni_available()`).
+                unsafe { inner(w, x) }
+            }
+        };
+    }
+
+    dot_kernel!(dot_q4_0_avx2, "avx2,fma,f16c", Avx2Dot, Format::Q4_0);
+    dot_kernel!(dot_q4_1_avx2, "avx2,fma,f16c", Avx2Dot, Format::Q4_1);
+    dot_kernel!(dot_q8_0_avx2, "avx2,fma,f16c", Avx2Dot, Format::Q8_0);
+    dot_kernel!(
+        dot_q4_0_vnni,
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        VnniDot,
+        Format::Q4_0
+    );
+    dot_kernel!(
+        dot_q4_1_vnni,
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        VnniDot,
+        Format::Q4_1
+    );
+    dot_kernel!(
+        dot_q8_0_vnni,
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        VnniDot,
+        Format::Q8_0
+    );
 
     fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len(), "dot of unequal lengths");
         // SAFETY: only chosen when `available()`; lengths checked above.
         unsafe { dot_f32_avx2(a, b) }
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn f16_at(p: *const u8) -> f32 {
-        // SAFETY: the caller guarantees two readable bytes at `p`.
-        let bits = unsafe { p.cast::<u16>().read_unaligned() };
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))))
-    }
-
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
-    }
-
-    /// Sums of products of 32 signed bytes, as 8 lanes of i32, via the
-    /// unsigned-times-signed instruction: |w| * (a with w's sign).
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn signed_dot(w: __m256i, a: __m256i) -> __m256i {
-        let ones = _mm256_set1_epi16(1);
-        let p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
-        _mm256_madd_epi16(p, ones)
-    }
-
-    /// The 32 nibbles of a 4-bit block: low nibbles first, then high ones.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn nibbles(p: *const u8) -> __m256i {
-        // SAFETY: the caller guarantees 16 readable bytes at `p`.
-        let qs = unsafe { _mm_loadu_si128(p.cast()) };
-        let mask = _mm_set1_epi8(0x0F);
-        let lo = _mm_and_si128(qs, mask);
-        let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), mask);
-        _mm256_set_m128i(hi, lo)
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_q4_0_avx2(w: *const u8, x: QRow<'_>, nb: usize) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        let eight = _mm256_set1_epi8(8);
-        for b in 0..nb {
-            // SAFETY: b < nb blocks of 18 bytes in `w`, 32 values in `x`.
-            unsafe {
-                let blk = w.add(b * 18);
-                let wv = _mm256_sub_epi8(nibbles(blk.add(2)), eight);
-                let av = _mm256_loadu_si256(x.values.as_ptr().add(b * QK).cast());
-                let scale = f16_at(blk) * *x.scales.get_unchecked(b);
-                acc = _mm256_fmadd_ps(
-                    _mm256_set1_ps(scale),
-                    _mm256_cvtepi32_ps(signed_dot(wv, av)),
-                    acc,
-                );
-            }
-        }
-        hsum(acc)
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_q4_1_avx2(w: *const u8, x: QRow<'_>, nb: usize) -> f32 {
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_ps();
-        let mut mins = 0.0f32;
-        for b in 0..nb {
-            // SAFETY: b < nb blocks of 20 bytes in `w`, 32 values in `x`.
-            unsafe {
-                let blk = w.add(b * 20);
-                let wv = nibbles(blk.add(4));
-                let av = _mm256_loadu_si256(x.values.as_ptr().add(b * QK).cast());
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(wv, av), ones);
-                let scale = f16_at(blk) * *x.scales.get_unchecked(b);
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(scale), _mm256_cvtepi32_ps(p), acc);
-                mins += f16_at(blk.add(2)) * *x.sums.get_unchecked(b);
-            }
-        }
-        hsum(acc) + mins
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_q8_0_avx2(w: *const u8, x: QRow<'_>, nb: usize) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for b in 0..nb {
-            // SAFETY: b < nb blocks of 34 bytes in `w`, 32 values in `x`.
-            unsafe {
-                let blk = w.add(b * 34);
-                let wv = _mm256_loadu_si256(blk.add(2).cast());
-                let av = _mm256_loadu_si256(x.values.as_ptr().add(b * QK).cast());
-                let scale = f16_at(blk) * *x.scales.get_unchecked(b);
-                acc = _mm256_fmadd_ps(
-                    _mm256_set1_ps(scale),
-                    _mm256_cvtepi32_ps(signed_dot(wv, av)),
-                    acc,
-                );
-            }
-        }
-        hsum(acc)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -169,25 +257,81 @@ mod imp {
                 let pa = a.as_ptr().add(i);
                 let pb = b.as_ptr().add(i);
                 acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(pa), _mm256_loadu_ps(pb), acc0);
-                acc1 = _mm256_fmadd_ps(
-                    _mm256_loadu_ps(pa.add(8)),
-                    _mm256_loadu_ps(pb.add(8)),
-                    acc1,
-                );
+                acc1 =
+                    _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(8)), _mm256_loadu_ps(pb.add(8)), acc1);
             }
             i += 16;
         }
-        let mut sum = hsum(_mm256_add_ps(acc0, acc1));
+        // SAFETY: AVX is enabled in this function.
+        let mut sum = unsafe { hsum(_mm256_add_ps(acc0, acc1)) };
         while i < n {
             sum += a[i] * b[i];
             i += 1;
         }
         sum
     }
+
+    fn quantize(x: &[f32], scale_sums: &mut [[f32; 2]], values: &mut [i8]) {
+        let nb = x.len() / QK;
+        assert!(
+            x.len() == nb * QK && scale_sums.len() == nb && values.len() == nb * QK,
+            "quantize shapes disagree"
+        );
+        // SAFETY: only chosen when `available()`; shapes checked above.
+        unsafe { quantize_avx2(x, scale_sums, values) }
+    }
+
+    /// Same results as the scalar `quantize`: `d = max|x| / 127`, values
+    /// rounded to nearest, ties to even.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn quantize_avx2(x: &[f32], scale_sums: &mut [[f32; 2]], values: &mut [i8]) {
+        let sign = _mm256_set1_ps(-0.0);
+        let order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+        for (b, ds) in scale_sums.iter_mut().enumerate() {
+            // SAFETY: block b of 32 values exists in `x` and `values`.
+            unsafe {
+                let p = x.as_ptr().add(b * QK);
+                let v = [
+                    _mm256_loadu_ps(p),
+                    _mm256_loadu_ps(p.add(8)),
+                    _mm256_loadu_ps(p.add(16)),
+                    _mm256_loadu_ps(p.add(24)),
+                ];
+                let m = _mm256_max_ps(
+                    _mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                    _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])),
+                );
+                let m = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+                let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+                let amax = _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+                let d = amax / 127.0;
+                let id = _mm256_set1_ps(if d == 0.0 { 0.0 } else { 1.0 / d });
+                let q = [
+                    _mm256_cvtps_epi32(_mm256_mul_ps(v[0], id)),
+                    _mm256_cvtps_epi32(_mm256_mul_ps(v[1], id)),
+                    _mm256_cvtps_epi32(_mm256_mul_ps(v[2], id)),
+                    _mm256_cvtps_epi32(_mm256_mul_ps(v[3], id)),
+                ];
+                let s =
+                    _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+                let s = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+                let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+                let sum = _mm_cvtsi128_si32(s);
+                let packed = _mm256_packs_epi16(
+                    _mm256_packs_epi32(q[0], q[1]),
+                    _mm256_packs_epi32(q[2], q[3]),
+                );
+                let packed = _mm256_permutevar8x32_epi32(packed, order);
+                _mm256_storeu_si256(values.as_mut_ptr().add(b * QK).cast(), packed);
+                *ds = [d, d * sum as f32];
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
-pub(super) use imp::{available, KERNELS};
+pub(super) use imp::{available, kernels};
 
 #[cfg(not(target_arch = "x86_64"))]
 pub(super) fn available() -> bool {
@@ -195,4 +339,6 @@ pub(super) fn available() -> bool {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-pub(super) const KERNELS: super::Kernels = super::scalar::KERNELS;
+pub(super) fn kernels() -> super::Kernels {
+    super::scalar::KERNELS
+}

@@ -12,8 +12,8 @@
 mod avx2;
 mod scalar;
 
-use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
+use candle_core::quantized::{GgmlDType, QTensor};
 use half::f16;
 use rayon::prelude::*;
 
@@ -44,6 +44,18 @@ impl WeightFormat {
             Self::F32 => QK * 4,
         }
     }
+}
+
+/// How activations meet quantized weights in a product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// Activations quantized to 8 bits per block of 32 and integer dot
+    /// products, as llama.cpp does: fast, with a small rounding noise.
+    #[default]
+    Q8,
+    /// Weights dequantized to f32 and multiplied with f32 activations:
+    /// exact arithmetic on the stored weights, several times slower.
+    F32,
 }
 
 /// A weight matrix of `rows` outputs by `cols` inputs, row-major.
@@ -109,6 +121,22 @@ impl QMatrix {
         }
     }
 
+    /// The same matrix, multiplied at the given precision: [`Precision::F32`]
+    /// expands the weights to f32 once, so products are exact f32 math.
+    pub fn with_precision(self, precision: Precision) -> Self {
+        match precision {
+            Precision::Q8 => self,
+            Precision::F32 if self.format == WeightFormat::F32 => self,
+            Precision::F32 => {
+                let mut values = vec![0.0; self.rows * self.cols];
+                for (r, row) in values.chunks_exact_mut(self.cols).enumerate() {
+                    self.dequantize_row(r, row);
+                }
+                Self::from_f32(self.rows, self.cols, &values)
+            }
+        }
+    }
+
     /// Number of output features.
     pub fn rows(&self) -> usize {
         self.rows
@@ -158,7 +186,10 @@ impl QMatrix {
             WeightFormat::F32 => {
                 let w = bytes_as_f32(&self.bytes);
                 self.par_rows(out, n, |r, t| {
-                    (kernels.dot_f32)(&w[r * self.cols..(r + 1) * self.cols], &x[t * self.cols..][..self.cols])
+                    (kernels.dot_f32)(
+                        &w[r * self.cols..(r + 1) * self.cols],
+                        &x[t * self.cols..][..self.cols],
+                    )
                 });
             }
             format => {
@@ -188,18 +219,20 @@ impl QMatrix {
         // Several tokens: each task owns a band of weight rows and writes a
         // column band of the output, so a weight row is read once per task.
         let out_ptr = SendPtr(out.as_mut_ptr());
-        (0..rows.div_ceil(ROWS_PER_TASK)).into_par_iter().for_each(|chunk| {
-            let r0 = chunk * ROWS_PER_TASK;
-            let r1 = (r0 + ROWS_PER_TASK).min(rows);
-            for r in r0..r1 {
-                for t in 0..n {
-                    let v = dot(r, t);
-                    // SAFETY: tasks write disjoint row bands of every output
-                    // row, and `out` outlives the parallel loop.
-                    unsafe { *out_ptr.get().add(t * rows + r) = v };
+        (0..rows.div_ceil(ROWS_PER_TASK))
+            .into_par_iter()
+            .for_each(|chunk| {
+                let r0 = chunk * ROWS_PER_TASK;
+                let r1 = (r0 + ROWS_PER_TASK).min(rows);
+                for r in r0..r1 {
+                    for t in 0..n {
+                        let v = dot(r, t);
+                        // SAFETY: tasks write disjoint row bands of every output
+                        // row, and `out` outlives the parallel loop.
+                        unsafe { *out_ptr.get().add(t * rows + r) = v };
+                    }
                 }
-            }
-        });
+            });
     }
 }
 
@@ -224,12 +257,12 @@ fn bytes_as_f32(bytes: &[u8]) -> &[f32] {
     body
 }
 
-/// Activation rows quantized to 8-bit blocks of 32: per block a scale `d`,
-/// `s = d * Σq` (for formats with a minimum), and 32 signed values.
+/// Activation rows quantized to 8-bit blocks of 32: per block the pair
+/// `[d, d * Σq]` (scale, and scaled sum for formats with a minimum), and 32
+/// signed values.
 pub(crate) struct QuantizedRows {
     blocks_per_row: usize,
-    scales: Vec<f32>,
-    sums: Vec<f32>,
+    scale_sums: Vec<[f32; 2]>,
     values: Vec<i8>,
 }
 
@@ -238,11 +271,10 @@ impl QuantizedRows {
         let n_blocks = x.len() / QK;
         let mut q = Self {
             blocks_per_row: cols / QK,
-            scales: vec![0.0; n_blocks],
-            sums: vec![0.0; n_blocks],
+            scale_sums: vec![[0.0; 2]; n_blocks],
             values: vec![0; x.len()],
         };
-        (kernels.quantize)(x, &mut q.scales, &mut q.sums, &mut q.values);
+        (kernels.quantize)(x, &mut q.scale_sums, &mut q.values);
         q
     }
 
@@ -250,8 +282,7 @@ impl QuantizedRows {
         let b0 = t * self.blocks_per_row;
         let b1 = b0 + self.blocks_per_row;
         QRow {
-            scales: &self.scales[b0..b1],
-            sums: &self.sums[b0..b1],
+            scale_sums: &self.scale_sums[b0..b1],
             values: &self.values[b0 * QK..b1 * QK],
         }
     }
@@ -260,8 +291,7 @@ impl QuantizedRows {
 /// One quantized activation row.
 #[derive(Clone, Copy)]
 pub(crate) struct QRow<'a> {
-    scales: &'a [f32],
-    sums: &'a [f32],
+    scale_sums: &'a [[f32; 2]],
     values: &'a [i8],
 }
 
@@ -270,7 +300,7 @@ type DotQ = fn(&[u8], QRow<'_>) -> f32;
 /// The kernel set for this CPU.
 #[derive(Clone, Copy)]
 struct Kernels {
-    quantize: fn(&[f32], &mut [f32], &mut [f32], &mut [i8]),
+    quantize: fn(&[f32], &mut [[f32; 2]], &mut [i8]),
     dot_q4_0: DotQ,
     dot_q4_1: DotQ,
     dot_q8_0: DotQ,
@@ -279,11 +309,14 @@ struct Kernels {
 
 impl Kernels {
     fn detect() -> Self {
-        if avx2::available() {
-            avx2::KERNELS
-        } else {
-            scalar::KERNELS
-        }
+        static KERNELS: std::sync::OnceLock<Kernels> = std::sync::OnceLock::new();
+        *KERNELS.get_or_init(|| {
+            if avx2::available() {
+                avx2::kernels()
+            } else {
+                scalar::KERNELS
+            }
+        })
     }
 
     fn dot_for(self, format: WeightFormat) -> DotQ {

@@ -1,7 +1,7 @@
 //! Portable kernels: the fallback on CPUs without AVX2, and the oracle the
 //! SIMD kernels are tested against.
 
-use super::{f16_at, Kernels, QRow, WeightFormat, QK};
+use super::{Kernels, QK, QRow, WeightFormat, f16_at};
 
 pub(super) const KERNELS: Kernels = Kernels {
     quantize,
@@ -12,7 +12,7 @@ pub(super) const KERNELS: Kernels = Kernels {
 };
 
 /// Quantizes `x` in blocks of 32 to `round(x / d)` with `d = max|x| / 127`.
-pub(super) fn quantize(x: &[f32], scales: &mut [f32], sums: &mut [f32], values: &mut [i8]) {
+pub(super) fn quantize(x: &[f32], scale_sums: &mut [[f32; 2]], values: &mut [i8]) {
     for (b, block) in x.chunks_exact(QK).enumerate() {
         let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
@@ -23,8 +23,7 @@ pub(super) fn quantize(x: &[f32], scales: &mut [f32], sums: &mut [f32], values: 
             values[b * QK + i] = q;
             sum += i32::from(q);
         }
-        scales[b] = d;
-        sums[b] = d * sum as f32;
+        scale_sums[b] = [d, d * sum as f32];
     }
 }
 
@@ -39,7 +38,7 @@ pub(super) fn dot_q4_0(w: &[u8], x: QRow<'_>) -> f32 {
             let hi = i32::from(blk[2 + j] >> 4) - 8;
             s += lo * i32::from(qa[j]) + hi * i32::from(qa[j + QK / 2]);
         }
-        acc += d * x.scales[b] * s as f32;
+        acc += d * x.scale_sums[b][0] * s as f32;
     }
     acc
 }
@@ -56,7 +55,7 @@ pub(super) fn dot_q4_1(w: &[u8], x: QRow<'_>) -> f32 {
             let hi = i32::from(blk[4 + j] >> 4);
             s += lo * i32::from(qa[j]) + hi * i32::from(qa[j + QK / 2]);
         }
-        acc += d * x.scales[b] * s as f32 + m * x.sums[b];
+        acc += d * x.scale_sums[b][0] * s as f32 + m * x.scale_sums[b][1];
     }
     acc
 }
@@ -71,7 +70,7 @@ pub(super) fn dot_q8_0(w: &[u8], x: QRow<'_>) -> f32 {
             .zip(qa)
             .map(|(&w, &a)| i32::from(w as i8) * i32::from(a))
             .sum();
-        acc += d * x.scales[b] * s as f32;
+        acc += d * x.scale_sums[b][0] * s as f32;
     }
     acc
 }

@@ -5,14 +5,18 @@ use std::io::{Read, Write};
 
 use candle_core::quantized::gguf_file::{self, Value};
 use hypertensor_model::{
-    generate, BlockSpan, Embedding, GenerationRequest, GgufFile, LanguageModel, LocalModel,
-    ModelError, SamplingParams,
+    BlockSpan, Embedding, GenerationRequest, GgufFile, LanguageModel, LocalModel, ModelError,
+    SamplingParams, generate,
 };
 
 use crate::{model, model_path};
 
 fn temp_file(name: &str, bytes: &[u8]) -> tempfile::TempPath {
-    let mut f = tempfile::Builder::new().prefix(name).suffix(".gguf").tempfile().unwrap();
+    let mut f = tempfile::Builder::new()
+        .prefix(name)
+        .suffix(".gguf")
+        .tempfile()
+        .unwrap();
     f.write_all(bytes).unwrap();
     f.into_temp_path()
 }
@@ -27,7 +31,10 @@ fn a_missing_file_names_the_path() {
 #[test]
 fn a_truncated_file_is_reported_as_truncated() {
     let mut bytes = Vec::new();
-    std::fs::File::open(model_path()).unwrap().read_to_end(&mut bytes).unwrap();
+    std::fs::File::open(model_path())
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .unwrap();
     // Cut in the middle of the tensor data.
     let cut = temp_file("truncated", &bytes[..bytes.len() / 2]);
     let err = LocalModel::load(&cut).unwrap_err();
@@ -45,13 +52,19 @@ fn a_file_that_is_not_gguf_is_refused() {
     let err = LocalModel::load(&junk).unwrap_err();
     assert!(matches!(err, ModelError::InvalidGguf { .. }), "{err:?}");
     let empty = temp_file("empty", b"");
-    assert!(matches!(LocalModel::load(&empty), Err(ModelError::InvalidGguf { .. })));
+    assert!(matches!(
+        LocalModel::load(&empty),
+        Err(ModelError::InvalidGguf { .. })
+    ));
 }
 
 #[test]
 fn corrupt_header_counts_are_refused() {
     let mut bytes = Vec::new();
-    std::fs::File::open(model_path()).unwrap().read_to_end(&mut bytes).unwrap();
+    std::fs::File::open(model_path())
+        .unwrap()
+        .read_to_end(&mut bytes)
+        .unwrap();
     // The tensor count (u64 after magic and version) set absurdly high.
     bytes[8..16].copy_from_slice(&u64::MAX.to_le_bytes());
     let corrupt = temp_file("corrupt", &bytes[..4096]);
@@ -70,7 +83,10 @@ fn gguf_with_metadata(metadata: &[(&str, Value)]) -> tempfile::TempPath {
 fn an_unsupported_architecture_is_named() {
     let path = gguf_with_metadata(&[("general.architecture", Value::String("falcon".into()))]);
     let err = GgufFile::open(&path).unwrap().config().unwrap_err();
-    assert!(matches!(&err, ModelError::UnsupportedArchitecture(a) if a == "falcon"), "{err:?}");
+    assert!(
+        matches!(&err, ModelError::UnsupportedArchitecture(a) if a == "falcon"),
+        "{err:?}"
+    );
     assert!(matches!(
         LocalModel::load(&path),
         Err(ModelError::UnsupportedArchitecture(_))
@@ -86,7 +102,10 @@ fn missing_metadata_and_tensors_are_named() {
         ("llama.vocab_size", Value::U32(100)),
     ]);
     let err = GgufFile::open(&path).unwrap().config().unwrap_err();
-    assert!(err.to_string().contains("llama.feed_forward_length"), "{err}");
+    assert!(
+        err.to_string().contains("llama.feed_forward_length"),
+        "{err}"
+    );
 
     let mut md: HashMap<&str, Value> = HashMap::new();
     md.insert("general.architecture", Value::String("llama".into()));

@@ -2,12 +2,17 @@
 //! generation, streaming and seeded sampling.
 
 use hypertensor_model::{
-    generate, ChatMessage, FinishReason, Flow, Generation, GenerationRequest, SamplingParams,
+    ChatMessage, FinishReason, Flow, Generation, GenerationRequest, SamplingParams, generate,
 };
 
 use crate::model;
 
-fn run(prompt: &str, max_tokens: usize, sampling: SamplingParams, stop: &[&str]) -> (Generation, Vec<String>) {
+fn run(
+    prompt: &str,
+    max_tokens: usize,
+    sampling: SamplingParams,
+    stop: &[&str],
+) -> (Generation, Vec<String>) {
     let llm = model();
     let request = GenerationRequest {
         prompt: llm.tokenizer().encode_with_bos(prompt, false).unwrap(),
@@ -35,7 +40,10 @@ fn the_token_budget_is_respected_and_streaming_matches_the_result() {
     assert_eq!(out.tokens.len(), 12);
     assert_eq!(out.finish_reason, FinishReason::Length);
     assert_eq!(chunks.concat(), out.text);
-    assert_eq!(out.text, model().tokenizer().decode(&out.tokens, true).unwrap());
+    assert_eq!(
+        out.text,
+        model().tokenizer().decode(&out.tokens, true).unwrap()
+    );
     assert!(!out.text.trim().is_empty());
 }
 
@@ -78,7 +86,9 @@ fn seeded_sampling_repeats_and_seeds_differ() {
 #[test]
 fn a_chat_answer_ends_at_the_end_of_turn_token() {
     let llm = model();
-    let template = llm.chat_template().expect("the default model has a chat template");
+    let template = llm
+        .chat_template()
+        .expect("the default model has a chat template");
     let prompt = template
         .render(&[ChatMessage::new("user", "Say hello.")], true)
         .unwrap();
@@ -108,7 +118,11 @@ fn the_caller_can_cancel() {
     let mut calls = 0;
     let out = generate(&mut session, llm.tokenizer(), &request, |_| {
         calls += 1;
-        if calls == 3 { Flow::Stop } else { Flow::Continue }
+        if calls == 3 {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
     })
     .unwrap();
     assert_eq!(out.finish_reason, FinishReason::Cancelled);

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod generation;
+mod reference;
 
 mod spans;
 

@@ -16,7 +16,10 @@ fn three_spans_of_ten_blocks_equal_the_whole_model() {
     let mut caches: Vec<_> = spans.iter().map(BlockSpan::new_cache).collect();
     let mut whole = model().session();
 
-    let prompt = model().tokenizer().encode("The capital of France is", false).unwrap();
+    let prompt = model()
+        .tokenizer()
+        .encode("The capital of France is", false)
+        .unwrap();
     let mut steps = vec![prompt];
     // Then three single-token decode steps, reusing the caches.
     steps.extend([[504u32], [3575], [30]].map(|t| t.to_vec()));
@@ -34,7 +37,10 @@ fn three_spans_of_ten_blocks_equal_the_whole_model() {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
         // Same kernels on the same inputs in the same order: identical bits.
-        assert_eq!(max_diff, 0.0, "spans differ from the whole model by {max_diff}");
+        assert_eq!(
+            max_diff, 0.0,
+            "spans differ from the whole model by {max_diff}"
+        );
     }
 }
 

@@ -1,0 +1,112 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Hypertensor: a decentralized network that serves large language models.
+#[derive(Debug, Parser)]
+#[command(name = "hypertensor", version, about)]
+pub(crate) struct Cli {
+    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Manage model files.
+    #[command(subcommand)]
+    Model(ModelCommand),
+    /// Complete a prompt with a local model, printing only the completion.
+    Generate(GenerateArgs),
+    /// Chat interactively with a local model, using its chat template.
+    Chat(ChatArgs),
+    /// Measure prefill and decode speed of a local model.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ModelCommand {
+    /// Download the default model into the per-user cache (skipped when the
+    /// cached copy's hash matches) and print its path.
+    Fetch {
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+/// Where the model comes from.
+#[derive(Debug, Args)]
+pub(crate) struct ModelArgs {
+    /// A GGUF file of the llama family; the default model is fetched when
+    /// this is not given.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) model: Option<PathBuf>,
+}
+
+/// How tokens are chosen and when generation stops.
+#[derive(Debug, Args)]
+pub(crate) struct SamplingArgs {
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 256)]
+    pub(crate) max_tokens: usize,
+    /// Sampling temperature; 0 is greedy.
+    #[arg(long, default_value_t = 0.8)]
+    pub(crate) temperature: f32,
+    /// Nucleus sampling: keep the most likely tokens up to this probability.
+    #[arg(long, default_value_t = 0.95)]
+    pub(crate) top_p: f32,
+    /// Keep only the K most likely tokens (0: no limit).
+    #[arg(long, default_value_t = 40)]
+    pub(crate) top_k: usize,
+    /// Seed of the sampler's random stream (default: from the clock).
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// Stop before this string (repeatable).
+    #[arg(long = "stop", value_name = "TEXT")]
+    pub(crate) stop: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct GenerateArgs {
+    /// The text to complete.
+    #[arg(long)]
+    pub(crate) prompt: String,
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    #[command(flatten)]
+    pub(crate) sampling: SamplingArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ChatArgs {
+    /// A system message to start the conversation with.
+    #[arg(long)]
+    pub(crate) system: Option<String>,
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    #[command(flatten)]
+    pub(crate) sampling: SamplingArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    /// Prompt tokens processed in one batch (the prefill test).
+    #[arg(long, default_value_t = 128)]
+    pub(crate) prompt_tokens: usize,
+    /// Tokens generated one by one (the decode test).
+    #[arg(long, default_value_t = 128)]
+    pub(crate) gen_tokens: usize,
+    /// Repetitions of each test; the table shows mean and spread.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) repetitions: usize,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    pub(crate) json: Option<PathBuf>,
+}

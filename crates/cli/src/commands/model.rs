@@ -1,0 +1,47 @@
+//! Finding the model: a path the user gave, or the default model, fetched
+//! into the per-user cache on first use.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use hypertensor_model::{LocalModel, SamplingParams};
+
+use crate::cli::{ModelArgs, SamplingArgs};
+
+/// `hypertensor model fetch`: prints the cached default model's path.
+pub(crate) fn fetch(quiet: bool) -> Result<()> {
+    let path = hypertensor_fetch::default_model_path(quiet)?;
+    println!("{}", path.display());
+    Ok(())
+}
+
+/// The GGUF file to use: `--model`, or the default model (fetched if needed).
+pub(crate) fn resolve(args: &ModelArgs) -> Result<PathBuf> {
+    match &args.model {
+        Some(path) => Ok(path.clone()),
+        None => Ok(hypertensor_fetch::default_model_path(false)?),
+    }
+}
+
+/// Loads the model the arguments name.
+pub(crate) fn load(args: &ModelArgs) -> Result<LocalModel> {
+    let path = resolve(args)?;
+    LocalModel::load(&path).with_context(|| format!("loading model {}", path.display()))
+}
+
+/// Sampling parameters from the command line.
+pub(crate) fn sampling(args: &SamplingArgs) -> SamplingParams {
+    SamplingParams {
+        temperature: args.temperature,
+        top_k: (args.top_k > 0).then_some(args.top_k),
+        top_p: (args.top_p < 1.0).then_some(args.top_p),
+        seed: args.seed.unwrap_or_else(clock_seed),
+    }
+}
+
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
