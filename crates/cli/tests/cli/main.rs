@@ -1,0 +1,3 @@
+//! End-to-end tests of the `hypertensor` binary, run as a user runs it.
+
+mod local_model;
