@@ -1,0 +1,545 @@
+//! The JSON-RPC 2.0 server: HTTP `POST /` and WebSocket `GET /` on one
+//! port (axum).
+//!
+//! * Requests are parsed from raw text; parameters and results never pass
+//!   through `serde_json::Value`, so `u128` balances stay exact.
+//! * Errors map to the wire in one place ([`pool_error`]): the caller's
+//!   faults get their code and reason; our own failures are logged and
+//!   answered with a generic internal error.
+//! * Bounds: request body / WebSocket message size, batch length, a token
+//!   bucket per client IP, the number of WebSocket connections and of
+//!   subscriptions per connection. A slow subscriber whose buffer fills is
+//!   disconnected rather than buffered without bound.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, State as AxumState};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use futures_util::{SinkExt, StreamExt};
+use hypertensor_chain_client::api::{
+    BlockId, codes, methods, optional, positional, required, to_raw,
+};
+use hypertensor_chain_client::{
+    AccountInfo, BlockInfo, HeaderInfo, Health, RpcError, SubmitResult,
+};
+use hypertensor_primitives::{AccountId, PeerId};
+use hypertensor_runtime::{Epoch, Extrinsic, NodeClass, SubnetId};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use tokio::sync::{mpsc, watch};
+
+use crate::node::Shared;
+use crate::pool::PoolError;
+use crate::{Error, Result};
+
+/// Outgoing messages buffered per WebSocket connection.
+const OUTGOING_BOUND: usize = 1024;
+
+type App = Arc<Shared>;
+type RpcResult = std::result::Result<Box<RawValue>, RpcError>;
+
+/// Serves until `stop` turns true.
+pub(crate) async fn serve(
+    shared: App,
+    listener: tokio::net::TcpListener,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let app = Router::new()
+        .route("/", post(http_handler).get(ws_handler))
+        .with_state(shared);
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        let _ = stop.changed().await;
+    })
+    .await
+    .map_err(|e| Error::io("RPC server failed", e))
+}
+
+/// A token bucket per client address.
+pub(crate) struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, Instant)>>,
+}
+
+/// Most addresses tracked; beyond it, full buckets are forgotten.
+const MAX_TRACKED_ADDRESSES: usize = 10_000;
+
+impl RateLimiter {
+    pub(crate) fn new(per_second: u32, burst: u32) -> RateLimiter {
+        RateLimiter {
+            per_second: f64::from(per_second),
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes `n` tokens for `ip`; false if there are not enough.
+    pub(crate) fn allow(&self, ip: IpAddr, n: usize) -> bool {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() >= MAX_TRACKED_ADDRESSES && !buckets.contains_key(&ip) {
+            let (per_second, burst) = (self.per_second, self.burst);
+            buckets.retain(|_, (tokens, last)| {
+                *tokens + now.duration_since(*last).as_secs_f64() * per_second < burst
+            });
+        }
+        let (tokens, last) = buckets.entry(ip).or_insert((self.burst, now));
+        *tokens =
+            (*tokens + now.duration_since(*last).as_secs_f64() * self.per_second).min(self.burst);
+        *last = now;
+        let cost = n as f64;
+        if *tokens >= cost {
+            *tokens -= cost;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn error_response(id: &str, error: &RpcError) -> String {
+    let error = serde_json::to_string(error).unwrap_or_else(|_| {
+        format!(
+            "{{\"code\":{},\"message\":\"error\"}}",
+            codes::INTERNAL_ERROR
+        )
+    });
+    format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"error\":{error}}}")
+}
+
+fn result_response(id: &str, result: &RawValue) -> String {
+    format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{}}}",
+        result.get()
+    )
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn http_handler(
+    AxumState(app): AxumState<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Body,
+) -> Response {
+    let limit = app.limits.max_request_bytes;
+    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+        let error = RpcError::new(
+            codes::REQUEST_TOO_LARGE,
+            format!("request body larger than {limit} bytes"),
+        );
+        return json_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            error_response("null", &error),
+        );
+    };
+    if !app.rate.allow(peer.ip(), 1) {
+        return json_response(
+            StatusCode::TOO_MANY_REQUESTS,
+            error_response("null", &rate_error()),
+        );
+    }
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        let error = RpcError::new(codes::PARSE_ERROR, "request is not UTF-8 text");
+        return json_response(StatusCode::OK, error_response("null", &error));
+    };
+    match handle_text(&app, text, None).await {
+        Some(body) => json_response(StatusCode::OK, body),
+        None => StatusCode::NO_CONTENT.into_response(),
+    }
+}
+
+fn rate_error() -> RpcError {
+    RpcError::new(
+        codes::RATE_LIMITED,
+        "too many requests from this address; retry later",
+    )
+}
+
+async fn ws_handler(
+    AxumState(app): AxumState<App>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let Ok(permit) = Arc::clone(&app.connections).try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many WebSocket connections",
+        )
+            .into_response();
+    };
+    let limit = app.limits.max_request_bytes;
+    upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| async move {
+            ws_connection(app, socket, peer).await;
+            drop(permit);
+        })
+}
+
+/// Per-connection context for subscriptions.
+struct Connection {
+    outgoing: mpsc::Sender<String>,
+    subscriptions: HashMap<u64, tokio::task::JoinHandle<()>>,
+    next_subscription: u64,
+}
+
+async fn ws_connection(app: App, socket: WebSocket, peer: SocketAddr) {
+    let (mut sink, mut stream) = socket.split();
+    let (outgoing, mut queue) = mpsc::channel::<String>(OUTGOING_BOUND);
+    let writer = tokio::spawn(async move {
+        while let Some(text) = queue.recv().await {
+            if sink.send(Message::text(text)).await.is_err() {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+    let mut conn = Connection {
+        outgoing,
+        subscriptions: HashMap::new(),
+        next_subscription: 1,
+    };
+    while let Some(Ok(message)) = stream.next().await {
+        let reply = match message {
+            Message::Text(text) => {
+                if app.rate.allow(peer.ip(), 1) {
+                    handle_text(&app, text.as_str(), Some(&mut conn)).await
+                } else {
+                    Some(error_response("null", &rate_error()))
+                }
+            }
+            Message::Binary(_) => Some(error_response(
+                "null",
+                &RpcError::new(
+                    codes::INVALID_REQUEST,
+                    "binary messages are not supported; send JSON text",
+                ),
+            )),
+            Message::Close(_) => break,
+            Message::Ping(_) | Message::Pong(_) => None,
+        };
+        if let Some(reply) = reply
+            && conn.outgoing.send(reply).await.is_err()
+        {
+            break;
+        }
+    }
+    for (_, task) in conn.subscriptions.drain() {
+        task.abort();
+    }
+    drop(conn);
+    let _ = writer.await;
+}
+
+#[derive(Deserialize)]
+struct Request<'a> {
+    jsonrpc: Option<&'a str>,
+    #[serde(default, borrow)]
+    id: Option<&'a RawValue>,
+    method: Option<String>,
+    #[serde(default, borrow)]
+    params: Option<&'a RawValue>,
+}
+
+/// Answers a request or batch; `None` for notifications only.
+async fn handle_text(app: &App, text: &str, mut conn: Option<&mut Connection>) -> Option<String> {
+    let Ok(raw) = serde_json::from_str::<&RawValue>(text) else {
+        return Some(error_response(
+            "null",
+            &RpcError::new(codes::PARSE_ERROR, "request is not valid JSON"),
+        ));
+    };
+    if raw.get().trim_start().starts_with('[') {
+        let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else {
+            return Some(error_response(
+                "null",
+                &RpcError::new(codes::INVALID_REQUEST, "invalid batch"),
+            ));
+        };
+        if items.is_empty() || items.len() > app.limits.max_batch {
+            let error = RpcError::new(
+                codes::INVALID_REQUEST,
+                format!(
+                    "a batch must hold 1 to {} requests, got {}",
+                    app.limits.max_batch,
+                    items.len()
+                ),
+            );
+            return Some(error_response("null", &error));
+        }
+        let mut answers = Vec::new();
+        for item in items {
+            if let Some(answer) = handle_one(app, item, conn.as_deref_mut()).await {
+                answers.push(answer);
+            }
+        }
+        if answers.is_empty() {
+            return None;
+        }
+        return Some(format!("[{}]", answers.join(",")));
+    }
+    handle_one(app, raw, conn).await
+}
+
+async fn handle_one(app: &App, raw: &RawValue, conn: Option<&mut Connection>) -> Option<String> {
+    let request = match serde_json::from_str::<Request<'_>>(raw.get()) {
+        Ok(r) => r,
+        Err(e) => {
+            let error = RpcError::new(
+                codes::INVALID_REQUEST,
+                format!("not a JSON-RPC 2.0 request: {e}"),
+            );
+            return Some(error_response("null", &error));
+        }
+    };
+    let id = request.id.map_or("null", RawValue::get);
+    let id_ok = request.id.is_none_or(|id| {
+        let t = id.get().trim_start();
+        t.starts_with('"')
+            || t.starts_with('-')
+            || t.starts_with(|c: char| c.is_ascii_digit())
+            || t == "null"
+    });
+    if request.jsonrpc != Some("2.0") || !id_ok {
+        let error = RpcError::new(
+            codes::INVALID_REQUEST,
+            "request must have \"jsonrpc\": \"2.0\" and a string or number id",
+        );
+        return Some(error_response(if id_ok { id } else { "null" }, &error));
+    }
+    let Some(method) = request.method else {
+        return Some(error_response(
+            id,
+            &RpcError::new(codes::INVALID_REQUEST, "request has no method"),
+        ));
+    };
+    let result = dispatch(app, &method, request.params, conn).await;
+    request.id?;
+    Some(match result {
+        Ok(value) => result_response(id, &value),
+        Err(error) => error_response(id, &error),
+    })
+}
+
+fn internal(error: &Error) -> RpcError {
+    tracing::error!(%error, "RPC request failed on the node's side");
+    RpcError::new(codes::INTERNAL_ERROR, "internal error; see the node's log")
+}
+
+/// Maps a pool refusal to its stable code, with the runtime's named error
+/// as `data`.
+pub(crate) fn pool_error(error: &PoolError) -> RpcError {
+    use hypertensor_runtime::Error as R;
+    let (code, data) = match error {
+        PoolError::Invalid(e) => {
+            let code = match e {
+                R::BadSignature => codes::BAD_SIGNATURE,
+                R::StaleNonce { .. } => codes::STALE_NONCE,
+                R::FutureNonce { .. } => codes::FUTURE_NONCE,
+                R::CannotPayFee { .. } => codes::CANNOT_PAY_FEE,
+                _ => codes::INVALID_CALL,
+            };
+            (code, to_raw(e).ok())
+        }
+        PoolError::InsufficientBalance { needed, free } => (
+            codes::INSUFFICIENT_BALANCE,
+            to_raw(&R::InsufficientBalance {
+                needed: *needed,
+                free: *free,
+            })
+            .ok(),
+        ),
+        PoolError::AlreadyInPool(_) => (codes::ALREADY_IN_POOL, None),
+        PoolError::NonceInPool { .. } => (codes::NONCE_IN_POOL, None),
+        PoolError::Full { .. } => (codes::POOL_FULL, None),
+    };
+    RpcError {
+        code,
+        message: error.to_string(),
+        data,
+    }
+}
+
+fn resolve_height(app: &App, block: Option<BlockId>) -> std::result::Result<Option<u64>, RpcError> {
+    match block {
+        None => Ok(Some(app.state().height())),
+        Some(BlockId::Height(h)) => Ok(Some(h)),
+        Some(BlockId::Hash(hash)) => app.store.height_of(&hash).map_err(|e| internal(&e)),
+    }
+}
+
+async fn dispatch(
+    app: &App,
+    method: &str,
+    params: Option<&RawValue>,
+    conn: Option<&mut Connection>,
+) -> RpcResult {
+    let p = positional(params)?;
+    match method {
+        methods::SUBMIT_EXTRINSIC => {
+            let xt: Extrinsic = required(&p, 0, "extrinsic")?;
+            let state = app.state();
+            let (hash, ready) = app.pool().submit(&state, xt).map_err(|e| pool_error(&e))?;
+            to_raw(&SubmitResult { hash, ready })
+        }
+        methods::GET_HEADER | methods::GET_BLOCK | methods::GET_EVENTS => {
+            let block: Option<BlockId> = optional(&p, 0, "block")?;
+            let Some(height) = resolve_height(app, block)? else {
+                return to_raw(&());
+            };
+            if method == methods::GET_EVENTS {
+                let events = app.store.events(height).map_err(|e| internal(&e))?;
+                return to_raw(&events);
+            }
+            let Some(block) = app.store.block(height).map_err(|e| internal(&e))? else {
+                return to_raw(&());
+            };
+            let hash = block.hash();
+            if method == methods::GET_HEADER {
+                to_raw(&HeaderInfo {
+                    hash,
+                    header: block.header,
+                })
+            } else {
+                to_raw(&BlockInfo { hash, block })
+            }
+        }
+        methods::SUBSCRIBE_NEW_HEADS => subscribe(app, conn),
+        methods::UNSUBSCRIBE_NEW_HEADS => {
+            let id: u64 = required(&p, 0, "subscription")?;
+            let Some(conn) = conn else {
+                return Err(RpcError::new(
+                    codes::SUBSCRIPTION_NEEDS_WEBSOCKET,
+                    "subscriptions need a WebSocket connection",
+                ));
+            };
+            let found = conn
+                .subscriptions
+                .remove(&id)
+                .map(|task| task.abort())
+                .is_some();
+            to_raw(&found)
+        }
+        methods::GET_ACCOUNT => {
+            let account: AccountId = required(&p, 0, "account")?;
+            let state = app.state();
+            let info = state.account(&account);
+            let next_nonce = app.pool().next_nonce(&state, &account);
+            to_raw(&AccountInfo {
+                account,
+                free: info.free,
+                nonce: info.nonce,
+                next_nonce,
+                unbonding: state.unbonding(&account).to_vec(),
+            })
+        }
+        methods::GET_TOTALS => to_raw(&app.state().totals()),
+        methods::GET_SUBNET => {
+            let subnet: SubnetId = required(&p, 0, "subnet")?;
+            to_raw(&app.state().subnet(subnet))
+        }
+        methods::GET_SUBNET_NODES => {
+            let subnet: SubnetId = required(&p, 0, "subnet")?;
+            let state = app.state();
+            let nodes: Vec<_> = state.subnet_nodes(subnet).collect();
+            to_raw(&nodes)
+        }
+        methods::PROOF_OF_STAKE => {
+            let subnet: SubnetId = required(&p, 0, "subnet")?;
+            let peer: PeerId = required(&p, 1, "peer_id")?;
+            let class: NodeClass = required(&p, 2, "min_class")?;
+            to_raw(&app.state().proof_of_stake(subnet, &peer, class))
+        }
+        methods::GET_ELECTED_VALIDATOR | methods::GET_CONSENSUS_DATA => {
+            let subnet: SubnetId = required(&p, 0, "subnet")?;
+            let state = app.state();
+            let epoch: Epoch = optional(&p, 1, "epoch")?.unwrap_or_else(|| state.epoch());
+            if method == methods::GET_ELECTED_VALIDATOR {
+                to_raw(&state.elected_validator(subnet, epoch))
+            } else {
+                to_raw(&state.consensus_data(subnet, epoch))
+            }
+        }
+        methods::GET_EPOCH_INFO => to_raw(&app.state().epoch_info()),
+        methods::PARAMETERS => to_raw(app.state().params()),
+        methods::HEALTH => {
+            let state = app.state();
+            let pending = app.pool().len() as u64;
+            to_raw(&Health {
+                height: state.height(),
+                best_hash: state.best_hash(),
+                genesis_hash: state.genesis_hash(),
+                pending_extrinsics: pending,
+                producing: true,
+            })
+        }
+        other => Err(RpcError::new(
+            codes::METHOD_NOT_FOUND,
+            format!("unknown method `{}`", truncate(other, 64)),
+        )),
+    }
+}
+
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
+}
+
+fn subscribe(app: &App, conn: Option<&mut Connection>) -> RpcResult {
+    let Some(conn) = conn else {
+        return Err(RpcError::new(
+            codes::SUBSCRIPTION_NEEDS_WEBSOCKET,
+            "subscriptions need a WebSocket connection",
+        ));
+    };
+    if conn.subscriptions.len() >= app.limits.max_subscriptions_per_connection {
+        return Err(RpcError::new(
+            codes::INVALID_REQUEST,
+            format!(
+                "at most {} subscriptions per connection",
+                app.limits.max_subscriptions_per_connection
+            ),
+        ));
+    }
+    let id = conn.next_subscription;
+    conn.next_subscription += 1;
+    let mut heads = app.heads.subscribe();
+    let outgoing = conn.outgoing.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let head = match heads.recv().await {
+                Ok(head) => head,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            };
+            let text = format!(
+                "{{\"jsonrpc\":\"2.0\",\"method\":\"{}\",\"params\":{{\"subscription\":{id},\"result\":{head}}}}}",
+                methods::NEW_HEAD_NOTIFICATION
+            );
+            // A subscriber too slow for its buffer is dropped, never
+            // buffered without bound.
+            if outgoing.try_send(text).is_err() {
+                break;
+            }
+        }
+    });
+    conn.subscriptions.insert(id, task);
+    to_raw(&id)
+}
