@@ -33,6 +33,9 @@ mod imp {
         dot_q4_0: dot_q4_0_avx2,
         dot_q4_1: dot_q4_1_avx2,
         dot_q8_0: dot_q8_0_avx2,
+        dot4_q4_0: dot4_q4_0_avx2,
+        dot4_q4_1: dot4_q4_1_avx2,
+        dot4_q8_0: dot4_q8_0_avx2,
         dot_f32,
     };
 
@@ -41,6 +44,9 @@ mod imp {
         dot_q4_0: dot_q4_0_vnni,
         dot_q4_1: dot_q4_1_vnni,
         dot_q8_0: dot_q8_0_vnni,
+        dot4_q4_0: dot4_q4_0_vnni,
+        dot4_q4_1: dot4_q4_1_vnni,
+        dot4_q8_0: dot4_q8_0_vnni,
         dot_f32,
     };
 
@@ -201,6 +207,98 @@ mod imp {
             total
         }
     }
+
+    /// One weight row against four activation rows: each weight block is
+    /// unpacked once and used four times (the prefill kernel).
+    #[inline(always)]
+    unsafe fn dot_blocks_x4<D: DotU8I8>(w: &[u8], xs: [QRow<'_>; 4], format: Format) -> [f32; 4] {
+        let (block_bytes, header) = match format {
+            Format::Q4_0 => (18, 2),
+            Format::Q4_1 => (20, 4),
+            Format::Q8_0 => (34, 2),
+        };
+        let nb = check(w, block_bytes, xs[0]);
+        for x in &xs[1..] {
+            check(w, block_bytes, *x);
+        }
+        let with_min = matches!(format, Format::Q4_1);
+        // SAFETY: `check` proved nb blocks in the weights and in every
+        // activation row; the caller enabled the CPU features.
+        unsafe {
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut mins = [_mm_setzero_ps(); 4];
+            for b in 0..nb {
+                let blk = w.as_ptr().add(b * block_bytes);
+                let q = match format {
+                    Format::Q4_1 => nibbles(blk.add(header)),
+                    Format::Q4_0 => _mm256_sub_epi8(nibbles(blk.add(header)), _mm256_set1_epi8(8)),
+                    Format::Q8_0 => _mm256_loadu_si256(blk.add(header).cast()),
+                };
+                let unsigned = if with_min { q } else { _mm256_sign_epi8(q, q) };
+                let bits = if with_min {
+                    blk.cast::<i32>().read_unaligned()
+                } else {
+                    i32::from(blk.cast::<u16>().read_unaligned())
+                };
+                let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+                for t in 0..4 {
+                    let x = xs[t];
+                    let a = _mm256_loadu_si256(x.values.as_ptr().add(b * QK).cast());
+                    let a = if with_min { a } else { _mm256_sign_epi8(a, q) };
+                    let p = _mm256_cvtepi32_ps(D::dot(unsigned, a));
+                    let ds = x.scale_sums.get_unchecked(b);
+                    let s = _mm_mul_ps(dm, _mm_castpd_ps(_mm_load_sd(ds.as_ptr().cast())));
+                    acc[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s), p, acc[t]);
+                    mins[t] = _mm_add_ps(mins[t], s);
+                }
+            }
+            let mut out = [0.0; 4];
+            for t in 0..4 {
+                out[t] = hsum(acc[t]);
+                if with_min {
+                    out[t] += _mm_cvtss_f32(_mm_shuffle_ps(mins[t], mins[t], 1));
+                }
+            }
+            out
+        }
+    }
+
+    macro_rules! dot4_kernel {
+        ($name:ident, $features:literal, $dot:ty, $format:expr) => {
+            fn $name(w: &[u8], xs: [QRow<'_>; 4]) -> [f32; 4] {
+                #[target_feature(enable = $features)]
+                unsafe fn inner(w: &[u8], xs: [QRow<'_>; 4]) -> [f32; 4] {
+                    // SAFETY: forwarded from the caller.
+                    unsafe { dot_blocks_x4::<$dot>(w, xs, $format) }
+                }
+                // SAFETY: this kernel set is only chosen when the CPU has
+                // these features (`available()` / `vnni_available()`).
+                unsafe { inner(w, xs) }
+            }
+        };
+    }
+
+    dot4_kernel!(dot4_q4_0_avx2, "avx2,fma,f16c", Avx2Dot, Format::Q4_0);
+    dot4_kernel!(dot4_q4_1_avx2, "avx2,fma,f16c", Avx2Dot, Format::Q4_1);
+    dot4_kernel!(dot4_q8_0_avx2, "avx2,fma,f16c", Avx2Dot, Format::Q8_0);
+    dot4_kernel!(
+        dot4_q4_0_vnni,
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        VnniDot,
+        Format::Q4_0
+    );
+    dot4_kernel!(
+        dot4_q4_1_vnni,
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        VnniDot,
+        Format::Q4_1
+    );
+    dot4_kernel!(
+        dot4_q8_0_vnni,
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        VnniDot,
+        Format::Q8_0
+    );
 
     macro_rules! dot_kernel {
         ($name:ident, $features:literal, $dot:ty, $format:expr) => {

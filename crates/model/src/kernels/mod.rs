@@ -182,27 +182,39 @@ impl QMatrix {
         assert_eq!(x.len(), n * self.cols, "input is not whole rows");
         assert_eq!(out.len(), n * self.rows, "output size mismatch");
         let kernels = Kernels::detect();
-        match self.format {
-            WeightFormat::F32 => {
+        let cols = self.cols;
+        match kernels.dots_for(self.format) {
+            None => {
                 let w = bytes_as_f32(&self.bytes);
-                self.par_rows(out, n, |r, t| {
-                    (kernels.dot_f32)(
-                        &w[r * self.cols..(r + 1) * self.cols],
-                        &x[t * self.cols..][..self.cols],
-                    )
+                self.par_rows(out, n, |r, values| {
+                    for (t, v) in values.iter_mut().enumerate() {
+                        *v =
+                            (kernels.dot_f32)(&w[r * cols..(r + 1) * cols], &x[t * cols..][..cols]);
+                    }
                 });
             }
-            format => {
-                let q = QuantizedRows::quantize(x, self.cols, kernels);
-                let dot = kernels.dot_for(format);
-                self.par_rows(out, n, |r, t| dot(self.row(r), q.row(t)));
+            Some((dot, dot4)) => {
+                let q = QuantizedRows::quantize(x, cols, kernels);
+                self.par_rows(out, n, |r, values| {
+                    let row = self.row(r);
+                    let mut t = 0;
+                    while t + 4 <= n {
+                        let rows = [q.row(t), q.row(t + 1), q.row(t + 2), q.row(t + 3)];
+                        values[t..t + 4].copy_from_slice(&dot4(row, rows));
+                        t += 4;
+                    }
+                    for (i, v) in values[t..].iter_mut().enumerate() {
+                        *v = dot(row, q.row(t + i));
+                    }
+                });
             }
         }
     }
 
-    /// Runs `dot(row, token)` for every weight row and input row, splitting
-    /// the weight rows across threads.
-    fn par_rows(&self, out: &mut [f32], n: usize, dot: impl Fn(usize, usize) -> f32 + Sync) {
+    /// Fills the output by weight row: `row_values(r, values)` computes
+    /// row `r`'s products with all `n` input rows. Bands of weight rows are
+    /// split across threads, so each weight row is read once.
+    fn par_rows(&self, out: &mut [f32], n: usize, row_values: impl Fn(usize, &mut [f32]) + Sync) {
         const ROWS_PER_TASK: usize = 64;
         let rows = self.rows;
         if n == 1 {
@@ -211,28 +223,29 @@ impl QMatrix {
                 .for_each(|(chunk, o)| {
                     let r0 = chunk * ROWS_PER_TASK;
                     for (i, v) in o.iter_mut().enumerate() {
-                        *v = dot(r0 + i, 0);
+                        row_values(r0 + i, std::slice::from_mut(v));
                     }
                 });
             return;
         }
-        // Several tokens: each task owns a band of weight rows and writes a
-        // column band of the output, so a weight row is read once per task.
         let out_ptr = SendPtr(out.as_mut_ptr());
         (0..rows.div_ceil(ROWS_PER_TASK))
             .into_par_iter()
-            .for_each(|chunk| {
-                let r0 = chunk * ROWS_PER_TASK;
-                let r1 = (r0 + ROWS_PER_TASK).min(rows);
-                for r in r0..r1 {
-                    for t in 0..n {
-                        let v = dot(r, t);
-                        // SAFETY: tasks write disjoint row bands of every output
-                        // row, and `out` outlives the parallel loop.
-                        unsafe { *out_ptr.get().add(t * rows + r) = v };
+            .for_each_init(
+                || vec![0.0; n],
+                |values, chunk| {
+                    let r0 = chunk * ROWS_PER_TASK;
+                    for r in r0..(r0 + ROWS_PER_TASK).min(rows) {
+                        row_values(r, values);
+                        for (t, v) in values.iter().enumerate() {
+                            // SAFETY: tasks own disjoint bands of weight rows,
+                            // so each output element is written once; `out`
+                            // outlives the parallel loop.
+                            unsafe { *out_ptr.get().add(t * rows + r) = *v };
+                        }
                     }
-                }
-            });
+                },
+            );
     }
 }
 
@@ -296,6 +309,7 @@ pub(crate) struct QRow<'a> {
 }
 
 type DotQ = fn(&[u8], QRow<'_>) -> f32;
+type DotQ4 = for<'a> fn(&[u8], [QRow<'a>; 4]) -> [f32; 4];
 
 /// The kernel set for this CPU.
 #[derive(Clone, Copy)]
@@ -304,6 +318,9 @@ struct Kernels {
     dot_q4_0: DotQ,
     dot_q4_1: DotQ,
     dot_q8_0: DotQ,
+    dot4_q4_0: DotQ4,
+    dot4_q4_1: DotQ4,
+    dot4_q8_0: DotQ4,
     dot_f32: fn(&[f32], &[f32]) -> f32,
 }
 
@@ -319,12 +336,14 @@ impl Kernels {
         })
     }
 
-    fn dot_for(self, format: WeightFormat) -> DotQ {
+    /// The single-row and four-row dot products for a quantized format
+    /// (None for f32 weights, which use `dot_f32`).
+    fn dots_for(self, format: WeightFormat) -> Option<(DotQ, DotQ4)> {
         match format {
-            WeightFormat::Q4_0 => self.dot_q4_0,
-            WeightFormat::Q4_1 => self.dot_q4_1,
-            WeightFormat::Q8_0 => self.dot_q8_0,
-            WeightFormat::F32 => unreachable!("f32 weights use dot_f32"),
+            WeightFormat::Q4_0 => Some((self.dot_q4_0, self.dot4_q4_0)),
+            WeightFormat::Q4_1 => Some((self.dot_q4_1, self.dot4_q4_1)),
+            WeightFormat::Q8_0 => Some((self.dot_q8_0, self.dot4_q8_0)),
+            WeightFormat::F32 => None,
         }
     }
 }

@@ -8,6 +8,9 @@ pub(super) const KERNELS: Kernels = Kernels {
     dot_q4_0,
     dot_q4_1,
     dot_q8_0,
+    dot4_q4_0: |w, xs| xs.map(|x| dot_q4_0(w, x)),
+    dot4_q4_1: |w, xs| xs.map(|x| dot_q4_1(w, x)),
+    dot4_q8_0: |w, xs| xs.map(|x| dot_q8_0(w, x)),
     dot_f32,
 };
 

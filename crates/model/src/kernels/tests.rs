@@ -53,11 +53,18 @@ fn simd_kernels_match_scalar_oracle() {
         let m = quantized(rows, cols, &random_values(&mut rng, rows * cols), dtype);
         for r in 0..rows {
             for t in 0..3 {
-                let s = scalar::KERNELS.dot_for(m.format)(m.row(r), q.row(t));
-                let v = avx2::kernels().dot_for(m.format)(m.row(r), q.row(t));
+                let (scalar_dot, _) = scalar::KERNELS.dots_for(m.format).unwrap();
+                let (simd_dot, simd_dot4) = avx2::kernels().dots_for(m.format).unwrap();
+                let s = scalar_dot(m.row(r), q.row(t));
+                let v = simd_dot(m.row(r), q.row(t));
                 assert!(
                     (s - v).abs() <= 1e-4 * s.abs().max(1.0),
                     "{dtype:?}: {s} vs {v}"
+                );
+                let four = simd_dot4(m.row(r), [q.row(t); 4]);
+                assert!(
+                    four.iter()
+                        .all(|f| (f - v).abs() <= 1e-4 * v.abs().max(1.0))
                 );
             }
         }
