@@ -26,6 +26,14 @@ pub(crate) enum Command {
     Chat(ChatArgs),
     /// Measure prefill and decode speed of a local model.
     Bench(BenchArgs),
+    /// Run a chain node: block producer with JSON-RPC (HTTP and WebSocket).
+    Chain(crate::commands::ChainArgs),
+    /// Generate a key file (a chain account and a libp2p identity).
+    Keygen(crate::commands::KeygenArgs),
+    /// Sign and submit a chain call, wait for its block, print its events.
+    Tx(crate::commands::TxArgs),
+    /// Read chain state over JSON-RPC.
+    Query(crate::commands::QueryArgs),
 }
 
 #[derive(Debug, Subcommand)]

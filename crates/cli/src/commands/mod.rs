@@ -1,11 +1,20 @@
 //! One module per subcommand.
 
 mod bench;
+mod chain;
 mod chat;
 mod generate;
+mod keygen;
 mod model;
+mod query;
+mod tx;
 
 use anyhow::Result;
+
+pub(crate) use chain::ChainArgs;
+pub(crate) use keygen::KeygenArgs;
+pub(crate) use query::QueryArgs;
+pub(crate) use tx::TxArgs;
 
 use crate::cli::{Command, ModelCommand};
 
@@ -16,5 +25,9 @@ pub(crate) fn run(command: Command) -> Result<()> {
         Command::Generate(args) => generate::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Chain(args) => chain::run(args),
+        Command::Keygen(args) => keygen::run(args),
+        Command::Tx(args) => tx::run(args),
+        Command::Query(args) => query::run(args),
     }
 }

@@ -1,0 +1,121 @@
+//! `hypertensor chain`: run a chain node (block producer with JSON-RPC).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use hypertensor_chain::{ChainConfig, Node};
+use hypertensor_runtime::GenesisConfig;
+
+use super::query::parse_account;
+
+/// Arguments of `hypertensor chain`.
+#[derive(Debug, Args)]
+pub(crate) struct ChainArgs {
+    /// Development chain: the dev genesis (alice, bob, ... funded) unless
+    /// --genesis is given, alice as author unless --author is given, and a
+    /// fresh temporary directory unless --base-path is given.
+    #[arg(long)]
+    pub(crate) dev: bool,
+    /// Directory of the chain database (reused across restarts).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) base_path: Option<PathBuf>,
+    /// Address of the JSON-RPC server (HTTP POST and WebSocket on one port;
+    /// port 0 picks a free port, printed at start).
+    #[arg(long, default_value = "127.0.0.1:9944")]
+    pub(crate) rpc_addr: SocketAddr,
+    /// Genesis file (JSON; see docs/chain.md).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) genesis: Option<PathBuf>,
+    /// Interval between blocks in milliseconds (default: the genesis
+    /// parameter block_time_ms). With --dev and no --genesis it also sets
+    /// that parameter.
+    #[arg(long, value_name = "N")]
+    pub(crate) block_time_ms: Option<u64>,
+    /// Account credited as block author: 0x-hex account id or a dev name.
+    #[arg(long, value_name = "ACCOUNT")]
+    pub(crate) author: Option<String>,
+    /// Sustained RPC requests per second allowed per client address.
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) rpc_rate_limit: u32,
+    /// Largest RPC request in bytes.
+    #[arg(long, default_value_t = 256 * 1024)]
+    pub(crate) rpc_max_request_bytes: usize,
+}
+
+/// Starts the node and runs it until Ctrl-C or SIGTERM.
+pub(crate) fn run(args: ChainArgs) -> Result<()> {
+    let mut genesis = match &args.genesis {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read genesis file {}", path.display()))?;
+            GenesisConfig::from_json(&text)
+                .with_context(|| format!("invalid genesis file {}", path.display()))?
+        }
+        None if args.dev => GenesisConfig::dev(),
+        None => bail!("give --genesis FILE, or --dev for a development chain"),
+    };
+    if let (true, None, Some(ms)) = (args.dev, &args.genesis, args.block_time_ms) {
+        genesis.params.block_time_ms = ms;
+    }
+    let base_path = match (&args.base_path, args.dev) {
+        (Some(path), _) => path.clone(),
+        (None, true) => {
+            std::env::temp_dir().join(format!("hypertensor-dev-{}", std::process::id()))
+        }
+        (None, false) => bail!("give --base-path DIR for the chain database"),
+    };
+    let author = match (&args.author, args.dev) {
+        (Some(author), _) => parse_account(author)?,
+        (None, true) => parse_account("alice")?,
+        (None, false) => bail!("give --author ACCOUNT (the account paid the author share)"),
+    };
+    let block_time_ms = args.block_time_ms.unwrap_or(genesis.params.block_time_ms);
+    let mut config = ChainConfig::dev(base_path.clone(), args.rpc_addr);
+    config.genesis = genesis;
+    config.author = author;
+    config.block_time = Duration::from_millis(block_time_ms);
+    config.rpc.requests_per_second = args.rpc_rate_limit;
+    config.rpc.burst = args.rpc_rate_limit.saturating_mul(2);
+    config.rpc.max_request_bytes = args.rpc_max_request_bytes;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async move {
+        let node = Node::start(config).await?;
+        println!("genesis:   {}", node.genesis_hash());
+        println!("base path: {}", base_path.display());
+        println!("block time: {block_time_ms} ms");
+        println!(
+            "RPC listening on http://{} (HTTP and WebSocket)",
+            node.rpc_addr()
+        );
+        node.run_until(shutdown_signal()).await?;
+        anyhow::Ok(())
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
