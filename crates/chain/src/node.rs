@@ -102,6 +102,9 @@ pub(crate) struct Shared {
     pub(crate) limits: RpcLimits,
     pub(crate) rate: RateLimiter,
     pub(crate) connections: Arc<tokio::sync::Semaphore>,
+    /// Turns true at shutdown (WebSocket connections outlive the HTTP
+    /// server's graceful shutdown, so they watch this themselves).
+    pub(crate) stopping: watch::Receiver<bool>,
 }
 
 impl Shared {
@@ -161,6 +164,7 @@ impl Node {
             .local_addr()
             .map_err(|e| Error::io("cannot read the RPC address", e))?;
         let (heads, _) = broadcast::channel(256);
+        let (shutdown, stop) = watch::channel(false);
         let shared = Arc::new(Shared {
             state: RwLock::new(Arc::new(state)),
             pool: Mutex::new(Pool::new(config.pool_capacity)),
@@ -169,8 +173,8 @@ impl Node {
             rate: RateLimiter::new(config.rpc.requests_per_second, config.rpc.burst),
             connections: Arc::new(tokio::sync::Semaphore::new(config.rpc.max_connections)),
             limits: config.rpc.clone(),
+            stopping: stop.clone(),
         });
-        let (shutdown, stop) = watch::channel(false);
         let server = tokio::spawn(rpc::serve(Arc::clone(&shared), listener, stop.clone()));
         let producer = tokio::spawn(produce_blocks(
             Arc::clone(&shared),
@@ -212,9 +216,16 @@ impl Node {
             r = &mut self.producer => flatten(r, "block producer"),
         };
         let _ = self.shutdown.send(true);
+        let max = self.shared.limits.max_connections;
+        let connections = Arc::clone(&self.shared.connections);
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             let _ = (&mut self.server).await;
             let _ = (&mut self.producer).await;
+            // Every WebSocket connection gone: the database is released
+            // when `self` drops below.
+            while connections.available_permits() < max {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
         })
         .await;
         result

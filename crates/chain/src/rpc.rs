@@ -214,7 +214,15 @@ async fn ws_connection(app: App, socket: WebSocket, peer: SocketAddr) {
         subscriptions: HashMap::new(),
         next_subscription: 1,
     };
-    while let Some(Ok(message)) = stream.next().await {
+    let mut stopping = app.stopping.clone();
+    loop {
+        let message = tokio::select! {
+            message = stream.next() => match message {
+                Some(Ok(message)) => message,
+                _ => break,
+            },
+            _ = stopping.changed() => break,
+        };
         let reply = match message {
             Message::Text(text) => {
                 if app.rate.allow(peer.ip(), 1) {
