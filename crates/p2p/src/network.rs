@@ -1,0 +1,941 @@
+//! The swarm, its owning event loop and the cloneable client handle.
+//!
+//! Shaped like rust-libp2p's file-sharing example: [`new`] returns a
+//! [`Client`] (cheap to clone; sends [`Command`]s with oneshot replies), a
+//! bounded stream of [`Event`]s, and the [`EventLoop`] that owns the swarm
+//! and must be run (e.g. `tokio::spawn(event_loop.run())`). The loop stops
+//! when every client handle is dropped.
+//!
+//! Records: each DHT key holds one Kademlia record whose value is the
+//! encoded [`Dictionary`]. Kademlia routes and replicates it; inbound puts
+//! are filtered (`StoreInserts::FilterBoth`), decoded, reduced to the
+//! entries that would change our copy, validated ([`Validator`]) and merged
+//! into the local [`MemoryStore`] here. A writer puts a record holding only
+//! its own entry; holders merge it into their dictionaries. `get` collects
+//! the records of up to `get_quorum` peers, validates remote entries and
+//! merges them.
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use hypertensor_primitives::{H256, Keypair};
+use libp2p::kad::store::{MemoryStore, MemoryStoreConfig, RecordStore};
+use libp2p::kad::{self, GetRecordOk, QueryId, QueryResult, Quorum, Record, StoreInserts};
+use libp2p::multiaddr::Protocol;
+use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, noise, ping, tcp, yamux};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{Config, libp2p_identity};
+use crate::record::{Dictionary, SignedEntry, check_key, now_ms, peer_id_of};
+use crate::rpc::{
+    Outcome, RequestGuard, RpcSession, SignedRequest, SignedResponse, read_frame, write_frame,
+};
+use crate::server::RpcServer;
+use crate::validate::{Metrics, Validator};
+use crate::{P2pError, Result};
+
+/// How long a caller waits for an RPC response.
+const RPC_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    kad: kad::Behaviour<MemoryStore>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
+    stream: libp2p_stream::Behaviour,
+}
+
+/// Something the application hears from the network.
+#[derive(Debug)]
+pub enum Event {
+    /// A peer opened an admitted session (the handshake's signed acceptance
+    /// was already sent).
+    InboundSession {
+        /// The session method.
+        method: String,
+        /// The opening request's body.
+        body: Vec<u8>,
+        /// The session, ready for frames.
+        session: RpcSession,
+    },
+}
+
+/// A request from a [`Client`] to the [`EventLoop`].
+#[derive(Debug)]
+enum Command {
+    Store {
+        key: String,
+        entry: SignedEntry,
+        own: bool,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Get {
+        key: String,
+        reply: oneshot::Sender<Result<Dictionary>>,
+    },
+    LocalDictionary {
+        key: String,
+        reply: oneshot::Sender<Option<Dictionary>>,
+    },
+    Dial {
+        addr: Multiaddr,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Bootstrap {
+        reply: oneshot::Sender<Result<()>>,
+    },
+    ListenAddrs {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    RoutingTableSize {
+        reply: oneshot::Sender<usize>,
+    },
+}
+
+struct Shared {
+    keypair: Keypair,
+    peer_id: PeerId,
+    genesis: H256,
+    validator: Arc<Validator>,
+    metrics: Arc<Metrics>,
+    control: libp2p_stream::Control,
+    rpc_protocol: StreamProtocol,
+    session_protocol: StreamProtocol,
+    max_frame: usize,
+}
+
+/// The cloneable handle to a running node.
+#[derive(Clone)]
+pub struct Client {
+    sender: mpsc::Sender<Command>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("peer_id", &self.shared.peer_id)
+            .finish()
+    }
+}
+
+impl Client {
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.sender
+            .send(make(tx))
+            .await
+            .map_err(|_| P2pError::Stopped)?;
+        rx.await.map_err(|_| P2pError::Stopped)
+    }
+
+    /// This node's peer id.
+    pub fn peer_id(&self) -> PeerId {
+        self.shared.peer_id
+    }
+
+    /// The validation counters of this node.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Signs and stores our entry `value` under `key` until `expiration`
+    /// (Unix ms). The entry is validated locally first (an invalid write
+    /// fails here with [`P2pError::Rejected`] and changes nothing), merged
+    /// into our copy, sent to the key's closest peers, and re-published
+    /// until it expires. `Ok` means at least one remote peer acknowledged
+    /// the put; each holder validates it independently.
+    pub async fn store(&self, key: &str, value: Vec<u8>, expiration: u64) -> Result<()> {
+        check_key(key)?;
+        let entry = SignedEntry::sign(
+            &self.shared.keypair,
+            &self.shared.genesis,
+            key,
+            value,
+            expiration,
+        );
+        self.shared
+            .validator
+            .validate_write(key, &entry, now_ms())
+            .await
+            .map_err(P2pError::Rejected)?;
+        let key = key.to_string();
+        self.call(|reply| Command::Store {
+            key,
+            entry,
+            own: true,
+            reply,
+        })
+        .await?
+    }
+
+    /// Sends an entry signed elsewhere to the key's closest peers without
+    /// validating or storing it locally: for relays and for testing other
+    /// peers' validators. Holders validate it as any inbound write.
+    pub async fn publish_entry(&self, key: &str, entry: SignedEntry) -> Result<()> {
+        check_key(key)?;
+        let key = key.to_string();
+        self.call(|reply| Command::Store {
+            key,
+            entry,
+            own: false,
+            reply,
+        })
+        .await?
+    }
+
+    /// The merged, validated dictionary of `key` across the network
+    /// (expired entries dropped). An unknown key gives an empty dictionary.
+    pub async fn get(&self, key: &str) -> Result<Dictionary> {
+        check_key(key)?;
+        let key = key.to_string();
+        self.call(|reply| Command::Get { key, reply }).await?
+    }
+
+    /// The dictionary this node itself holds for `key`, if any.
+    pub async fn local_dictionary(&self, key: &str) -> Result<Option<Dictionary>> {
+        let key = key.to_string();
+        self.call(|reply| Command::LocalDictionary { key, reply })
+            .await
+    }
+
+    /// Dials an address (with or without `/p2p/<id>`) and adds it to the
+    /// routing table when it names the peer.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<()> {
+        self.call(|reply| Command::Dial { addr, reply }).await?
+    }
+
+    /// Runs a Kademlia bootstrap (fills the routing table).
+    pub async fn bootstrap(&self) -> Result<()> {
+        self.call(|reply| Command::Bootstrap { reply }).await?
+    }
+
+    /// The addresses we listen on, waiting until there is at least one.
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>> {
+        self.call(|reply| Command::ListenAddrs { reply }).await
+    }
+
+    /// Number of peers in the Kademlia routing table.
+    pub async fn routing_table_size(&self) -> Result<usize> {
+        self.call(|reply| Command::RoutingTableSize { reply }).await
+    }
+
+    /// Calls `method` on `peer` with a signed request; returns the body of
+    /// its verified, signed answer. Refusals and handler errors come back
+    /// as [`P2pError::Refused`] and [`P2pError::Remote`].
+    pub async fn request(&self, peer: PeerId, method: &str, body: Vec<u8>) -> Result<Vec<u8>> {
+        let req = SignedRequest::new(
+            &self.shared.keypair,
+            &self.shared.genesis,
+            peer,
+            method,
+            body,
+        );
+        let resp = self.send_request(peer, &req).await?;
+        outcome_to_result(peer, resp.outcome)
+    }
+
+    /// Sends a pre-built request envelope and returns the server's signed
+    /// response, verified against `peer` and the request's nonce (so it can
+    /// be kept as evidence).
+    pub async fn send_request(&self, peer: PeerId, req: &SignedRequest) -> Result<SignedResponse> {
+        let protocol = self.shared.rpc_protocol.clone();
+        let (resp, _) = self.exchange(peer, protocol, req).await?;
+        Ok(resp)
+    }
+
+    /// Opens a long-lived bidirectional session with `peer` for `method`;
+    /// the opening request is signed and checked like any request.
+    pub async fn open_session(
+        &self,
+        peer: PeerId,
+        method: &str,
+        body: Vec<u8>,
+    ) -> Result<RpcSession> {
+        let req = SignedRequest::new(
+            &self.shared.keypair,
+            &self.shared.genesis,
+            peer,
+            method,
+            body,
+        );
+        let protocol = self.shared.session_protocol.clone();
+        let (resp, stream) = self.exchange(peer, protocol, &req).await?;
+        outcome_to_result(peer, resp.outcome)?;
+        Ok(RpcSession::new(peer, stream, self.shared.max_frame))
+    }
+
+    async fn exchange(
+        &self,
+        peer: PeerId,
+        protocol: StreamProtocol,
+        req: &SignedRequest,
+    ) -> Result<(SignedResponse, libp2p::Stream)> {
+        let mut control = self.shared.control.clone();
+        let mut stream = control
+            .open_stream(peer, protocol)
+            .await
+            .map_err(|e| P2pError::Network(e.to_string()))?;
+        let max = self.shared.max_frame;
+        let bytes = tokio::time::timeout(RPC_RESPONSE_TIMEOUT, async {
+            write_frame(&mut stream, &req.encode()).await?;
+            read_frame(&mut stream, max).await
+        })
+        .await
+        .map_err(|_| P2pError::Timeout("rpc response"))??
+        .ok_or_else(|| P2pError::Network(format!("{peer} closed the stream without answering")))?;
+        let resp = SignedResponse::decode(&bytes, max)?;
+        if resp.client != self.shared.peer_id {
+            return Err(P2pError::InvalidResponse {
+                peer,
+                reason: "response is addressed to another client",
+            });
+        }
+        if !resp.verify(&self.shared.genesis, &peer, req) {
+            return Err(P2pError::InvalidResponse {
+                peer,
+                reason: "signature does not verify against the server and request nonce",
+            });
+        }
+        Ok((resp, stream))
+    }
+}
+
+fn outcome_to_result(peer: PeerId, outcome: Outcome) -> Result<Vec<u8>> {
+    match outcome {
+        Outcome::Ok(body) => Ok(body),
+        Outcome::Refused(refusal) => Err(P2pError::Refused { peer, refusal }),
+        Outcome::Error(message) => Err(P2pError::Remote { peer, message }),
+    }
+}
+
+/// A `get` collecting records.
+struct PendingGet {
+    key: String,
+    found: Vec<Dictionary>,
+    reply: oneshot::Sender<Result<Dictionary>>,
+}
+
+/// Work the loop waits on besides the swarm.
+enum Done {
+    /// Validated entries of an inbound put, to merge.
+    Validated {
+        key: String,
+        entries: Vec<SignedEntry>,
+    },
+    /// An inbound session to hand to the application.
+    Session(Box<Event>),
+    /// Nothing to do (a served RPC, a finished get).
+    Nothing,
+}
+
+/// Owns the swarm; run it with [`EventLoop::run`].
+pub struct EventLoop {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    events: mpsc::Sender<Event>,
+    validator: Arc<Validator>,
+    metrics: Arc<Metrics>,
+    server: Arc<RpcServer>,
+    incoming_rpc: libp2p_stream::IncomingStreams,
+    incoming_sessions: libp2p_stream::IncomingStreams,
+    work: FuturesUnordered<BoxFuture<'static, Done>>,
+    gets: HashMap<QueryId, PendingGet>,
+    puts: HashMap<QueryId, oneshot::Sender<Result<()>>>,
+    dials: HashMap<PeerId, Vec<oneshot::Sender<Result<()>>>>,
+    bootstraps: HashMap<QueryId, oneshot::Sender<Result<()>>>,
+    listen_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
+    own: HashMap<String, SignedEntry>,
+    config: Config,
+}
+
+/// Builds a node: listens, announces, dials the bootstrap peers, and
+/// returns its handle, its event stream and the loop to run.
+pub fn new(config: Config) -> Result<(Client, mpsc::Receiver<Event>, EventLoop)> {
+    let identity = libp2p_identity(&config.keypair)?;
+    let peer_id = peer_id_of(&config.keypair);
+    let kad_protocol = StreamProtocol::try_from_owned(config.kad_protocol())
+        .map_err(|e| P2pError::Network(e.to_string()))?;
+    let rpc_protocol = StreamProtocol::try_from_owned(config.rpc_protocol())
+        .map_err(|e| P2pError::Network(e.to_string()))?;
+    let session_protocol = StreamProtocol::try_from_owned(config.session_protocol())
+        .map_err(|e| P2pError::Network(e.to_string()))?;
+    let replication =
+        NonZeroUsize::new(config.replication_factor.max(1)).unwrap_or(NonZeroUsize::MIN);
+
+    let cfg = config.clone();
+    let mut swarm = libp2p::SwarmBuilder::with_existing_identity(identity)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| P2pError::Network(e.to_string()))?
+        .with_behaviour(|key| {
+            let mut kad_config = kad::Config::new(kad_protocol);
+            kad_config
+                .set_replication_factor(replication)
+                .set_query_timeout(cfg.query_timeout)
+                .set_record_filtering(StoreInserts::FilterBoth)
+                .set_publication_interval(None)
+                .set_replication_interval(cfg.replication_interval)
+                .set_record_ttl(None)
+                .set_caching(kad::Caching::Disabled)
+                .set_max_packet_size(cfg.max_record_bytes + 4096);
+            let store = MemoryStore::with_config(
+                key.public().to_peer_id(),
+                MemoryStoreConfig {
+                    max_records: 65_536,
+                    max_value_bytes: cfg.max_record_bytes,
+                    ..MemoryStoreConfig::default()
+                },
+            );
+            let mut kad = kad::Behaviour::with_config(key.public().to_peer_id(), store, kad_config);
+            // Loopback and private addresses are never "confirmed external",
+            // so serve the DHT explicitly.
+            kad.set_mode(Some(kad::Mode::Server));
+            Behaviour {
+                kad,
+                identify: identify::Behaviour::new(identify::Config::new(
+                    format!("/hypertensor/{}/1.0.0", cfg.subnet_id),
+                    key.public(),
+                )),
+                ping: ping::Behaviour::default(),
+                stream: libp2p_stream::Behaviour::new(),
+            }
+        })
+        .map_err(|e| P2pError::Network(e.to_string()))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+        .build();
+
+    for addr in &config.listen {
+        swarm
+            .listen_on(addr.clone())
+            .map_err(|e| P2pError::Address {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
+    }
+    for addr in &config.announce {
+        swarm.add_external_address(addr.clone());
+    }
+    for addr in &config.bootstrap {
+        let Some(peer) = peer_of(addr) else {
+            return Err(P2pError::Address {
+                addr: addr.to_string(),
+                reason: "bootstrap addresses must end in /p2p/<peer id>".into(),
+            });
+        };
+        swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+        swarm.dial(addr.clone()).map_err(|e| P2pError::Address {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    if !config.bootstrap.is_empty() {
+        // Fails only without known peers, which we just added.
+        let _ = swarm.behaviour_mut().kad.bootstrap();
+    }
+
+    let mut control = swarm.behaviour().stream.new_control();
+    let incoming_rpc = control
+        .accept(rpc_protocol.clone())
+        .map_err(|_| P2pError::Network("rpc protocol registered twice".into()))?;
+    let incoming_sessions = control
+        .accept(session_protocol.clone())
+        .map_err(|_| P2pError::Network("session protocol registered twice".into()))?;
+
+    let metrics = Arc::new(Metrics::default());
+    let validator = Arc::new(Validator::new(
+        config.genesis,
+        config.schemas.clone(),
+        config.phase.clone(),
+        config.stake.clone(),
+        config.writes_per_epoch,
+        metrics.clone(),
+    ));
+    let server = Arc::new(RpcServer {
+        keypair: config.keypair.clone(),
+        genesis: config.genesis,
+        guard: RequestGuard::new(peer_id, config.genesis, config.admission.clone()),
+        stake: config.stake.clone(),
+        handler: config.rpc_handler.clone(),
+        session_methods: config.session_methods.clone(),
+        max_frame: config.max_frame_bytes,
+    });
+    let (command_tx, command_rx) = mpsc::channel(config.channel_capacity.max(1));
+    let (event_tx, event_rx) = mpsc::channel(config.channel_capacity.max(1));
+    let client = Client {
+        sender: command_tx,
+        shared: Arc::new(Shared {
+            keypair: config.keypair.clone(),
+            peer_id,
+            genesis: config.genesis,
+            validator: validator.clone(),
+            metrics: metrics.clone(),
+            control,
+            rpc_protocol,
+            session_protocol,
+            max_frame: config.max_frame_bytes,
+        }),
+    };
+    let event_loop = EventLoop {
+        swarm,
+        commands: command_rx,
+        events: event_tx,
+        validator,
+        metrics,
+        server,
+        incoming_rpc,
+        incoming_sessions,
+        work: FuturesUnordered::new(),
+        gets: HashMap::new(),
+        puts: HashMap::new(),
+        dials: HashMap::new(),
+        bootstraps: HashMap::new(),
+        listen_waiters: Vec::new(),
+        own: HashMap::new(),
+        config,
+    };
+    Ok((client, event_rx, event_loop))
+}
+
+fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(peer) => Some(peer),
+        _ => None,
+    })
+}
+
+fn record_key(key: &str) -> kad::RecordKey {
+    kad::RecordKey::new(&key.as_bytes())
+}
+
+impl EventLoop {
+    /// Drives the node until every [`Client`] is dropped. Cancel-safe in the
+    /// sense that dropping it stops the node (all pending replies fail with
+    /// [`P2pError::Stopped`]).
+    pub async fn run(mut self) {
+        let mut republish = tokio::time::interval(self.config.republish_interval);
+        let mut evict = tokio::time::interval(self.config.eviction_interval);
+        republish.tick().await;
+        loop {
+            tokio::select! {
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                Some((peer, stream)) = self.incoming_rpc.next() => {
+                    if self.work.len() < self.config.max_inbound_work {
+                        let server = self.server.clone();
+                        self.work.push(server.serve_unary(peer, stream).map(|()| Done::Nothing).boxed());
+                    } else {
+                        tracing::debug!(%peer, "dropping rpc stream: overloaded");
+                    }
+                }
+                Some((peer, stream)) = self.incoming_sessions.next() => {
+                    if self.work.len() < self.config.max_inbound_work {
+                        let server = self.server.clone();
+                        self.work.push(server.serve_session(peer, stream)
+                            .map(|e| e.map_or(Done::Nothing, |e| Done::Session(Box::new(e)))).boxed());
+                    } else {
+                        tracing::debug!(%peer, "dropping session stream: overloaded");
+                    }
+                }
+                Some(done) = self.work.next(), if !self.work.is_empty() => self.on_done(done),
+                _ = republish.tick() => self.republish(),
+                _ = evict.tick() => self.evict_expired(),
+            }
+        }
+    }
+
+    fn local(&mut self, key: &str) -> Option<Dictionary> {
+        let record = self
+            .swarm
+            .behaviour_mut()
+            .kad
+            .store_mut()
+            .get(&record_key(key))?;
+        Dictionary::decode(&record.value).ok()
+    }
+
+    fn put_local(&mut self, key: &str, mut dict: Dictionary) {
+        dict.evict_expired(now_ms());
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        if dict.is_empty() {
+            store.remove(&record_key(key));
+            return;
+        }
+        let ttl = Duration::from_millis(dict.latest_expiration().saturating_sub(now_ms()));
+        let mut record = Record::new(record_key(key), dict.encode());
+        record.expires = Some(Instant::now() + ttl);
+        if let Err(e) = store.put(record) {
+            tracing::debug!(key, error = %e, "could not store record");
+        }
+    }
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Store {
+                key,
+                entry,
+                own,
+                reply,
+            } => {
+                let previous = self.local(&key);
+                if own {
+                    self.own.insert(key.clone(), entry.clone());
+                }
+                match self.send_entry(&key, entry.clone()) {
+                    Ok(id) => {
+                        self.puts.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+                // Kademlia stored the one-entry record locally; restore our
+                // merged copy (plus our own entry, never a relayed one).
+                let mut dict = previous.unwrap_or_default();
+                if own {
+                    dict.merge_entry(entry);
+                }
+                self.put_local(&key, dict);
+            }
+            Command::Get { key, reply } => {
+                let id = self.swarm.behaviour_mut().kad.get_record(record_key(&key));
+                self.gets.insert(
+                    id,
+                    PendingGet {
+                        key,
+                        found: Vec::new(),
+                        reply,
+                    },
+                );
+            }
+            Command::LocalDictionary { key, reply } => {
+                let mut dict = self.local(&key);
+                if let Some(d) = dict.as_mut() {
+                    d.evict_expired(now_ms());
+                }
+                let _ = reply.send(dict.filter(|d| !d.is_empty()));
+            }
+            Command::Dial { addr, reply } => {
+                let peer = peer_of(&addr);
+                if let Some(peer) = peer {
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .add_address(&peer, addr.clone());
+                }
+                match self.swarm.dial(addr.clone()) {
+                    Ok(()) => match peer {
+                        Some(peer) => self.dials.entry(peer).or_default().push(reply),
+                        None => {
+                            let _ = reply.send(Ok(()));
+                        }
+                    },
+                    Err(e) => {
+                        let _ = reply.send(Err(P2pError::Address {
+                            addr: addr.to_string(),
+                            reason: e.to_string(),
+                        }));
+                    }
+                }
+            }
+            Command::Bootstrap { reply } => match self.swarm.behaviour_mut().kad.bootstrap() {
+                Ok(id) => {
+                    self.bootstraps.insert(id, reply);
+                }
+                Err(_) => {
+                    let _ = reply.send(Err(P2pError::Network(
+                        "no known peers to bootstrap from".into(),
+                    )));
+                }
+            },
+            Command::ListenAddrs { reply } => {
+                let addrs: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
+                if addrs.is_empty() {
+                    self.listen_waiters.push(reply);
+                } else {
+                    let _ = reply.send(addrs);
+                }
+            }
+            Command::RoutingTableSize { reply } => {
+                let n = self
+                    .swarm
+                    .behaviour_mut()
+                    .kad
+                    .kbuckets()
+                    .map(|b| b.num_entries())
+                    .sum();
+                let _ = reply.send(n);
+            }
+        }
+    }
+
+    /// Puts a one-entry record for `key` to its closest peers.
+    fn send_entry(&mut self, key: &str, entry: SignedEntry) -> Result<QueryId> {
+        let dict: Dictionary = std::iter::once(entry).collect();
+        let mut record = Record::new(record_key(key), dict.encode());
+        record.publisher = None;
+        self.swarm
+            .behaviour_mut()
+            .kad
+            .put_record(record, Quorum::One)
+            .map_err(|e| P2pError::Network(format!("local store refused the record: {e}")))
+    }
+
+    fn republish(&mut self) {
+        let now = now_ms();
+        self.own.retain(|_, e| e.expiration > now);
+        let own: Vec<(String, SignedEntry)> = self
+            .own
+            .iter()
+            .map(|(k, e)| (k.clone(), e.clone()))
+            .collect();
+        for (key, entry) in own {
+            let previous = self.local(&key);
+            if let Err(e) = self.send_entry(&key, entry.clone()) {
+                tracing::debug!(key, error = %e, "republication failed");
+            }
+            let mut dict = previous.unwrap_or_default();
+            dict.merge_entry(entry);
+            self.put_local(&key, dict);
+        }
+    }
+
+    fn evict_expired(&mut self) {
+        let now = now_ms();
+        let store = self.swarm.behaviour_mut().kad.store_mut();
+        let stale: Vec<(kad::RecordKey, Option<Dictionary>)> = store
+            .records()
+            .filter_map(|r| {
+                let mut dict = Dictionary::decode(&r.value).ok()?;
+                (dict.evict_expired(now) > 0).then(|| (r.key.clone(), Some(dict)))
+            })
+            .collect();
+        for (key, dict) in stale {
+            match dict.filter(|d| !d.is_empty()) {
+                None => store.remove(&key),
+                Some(dict) => {
+                    let mut record = Record::new(key, dict.encode());
+                    let ttl = Duration::from_millis(dict.latest_expiration().saturating_sub(now));
+                    record.expires = Some(Instant::now() + ttl);
+                    let _ = store.put(record);
+                }
+            }
+        }
+    }
+
+    fn on_done(&mut self, done: Done) {
+        match done {
+            Done::Validated { key, entries } => {
+                if entries.is_empty() {
+                    return;
+                }
+                let mut dict = self.local(&key).unwrap_or_default();
+                for entry in entries {
+                    if dict.merge_entry(entry) {
+                        self.metrics.accept();
+                    }
+                }
+                self.put_local(&key, dict);
+            }
+            Done::Session(event) => {
+                if self.events.try_send(*event).is_err() {
+                    tracing::debug!("dropping inbound session: event channel full or closed");
+                }
+            }
+            Done::Nothing => {}
+        }
+    }
+
+    fn on_inbound_put(&mut self, source: PeerId, record: Record) {
+        let Ok(key) = String::from_utf8(record.key.to_vec()) else {
+            tracing::debug!(%source, "dropping put: key is not UTF-8");
+            return;
+        };
+        if check_key(&key).is_err() {
+            tracing::debug!(%source, "dropping put: bad key length");
+            return;
+        }
+        let incoming = match Dictionary::decode(&record.value) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(%source, error = %e, "dropping put: malformed record");
+                return;
+            }
+        };
+        let current = self.local(&key).unwrap_or_default();
+        let fresh: Vec<SignedEntry> = incoming
+            .entries()
+            .filter(|e| current.would_change(e))
+            .cloned()
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        if self.work.len() >= self.config.max_inbound_work {
+            tracing::debug!(%source, "dropping put: overloaded");
+            return;
+        }
+        let validator = self.validator.clone();
+        self.work.push(
+            async move {
+                let now = now_ms();
+                let mut entries = Vec::with_capacity(fresh.len());
+                for entry in fresh {
+                    match validator.validate_write(&key, &entry, now).await {
+                        Ok(()) => entries.push(entry),
+                        Err(reason) => {
+                            tracing::debug!(%source, writer = %entry.subkey, key, %reason, "record rejected")
+                        }
+                    }
+                }
+                Done::Validated { key, entries }
+            }
+            .boxed(),
+        );
+    }
+
+    fn finish_get(&mut self, id: QueryId) {
+        let Some(get) = self.gets.remove(&id) else {
+            return;
+        };
+        let local = self.local(&get.key);
+        let validator = self.validator.clone();
+        self.work.push(
+            async move {
+                let now = now_ms();
+                let mut merged = local.unwrap_or_default();
+                for dict in get.found {
+                    for entry in dict.entries() {
+                        if !merged.would_change(entry) {
+                            continue;
+                        }
+                        match validator.validate_read(&get.key, entry, now).await {
+                            Ok(()) => {
+                                merged.merge_entry(entry.clone());
+                            }
+                            Err(reason) => {
+                                tracing::debug!(writer = %entry.subkey, key = get.key, %reason, "query result entry rejected")
+                            }
+                        }
+                    }
+                }
+                merged.evict_expired(now);
+                let _ = get.reply.send(Ok(merged));
+                Done::Nothing
+            }
+            .boxed(),
+        );
+    }
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        match event {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                tracing::debug!(%address, "listening");
+                let addrs: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
+                for waiter in self.listen_waiters.drain(..) {
+                    let _ = waiter.send(addrs.clone());
+                }
+            }
+            SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                for reply in self.dials.remove(&peer_id).unwrap_or_default() {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer_id),
+                error,
+                ..
+            } => {
+                for reply in self.dials.remove(&peer_id).unwrap_or_default() {
+                    let _ = reply.send(Err(P2pError::Network(error.to_string())));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
+                let kad_protocol = self.config.kad_protocol();
+                if info.protocols.iter().any(|p| p.as_ref() == kad_protocol) {
+                    for addr in info.listen_addrs {
+                        self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad_event(event),
+            _ => {}
+        }
+    }
+
+    fn on_kad_event(&mut self, event: kad::Event) {
+        match event {
+            kad::Event::InboundRequest {
+                request:
+                    kad::InboundRequest::PutRecord {
+                        source,
+                        record: Some(record),
+                        ..
+                    },
+            } => self.on_inbound_put(source, record),
+            kad::Event::OutboundQueryProgressed {
+                id, result, step, ..
+            } => match result {
+                QueryResult::GetRecord(Ok(GetRecordOk::FoundRecord(found))) => {
+                    let quorum = self.config.get_quorum.max(1);
+                    let Some(get) = self.gets.get_mut(&id) else {
+                        return;
+                    };
+                    // Our own copy is read in `finish_get`; only remote
+                    // records are collected (and validated) here.
+                    if found.peer.is_some() {
+                        match Dictionary::decode(&found.record.value) {
+                            Ok(dict) => get.found.push(dict),
+                            Err(e) => {
+                                tracing::debug!(peer = ?found.peer, error = %e, "malformed record in query result")
+                            }
+                        }
+                    }
+                    let answered = get.found.len() + usize::from(found.peer.is_none());
+                    if answered >= quorum || step.last {
+                        if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                            q.finish();
+                        }
+                        self.finish_get(id);
+                    }
+                }
+                QueryResult::GetRecord(_) => self.finish_get(id),
+                QueryResult::PutRecord(result) => {
+                    if let Some(reply) = self.puts.remove(&id) {
+                        let _ = reply.send(result.map(|_| ()).map_err(|e| {
+                            P2pError::Network(format!("no peer acknowledged the record: {e}"))
+                        }));
+                    }
+                }
+                QueryResult::Bootstrap(result) if step.last || result.is_err() => {
+                    if let Some(reply) = self.bootstraps.remove(&id) {
+                        let _ = reply.send(
+                            result
+                                .map(|_| ())
+                                .map_err(|e| P2pError::Network(format!("bootstrap: {e}"))),
+                        );
+                    }
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+}
