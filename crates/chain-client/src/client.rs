@@ -60,7 +60,24 @@ impl std::fmt::Debug for Client {
 #[derive(Debug)]
 pub struct Subscription<T> {
     receiver: mpsc::Receiver<String>,
+    /// The node's subscription id and the way to cancel it on drop.
+    id: u64,
+    commands: mpsc::Sender<Command>,
     _marker: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> Drop for Subscription<T> {
+    /// Ends the subscription on the node too (best effort: if the command
+    /// queue is full or closed, the connection's end cleans up instead).
+    fn drop(&mut self) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.commands.try_send(Command {
+            method: methods::UNSUBSCRIBE_NEW_HEADS,
+            params: format!("[{}]", self.id),
+            reply,
+            notifications: None,
+        });
+    }
 }
 
 impl<T: DeserializeOwned> Subscription<T> {
@@ -159,9 +176,15 @@ impl Client {
             })
             .await
             .map_err(|_| Error::Closed)?;
-        answer.await.map_err(|_| Error::Closed)??;
+        let text = answer.await.map_err(|_| Error::Closed)??;
+        let id = serde_json::from_str(&text).map_err(|e| Error::BadResponse {
+            method: methods::SUBSCRIBE_NEW_HEADS.to_string(),
+            reason: e.to_string(),
+        })?;
         Ok(Subscription {
             receiver,
+            id,
+            commands: self.commands.clone(),
             _marker: std::marker::PhantomData,
         })
     }

@@ -1,3 +1,4 @@
 //! End-to-end tests of the `hypertensor` binary, run as a user runs it.
 
+mod chain;
 mod local_model;
