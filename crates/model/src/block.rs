@@ -8,7 +8,7 @@ use rayon::prelude::*;
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::kernels::{Precision, QMatrix};
+use crate::kernels::{Precision, QMatrix, dot_f32};
 use crate::layers::{RmsNorm, RopeTable, softmax, swiglu};
 
 /// Keys and values of every position a block has seen, for one sequence.
@@ -168,10 +168,7 @@ impl TransformerBlock {
                 let qh = &q[t * h + head * d..][..d];
                 let visible = past + t + 1;
                 let mut scores: Vec<f32> = (0..visible)
-                    .map(|p| {
-                        let kh = &cache.keys[p * kv_dim + kv_head * d..][..d];
-                        qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f32>() * scale
-                    })
+                    .map(|p| dot_f32(qh, &cache.keys[p * kv_dim + kv_head * d..][..d]) * scale)
                     .collect();
                 softmax(&mut scores);
                 o.fill(0.0);

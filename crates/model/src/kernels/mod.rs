@@ -261,6 +261,12 @@ impl SendPtr {
     }
 }
 
+/// The dot product of two f32 slices of equal length, with the fastest
+/// kernel this CPU has.
+pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    (Kernels::detect().dot_f32)(a, b)
+}
+
 fn bytes_as_f32(bytes: &[u8]) -> &[f32] {
     // SAFETY: the buffer was filled from f32 values; Vec<u8> allocations from
     // the global allocator are at least 8-byte aligned for these sizes, and we
