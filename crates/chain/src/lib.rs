@@ -34,5 +34,5 @@ pub mod store;
 pub use error::{Error, Result};
 pub use hypertensor_chain_client as client;
 pub use node::{ChainConfig, Node, RpcLimits};
-pub use pool::{Pool, PoolError};
+pub use pool::{Checked, Pool, PoolError};
 pub use store::Store;

@@ -60,6 +60,14 @@ pub enum PoolError {
     },
 }
 
+/// An extrinsic that passed [`Pool::check`] against some state.
+#[derive(Debug)]
+pub struct Checked {
+    xt: Extrinsic,
+    hash: H256,
+    ready: bool,
+}
+
 struct Entry {
     xt: Extrinsic,
     hash: H256,
@@ -126,15 +134,34 @@ impl Pool {
     /// Validates `xt` against `state` and admits it. Returns its hash and
     /// whether it is ready for the next block.
     pub fn submit(&mut self, state: &State, xt: Extrinsic) -> Result<(H256, bool), PoolError> {
-        let hash = xt.hash();
-        if self.hashes.contains(&hash) {
-            return Err(PoolError::AlreadyInPool(hash));
-        }
+        let checked = Pool::check(state, xt)?;
+        self.insert(checked)
+    }
+
+    /// The checks that need only the state, not the pool: the runtime's
+    /// validation (signature included, the costly part) and the balance
+    /// pre-check. Needs no `&mut self`, so a node runs it outside the pool's
+    /// lock and only [`Pool::insert`] holds it.
+    pub fn check(state: &State, xt: Extrinsic) -> Result<Checked, PoolError> {
         let validity = state.validate_extrinsic(&xt)?;
         let free = state.account(&xt.signer).free;
         let needed = validity.fee.saturating_add(call_cost(&xt.call, state));
         if free < needed {
             return Err(PoolError::InsufficientBalance { needed, free });
+        }
+        Ok(Checked {
+            hash: xt.hash(),
+            ready: validity.ready,
+            xt,
+        })
+    }
+
+    /// Admits an extrinsic that passed [`Pool::check`]: refuses duplicates,
+    /// a second extrinsic for the same (signer, nonce), and overflow.
+    pub fn insert(&mut self, checked: Checked) -> Result<(H256, bool), PoolError> {
+        let Checked { xt, hash, ready } = checked;
+        if self.hashes.contains(&hash) {
+            return Err(PoolError::AlreadyInPool(hash));
         }
         let entries = self.by_signer.entry(xt.signer).or_default();
         if entries.contains_key(&xt.nonce) {
@@ -146,7 +173,6 @@ impl Pool {
         if self.hashes.len() >= self.capacity {
             return Err(PoolError::Full { max: self.capacity });
         }
-        let ready = validity.ready;
         let seq = self.next_seq;
         self.next_seq += 1;
         entries.insert(xt.nonce, Entry { xt, hash, seq });

@@ -37,7 +37,7 @@ use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
 
 use crate::node::Shared;
-use crate::pool::PoolError;
+use crate::pool::{Pool, PoolError};
 use crate::{Error, Result};
 
 /// Outgoing messages buffered per WebSocket connection.
@@ -402,7 +402,10 @@ async fn dispatch(
         methods::SUBMIT_EXTRINSIC => {
             let xt: Extrinsic = required(&p, 0, "extrinsic")?;
             let state = app.state();
-            let (hash, ready) = app.pool().submit(&state, xt).map_err(|e| pool_error(&e))?;
+            // Signature check outside the pool's lock: submissions verify
+            // in parallel on the server's workers.
+            let checked = Pool::check(&state, xt).map_err(|e| pool_error(&e))?;
+            let (hash, ready) = app.pool().insert(checked).map_err(|e| pool_error(&e))?;
             to_raw(&SubmitResult { hash, ready })
         }
         methods::GET_HEADER | methods::GET_BLOCK | methods::GET_EVENTS => {
