@@ -84,23 +84,6 @@ mod imp {
         }
     }
 
-    /// `[d_w * d_a, m_w * s_a, 0, 0]` for a block whose header is the f16
-    /// pair `[d, m]` (for formats without a minimum, lane 1 is unused).
-    #[inline(always)]
-    unsafe fn scales(header: *const u8, ds: &[f32; 2], with_min: bool) -> __m128 {
-        // SAFETY: the caller guarantees 4 (or 2) readable header bytes, and
-        // runs with F16C enabled.
-        unsafe {
-            let bits = if with_min {
-                header.cast::<i32>().read_unaligned()
-            } else {
-                i32::from(header.cast::<u16>().read_unaligned())
-            };
-            let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
-            _mm_mul_ps(dm, _mm_castpd_ps(_mm_load_sd(ds.as_ptr().cast())))
-        }
-    }
-
     /// The 32 nibbles of a 4-bit block: low nibbles first, then high ones.
     #[inline(always)]
     unsafe fn nibbles(p: *const u8) -> __m256i {
@@ -133,52 +116,15 @@ mod imp {
         Q8_0,
     }
 
-    /// One block's integer dot product (as f32 lanes) and its scales.
-    ///
-    /// A plain function rather than a closure: closures do not inherit the
-    /// caller's target features, and these intrinsics must inline.
-    #[inline(always)]
-    unsafe fn one_block<D: DotU8I8>(
-        w: &[u8],
-        x: QRow<'_>,
-        b: usize,
-        format: Format,
-        block_bytes: usize,
-        header: usize,
-    ) -> (__m256, __m128) {
-        // SAFETY: the caller checked that block b exists in `w` and `x` and
-        // enabled the CPU features.
-        unsafe {
-            let blk = w.as_ptr().add(b * block_bytes);
-            let a = _mm256_loadu_si256(x.values.as_ptr().add(b * QK).cast());
-            let p = match format {
-                Format::Q4_1 => D::dot(nibbles(blk.add(header)), a),
-                Format::Q4_0 => {
-                    let q = _mm256_sub_epi8(nibbles(blk.add(header)), _mm256_set1_epi8(8));
-                    D::dot(_mm256_sign_epi8(q, q), _mm256_sign_epi8(a, q))
-                }
-                Format::Q8_0 => {
-                    let q = _mm256_loadu_si256(blk.add(header).cast());
-                    D::dot(_mm256_sign_epi8(q, q), _mm256_sign_epi8(a, q))
-                }
-            };
-            let s = scales(
-                blk,
-                x.scale_sums.get_unchecked(b),
-                matches!(format, Format::Q4_1),
-            );
-            (_mm256_cvtepi32_ps(p), s)
-        }
-    }
-
     /// The shared loop: two blocks per iteration, independent accumulators.
     #[inline(always)]
     unsafe fn dot_blocks<D: DotU8I8>(w: &[u8], x: QRow<'_>, format: Format) -> f32 {
-        let (block_bytes, header) = match format {
-            Format::Q4_0 => (18, 2),
-            Format::Q4_1 => (20, 4),
-            Format::Q8_0 => (34, 2),
+        let block_bytes = match format {
+            Format::Q4_0 => 18,
+            Format::Q4_1 => 20,
+            Format::Q8_0 => 34,
         };
+        let with_min = matches!(format, Format::Q4_1);
         let nb = check(w, block_bytes, x);
         // SAFETY: `check` proved nb blocks of weights and activations; the
         // caller enabled the CPU features the intrinsics need.
@@ -188,34 +134,101 @@ mod imp {
             let mut mins = _mm_setzero_ps();
             let mut b = 0;
             while b + 2 <= nb {
-                let (p0, s0) = one_block::<D>(w, x, b, format, block_bytes, header);
-                let (p1, s1) = one_block::<D>(w, x, b + 1, format, block_bytes, header);
+                let (p0, s0) = apply::<D>(
+                    prepare(w.as_ptr().add(b * block_bytes), format),
+                    x,
+                    b,
+                    with_min,
+                );
+                let (p1, s1) = apply::<D>(
+                    prepare(w.as_ptr().add((b + 1) * block_bytes), format),
+                    x,
+                    b + 1,
+                    with_min,
+                );
                 acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0);
                 acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s1), p1, acc1);
                 mins = _mm_add_ps(mins, _mm_add_ps(s0, s1));
                 b += 2;
             }
             if b < nb {
-                let (p0, s0) = one_block::<D>(w, x, b, format, block_bytes, header);
+                let (p0, s0) = apply::<D>(
+                    prepare(w.as_ptr().add(b * block_bytes), format),
+                    x,
+                    b,
+                    with_min,
+                );
                 acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0);
                 mins = _mm_add_ps(mins, s0);
             }
             let mut total = hsum(_mm256_add_ps(acc0, acc1));
-            if matches!(format, Format::Q4_1) {
+            if with_min {
                 total += _mm_cvtss_f32(_mm_shuffle_ps(mins, mins, 1));
             }
             total
         }
     }
 
+    // Helpers are `inline(always)` functions, never closures: closures do
+    // not inherit the caller's target features, and the intrinsics must
+    // inline into the feature-enabled kernels.
+
+    /// A weight block unpacked for the integer dot product: the unsigned
+    /// operand, the sign source for the activations (formats without a
+    /// minimum are signed), and the f16 header `[d, m]` as f32.
+    #[inline(always)]
+    unsafe fn prepare(blk: *const u8, format: Format) -> (__m256i, __m256i, __m128) {
+        // SAFETY: the caller guarantees a whole block at `blk` and the CPU
+        // features.
+        unsafe {
+            let (q, with_min) = match format {
+                Format::Q4_1 => (nibbles(blk.add(4)), true),
+                Format::Q4_0 => (
+                    _mm256_sub_epi8(nibbles(blk.add(2)), _mm256_set1_epi8(8)),
+                    false,
+                ),
+                Format::Q8_0 => (_mm256_loadu_si256(blk.add(2).cast()), false),
+            };
+            let bits = if with_min {
+                blk.cast::<i32>().read_unaligned()
+            } else {
+                i32::from(blk.cast::<u16>().read_unaligned())
+            };
+            let unsigned = if with_min { q } else { _mm256_sign_epi8(q, q) };
+            (unsigned, q, _mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
+        }
+    }
+
+    /// The product of a prepared block with one activation block, and the
+    /// block's `[d_w * d_a, m_w * s_a]` scales.
+    #[inline(always)]
+    unsafe fn apply<D: DotU8I8>(
+        prepared: (__m256i, __m256i, __m128),
+        x: QRow<'_>,
+        b: usize,
+        with_min: bool,
+    ) -> (__m256, __m128) {
+        let (unsigned, q, dm) = prepared;
+        // SAFETY: the caller checked block b exists in `x`.
+        unsafe {
+            let a = _mm256_loadu_si256(x.values.as_ptr().add(b * QK).cast());
+            let a = if with_min { a } else { _mm256_sign_epi8(a, q) };
+            let ds = x.scale_sums.get_unchecked(b);
+            let s = _mm_mul_ps(dm, _mm_castpd_ps(_mm_load_sd(ds.as_ptr().cast())));
+            (_mm256_cvtepi32_ps(D::dot(unsigned, a)), s)
+        }
+    }
+
     /// One weight row against four activation rows: each weight block is
-    /// unpacked once and used four times (the prefill kernel).
+    /// unpacked once and used four times (the prefill kernel). Every row's
+    /// sum is accumulated in exactly the order of `dot_blocks`, so a token's
+    /// result does not depend on how many tokens share its batch.
     #[inline(always)]
     unsafe fn dot_blocks_x4<D: DotU8I8>(w: &[u8], xs: [QRow<'_>; 4], format: Format) -> [f32; 4] {
-        let (block_bytes, header) = match format {
-            Format::Q4_0 => (18, 2),
-            Format::Q4_1 => (20, 4),
-            Format::Q8_0 => (34, 2),
+        let block_bytes = match format {
+            Format::Q4_0 => 18,
+            Format::Q4_1 => 20,
+            Format::Q8_0 => 34,
         };
         let nb = check(w, block_bytes, xs[0]);
         for x in &xs[1..] {
@@ -225,36 +238,33 @@ mod imp {
         // SAFETY: `check` proved nb blocks in the weights and in every
         // activation row; the caller enabled the CPU features.
         unsafe {
-            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut acc0 = [_mm256_setzero_ps(); 4];
+            let mut acc1 = [_mm256_setzero_ps(); 4];
             let mut mins = [_mm_setzero_ps(); 4];
-            for b in 0..nb {
-                let blk = w.as_ptr().add(b * block_bytes);
-                let q = match format {
-                    Format::Q4_1 => nibbles(blk.add(header)),
-                    Format::Q4_0 => _mm256_sub_epi8(nibbles(blk.add(header)), _mm256_set1_epi8(8)),
-                    Format::Q8_0 => _mm256_loadu_si256(blk.add(header).cast()),
-                };
-                let unsigned = if with_min { q } else { _mm256_sign_epi8(q, q) };
-                let bits = if with_min {
-                    blk.cast::<i32>().read_unaligned()
-                } else {
-                    i32::from(blk.cast::<u16>().read_unaligned())
-                };
-                let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(bits));
+            let mut b = 0;
+            while b + 2 <= nb {
+                let w0 = prepare(w.as_ptr().add(b * block_bytes), format);
+                let w1 = prepare(w.as_ptr().add((b + 1) * block_bytes), format);
                 for t in 0..4 {
-                    let x = xs[t];
-                    let a = _mm256_loadu_si256(x.values.as_ptr().add(b * QK).cast());
-                    let a = if with_min { a } else { _mm256_sign_epi8(a, q) };
-                    let p = _mm256_cvtepi32_ps(D::dot(unsigned, a));
-                    let ds = x.scale_sums.get_unchecked(b);
-                    let s = _mm_mul_ps(dm, _mm_castpd_ps(_mm_load_sd(ds.as_ptr().cast())));
-                    acc[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s), p, acc[t]);
-                    mins[t] = _mm_add_ps(mins[t], s);
+                    let (p0, s0) = apply::<D>(w0, xs[t], b, with_min);
+                    let (p1, s1) = apply::<D>(w1, xs[t], b + 1, with_min);
+                    acc0[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0[t]);
+                    acc1[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s1), p1, acc1[t]);
+                    mins[t] = _mm_add_ps(mins[t], _mm_add_ps(s0, s1));
+                }
+                b += 2;
+            }
+            if b < nb {
+                let w0 = prepare(w.as_ptr().add(b * block_bytes), format);
+                for t in 0..4 {
+                    let (p0, s0) = apply::<D>(w0, xs[t], b, with_min);
+                    acc0[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0[t]);
+                    mins[t] = _mm_add_ps(mins[t], s0);
                 }
             }
             let mut out = [0.0; 4];
             for t in 0..4 {
-                out[t] = hsum(acc[t]);
+                out[t] = hsum(_mm256_add_ps(acc0[t], acc1[t]));
                 if with_min {
                     out[t] += _mm_cvtss_f32(_mm_shuffle_ps(mins[t], mins[t], 1));
                 }

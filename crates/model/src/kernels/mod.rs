@@ -58,14 +58,22 @@ pub enum Precision {
     F32,
 }
 
+/// The stored values of a matrix.
+#[derive(Debug, Clone)]
+enum Data {
+    /// Raw GGUF blocks (Q4_0, Q4_1, Q8_0), row after row.
+    Blocks(Vec<u8>),
+    /// Plain values, row after row.
+    F32(Vec<f32>),
+}
+
 /// A weight matrix of `rows` outputs by `cols` inputs, row-major.
 #[derive(Debug, Clone)]
 pub struct QMatrix {
     rows: usize,
     cols: usize,
     format: WeightFormat,
-    /// Raw GGUF blocks for quantized formats, little-endian f32 bytes for F32.
-    bytes: Vec<u8>,
+    data: Data,
 }
 
 impl QMatrix {
@@ -94,12 +102,20 @@ impl QMatrix {
                 });
             }
             let bytes = t.data()?.into_owned();
-            debug_assert_eq!(bytes.len(), rows * cols / QK * format.block_bytes());
+            if bytes.len() != rows * cols / QK * format.block_bytes() {
+                return Err(ModelError::Tensor {
+                    name: name.into(),
+                    problem: format!(
+                        "{} bytes of data for a [{rows}, {cols}] matrix",
+                        bytes.len()
+                    ),
+                });
+            }
             return Ok(Self {
                 rows,
                 cols,
                 format,
-                bytes,
+                data: Data::Blocks(bytes),
             });
         }
         let values: Vec<f32> = t
@@ -112,12 +128,11 @@ impl QMatrix {
     /// Builds an f32 matrix from row-major values.
     pub fn from_f32(rows: usize, cols: usize, values: &[f32]) -> Self {
         assert_eq!(values.len(), rows * cols, "matrix size mismatch");
-        let bytes = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         Self {
             rows,
             cols,
             format: WeightFormat::F32,
-            bytes,
+            data: Data::F32(values.to_vec()),
         }
     }
 
@@ -154,24 +169,29 @@ impl QMatrix {
 
     /// Bytes of weight data held.
     pub fn byte_len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    fn row_bytes(&self) -> usize {
-        match self.format {
-            WeightFormat::F32 => self.cols * 4,
-            f => self.cols / QK * f.block_bytes(),
+        match &self.data {
+            Data::Blocks(b) => b.len(),
+            Data::F32(v) => v.len() * std::mem::size_of::<f32>(),
         }
     }
 
+    /// Row `r`'s quantized blocks (empty for f32 matrices).
     fn row(&self, r: usize) -> &[u8] {
-        let n = self.row_bytes();
-        &self.bytes[r * n..(r + 1) * n]
+        match &self.data {
+            Data::Blocks(b) => {
+                let n = self.cols / QK * self.format.block_bytes();
+                &b[r * n..(r + 1) * n]
+            }
+            Data::F32(_) => &[],
+        }
     }
 
     /// Dequantizes row `r` into `out` (length `cols`); used for embeddings.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        scalar::dequantize_row(self.format, self.row(r), out);
+        match &self.data {
+            Data::Blocks(_) => scalar::dequantize_row(self.format, self.row(r), out),
+            Data::F32(v) => out.copy_from_slice(&v[r * self.cols..(r + 1) * self.cols]),
+        }
     }
 
     /// Computes `out[t][r] = Σ_c w[r][c] * x[t][c]` for every input row `t`.
@@ -183,9 +203,8 @@ impl QMatrix {
         assert_eq!(out.len(), n * self.rows, "output size mismatch");
         let kernels = Kernels::detect();
         let cols = self.cols;
-        match kernels.dots_for(self.format) {
-            None => {
-                let w = bytes_as_f32(&self.bytes);
+        match &self.data {
+            Data::F32(w) => {
                 self.par_rows(out, n, |r, values| {
                     for (t, v) in values.iter_mut().enumerate() {
                         *v =
@@ -193,7 +212,10 @@ impl QMatrix {
                     }
                 });
             }
-            Some((dot, dot4)) => {
+            Data::Blocks(_) => {
+                let Some((dot, dot4)) = kernels.dots_for(self.format) else {
+                    unreachable!("block data always has a quantized format");
+                };
                 let q = QuantizedRows::quantize(x, cols, kernels);
                 self.par_rows(out, n, |r, values| {
                     let row = self.row(r);
@@ -265,15 +287,6 @@ impl SendPtr {
 /// kernel this CPU has.
 pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     (Kernels::detect().dot_f32)(a, b)
-}
-
-fn bytes_as_f32(bytes: &[u8]) -> &[f32] {
-    // SAFETY: the buffer was filled from f32 values; Vec<u8> allocations from
-    // the global allocator are at least 8-byte aligned for these sizes, and we
-    // check alignment rather than assume it.
-    let (head, body, tail) = unsafe { bytes.align_to::<f32>() };
-    assert!(head.is_empty() && tail.is_empty(), "f32 weights misaligned");
-    body
 }
 
 /// Activation rows quantized to 8-bit blocks of 32: per block the pair

@@ -123,10 +123,6 @@ pub(super) fn dequantize_row(format: WeightFormat, row: &[u8], out: &mut [f32]) 
                 }
             }
         }
-        WeightFormat::F32 => {
-            for (o, c) in out.iter_mut().zip(row.chunks_exact(4)) {
-                *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            }
-        }
+        WeightFormat::F32 => unreachable!("f32 rows are copied, not dequantized"),
     }
 }
