@@ -185,3 +185,42 @@ fn quantized_greedy_agrees_with_llama_cpp_wherever_the_winner_is_clear() {
         "only {total_agreed} tokens agreed in all"
     );
 }
+
+#[test]
+fn exact_spans_reproduce_numpy_hidden_states_at_every_boundary() {
+    let hs = &fixture()["hidden_states"];
+    let prompt = prompts()
+        .iter()
+        .find(|p| p["name"] == hs["prompt"])
+        .map(|p| ids(&p["ids"]))
+        .unwrap();
+    let position = hs["position"].as_u64().unwrap() as usize;
+    let gguf = hypertensor_model::GgufFile::open(model_path()).unwrap();
+    let mut hidden = hypertensor_model::Embedding::load(&gguf)
+        .unwrap()
+        .forward(&prompt)
+        .unwrap();
+    let check = |hidden: &hypertensor_model::HiddenStates, boundary: &str| {
+        let expected = floats(&hs["boundaries"][boundary]);
+        let got = hidden.row(position);
+        let scale = expected.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let diff = got
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f32::max);
+        // Relative to the largest activation, which grows to ~400 by the
+        // last block: f32 rounding over the blocks, nothing more.
+        assert!(
+            diff <= 1e-5 * scale.max(1.0),
+            "after block {boundary}: {diff} (scale {scale})"
+        );
+    };
+    check(&hidden, "0");
+    for (range, boundary) in [(0..10, "10"), (10..20, "20"), (20..30, "30")] {
+        let span = hypertensor_model::BlockSpan::load_with_precision(&gguf, range, Precision::F32)
+            .unwrap();
+        span.forward(&mut hidden, &mut span.new_cache()).unwrap();
+        check(&hidden, boundary);
+    }
+}
