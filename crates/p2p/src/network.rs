@@ -319,6 +319,8 @@ fn outcome_to_result(peer: PeerId, outcome: Outcome) -> Result<Vec<u8>> {
 struct PendingGet {
     key: String,
     found: Vec<Dictionary>,
+    /// Whether our own copy was among the answers.
+    local: bool,
     reply: oneshot::Sender<Result<Dictionary>>,
 }
 
@@ -617,6 +619,7 @@ impl EventLoop {
                     PendingGet {
                         key,
                         found: Vec::new(),
+                        local: false,
                         reply,
                     },
                 );
@@ -908,7 +911,8 @@ impl EventLoop {
                             }
                         }
                     }
-                    let answered = get.found.len() + usize::from(found.peer.is_none());
+                    get.local |= found.peer.is_none();
+                    let answered = get.found.len() + usize::from(get.local);
                     if answered >= quorum || step.last {
                         if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
                             q.finish();
