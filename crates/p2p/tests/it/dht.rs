@@ -321,3 +321,54 @@ async fn an_unstaked_node_cannot_write() {
     .await;
     assert!(nodes[3].client.get("open/m").await.unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holders_replicate_records_after_the_writer_and_first_holders_leave() {
+    let stake = stake_set(24, &[]);
+    let nodes = network(24, &stake, |c| {
+        c.replication_factor = 4;
+        c.replication_interval = Some(Duration::from_millis(400));
+    })
+    .await;
+    let k = "open/orphan";
+    let writer = 0;
+    nodes[writer]
+        .client
+        .store(k, b"orphan".to_vec(), now_ms() + 30_000)
+        .await
+        .unwrap();
+    let mut holders = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        if i != writer && node.client.local_dictionary(k).await.unwrap().is_some() {
+            holders.push(i);
+        }
+    }
+    assert!(
+        holders.len() >= 2,
+        "the record has several holders: {holders:?}"
+    );
+    // The writer and all first holders but one leave.
+    let last = holders.pop().unwrap();
+    nodes[writer].stop();
+    for &i in &holders {
+        nodes[i].stop();
+    }
+    let others: Vec<usize> = (1..nodes.len())
+        .filter(|i| !holders.contains(i) && *i != last)
+        .collect();
+    // The last first holder replicates to the peers now closest to the key.
+    wait_for(Duration::from_secs(10), || async {
+        let mut n = 0;
+        for &i in &others {
+            if nodes[i].client.local_dictionary(k).await.unwrap().is_some() {
+                n += 1;
+            }
+        }
+        n >= 2
+    })
+    .await;
+    nodes[last].stop();
+    let reader = *others.last().unwrap();
+    let dict = nodes[reader].client.get(k).await.unwrap();
+    assert_eq!(dict.get(&nodes[writer].peer_id()).unwrap().value, b"orphan");
+}
