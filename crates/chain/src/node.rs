@@ -65,8 +65,9 @@ pub struct ChainConfig {
     pub rpc_addr: SocketAddr,
     /// The chain's genesis.
     pub genesis: GenesisConfig,
-    /// Interval between blocks.
-    pub block_time: Duration,
+    /// Interval between blocks; `None` takes the genesis parameter
+    /// `block_time_ms`.
+    pub block_time: Option<Duration>,
     /// Account credited with the author share of subsidy and fees.
     pub author: AccountId,
     /// RPC limits.
@@ -76,15 +77,14 @@ pub struct ChainConfig {
 }
 
 impl ChainConfig {
-    /// The development chain: [`GenesisConfig::dev`] with the block time
-    /// of its parameters, authored by `alice`, RPC on `rpc_addr`.
+    /// The development chain: [`GenesisConfig::dev`] at the block time of
+    /// its parameters, authored by `alice`, RPC on `rpc_addr`.
     pub fn dev(base_path: PathBuf, rpc_addr: SocketAddr) -> ChainConfig {
-        let genesis = GenesisConfig::dev();
         ChainConfig {
             base_path,
             rpc_addr,
-            block_time: Duration::from_millis(genesis.params.block_time_ms),
-            genesis,
+            block_time: None,
+            genesis: GenesisConfig::dev(),
             author: Keypair::dev("alice").account_id(),
             rpc: RpcLimits::default(),
             pool_capacity: 65_536,
@@ -142,7 +142,10 @@ impl Node {
     /// Opens the store (creating the genesis, or reloading and checking
     /// the state root), binds the RPC server and starts producing blocks.
     pub async fn start(config: ChainConfig) -> Result<Node> {
-        if config.block_time.is_zero() {
+        let block_time = config
+            .block_time
+            .unwrap_or(Duration::from_millis(config.genesis.params.block_time_ms));
+        if block_time.is_zero() {
             return Err(Error::Config("block time must be positive".into()));
         }
         let genesis = config.genesis.build()?;
@@ -179,7 +182,7 @@ impl Node {
         let producer = tokio::spawn(produce_blocks(
             Arc::clone(&shared),
             config.author,
-            config.block_time,
+            block_time,
             stop,
         ));
         tracing::info!(%rpc_addr, "JSON-RPC listening (HTTP and WebSocket)");

@@ -21,7 +21,7 @@ pub(crate) fn temp_dir(name: &str) -> PathBuf {
 /// Dev config on an ephemeral port with `block_ms` blocks.
 pub(crate) fn config(dir: PathBuf, block_ms: u64) -> ChainConfig {
     let mut config = ChainConfig::dev(dir, "127.0.0.1:0".parse().unwrap());
-    config.block_time = Duration::from_millis(block_ms);
+    config.block_time = Some(Duration::from_millis(block_ms));
     config
 }
 

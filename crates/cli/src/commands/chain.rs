@@ -76,7 +76,7 @@ pub(crate) fn run(args: ChainArgs) -> Result<()> {
     let mut config = ChainConfig::dev(base_path.clone(), args.rpc_addr);
     config.genesis = genesis;
     config.author = author;
-    config.block_time = Duration::from_millis(block_time_ms);
+    config.block_time = Some(Duration::from_millis(block_time_ms));
     config.rpc.requests_per_second = args.rpc_rate_limit;
     config.rpc.burst = args.rpc_rate_limit.saturating_mul(2);
     config.rpc.max_request_bytes = args.rpc_max_request_bytes;

@@ -135,7 +135,9 @@ async fn a_subnet_lives_through_epochs_over_rpc_with_rewards_and_conserved_issua
     let dir = temp_dir("lifecycle");
     let params = Params {
         block_time_ms: 100,
-        epoch_length: 10,
+        // Two-second epochs: room for a proposal and three attestations
+        // even on a loaded test machine.
+        epoch_length: 20,
         idle_epochs: 1,
         included_epochs: 1,
         ..Params::devnet()
@@ -240,10 +242,26 @@ async fn a_subnet_lives_through_epochs_over_rpc_with_rewards_and_conserved_issua
             },
         )
         .await;
-        for member in data.snapshot.iter().filter(|id| **id != elected.id) {
-            let owner = nodes.iter().find(|n| n.id == *member).unwrap().owner;
-            let k = everyone.iter().find(|k| k.account_id() == owner).unwrap();
-            call_ok(&client, k, Call::Attest { subnet, epoch }).await;
+        let attesters: Vec<&Keypair> = data
+            .snapshot
+            .iter()
+            .filter(|id| **id != elected.id)
+            .map(|member| {
+                let owner = nodes.iter().find(|n| n.id == *member).unwrap().owner;
+                *everyone.iter().find(|k| k.account_id() == owner).unwrap()
+            })
+            .collect();
+        let attests: Vec<_> = attesters
+            .into_iter()
+            .map(|k| {
+                let (client, k) = (client.clone(), k.clone());
+                tokio::spawn(
+                    async move { call_ok(&client, &k, Call::Attest { subnet, epoch }).await },
+                )
+            })
+            .collect();
+        for attest in attests {
+            attest.await.unwrap();
         }
         let data = client
             .consensus_data(subnet, Some(epoch))
