@@ -144,6 +144,17 @@ fn main() {
                 get_ok += 1;
             }
         }
+        let slow = |ms: &[f64]| {
+            let mut idx: Vec<(usize, f64)> = ms.iter().copied().enumerate().collect();
+            idx.sort_by(|a, b| b.1.total_cmp(&a.1));
+            idx.truncate(8);
+            idx.iter()
+                .map(|(i, t)| format!("#{i}: {t:.0} ms"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!("slowest stores: {}", slow(&store_ms));
+        println!("slowest gets: {}", slow(&get_ms));
         let store = stats(store_ms, store_ok, STORES);
         let get = stats(get_ms, get_ok, GETS);
 
