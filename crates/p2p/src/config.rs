@@ -137,3 +137,27 @@ pub fn libp2p_identity(keypair: &Keypair) -> Result<libp2p::identity::Keypair> {
         },
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_files_give_the_same_identity_to_libp2p_and_to_signing() {
+        let key = Keypair::dev("alice");
+        let path = std::env::temp_dir().join(format!("p2p-key-{}.bin", std::process::id()));
+        std::fs::write(&path, key.to_protobuf_encoding()).unwrap();
+        let loaded = load_identity(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        let libp2p = libp2p_identity(&loaded).unwrap();
+        assert_eq!(
+            libp2p.public().to_peer_id(),
+            crate::record::peer_id_of(&key)
+        );
+        assert_eq!(
+            libp2p.public().to_peer_id().to_string(),
+            key.peer_id().to_string()
+        );
+        assert!(load_identity(Path::new("/nonexistent/key")).is_err());
+    }
+}

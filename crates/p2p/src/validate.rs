@@ -620,6 +620,59 @@ mod tests {
         assert_eq!(closed.validate_read("n/1", &ok, now).await, Ok(()));
     }
 
+    /// A phase clock whose epoch the test moves.
+    struct Epochs(std::sync::atomic::AtomicU64);
+    impl PhaseClock for Epochs {
+        fn epoch(&self) -> u64 {
+            self.0.load(Ordering::Relaxed)
+        }
+        fn may_write(&self, _key: &str) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn write_limits_reset_each_epoch() {
+        let alice = Keypair::dev("alice");
+        let bob = Keypair::dev("bob");
+        let clock = Arc::new(Epochs(AtomicU64::new(5)));
+        let set = StakeSet(
+            [&alice, &bob]
+                .iter()
+                .map(|k| crate::record::peer_id_of(k))
+                .collect(),
+        );
+        let v = Validator::new(
+            H256::ZERO,
+            SchemaRegistry::new().register(KeySchema::bytes("n/", 4, Duration::from_secs(60))),
+            clock.clone(),
+            Arc::new(CachingStakeOracle::new(set)),
+            1,
+            Arc::new(Metrics::default()),
+        );
+        let now = 1_000_000;
+        let e = |k: &Keypair, exp| SignedEntry::sign(k, &H256::ZERO, "n/1", vec![0; 4], exp);
+        assert_eq!(
+            v.validate_write("n/1", &e(&alice, now + 1), now).await,
+            Ok(())
+        );
+        assert_eq!(
+            v.validate_write("n/1", &e(&alice, now + 2), now).await,
+            Err(RejectReason::WriteLimit { limit: 1 })
+        );
+        assert_eq!(
+            v.validate_write("n/1", &e(&bob, now + 1), now).await,
+            Ok(()),
+            "per writer"
+        );
+        clock.0.store(6, Ordering::Relaxed);
+        assert_eq!(
+            v.validate_write("n/1", &e(&alice, now + 3), now).await,
+            Ok(()),
+            "new epoch"
+        );
+    }
+
     #[tokio::test]
     async fn stake_answers_are_cached() {
         let alice = crate::record::peer_id_of(&Keypair::dev("alice"));
