@@ -96,6 +96,10 @@ enum Command {
     RoutingTableSize {
         reply: oneshot::Sender<usize>,
     },
+    AddressesOf {
+        peer: PeerId,
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
 }
 
 struct Shared {
@@ -224,6 +228,13 @@ impl Client {
     /// Number of peers in the Kademlia routing table.
     pub async fn routing_table_size(&self) -> Result<usize> {
         self.call(|reply| Command::RoutingTableSize { reply }).await
+    }
+
+    /// The addresses our routing table holds for `peer` (what it announced
+    /// through identify, or what we dialled).
+    pub async fn addresses_of(&self, peer: PeerId) -> Result<Vec<Multiaddr>> {
+        self.call(|reply| Command::AddressesOf { peer, reply })
+            .await
     }
 
     /// Calls `method` on `peer` with a signed request; returns the body of
@@ -671,6 +682,17 @@ impl EventLoop {
                 } else {
                     let _ = reply.send(addrs);
                 }
+            }
+            Command::AddressesOf { peer, reply } => {
+                let mut addrs = Vec::new();
+                for bucket in self.swarm.behaviour_mut().kad.kbuckets() {
+                    for entry in bucket.iter() {
+                        if *entry.node.key.preimage() == peer {
+                            addrs.extend(entry.node.value.iter().cloned());
+                        }
+                    }
+                }
+                let _ = reply.send(addrs);
             }
             Command::RoutingTableSize { reply } => {
                 let n = self

@@ -591,6 +591,10 @@ impl RequestGuard {
 }
 
 /// Serves unary requests; registered in the [`crate::Config`].
+///
+/// The returned future is polled by the node's event loop (bounded by
+/// `max_inbound_work`), so it must not block: CPU-heavy work belongs on
+/// another thread (e.g. `tokio::task::spawn_blocking`), awaited here.
 pub trait RpcHandler: Send + Sync + 'static {
     /// Answers `method` with `body` from the (authenticated, admitted)
     /// `caller`; an `Err` is sent back as a signed handler error.

@@ -372,3 +372,25 @@ async fn holders_replicate_records_after_the_writer_and_first_holders_leave() {
     let dict = nodes[reader].client.get(k).await.unwrap();
     assert_eq!(dict.get(&nodes[writer].peer_id()).unwrap().value, b"orphan");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_addresses_reach_other_peers() {
+    let stake = stake_set(2, &[]);
+    let public: hypertensor_p2p::Multiaddr = "/ip4/203.0.113.7/tcp/4001".parse().unwrap();
+    let mut cfg = crate::harness::config("node0", stake.clone());
+    cfg.announce = vec![public.clone()];
+    let announcer = crate::harness::spawn(cfg).await;
+    let mut cfg = crate::harness::config("node1", stake);
+    cfg.bootstrap = vec![announcer.addr.clone()];
+    let other = crate::harness::spawn(cfg).await;
+    let public = public.with_p2p(announcer.peer_id()).unwrap();
+    wait_for(Duration::from_secs(5), || async {
+        other
+            .client
+            .addresses_of(announcer.peer_id())
+            .await
+            .unwrap()
+            .contains(&public)
+    })
+    .await;
+}
