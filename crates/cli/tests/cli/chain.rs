@@ -569,3 +569,122 @@ fn keygen_tx_and_query_work_from_the_command_line() {
     drop(node);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn every_call_can_be_made_with_tx() {
+    let dir = temp_dir("calls");
+    let genesis = write_genesis(
+        &dir,
+        Params {
+            block_time_ms: 100,
+            ..Params::devnet()
+        },
+    );
+    let node = NodeProcess::start(&dir.join("db"), &genesis, 100);
+    let rpc = node.url.clone();
+    let tx = |who: &str, args: &[&str]| {
+        let mut all = vec!["tx", "--rpc", rpc.as_str(), "--dev", who];
+        all.extend_from_slice(args);
+        run_cli(&all)
+    };
+    let peer = key("calls-peer").peer_id().to_string();
+    let ok = |(ok, out, err): (bool, String, String)| {
+        assert!(ok, "{out}\n{err}");
+        out
+    };
+    let out = ok(tx(
+        "alice",
+        &[
+            "register-subnet",
+            "--name",
+            "s",
+            "--model",
+            "m",
+            "--min-stake",
+            "100",
+            "--max-stake",
+            "1000",
+            "--initial-validator",
+            &peer,
+        ],
+    ));
+    assert!(out.contains("subnet_registered"), "{out}");
+    let out = ok(tx(
+        "bob",
+        &[
+            "register-node",
+            "--subnet",
+            "1",
+            "--hotkey",
+            "bob",
+            "--peer-id",
+            &peer,
+            "--stake",
+            "150.5",
+        ],
+    ));
+    assert!(out.contains("node_registered"), "{out}");
+    ok(tx(
+        "bob",
+        &[
+            "add-stake",
+            "--subnet",
+            "1",
+            "--node",
+            "1",
+            "--amount",
+            "10",
+        ],
+    ));
+    ok(tx(
+        "bob",
+        &[
+            "remove-stake",
+            "--subnet",
+            "1",
+            "--node",
+            "1",
+            "--amount",
+            "0.5",
+        ],
+    ));
+    let (_, out, _) = run_cli(&["query", "--rpc", &rpc, "nodes", "1"]);
+    assert!(out.contains("160"), "stake 150.5 + 10 - 0.5: {out}");
+    ok(tx("bob", &["remove-node", "--subnet", "1", "--node", "1"]));
+    let (_, out, _) = run_cli(&["query", "--rpc", &rpc, "--json", "account", "bob"]);
+    let info: hypertensor_chain_client::AccountInfo = serde_json::from_str(&out).unwrap();
+    // 0.5 from remove-stake, 160 from remove-node.
+    assert_eq!(
+        info.unbonding.iter().map(|e| e.amount).sum::<u128>(),
+        160 * TENSOR + TENSOR / 2
+    );
+    // Calls whose state checks fail are included, pay the fee and say why.
+    for (who, args, error) in [
+        ("bob", vec!["claim-unbonded"], "nothing"),
+        (
+            "alice",
+            vec!["activate-subnet", "--subnet", "1"],
+            "activated",
+        ),
+        (
+            "bob",
+            vec!["activate-node", "--subnet", "1", "--node", "1"],
+            "node",
+        ),
+        (
+            "bob",
+            vec!["propose", "--subnet", "1", "--scores", "1=5"],
+            "FAILED",
+        ),
+        ("bob", vec!["attest", "--subnet", "1"], "FAILED"),
+    ] {
+        let (ok, out, err) = tx(who, &args);
+        assert!(!ok, "{args:?}: {out}");
+        assert!(
+            out.contains("FAILED") && (out.contains(error) || err.contains(error)),
+            "{args:?}: {out}\n{err}"
+        );
+    }
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+}
