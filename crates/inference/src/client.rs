@@ -1,0 +1,578 @@
+//! The client side: embedding and head held locally, blocks run by a chain
+//! of servers found in the DHT, with failover.
+//!
+//! A [`SwarmClient`] is shared by many sequences; each [`SwarmSession`] is
+//! one sequence (a [`LanguageModel`]) with one span session per hop. The
+//! session keeps every step each hop was sent (in the sizes they were
+//! sent), so when a server fails it can ban it, re-route the blocks from
+//! that hop on, replay the same steps to rebuild the new servers' caches
+//! and go on: the replayed computation is the original one, step for step,
+//! so a greedy generation yields exactly the uninterrupted tokens.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use hypertensor_model::{
+    ChatTemplate, Embedding, GgufFile, Head, HiddenStates, LanguageModel, LlamaConfig, ModelError,
+    Tokenizer,
+};
+use hypertensor_p2p::{Client, Multiaddr, PeerId, RpcSession};
+use serde_json::json;
+use tokio::runtime::Handle;
+
+use crate::announce::{ServerInfo, ServerState, block_key};
+use crate::error::{InferenceError, Result};
+use crate::routing::{Candidate, shortest_route};
+use crate::wire::{
+    Dtype, OpenRequest, PING_METHOD, SESSION_METHOD, Step, decode_open_reply, decode_step_reply,
+};
+
+/// How a client routes and recovers.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The model's name in DHT keys.
+    pub model: String,
+    /// Longest wait for a server's answer to one step or opening.
+    pub step_timeout: Duration,
+    /// First ban of a failed server; doubled at each further failure.
+    pub ban_base: Duration,
+    /// Longest ban.
+    pub ban_max: Duration,
+    /// Failed servers tolerated within one step before giving up.
+    pub max_failures: usize,
+    /// Token positions each session reserves (default: the context).
+    pub session_tokens: Option<usize>,
+    /// Encoding of hidden states (f32 is lossless).
+    pub dtype: Dtype,
+}
+
+impl ClientConfig {
+    /// Defaults: 30 s step timeout, bans from 5 s to 10 min, 8 failures.
+    pub fn new(model: impl Into<String>) -> Self {
+        Self {
+            model: model.into(),
+            step_timeout: Duration::from_secs(30),
+            ban_base: Duration::from_secs(5),
+            ban_max: Duration::from_secs(600),
+            max_failures: 8,
+            session_tokens: None,
+            dtype: Dtype::F32,
+        }
+    }
+}
+
+/// Counters of what the client went through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Span sessions opened.
+    pub sessions_opened: u64,
+    /// Sessions servers refused (cache budget full, wrong span).
+    pub refusals: u64,
+    /// Servers that failed during a session or could not be reached.
+    pub failures: u64,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    bans: HashMap<PeerId, (Instant, u32)>,
+    latencies: HashMap<PeerId, Duration>,
+    dialed: HashSet<PeerId>,
+    stats: ClientStats,
+}
+
+/// The ends of a model plus a P2P node to reach the blocks.
+pub struct SwarmClient {
+    p2p: Client,
+    handle: Handle,
+    config: ClientConfig,
+    model: LlamaConfig,
+    embedding: Embedding,
+    head: Head,
+    tokenizer: Tokenizer,
+    chat_template: Option<ChatTemplate>,
+    shared: Mutex<Shared>,
+}
+
+impl std::fmt::Debug for SwarmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwarmClient")
+            .field("model", &self.config.model)
+            .field("peer", &self.p2p.peer_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SwarmClient {
+    /// Loads the embedding, head, tokenizer and chat template of the GGUF
+    /// at `path` (no block is read). `handle` runs the network calls of
+    /// [`SwarmSession::forward`], which blocks: call it off the runtime.
+    pub fn load(path: &Path, p2p: Client, handle: Handle, config: ClientConfig) -> Result<Self> {
+        let gguf = GgufFile::open(path)?;
+        let model = gguf.config()?;
+        let tokenizer = Tokenizer::from_gguf(gguf.metadata()).map_err(ModelError::from)?;
+        let chat_template = ChatTemplate::from_gguf(gguf.metadata()).ok();
+        let embedding = Embedding::load(&gguf)?;
+        let head = Head::load(&gguf, Some(&embedding))?;
+        Ok(Self {
+            p2p,
+            handle,
+            config,
+            model,
+            embedding,
+            head,
+            tokenizer,
+            chat_template,
+            shared: Mutex::new(Shared::default()),
+        })
+    }
+
+    /// The model hyper-parameters.
+    pub fn model_config(&self) -> &LlamaConfig {
+        &self.model
+    }
+
+    /// The client's configuration.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The chat template, if the file has one.
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat_template.as_ref()
+    }
+
+    /// The P2P node.
+    pub fn p2p(&self) -> &Client {
+        &self.p2p
+    }
+
+    /// What happened so far.
+    pub fn stats(&self) -> ClientStats {
+        self.lock().stats
+    }
+
+    /// A new, empty sequence.
+    pub fn session(&self) -> SwarmSession<'_> {
+        SwarmSession {
+            client: self,
+            hops: Vec::new(),
+            inputs: Vec::new(),
+            positions: 0,
+            last_error: None,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn is_banned(&self, peer: &PeerId) -> bool {
+        self.lock()
+            .bans
+            .get(peer)
+            .is_some_and(|(until, _)| *until > Instant::now())
+    }
+
+    /// Bans `peer` for a time doubling with each failure.
+    fn ban(&self, peer: PeerId, error: &InferenceError) {
+        let mut shared = self.lock();
+        match error {
+            InferenceError::Refused { .. } => shared.stats.refusals += 1,
+            _ => shared.stats.failures += 1,
+        }
+        let strikes = shared.bans.get(&peer).map_or(0, |(_, s)| *s) + 1;
+        let factor = 1u32 << (strikes - 1).min(16);
+        let length = self
+            .config
+            .ban_base
+            .saturating_mul(factor)
+            .min(self.config.ban_max);
+        shared.bans.insert(peer, (Instant::now() + length, strikes));
+        shared.latencies.remove(&peer);
+        tracing::info!(%peer, %error, ban = ?length, "server banned");
+    }
+
+    /// Every online server announced for blocks `from..`, deduplicated.
+    pub async fn servers(&self, from: usize) -> Result<Vec<(PeerId, ServerInfo)>> {
+        let total = self.model.n_blocks;
+        let gets = (from..total).map(|b| {
+            let key = block_key(&self.config.model, b);
+            async move { self.p2p.get(&key).await }
+        });
+        let mut seen = HashMap::new();
+        for (offset, dict) in join_all(gets).await.into_iter().enumerate() {
+            let block = from + offset;
+            let Ok(dict) = dict else { continue };
+            for entry in dict.entries() {
+                let Ok(info) = ServerInfo::decode(&entry.value) else {
+                    continue;
+                };
+                let (start, end) = (info.start as usize, info.end as usize);
+                if info.state != ServerState::Online
+                    || end > total
+                    || !(start..end).contains(&block)
+                {
+                    continue;
+                }
+                seen.entry(entry.subkey).or_insert(info);
+            }
+        }
+        let mut servers: Vec<_> = seen.into_iter().collect();
+        servers.sort_by_key(|(_, info)| (info.start, info.end));
+        Ok(servers)
+    }
+
+    /// Routing candidates from block `from`: announced, not banned, and
+    /// answering a latency probe.
+    async fn candidates(&self, from: usize) -> Result<Vec<(Candidate, Vec<String>)>> {
+        let servers = self.servers(from).await?;
+        let probes = servers
+            .into_iter()
+            .filter(|(peer, _)| !self.is_banned(peer))
+            .map(|(peer, info)| async move {
+                let latency = self.latency(peer, &info.addrs).await;
+                (peer, info, latency)
+            });
+        let mut out = Vec::new();
+        for (peer, info, latency) in join_all(probes).await {
+            match latency {
+                Ok(latency) => out.push((
+                    Candidate {
+                        peer,
+                        start: info.start as usize,
+                        end: info.end as usize,
+                        throughput: info.throughput,
+                        latency,
+                    },
+                    info.addrs,
+                )),
+                Err(e) => self.ban(peer, &e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The measured round trip to `peer` (cached), dialing its announced
+    /// addresses the first time.
+    async fn latency(&self, peer: PeerId, addrs: &[String]) -> Result<Duration> {
+        if let Some(l) = self.lock().latencies.get(&peer) {
+            return Ok(*l);
+        }
+        self.dial(peer, addrs).await;
+        let start = Instant::now();
+        let probe = self.p2p.request(peer, PING_METHOD, Vec::new());
+        match tokio::time::timeout(self.config.step_timeout, probe).await {
+            Ok(Ok(_)) => {
+                let latency = start.elapsed();
+                self.lock().latencies.insert(peer, latency);
+                Ok(latency)
+            }
+            Ok(Err(e)) => Err(InferenceError::ServerFailed {
+                peer,
+                reason: format!("latency probe failed: {e}"),
+            }),
+            Err(_) => Err(InferenceError::ServerFailed {
+                peer,
+                reason: "latency probe timed out".into(),
+            }),
+        }
+    }
+
+    async fn dial(&self, peer: PeerId, addrs: &[String]) {
+        if !self.lock().dialed.insert(peer) {
+            return;
+        }
+        for addr in addrs.iter().filter_map(|a| a.parse::<Multiaddr>().ok()) {
+            if self.p2p.dial(addr).await.is_ok() {
+                break;
+            }
+        }
+    }
+
+    /// A JSON view of the swarm: servers, spans, throughput, coverage.
+    pub async fn swarm_json(&self) -> Result<serde_json::Value> {
+        let servers = self.servers(0).await?;
+        let mut coverage = vec![0usize; self.model.n_blocks];
+        for (_, info) in &servers {
+            for c in &mut coverage[info.start as usize..info.end as usize] {
+                *c += 1;
+            }
+        }
+        Ok(json!({
+            "model": self.config.model,
+            "blocks": self.model.n_blocks,
+            "servers": servers.iter().map(|(peer, info)| json!({
+                "peer_id": peer.to_string(),
+                "start": info.start,
+                "end": info.end,
+                "throughput": info.throughput,
+                "free_cache_tokens": info.free_cache_tokens,
+                "version": info.version,
+            })).collect::<Vec<_>>(),
+            "coverage": coverage,
+            "complete": coverage.iter().all(|c| *c > 0),
+        }))
+    }
+}
+
+/// One open span session.
+struct Hop {
+    peer: PeerId,
+    start: usize,
+    end: usize,
+    session: RpcSession,
+}
+
+/// One sequence generated through the swarm.
+pub struct SwarmSession<'a> {
+    client: &'a SwarmClient,
+    hops: Vec<Hop>,
+    /// `inputs[i]`: every step hop `i` was sent, in order.
+    inputs: Vec<Vec<Vec<f32>>>,
+    positions: usize,
+    last_error: Option<InferenceError>,
+}
+
+impl std::fmt::Debug for SwarmSession<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SwarmSession")
+            .field("route", &self.route())
+            .field("positions", &self.positions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SwarmSession<'_> {
+    /// The servers of the current route, with their spans.
+    pub fn route(&self) -> Vec<(PeerId, std::ops::Range<usize>)> {
+        self.hops.iter().map(|h| (h.peer, h.start..h.end)).collect()
+    }
+
+    /// The error behind the last failed `forward`, with its kind (no route,
+    /// refusal...), which the model's error type cannot carry.
+    pub fn take_error(&mut self) -> Option<InferenceError> {
+        self.last_error.take()
+    }
+
+    fn reserve(&self) -> usize {
+        self.client
+            .config
+            .session_tokens
+            .unwrap_or(self.client.model.context_length)
+            .min(self.client.model.context_length)
+    }
+
+    /// Sends one step of `n` rows through every hop, recovering from
+    /// failed servers.
+    async fn step(&mut self, mut x: Vec<f32>, n: usize) -> Result<Vec<f32>> {
+        let mut failures = 0;
+        if self.hops.is_empty() {
+            self.extend_route(0, Vec::new(), &mut failures).await?;
+        }
+        let mut i = 0;
+        while i < self.hops.len() {
+            let hop = &mut self.hops[i];
+            match send_step(hop, self.positions, n, &x, &self.client.config).await {
+                Ok(out) => {
+                    self.inputs[i].push(std::mem::replace(&mut x, out));
+                    i += 1;
+                }
+                Err(e) => {
+                    let start = hop.start;
+                    self.client.ban(hop.peer, &e);
+                    failures += 1;
+                    if failures > self.client.config.max_failures {
+                        return Err(InferenceError::GaveUp {
+                            attempts: failures,
+                            last: e.to_string(),
+                        });
+                    }
+                    self.hops.truncate(i);
+                    let replay = self.inputs.drain(i..).next().unwrap_or_default();
+                    self.extend_route(start, replay, &mut failures).await?;
+                }
+            }
+        }
+        self.positions += n;
+        Ok(x)
+    }
+
+    /// Opens hops covering `from..n_blocks`, replaying `steps` (the inputs
+    /// the old hop at `from` had received) through each new hop in turn.
+    async fn extend_route(
+        &mut self,
+        mut from: usize,
+        mut steps: Vec<Vec<f32>>,
+        failures: &mut usize,
+    ) -> Result<()> {
+        let total = self.client.model.n_blocks;
+        let mut candidates = self.client.candidates(from).await?;
+        let mut refreshed = false;
+        while from < total {
+            let usable: Vec<Candidate> = candidates
+                .iter()
+                .filter(|(c, _)| !self.client.is_banned(&c.peer))
+                .map(|(c, _)| c.clone())
+                .collect();
+            let Some(route) = shortest_route(&usable, from, total) else {
+                if !refreshed {
+                    refreshed = true;
+                    candidates = self.client.candidates(from).await?;
+                    continue;
+                }
+                return Err(InferenceError::NoRoute {
+                    model: self.client.config.model.clone(),
+                    from,
+                    to: total,
+                });
+            };
+            let first = route[0].clone();
+            match self.open_and_replay(&first, &steps).await {
+                Ok((hop, outputs)) => {
+                    from = hop.end;
+                    self.hops.push(hop);
+                    self.inputs.push(std::mem::replace(&mut steps, outputs));
+                }
+                Err(e) => {
+                    self.client.ban(first.peer, &e);
+                    *failures += 1;
+                    if *failures > self.client.config.max_failures {
+                        return Err(InferenceError::GaveUp {
+                            attempts: *failures,
+                            last: e.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn open_and_replay(
+        &self,
+        target: &Candidate,
+        steps: &[Vec<f32>],
+    ) -> Result<(Hop, Vec<Vec<f32>>)> {
+        let config = &self.client.config;
+        let peer = target.peer;
+        let open = OpenRequest {
+            model: config.model.clone(),
+            start: target.start as u32,
+            end: target.end as u32,
+            dtype: config.dtype,
+            max_tokens: self.reserve() as u32,
+        };
+        let opening = async {
+            let mut session = self
+                .client
+                .p2p
+                .open_session(peer, SESSION_METHOD, open.encode())
+                .await?;
+            let reply = session
+                .recv()
+                .await?
+                .ok_or_else(|| InferenceError::ServerFailed {
+                    peer,
+                    reason: "closed the session before answering".into(),
+                })?;
+            match decode_open_reply(&reply)? {
+                Ok(()) => Ok(session),
+                Err(reason) => Err(InferenceError::Refused { peer, reason }),
+            }
+        };
+        let session = tokio::time::timeout(config.step_timeout, opening)
+            .await
+            .map_err(|_| InferenceError::ServerFailed {
+                peer,
+                reason: "opening timed out".into(),
+            })??;
+        self.client.lock().stats.sessions_opened += 1;
+        let mut hop = Hop {
+            peer,
+            start: target.start,
+            end: target.end,
+            session,
+        };
+        let width = self.client.model.hidden_size;
+        let mut outputs = Vec::with_capacity(steps.len());
+        let mut position = 0;
+        for step in steps {
+            let n = step.len() / width;
+            outputs.push(send_step(&mut hop, position, n, step, config).await?);
+            position += n;
+        }
+        Ok((hop, outputs))
+    }
+}
+
+/// Sends one step to a hop and waits for its output.
+async fn send_step(
+    hop: &mut Hop,
+    position: usize,
+    n: usize,
+    values: &[f32],
+    config: &ClientConfig,
+) -> Result<Vec<f32>> {
+    let peer = hop.peer;
+    let failed = |reason: String| InferenceError::ServerFailed { peer, reason };
+    let frame = Step {
+        position: position as u32,
+        n_tokens: n as u32,
+        values: values.to_vec(),
+    }
+    .encode(config.dtype);
+    let exchange = async {
+        hop.session.send(&frame).await?;
+        hop.session.recv().await.map_err(InferenceError::from)
+    };
+    let reply = tokio::time::timeout(config.step_timeout, exchange)
+        .await
+        .map_err(|_| failed("step timed out".into()))??
+        .ok_or_else(|| failed("closed the session".into()))?;
+    let out = decode_step_reply(&reply, config.dtype)?.map_err(failed)?;
+    if out.len() != values.len() {
+        return Err(failed(format!(
+            "answered {} values for {} sent",
+            out.len(),
+            values.len()
+        )));
+    }
+    Ok(out)
+}
+
+impl LanguageModel for SwarmSession<'_> {
+    fn forward(&mut self, tokens: &[u32]) -> hypertensor_model::Result<Vec<f32>> {
+        let hidden = self.client.embedding.forward(tokens)?;
+        let width = hidden.width();
+        let handle = self.client.handle.clone();
+        match handle.block_on(self.step(hidden.into_vec(), tokens.len())) {
+            Ok(out) => self
+                .client
+                .head
+                .forward_last(&HiddenStates::new(width, out)?),
+            Err(e) => {
+                let message = e.to_string();
+                self.last_error = Some(e);
+                Err(ModelError::InvalidInput(format!("swarm: {message}")))
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.hops.clear();
+        self.inputs.clear();
+        self.positions = 0;
+    }
+
+    fn context_length(&self) -> usize {
+        self.reserve()
+    }
+}

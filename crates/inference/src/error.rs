@@ -1,0 +1,60 @@
+//! The inference crate's error type.
+
+use hypertensor_p2p::PeerId;
+
+/// Everything that can go wrong serving or using remote spans.
+#[derive(Debug, thiserror::Error)]
+pub enum InferenceError {
+    /// The model engine failed (loading, shapes, context).
+    #[error(transparent)]
+    Model(#[from] hypertensor_model::ModelError),
+    /// The P2P layer failed (dial, DHT, RPC).
+    #[error(transparent)]
+    P2p(#[from] hypertensor_p2p::P2pError),
+    /// A peer sent bytes that do not follow the session protocol.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// Which message.
+        what: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A server refused to open a session (cache budget full, wrong span).
+    #[error("server {peer} refused the session: {reason}")]
+    Refused {
+        /// The server.
+        peer: PeerId,
+        /// Its reason.
+        reason: String,
+    },
+    /// A server failed during a session (closed, timed out, or reported an
+    /// error).
+    #[error("server {peer} failed: {reason}")]
+    ServerFailed {
+        /// The server.
+        peer: PeerId,
+        /// What happened.
+        reason: String,
+    },
+    /// No set of reachable, unbanned servers covers the blocks.
+    #[error("no route covers blocks {from}..{to} of model `{model}`")]
+    NoRoute {
+        /// The model.
+        model: String,
+        /// First block that could not be reached.
+        from: usize,
+        /// One past the last block.
+        to: usize,
+    },
+    /// Too many servers failed for one step.
+    #[error("gave up after {attempts} failed servers: {last}")]
+    GaveUp {
+        /// Failures seen.
+        attempts: usize,
+        /// The last failure.
+        last: String,
+    },
+}
+
+/// Result alias for the inference crate.
+pub type Result<T, E = InferenceError> = std::result::Result<T, E>;

@@ -1,0 +1,163 @@
+//! Choosing servers: the cheapest chain of spans from one block to the end,
+//! with no sockets (pure logic, tested alone).
+//!
+//! Blocks `0..=n` are the vertices; a server holding `start..end` is an
+//! edge `start -> end` weighing its measured round-trip latency plus the
+//! time of one decode step at its announced throughput. Dijkstra finds the
+//! cheapest path; ties break on the peer id so routes are reproducible.
+
+use std::cmp::Ordering;
+use std::collections::BinaryHeap;
+use std::time::Duration;
+
+use hypertensor_p2p::PeerId;
+
+/// A server that may carry part of a route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// The server.
+    pub peer: PeerId,
+    /// First block it serves.
+    pub start: usize,
+    /// One past its last block.
+    pub end: usize,
+    /// Announced decode steps per second.
+    pub throughput: f64,
+    /// Measured round-trip time.
+    pub latency: Duration,
+}
+
+impl Candidate {
+    /// The edge weight in milliseconds.
+    pub fn cost_ms(&self) -> f64 {
+        self.latency.as_secs_f64() * 1e3 + 1e3 / self.throughput.max(1e-9)
+    }
+}
+
+#[derive(Debug, PartialEq)]
+struct Visit {
+    cost: f64,
+    block: usize,
+}
+
+impl Eq for Visit {}
+
+impl Ord for Visit {
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .cost
+            .total_cmp(&self.cost)
+            .then_with(|| other.block.cmp(&self.block))
+    }
+}
+
+impl PartialOrd for Visit {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The cheapest chain of `candidates` covering blocks `from..to` exactly
+/// (each server used for its whole span), or `None` when none covers them.
+pub fn shortest_route(candidates: &[Candidate], from: usize, to: usize) -> Option<Vec<Candidate>> {
+    if from >= to {
+        return Some(Vec::new());
+    }
+    let mut usable: Vec<&Candidate> = candidates
+        .iter()
+        .filter(|c| c.start >= from && c.end <= to && c.start < c.end)
+        .collect();
+    usable.sort_by_key(|c| c.peer.to_bytes());
+    let width = to - from + 1;
+    let mut best = vec![f64::INFINITY; width];
+    let mut via: Vec<Option<&Candidate>> = vec![None; width];
+    best[0] = 0.0;
+    let mut heap = BinaryHeap::from([Visit {
+        cost: 0.0,
+        block: from,
+    }]);
+    while let Some(Visit { cost, block }) = heap.pop() {
+        if cost > best[block - from] {
+            continue;
+        }
+        if block == to {
+            break;
+        }
+        for c in usable.iter().filter(|c| c.start == block) {
+            let next = cost + c.cost_ms();
+            if next < best[c.end - from] {
+                best[c.end - from] = next;
+                via[c.end - from] = Some(c);
+                heap.push(Visit {
+                    cost: next,
+                    block: c.end,
+                });
+            }
+        }
+    }
+    let mut route = Vec::new();
+    let mut block = to;
+    while block != from {
+        let hop = via[block - from]?;
+        route.push(hop.clone());
+        block = hop.start;
+    }
+    route.reverse();
+    Some(route)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cand(seed: u8, start: usize, end: usize, throughput: f64, latency_ms: u64) -> Candidate {
+        let key = hypertensor_primitives::Keypair::dev(&format!("server{seed}"));
+        Candidate {
+            peer: hypertensor_p2p::record::peer_id_of(&key),
+            start,
+            end,
+            throughput,
+            latency: Duration::from_millis(latency_ms),
+        }
+    }
+
+    fn spans(route: &[Candidate]) -> Vec<(usize, usize)> {
+        route.iter().map(|c| (c.start, c.end)).collect()
+    }
+
+    #[test]
+    fn picks_the_cheapest_cover() {
+        let cands = [
+            cand(0, 0, 10, 100.0, 5),
+            cand(1, 10, 20, 100.0, 5),
+            cand(2, 20, 30, 100.0, 5),
+            // One server for 10..30 beats two when it is fast enough.
+            cand(3, 10, 30, 90.0, 5),
+            // A slow server is avoided.
+            cand(4, 0, 10, 1.0, 1),
+        ];
+        let route = shortest_route(&cands, 0, 30).unwrap();
+        assert_eq!(spans(&route), vec![(0, 10), (10, 30)]);
+        assert_eq!(route[0].peer, cands[0].peer);
+        // High latency makes the pair cheaper again.
+        let mut slow = cands.clone();
+        slow[3].latency = Duration::from_millis(100);
+        assert_eq!(
+            spans(&shortest_route(&slow, 0, 30).unwrap()),
+            vec![(0, 10), (10, 20), (20, 30)]
+        );
+        // Routing from the middle uses only servers inside the range.
+        assert_eq!(
+            spans(&shortest_route(&cands, 20, 30).unwrap()),
+            vec![(20, 30)]
+        );
+    }
+
+    #[test]
+    fn a_gap_means_no_route() {
+        let cands = [cand(0, 0, 10, 100.0, 5), cand(2, 20, 30, 100.0, 5)];
+        assert_eq!(shortest_route(&cands, 0, 30), None);
+        assert_eq!(shortest_route(&[], 0, 30), None);
+        assert_eq!(shortest_route(&[], 30, 30), Some(vec![]));
+    }
+}

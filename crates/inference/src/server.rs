@@ -1,0 +1,381 @@
+//! A block server: holds one span, serves span sessions within a KV-cache
+//! budget, and announces itself in the DHT until stopped.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hypertensor_model::{BlockSpan, HiddenStates, SpanCache};
+use hypertensor_p2p::{Client, Event, RpcSession, now_ms};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::announce::{ANNOUNCE_MAX_TTL, ServerInfo, ServerState, block_key};
+use crate::error::Result;
+use crate::wire::{Dtype, OpenRequest, SESSION_METHOD, Step, encode_open_reply, encode_step_reply};
+
+/// How a server behaves.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// The model's name in DHT keys.
+    pub model: String,
+    /// Bytes of key/value cache all sessions together may hold.
+    pub cache_budget_bytes: usize,
+    /// A session with no step for this long is closed and its cache freed.
+    pub session_idle_timeout: Duration,
+    /// Lifetime of each announcement; refreshed every third of it.
+    pub announce_ttl: Duration,
+    /// Throughput to announce instead of measuring (decode steps/s).
+    pub throughput: Option<f64>,
+}
+
+impl ServerConfig {
+    /// Defaults: 256 MiB of cache, 5 min idle timeout, 60 s announcements.
+    pub fn new(model: impl Into<String>) -> Self {
+        Self {
+            model: model.into(),
+            cache_budget_bytes: 256 << 20,
+            session_idle_timeout: Duration::from_secs(300),
+            announce_ttl: Duration::from_secs(60),
+            throughput: None,
+        }
+    }
+}
+
+/// The cache budget: reservations taken at open, returned on drop.
+#[derive(Debug)]
+struct Budget {
+    capacity: usize,
+    used: Mutex<usize>,
+}
+
+/// Bytes reserved for one session; released when dropped.
+#[derive(Debug)]
+struct Reservation {
+    budget: Arc<Budget>,
+    bytes: usize,
+}
+
+impl Budget {
+    fn reserve(self: &Arc<Self>, bytes: usize) -> std::result::Result<Reservation, usize> {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        let free = self.capacity.saturating_sub(*used);
+        if bytes > free {
+            return Err(free);
+        }
+        *used += bytes;
+        Ok(Reservation {
+            budget: self.clone(),
+            bytes,
+        })
+    }
+
+    fn free(&self) -> usize {
+        let used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        self.capacity.saturating_sub(*used)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut used = self.budget.used.lock().unwrap_or_else(|p| p.into_inner());
+        *used = used.saturating_sub(self.bytes);
+    }
+}
+
+/// One span served to many sessions.
+#[derive(Debug)]
+pub struct BlockServer {
+    span: Arc<BlockSpan>,
+    config: ServerConfig,
+    budget: Arc<Budget>,
+    throughput: f64,
+    sessions: Mutex<usize>,
+}
+
+/// Longest wait for a first peer before announcing anyway.
+const JOIN_WAIT: Duration = Duration::from_secs(10);
+
+/// Wait before retrying a failed announcement.
+const ANNOUNCE_RETRY: Duration = Duration::from_secs(1);
+
+/// Decode steps timed to measure throughput.
+const MEASURE_STEPS: usize = 8;
+
+impl BlockServer {
+    /// Wraps a loaded span; measures its decode throughput unless the
+    /// configuration gives one.
+    pub fn new(span: BlockSpan, config: ServerConfig) -> Result<Self> {
+        let throughput = match config.throughput {
+            Some(t) => t,
+            None => measure_throughput(&span)?,
+        };
+        Ok(Self {
+            budget: Arc::new(Budget {
+                capacity: config.cache_budget_bytes,
+                used: Mutex::new(0),
+            }),
+            span: Arc::new(span),
+            config,
+            throughput,
+            sessions: Mutex::new(0),
+        })
+    }
+
+    /// The span served.
+    pub fn span(&self) -> &BlockSpan {
+        &self.span
+    }
+
+    /// Announced decode steps per second.
+    pub fn throughput(&self) -> f64 {
+        self.throughput
+    }
+
+    /// Sessions open now.
+    pub fn active_sessions(&self) -> usize {
+        *self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Token positions the budget can still reserve.
+    pub fn free_cache_tokens(&self) -> u64 {
+        (self.budget.free() / self.span.cache_bytes_per_token().max(1)) as u64
+    }
+
+    /// The announcement as of now.
+    pub fn info(&self, state: ServerState, addrs: Vec<String>) -> ServerInfo {
+        let range = self.span.range();
+        ServerInfo {
+            state,
+            start: range.start as u32,
+            end: range.end as u32,
+            throughput: self.throughput,
+            free_cache_tokens: self.free_cache_tokens(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            addrs,
+        }
+    }
+
+    /// Announces under every block of the span, valid for `announce_ttl`.
+    pub async fn announce(&self, p2p: &Client, state: ServerState) -> Result<()> {
+        let addrs = p2p
+            .listen_addrs()
+            .await?
+            .into_iter()
+            .map(|a| a.with_p2p(p2p.peer_id()).unwrap_or_else(|a| a).to_string())
+            .collect();
+        let value = self.info(state, addrs).encode();
+        let ttl = self.config.announce_ttl.min(ANNOUNCE_MAX_TTL);
+        let expiration = now_ms() + ttl.as_millis() as u64;
+        let stores = self.span.range().map(|block| {
+            let key = block_key(&self.config.model, block);
+            let value = value.clone();
+            async move { p2p.store(&key, value, expiration).await }
+        });
+        for outcome in futures::future::join_all(stores).await {
+            outcome?;
+        }
+        Ok(())
+    }
+
+    /// Serves sessions arriving on `events` and refreshes the announcement
+    /// until `events` closes. Cancel-safe: dropping the future drops every
+    /// session (their caches and reservations are freed).
+    pub async fn run(self: Arc<Self>, p2p: Client, mut events: mpsc::Receiver<Event>) {
+        let mut sessions = JoinSet::new();
+        let refresh =
+            (self.config.announce_ttl.min(ANNOUNCE_MAX_TTL) / 3).max(Duration::from_millis(100));
+        // Announcing before we know any peer would reach no one.
+        let joining = tokio::time::Instant::now();
+        while p2p.routing_table_size().await.unwrap_or(0) == 0 && joining.elapsed() < JOIN_WAIT {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut next_announce = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(next_announce) => {
+                    next_announce = match self.announce(&p2p, ServerState::Online).await {
+                        Ok(()) => tokio::time::Instant::now() + refresh,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "announcement failed; retrying");
+                            tokio::time::Instant::now() + ANNOUNCE_RETRY.min(refresh)
+                        }
+                    };
+                }
+                event = events.recv() => match event {
+                    Some(Event::InboundSession { method, body, session }) if method == SESSION_METHOD => {
+                        sessions.spawn(self.clone().serve_session(body, session));
+                    }
+                    Some(Event::InboundSession { method, session, .. }) => {
+                        tracing::debug!(%method, peer = %session.peer(), "session for an unknown method closed");
+                    }
+                    None => break,
+                },
+                Some(done) = sessions.join_next(), if !sessions.is_empty() => {
+                    if let Err(e) = done && e.is_panic() {
+                        tracing::error!(error = %e, "a session task panicked");
+                    }
+                }
+            }
+        }
+    }
+
+    fn set_sessions(&self, delta: isize) {
+        let mut n = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        *n = n.saturating_add_signed(delta);
+    }
+
+    /// Opens, runs and closes one session.
+    async fn serve_session(self: Arc<Self>, body: Vec<u8>, mut session: RpcSession) {
+        let peer = session.peer();
+        let (open, reservation) = match self.admit(&body) {
+            Ok(admitted) => admitted,
+            Err(reason) => {
+                tracing::info!(%peer, %reason, "session refused");
+                let _ = session.send(&encode_open_reply(Some(&reason))).await;
+                let _ = session.close().await;
+                return;
+            }
+        };
+        if session.send(&encode_open_reply(None)).await.is_err() {
+            return;
+        }
+        self.set_sessions(1);
+        tracing::debug!(%peer, tokens = open.max_tokens, "session opened");
+        let mut cache = Some(self.span.new_cache());
+        loop {
+            let frame = match tokio::time::timeout(self.config.session_idle_timeout, session.recv())
+                .await
+            {
+                Ok(Ok(Some(frame))) => frame,
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "session broke");
+                    break;
+                }
+                Err(_) => {
+                    tracing::info!(%peer, "session idle too long; closed");
+                    break;
+                }
+            };
+            let Some(c) = cache.take() else { break };
+            let (c, outcome) = self
+                .clone()
+                .step(c, frame, open.dtype, open.max_tokens)
+                .await;
+            let reply = match &outcome {
+                Ok(values) => encode_step_reply(Ok(values), open.dtype),
+                Err(reason) => encode_step_reply(Err(reason), open.dtype),
+            };
+            if session.send(&reply).await.is_err() {
+                break;
+            }
+            match c {
+                Some(c) => cache = Some(c),
+                None => break,
+            }
+        }
+        drop(reservation);
+        self.set_sessions(-1);
+        let _ = session.close().await;
+        tracing::debug!(%peer, "session closed");
+    }
+
+    fn admit(&self, body: &[u8]) -> std::result::Result<(OpenRequest, Reservation), String> {
+        let open = OpenRequest::decode(body).map_err(|e| e.to_string())?;
+        let range = self.span.range();
+        if open.model != self.config.model
+            || open.start as usize != range.start
+            || open.end as usize != range.end
+        {
+            return Err(format!(
+                "this server holds blocks {}..{} of `{}`, not {}..{} of `{}`",
+                range.start, range.end, self.config.model, open.start, open.end, open.model
+            ));
+        }
+        let context = self.span.config().context_length;
+        if open.max_tokens == 0 || open.max_tokens as usize > context {
+            return Err(format!(
+                "cannot reserve {} tokens: the model's context holds {context}",
+                open.max_tokens
+            ));
+        }
+        let per_token = self.span.cache_bytes_per_token();
+        let bytes = open.max_tokens as usize * per_token;
+        let reservation = self.budget.reserve(bytes).map_err(|free| {
+            format!(
+                "cache budget full: {} tokens requested, {} free",
+                open.max_tokens,
+                free / per_token.max(1)
+            )
+        })?;
+        Ok((open, reservation))
+    }
+
+    /// Runs one step on a blocking thread. Returns the cache (none if the
+    /// thread died) and the output or the reason for refusing the step.
+    async fn step(
+        self: Arc<Self>,
+        mut cache: SpanCache,
+        frame: Vec<u8>,
+        dtype: Dtype,
+        reserved: u32,
+    ) -> (Option<SpanCache>, std::result::Result<Vec<f32>, String>) {
+        let width = self.span.config().hidden_size;
+        let span = self.span.clone();
+        let joined = tokio::task::spawn_blocking(move || {
+            let outcome = run_step(&span, &mut cache, &frame, dtype, width, reserved);
+            (cache, outcome)
+        })
+        .await;
+        match joined {
+            Ok((cache, outcome)) => (Some(cache), outcome),
+            Err(e) => (None, Err(format!("the step failed: {e}"))),
+        }
+    }
+}
+
+fn run_step(
+    span: &BlockSpan,
+    cache: &mut SpanCache,
+    frame: &[u8],
+    dtype: Dtype,
+    width: usize,
+    reserved: u32,
+) -> std::result::Result<Vec<f32>, String> {
+    let step = Step::decode(frame, dtype, width).map_err(|e| e.to_string())?;
+    let position = step.position as usize;
+    if position > cache.positions() {
+        return Err(format!(
+            "step at position {position}, but the session holds only {}",
+            cache.positions()
+        ));
+    }
+    if position + step.n_tokens as usize > reserved as usize {
+        return Err(format!(
+            "step would reach position {}, beyond the {reserved} reserved",
+            position + step.n_tokens as usize
+        ));
+    }
+    if position < cache.positions() {
+        span.truncate(cache, position);
+    }
+    let mut hidden = HiddenStates::new(width, step.values).map_err(|e| e.to_string())?;
+    span.forward(&mut hidden, cache)
+        .map_err(|e| e.to_string())?;
+    Ok(hidden.into_vec())
+}
+
+fn measure_throughput(span: &BlockSpan) -> Result<f64> {
+    let width = span.config().hidden_size;
+    let mut cache = span.new_cache();
+    let start = Instant::now();
+    for i in 0..MEASURE_STEPS {
+        let row: Vec<f32> = (0..width)
+            .map(|j| ((i * 31 + j) % 17) as f32 * 0.01 - 0.08)
+            .collect();
+        let mut hidden = HiddenStates::new(width, row)?;
+        span.forward(&mut hidden, &mut cache)?;
+    }
+    let secs = start.elapsed().as_secs_f64().max(1e-6);
+    Ok(MEASURE_STEPS as f64 / secs)
+}

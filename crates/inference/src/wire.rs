@@ -1,0 +1,319 @@
+//! The span-session protocol, carried in the P2P layer's session frames.
+//!
+//! * Opening body: version `1`, model name (u16 length + UTF-8), span
+//!   start and end (u32 BE), hidden-state encoding (`0` f32, `1` f16) and
+//!   the number of token positions to reserve (u32 BE).
+//! * The server's first frame: `0` accepted, or `1` + a UTF-8 reason.
+//! * Each step: position (u32 BE, where the sequence stands before it;
+//!   smaller than the cache rewinds it), token count (u32 BE), then the
+//!   hidden states as little-endian f32 or f16, row after row.
+//! * Each answer: `0` + the span's output states in the same encoding, or
+//!   `1` + a UTF-8 error.
+//!
+//! Decoding is bounded by the input and rejects trailing bytes.
+
+use crate::error::{InferenceError, Result};
+
+/// The session method name in the P2P layer.
+pub const SESSION_METHOD: &str = "inference.span";
+/// The unary method used to measure latency.
+pub const PING_METHOD: &str = "inference.ping";
+const VERSION: u8 = 1;
+
+/// How hidden states travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    /// Little-endian f32 (lossless).
+    F32,
+    /// Little-endian IEEE f16 (half the bytes, rounded).
+    F16,
+}
+
+impl Dtype {
+    fn tag(self) -> u8 {
+        match self {
+            Dtype::F32 => 0,
+            Dtype::F16 => 1,
+        }
+    }
+
+    fn from_tag(tag: u8) -> Result<Self> {
+        match tag {
+            0 => Ok(Dtype::F32),
+            1 => Ok(Dtype::F16),
+            t => Err(malformed("session request", format!("unknown dtype {t}"))),
+        }
+    }
+
+    /// Bytes per value.
+    pub fn size(self) -> usize {
+        match self {
+            Dtype::F32 => 4,
+            Dtype::F16 => 2,
+        }
+    }
+
+    /// Appends `values` in this encoding.
+    pub fn encode_into(self, values: &[f32], out: &mut Vec<u8>) {
+        match self {
+            Dtype::F32 => values
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes())),
+            Dtype::F16 => values
+                .iter()
+                .for_each(|v| out.extend_from_slice(&half::f16::from_f32(*v).to_le_bytes())),
+        }
+    }
+
+    /// Reads values in this encoding; the length must be a whole number.
+    pub fn decode(self, bytes: &[u8]) -> Result<Vec<f32>> {
+        if !bytes.len().is_multiple_of(self.size()) {
+            return Err(malformed("hidden states", format!("{} bytes", bytes.len())));
+        }
+        Ok(match self {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+        })
+    }
+}
+
+fn malformed(what: &'static str, reason: impl Into<String>) -> InferenceError {
+    InferenceError::Malformed {
+        what,
+        reason: reason.into(),
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        if self.bytes.len() < n {
+            return Err(malformed(self.what, "truncated"));
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
+    }
+    fn u8(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16> {
+        let b = self.take(2)?;
+        Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+    fn u32(&mut self) -> Result<u32> {
+        let b = self.take(4)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+    fn rest(&mut self) -> &'a [u8] {
+        std::mem::take(&mut self.bytes)
+    }
+    fn end(&self) -> Result<()> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(malformed(self.what, "trailing bytes"))
+        }
+    }
+}
+
+/// A client's request to open a session on a span.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenRequest {
+    /// The model's name (as announced).
+    pub model: String,
+    /// First block.
+    pub start: u32,
+    /// One past the last block.
+    pub end: u32,
+    /// Encoding of hidden states both ways.
+    pub dtype: Dtype,
+    /// Token positions to reserve in the server's cache.
+    pub max_tokens: u32,
+}
+
+impl OpenRequest {
+    /// The opening body.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![VERSION];
+        let name = self.model.as_bytes();
+        let len = u16::try_from(name.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&name[..usize::from(len)]);
+        out.extend_from_slice(&self.start.to_be_bytes());
+        out.extend_from_slice(&self.end.to_be_bytes());
+        out.push(self.dtype.tag());
+        out.extend_from_slice(&self.max_tokens.to_be_bytes());
+        out
+    }
+
+    /// Parses an opening body.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let mut r = Reader {
+            bytes,
+            what: "session request",
+        };
+        let version = r.u8()?;
+        if version != VERSION {
+            return Err(malformed("session request", format!("version {version}")));
+        }
+        let len = r.u16()?;
+        let model = std::str::from_utf8(r.take(usize::from(len))?)
+            .map_err(|_| malformed("session request", "model name is not UTF-8"))?
+            .to_string();
+        let req = OpenRequest {
+            model,
+            start: r.u32()?,
+            end: r.u32()?,
+            dtype: Dtype::from_tag(r.u8()?)?,
+            max_tokens: r.u32()?,
+        };
+        r.end()?;
+        Ok(req)
+    }
+}
+
+/// Encodes the server's answer to an opening: `None` accepts.
+pub fn encode_open_reply(refusal: Option<&str>) -> Vec<u8> {
+    match refusal {
+        None => vec![0],
+        Some(reason) => [&[1u8][..], reason.as_bytes()].concat(),
+    }
+}
+
+/// Decodes the server's answer to an opening: `Err(reason)` is a refusal.
+pub fn decode_open_reply(bytes: &[u8]) -> Result<std::result::Result<(), String>> {
+    match bytes.split_first() {
+        Some((0, [])) => Ok(Ok(())),
+        Some((1, reason)) => Ok(Err(String::from_utf8_lossy(reason).into_owned())),
+        _ => Err(malformed("session reply", "unknown tag")),
+    }
+}
+
+/// One step of a sequence through a span.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    /// Positions already in the sequence before this step.
+    pub position: u32,
+    /// Number of token rows.
+    pub n_tokens: u32,
+    /// The hidden states, `n_tokens` rows.
+    pub values: Vec<f32>,
+}
+
+impl Step {
+    /// The frame for this step.
+    pub fn encode(&self, dtype: Dtype) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + self.values.len() * dtype.size());
+        out.extend_from_slice(&self.position.to_be_bytes());
+        out.extend_from_slice(&self.n_tokens.to_be_bytes());
+        dtype.encode_into(&self.values, &mut out);
+        out
+    }
+
+    /// Parses a step frame whose rows must be `width` wide.
+    pub fn decode(bytes: &[u8], dtype: Dtype, width: usize) -> Result<Self> {
+        let mut r = Reader {
+            bytes,
+            what: "step",
+        };
+        let position = r.u32()?;
+        let n_tokens = r.u32()?;
+        let values = dtype.decode(r.rest())?;
+        let expected = (n_tokens as usize).checked_mul(width);
+        if n_tokens == 0 || expected != Some(values.len()) {
+            return Err(malformed(
+                "step",
+                format!(
+                    "{} values do not form {n_tokens} rows of width {width}",
+                    values.len()
+                ),
+            ));
+        }
+        Ok(Step {
+            position,
+            n_tokens,
+            values,
+        })
+    }
+}
+
+/// Encodes a step's answer.
+pub fn encode_step_reply(outcome: std::result::Result<&[f32], &str>, dtype: Dtype) -> Vec<u8> {
+    match outcome {
+        Ok(values) => {
+            let mut out = vec![0];
+            dtype.encode_into(values, &mut out);
+            out
+        }
+        Err(reason) => [&[1u8][..], reason.as_bytes()].concat(),
+    }
+}
+
+/// Decodes a step's answer: `Err(reason)` is the server's error.
+pub fn decode_step_reply(
+    bytes: &[u8],
+    dtype: Dtype,
+) -> Result<std::result::Result<Vec<f32>, String>> {
+    match bytes.split_first() {
+        Some((0, values)) => Ok(Ok(dtype.decode(values)?)),
+        Some((1, reason)) => Ok(Err(String::from_utf8_lossy(reason).into_owned())),
+        _ => Err(malformed("step reply", "unknown tag")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_reject_garbage() {
+        let open = OpenRequest {
+            model: "smollm2".into(),
+            start: 10,
+            end: 20,
+            dtype: Dtype::F16,
+            max_tokens: 512,
+        };
+        let bytes = open.encode();
+        assert_eq!(OpenRequest::decode(&bytes).unwrap(), open);
+        assert!(OpenRequest::decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(OpenRequest::decode(&[bytes.clone(), vec![0]].concat()).is_err());
+
+        let step = Step {
+            position: 3,
+            n_tokens: 2,
+            values: vec![1.0, -2.5, 3.25, 0.0],
+        };
+        let f32_bytes = step.encode(Dtype::F32);
+        assert_eq!(Step::decode(&f32_bytes, Dtype::F32, 2).unwrap(), step);
+        assert!(Step::decode(&f32_bytes, Dtype::F32, 3).is_err());
+        // These values are exact in f16 too.
+        assert_eq!(
+            Step::decode(&step.encode(Dtype::F16), Dtype::F16, 2).unwrap(),
+            step
+        );
+
+        assert_eq!(decode_open_reply(&encode_open_reply(None)).unwrap(), Ok(()));
+        assert_eq!(
+            decode_open_reply(&encode_open_reply(Some("full"))).unwrap(),
+            Err("full".into())
+        );
+        assert!(decode_open_reply(&[7]).is_err());
+        let reply = encode_step_reply(Ok(&[1.5, 2.0]), Dtype::F32);
+        assert_eq!(
+            decode_step_reply(&reply, Dtype::F32).unwrap(),
+            Ok(vec![1.5, 2.0])
+        );
+    }
+}

@@ -1,0 +1,213 @@
+//! Swarms of real servers and clients on loopback.
+
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use hypertensor_inference::{
+    AdmitAll, BlockServer, ClientConfig, ServerConfig, SwarmClient, p2p_config,
+};
+use hypertensor_model::{
+    BlockSpan, Flow, GenerationRequest, GgufFile, LocalModel, SamplingParams, generate,
+};
+use hypertensor_p2p::{Client, Config, Multiaddr, PeerId};
+use hypertensor_primitives::{H256, Keypair};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::AbortHandle;
+
+pub(crate) const MODEL: &str = "smollm2";
+const GENESIS: H256 = H256([9; 32]);
+
+pub(crate) fn model_path() -> PathBuf {
+    match std::env::var_os("HYPERTENSOR_MODEL") {
+        Some(p) => p.into(),
+        None => hypertensor_fetch::default_model_path(true).expect("default model"),
+    }
+}
+
+pub(crate) fn local_model() -> &'static LocalModel {
+    static MODEL: OnceLock<LocalModel> = OnceLock::new();
+    MODEL.get_or_init(|| LocalModel::load(model_path()).expect("model loads"))
+}
+
+/// Greedy tokens of the whole local model.
+pub(crate) fn local_greedy(prompt: &str, max_tokens: usize) -> Vec<u32> {
+    let model = local_model();
+    let request = GenerationRequest {
+        prompt: model.tokenizer().encode_with_bos(prompt, false).unwrap(),
+        max_tokens,
+        sampling: SamplingParams::default(),
+        stop: vec![],
+    };
+    let mut session = model.session();
+    generate(&mut session, model.tokenizer(), &request, |_| {
+        Flow::Continue
+    })
+    .unwrap()
+    .tokens
+}
+
+pub(crate) fn span(range: Range<usize>) -> BlockSpan {
+    let gguf = GgufFile::open(model_path()).unwrap();
+    BlockSpan::load(&gguf, range).unwrap()
+}
+
+fn node_config(name: &str, bootstrap: Option<&Multiaddr>) -> Config {
+    let mut cfg = p2p_config(Keypair::dev(name), 1, GENESIS, MODEL, Arc::new(AdmitAll));
+    cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    cfg.bootstrap = bootstrap.into_iter().cloned().collect();
+    cfg.query_timeout = Duration::from_secs(5);
+    cfg
+}
+
+/// Aborts a server's tasks: its network goes away as if killed.
+#[derive(Clone)]
+pub(crate) struct Killer(Vec<AbortHandle>);
+
+impl Killer {
+    pub(crate) fn kill(&self) {
+        for h in &self.0 {
+            h.abort();
+        }
+    }
+}
+
+pub(crate) struct ServerNode {
+    pub(crate) peer: PeerId,
+    pub(crate) server: Arc<BlockServer>,
+    killer: Killer,
+}
+
+impl ServerNode {
+    pub(crate) fn killer(&self) -> Killer {
+        self.killer.clone()
+    }
+}
+
+/// A bootstrap node, servers joined to it, and clients.
+pub(crate) struct Swarm {
+    name: String,
+    boot: Client,
+    boot_addr: Multiaddr,
+    tasks: std::sync::Mutex<Vec<AbortHandle>>,
+    servers: std::sync::Mutex<Vec<PeerId>>,
+    count: std::sync::atomic::AtomicUsize,
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().unwrap().iter() {
+            t.abort();
+        }
+    }
+}
+
+impl Swarm {
+    pub(crate) async fn new(name: &str) -> Swarm {
+        let (boot, _events, event_loop) =
+            hypertensor_p2p::new(node_config(&format!("{name}-boot"), None)).unwrap();
+        let task = tokio::spawn(event_loop.run());
+        let addr = boot.listen_addrs().await.unwrap()[0]
+            .clone()
+            .with_p2p(boot.peer_id())
+            .unwrap();
+        Swarm {
+            name: name.to_string(),
+            boot,
+            boot_addr: addr,
+            tasks: std::sync::Mutex::new(vec![task.abort_handle()]),
+            servers: std::sync::Mutex::new(Vec::new()),
+            count: Default::default(),
+        }
+    }
+
+    /// Starts a server of `range`; returns once its announcement is found.
+    pub(crate) async fn add_server(
+        &self,
+        range: Range<usize>,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> ServerNode {
+        let i = self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let cfg = node_config(&format!("{}-server{i}", self.name), Some(&self.boot_addr));
+        let (p2p, events, event_loop) = hypertensor_p2p::new(cfg).unwrap();
+        let net = tokio::spawn(event_loop.run());
+        let mut config = ServerConfig::new(MODEL);
+        tweak(&mut config);
+        let server = Arc::new(BlockServer::new(span(range.clone()), config).unwrap());
+        let peer = p2p.peer_id();
+        let run = tokio::spawn(server.clone().run(p2p, events));
+        self.servers.lock().unwrap().push(peer);
+        // Wait until the bootstrap node sees its announcement.
+        let key = hypertensor_inference::block_key(MODEL, range.start);
+        let start = tokio::time::Instant::now();
+        loop {
+            let dict = self.boot.get(&key).await.unwrap_or_default();
+            if dict.get(&peer).is_some() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "server {i} never announced"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let killer = Killer(vec![net.abort_handle(), run.abort_handle()]);
+        // The swarm stops every server when the test ends.
+        self.tasks.lock().unwrap().extend(killer.0.iter().cloned());
+        ServerNode {
+            peer,
+            server,
+            killer,
+        }
+    }
+
+    /// A client whose DHT view includes every server started so far.
+    pub(crate) async fn client(&self, tweak: impl FnOnce(&mut ClientConfig)) -> Arc<SwarmClient> {
+        let i = self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let cfg = node_config(&format!("{}-client{i}", self.name), Some(&self.boot_addr));
+        let (p2p, _events, event_loop) = hypertensor_p2p::new(cfg).unwrap();
+        self.tasks
+            .lock()
+            .unwrap()
+            .push(tokio::spawn(event_loop.run()).abort_handle());
+        let mut config = ClientConfig::new(MODEL);
+        config.step_timeout = Duration::from_secs(10);
+        config.ban_base = Duration::from_secs(120);
+        tweak(&mut config);
+        let client = SwarmClient::load(
+            &model_path(),
+            p2p,
+            tokio::runtime::Handle::current(),
+            config,
+        )
+        .unwrap();
+        let want = self.servers.lock().unwrap().len();
+        let start = tokio::time::Instant::now();
+        while client.servers(0).await.unwrap().len() < want {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "client never saw every server"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Arc::new(client)
+    }
+}
+
+/// One HTTP/1.1 POST over a real socket; returns status and body.
+pub(crate) async fn post(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    (
+        head.split(' ').nth(1).unwrap().parse().unwrap(),
+        body.to_string(),
+    )
+}
