@@ -182,3 +182,58 @@ async fn requests_beyond_the_rate_limit_are_refused_then_served_again() {
     node.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_websocket_messages_get_errors_and_an_oversized_one_closes_only_its_connection() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let dir = temp_dir("ws-bad");
+    let mut cfg = config(dir.clone(), 150);
+    cfg.rpc.max_request_bytes = 4096;
+    let (node, client) = start(cfg).await;
+    let url = format!("ws://{}", node.rpc_addr());
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    let mut ask = async |text: &str| -> serde_json::Value {
+        ws.send(Message::text(text)).await.unwrap();
+        loop {
+            match ws.next().await.unwrap().unwrap() {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                _ => continue,
+            }
+        }
+    };
+    assert_eq!(code(&ask("{nope").await), codes::PARSE_ERROR);
+    assert_eq!(
+        code(&ask("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"x\"}").await),
+        codes::METHOD_NOT_FOUND
+    );
+    assert_eq!(
+        code(
+            &ask("{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"chain_getBlock\",\"params\":[true]}")
+                .await
+        ),
+        codes::INVALID_PARAMS
+    );
+    let a = ask("{\"jsonrpc\":\"2.0\",\"id\":\"s\",\"method\":\"chain_subscribeNewHeads\"}").await;
+    assert!(a["result"].is_u64(), "{a}");
+    // Too large: the connection is closed by the WebSocket layer.
+    let big = format!("{{\"x\":\"{}\"}}", "y".repeat(8192));
+    let _ = ws.send(Message::text(big)).await;
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await;
+    assert_eq!(closed, Ok(true));
+    // Other connections are unaffected.
+    assert!(client.health().await.is_ok());
+    node.stop().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
