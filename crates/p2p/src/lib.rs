@@ -21,6 +21,39 @@
 //!   [`Event::InboundSession`]) with SPEC §4's envelope on requests and
 //!   signed responses bound to the request nonce.
 //!
+//! # Example
+//!
+//! ```no_run
+//! use std::{sync::Arc, time::Duration};
+//! use hypertensor_p2p::{
+//!     CachingStakeOracle, Config, KeySchema, SchemaRegistry, StakeSet, WallClockEpochs, now_ms,
+//! };
+//! use hypertensor_primitives::{H256, Keypair};
+//!
+//! # async fn run() -> hypertensor_p2p::Result<()> {
+//! let keypair = hypertensor_p2p::load_identity("node.key".as_ref())?;
+//! let schemas = SchemaRegistry::new()
+//!     .register(KeySchema::bytes("model.", 1024, Duration::from_secs(600)));
+//! let mut config = Config::new(
+//!     keypair,
+//!     1,                // subnet id
+//!     H256::ZERO,       // genesis hash of the network
+//!     schemas,
+//!     Arc::new(WallClockEpochs { epoch_length: Duration::from_secs(600) }),
+//!     Arc::new(CachingStakeOracle::new(StakeSet::default())), // the chain lookup in a node
+//! );
+//! config.listen = vec!["/ip4/0.0.0.0/tcp/4001".parse().expect("valid address")];
+//! let (client, _events, event_loop) = hypertensor_p2p::new(config)?;
+//! tokio::spawn(event_loop.run());
+//! client.store("model.0", b"online".to_vec(), now_ms() + 300_000).await?;
+//! let servers = client.get("model.0").await?;
+//! for entry in servers.entries() {
+//!     println!("{} -> {:?}", entry.subkey, entry.value);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! The crate knows nothing of models or consensus: key schemas, the phase
 //! clock, the stake lookup and the RPC handler are plugged in through
 //! [`Config`]. Design decisions are written down in `docs/p2p.md`.
