@@ -34,6 +34,9 @@ pub(crate) enum Command {
     Tx(crate::commands::TxArgs),
     /// Read chain state over JSON-RPC.
     Query(crate::commands::QueryArgs),
+    /// Run a swarm node: a hoster serving blocks, or a client serving the
+    /// OpenAI-compatible API through the swarm.
+    Node(crate::commands::NodeArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -48,7 +48,10 @@ impl Backend for SwarmBackend {
         request: &GenerationRequest,
         on_text: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<Generation, BackendError> {
-        let mut session = self.client.session();
+        // Reserve only what this request can use, so servers hold many
+        // sessions at once.
+        let tokens = request.prompt.len().saturating_add(request.max_tokens);
+        let mut session = self.client.session_for(tokens);
         let outcome = generate(&mut session, self.client.tokenizer(), request, on_text);
         match (outcome, session.take_error()) {
             (Ok(g), _) => Ok(g),

@@ -159,13 +159,25 @@ impl SwarmClient {
         self.lock().stats
     }
 
-    /// A new, empty sequence.
+    /// A new, empty sequence reserving the configured number of positions
+    /// (by default the whole context) on each server.
     pub fn session(&self) -> SwarmSession<'_> {
+        let tokens = self
+            .config
+            .session_tokens
+            .unwrap_or(self.model.context_length);
+        self.session_for(tokens)
+    }
+
+    /// A new, empty sequence that will hold at most `tokens` positions (so
+    /// servers reserve only that much cache for it).
+    pub fn session_for(&self, tokens: usize) -> SwarmSession<'_> {
         SwarmSession {
             client: self,
             hops: Vec::new(),
             inputs: Vec::new(),
             positions: 0,
+            reserve: tokens.clamp(1, self.model.context_length),
             last_error: None,
         }
     }
@@ -202,32 +214,7 @@ impl SwarmClient {
 
     /// Every online server announced for blocks `from..`, deduplicated.
     pub async fn servers(&self, from: usize) -> Result<Vec<(PeerId, ServerInfo)>> {
-        let total = self.model.n_blocks;
-        let gets = (from..total).map(|b| {
-            let key = block_key(&self.config.model, b);
-            async move { self.p2p.get(&key).await }
-        });
-        let mut seen = HashMap::new();
-        for (offset, dict) in join_all(gets).await.into_iter().enumerate() {
-            let block = from + offset;
-            let Ok(dict) = dict else { continue };
-            for entry in dict.entries() {
-                let Ok(info) = ServerInfo::decode(&entry.value) else {
-                    continue;
-                };
-                let (start, end) = (info.start as usize, info.end as usize);
-                if info.state != ServerState::Online
-                    || end > total
-                    || !(start..end).contains(&block)
-                {
-                    continue;
-                }
-                seen.entry(entry.subkey).or_insert(info);
-            }
-        }
-        let mut servers: Vec<_> = seen.into_iter().collect();
-        servers.sort_by_key(|(_, info)| (info.start, info.end));
-        Ok(servers)
+        announced_servers(&self.p2p, &self.config.model, self.model.n_blocks, from).await
     }
 
     /// Routing candidates from block `from`: announced, not banned, and
@@ -323,6 +310,41 @@ impl SwarmClient {
     }
 }
 
+/// Every online server of `model` (with `n_blocks` blocks) announced for
+/// blocks `from..`, read from the DHT and deduplicated by peer. Entries
+/// that do not decode, are not online, or are filed under a block outside
+/// their own span are skipped.
+pub async fn announced_servers(
+    p2p: &Client,
+    model: &str,
+    n_blocks: usize,
+    from: usize,
+) -> Result<Vec<(PeerId, ServerInfo)>> {
+    let gets = (from..n_blocks).map(|b| {
+        let key = block_key(model, b);
+        async move { p2p.get(&key).await }
+    });
+    let mut seen = HashMap::new();
+    for (offset, dict) in join_all(gets).await.into_iter().enumerate() {
+        let block = from + offset;
+        let Ok(dict) = dict else { continue };
+        for entry in dict.entries() {
+            let Ok(info) = ServerInfo::decode(&entry.value) else {
+                continue;
+            };
+            let (start, end) = (info.start as usize, info.end as usize);
+            if info.state != ServerState::Online || end > n_blocks || !(start..end).contains(&block)
+            {
+                continue;
+            }
+            seen.entry(entry.subkey).or_insert(info);
+        }
+    }
+    let mut servers: Vec<_> = seen.into_iter().collect();
+    servers.sort_by_key(|(_, info)| (info.start, info.end));
+    Ok(servers)
+}
+
 /// One open span session.
 struct Hop {
     peer: PeerId,
@@ -338,6 +360,8 @@ pub struct SwarmSession<'a> {
     /// `inputs[i]`: every step hop `i` was sent, in order.
     inputs: Vec<Vec<Vec<f32>>>,
     positions: usize,
+    /// Positions reserved on each server (the sequence's context).
+    reserve: usize,
     last_error: Option<InferenceError>,
 }
 
@@ -363,11 +387,7 @@ impl SwarmSession<'_> {
     }
 
     fn reserve(&self) -> usize {
-        self.client
-            .config
-            .session_tokens
-            .unwrap_or(self.client.model.context_length)
-            .min(self.client.model.context_length)
+        self.reserve
     }
 
     /// Sends one step of `n` rows through every hop, recovering from

@@ -34,7 +34,7 @@ pub mod wire;
 
 pub use announce::{ServerInfo, ServerState, announce_schema, block_key};
 pub use backend::SwarmBackend;
-pub use client::{ClientConfig, ClientStats, SwarmClient, SwarmSession};
+pub use client::{ClientConfig, ClientStats, SwarmClient, SwarmSession, announced_servers};
 pub use error::{InferenceError, Result};
 pub use node::{AdmitAll, p2p_config};
 pub use server::{BlockServer, ServerConfig};

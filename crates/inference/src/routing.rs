@@ -106,8 +106,46 @@ pub fn shortest_route(candidates: &[Candidate], from: usize, to: usize) -> Optio
     Some(route)
 }
 
+/// The `len` consecutive blocks of `0..n_blocks` whose announced
+/// throughput (summed over the servers holding each block) is lowest: where
+/// a new server helps most (SPEC §5). The first such window wins ties.
+pub fn weakest_span(
+    servers: &[(usize, usize, f64)],
+    n_blocks: usize,
+    len: usize,
+) -> std::ops::Range<usize> {
+    let len = len.clamp(1, n_blocks.max(1));
+    let mut per_block = vec![0.0; n_blocks];
+    for &(start, end, throughput) in servers {
+        for t in per_block.iter_mut().take(end.min(n_blocks)).skip(start) {
+            *t += throughput;
+        }
+    }
+    let mut best = 0;
+    let mut best_sum = f64::INFINITY;
+    for start in 0..=n_blocks.saturating_sub(len) {
+        let sum: f64 = per_block[start..start + len].iter().sum();
+        if sum < best_sum {
+            best_sum = sum;
+            best = start;
+        }
+    }
+    best..(best + len).min(n_blocks)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn new_servers_take_the_weakest_blocks() {
+        assert_eq!(weakest_span(&[], 30, 10), 0..10);
+        assert_eq!(weakest_span(&[(0, 10, 50.0)], 30, 10), 10..20);
+        assert_eq!(
+            weakest_span(&[(0, 10, 50.0), (10, 20, 50.0), (20, 30, 5.0)], 30, 10),
+            20..30
+        );
+        assert_eq!(weakest_span(&[(0, 30, 50.0)], 30, 40), 0..30);
+    }
+
     use super::*;
 
     fn cand(seed: u8, start: usize, end: usize, throughput: f64, latency_ms: u64) -> Candidate {

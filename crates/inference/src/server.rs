@@ -190,14 +190,20 @@ impl BlockServer {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let mut next_announce = tokio::time::Instant::now();
+        let mut retry = ANNOUNCE_RETRY;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(next_announce) => {
                     next_announce = match self.announce(&p2p, ServerState::Online).await {
-                        Ok(()) => tokio::time::Instant::now() + refresh,
+                        Ok(()) => {
+                            retry = ANNOUNCE_RETRY;
+                            tokio::time::Instant::now() + refresh
+                        }
                         Err(e) => {
-                            tracing::warn!(error = %e, "announcement failed; retrying");
-                            tokio::time::Instant::now() + ANNOUNCE_RETRY.min(refresh)
+                            tracing::info!(error = %e, ?retry, "announcement reached no peer; retrying");
+                            let next = tokio::time::Instant::now() + retry.min(refresh);
+                            retry = (retry * 2).min(refresh);
+                            next
                         }
                     };
                 }

@@ -6,6 +6,7 @@ mod chat;
 mod generate;
 mod keygen;
 mod model;
+mod node;
 mod query;
 mod tx;
 
@@ -13,6 +14,7 @@ use anyhow::Result;
 
 pub(crate) use chain::ChainArgs;
 pub(crate) use keygen::KeygenArgs;
+pub(crate) use node::NodeArgs;
 pub(crate) use query::QueryArgs;
 pub(crate) use tx::TxArgs;
 
@@ -29,5 +31,6 @@ pub(crate) fn run(command: Command) -> Result<()> {
         Command::Keygen(args) => keygen::run(args),
         Command::Tx(args) => tx::run(args),
         Command::Query(args) => query::run(args),
+        Command::Node(args) => node::run(args),
     }
 }
