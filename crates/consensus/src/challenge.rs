@@ -88,6 +88,19 @@ pub fn challenge_input(
     Ok(out)
 }
 
+impl crate::records::Challenge {
+    /// This challenge's input `X_e` for a model of width `hidden` (see
+    /// [`challenge_input`]).
+    pub fn input(&self, hidden: usize, target_norm: f64) -> Result<Vec<f32>> {
+        challenge_input(&self.seed, self.tokens, hidden, target_norm)
+    }
+
+    /// This challenge's sketch matrix for a model of width `hidden`.
+    pub fn sketch_matrix(&self, hidden: usize) -> Result<SketchMatrix> {
+        SketchMatrix::new(&self.seed, self.tokens, hidden)
+    }
+}
+
 /// The sketch projection of one challenge: a `[64, tokens * hidden]` ±1/8
 /// matrix, kept as bits.
 #[derive(Clone, Debug)]

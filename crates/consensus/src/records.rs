@@ -209,6 +209,77 @@ impl ValidatorReveal {
     }
 }
 
+impl HosterReveal {
+    /// Builds the reveal of a hoster serving blocks `span_start..` with one
+    /// sketch per block (see [`crate::challenge::SketchMatrix::sketch`]);
+    /// refuses an empty, oversized or overflowing span and non-finite values.
+    pub fn new(salt: Salt, span_start: u32, sketches: Vec<Sketch>) -> Result<HosterReveal> {
+        let invalid = |reason: String| Error::Invalid {
+            field: "hoster reveal",
+            reason,
+        };
+        if sketches.is_empty() || sketches.len() > MAX_REVEAL_BLOCKS {
+            return Err(invalid(format!(
+                "{} sketches, expected 1..={MAX_REVEAL_BLOCKS}",
+                sketches.len()
+            )));
+        }
+        let span_end = span_start
+            .checked_add(sketches.len() as u32)
+            .ok_or_else(|| invalid(format!("span from {span_start} overflows")))?;
+        if !sketches.iter().flatten().all(|v| v.is_finite()) {
+            return Err(invalid("a sketch value is not finite".into()));
+        }
+        Ok(HosterReveal {
+            salt,
+            body: HosterRevealBody {
+                span_start,
+                span_end,
+                sketches,
+            },
+        })
+    }
+}
+
+impl ValidatorReveal {
+    /// Builds a validator reveal from its hoster scores (sorted by the map);
+    /// refuses more than [`MAX_REVEAL_SCORES`] entries and negative or
+    /// non-finite scores.
+    pub fn new(
+        salt: Salt,
+        scores: &std::collections::BTreeMap<NodeId, f64>,
+    ) -> Result<ValidatorReveal> {
+        if scores.len() > MAX_REVEAL_SCORES {
+            return Err(Error::TooLarge {
+                field: "validator reveal score count",
+                value: scores.len() as u64,
+                max: MAX_REVEAL_SCORES as u64,
+            });
+        }
+        if let Some((node, s)) = scores.iter().find(|(_, s)| !(s.is_finite() && **s >= 0.0)) {
+            return Err(Error::Invalid {
+                field: "validator reveal score",
+                reason: format!("node {node}: {s} is not a finite non-negative number"),
+            });
+        }
+        Ok(ValidatorReveal {
+            salt,
+            scores: scores.iter().map(|(n, s)| (*n, *s)).collect(),
+        })
+    }
+}
+
+/// Picks the challenge of an epoch among the candidates found in the DHT
+/// (`(writer node id, written by the elected validator, challenge)`): the
+/// elected validator's record wins; without one, the fallback record of the
+/// lowest node id, so every node picks the same one.
+pub fn select_challenge(candidates: &[(NodeId, bool, Challenge)]) -> Option<&Challenge> {
+    candidates
+        .iter()
+        .min_by_key(|(node, elected, _)| (!*elected, *node))
+        .map(|(_, _, challenge)| challenge)
+}
+
 /// Decodes a commit record (exactly 32 bytes).
 pub fn decode_commit(bytes: &[u8]) -> Result<H256> {
     let mut r = Reader::new(bytes);
@@ -443,5 +514,39 @@ mod tests {
             scores: vec![(1, 0.39)],
         };
         assert!(changed.verify(&vc, 9, &a).is_err());
+    }
+
+    #[test]
+    fn constructors_check_their_input() {
+        let r = HosterReveal::new([1; 16], 4, vec![[0.5; SKETCH_LEN]; 3]).unwrap();
+        assert_eq!((r.body.span_start, r.body.span_end), (4, 7));
+        assert_eq!(HosterReveal::decode(&r.encode()).unwrap(), r);
+        assert!(HosterReveal::new([1; 16], 0, vec![]).is_err());
+        assert!(HosterReveal::new([1; 16], u32::MAX, vec![[0.0; SKETCH_LEN]]).is_err());
+        assert!(HosterReveal::new([1; 16], 0, vec![[f32::INFINITY; SKETCH_LEN]]).is_err());
+        let scores = std::collections::BTreeMap::from([(9, 0.1), (2, 0.3)]);
+        let v = ValidatorReveal::new([1; 16], &scores).unwrap();
+        assert_eq!(v.scores, vec![(2, 0.3), (9, 0.1)]);
+        let bad = std::collections::BTreeMap::from([(2, -0.3)]);
+        assert!(
+            ValidatorReveal::new([1; 16], &bad)
+                .unwrap_err()
+                .to_string()
+                .contains("node 2")
+        );
+    }
+
+    #[test]
+    fn the_elected_validators_challenge_wins() {
+        let c = |b: u8| Challenge {
+            seed: [b; 32],
+            tokens: 8,
+        };
+        let all = [(5, false, c(5)), (9, true, c(9)), (2, false, c(2))];
+        assert_eq!(select_challenge(&all), Some(&c(9)));
+        assert_eq!(select_challenge(&all[..1]), Some(&c(5)));
+        let fallbacks = [(5, false, c(5)), (2, false, c(2))];
+        assert_eq!(select_challenge(&fallbacks), Some(&c(2)));
+        assert_eq!(select_challenge(&[]), None);
     }
 }
