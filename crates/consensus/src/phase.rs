@@ -369,4 +369,25 @@ mod tests {
         assert!(!p.key_open("challenge/3", pos(315, 100)).unwrap());
         assert!(p.key_open("validator-reveal/2", pos(355, 100)).unwrap());
     }
+
+    proptest::proptest! {
+        /// For any epoch length, every block is in exactly one of the four
+        /// phases of its own epoch, and `blocks` agrees with `contains_offset`.
+        #[test]
+        fn phases_partition_every_epoch(length in 1u64..5_000, epoch in 0u64..1_000_000) {
+            let w = PhaseParams::default();
+            let main = [w.challenge, w.hoster_commit, w.hoster_reveal, w.validator_commit];
+            for offset in (0..length).step_by((length / 50).max(1) as usize) {
+                let n = main.iter().filter(|win| win.contains_offset(offset, length)).count();
+                proptest::prop_assert_eq!(n, 1);
+                for win in main {
+                    let blocks = win.blocks(epoch, length);
+                    proptest::prop_assert_eq!(
+                        blocks.contains(&(epoch * length + offset)),
+                        win.contains_offset(offset, length)
+                    );
+                }
+            }
+        }
+    }
 }

@@ -549,4 +549,37 @@ mod tests {
         assert_eq!(select_challenge(&fallbacks), Some(&c(2)));
         assert_eq!(select_challenge(&[]), None);
     }
+
+    proptest::proptest! {
+        /// Arbitrary bytes never panic a decoder, and whatever decodes
+        /// re-encodes to the same bytes (one encoding per value).
+        #[test]
+        fn decoders_are_total_and_canonical(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..700)) {
+            if let Ok(c) = Challenge::decode(&bytes) {
+                proptest::prop_assert_eq!(c.encode(), bytes.clone());
+            }
+            if let Ok(r) = HosterReveal::decode(&bytes) {
+                proptest::prop_assert_eq!(r.encode(), bytes.clone());
+            }
+            if let Ok(r) = ValidatorReveal::decode(&bytes) {
+                proptest::prop_assert_eq!(r.encode(), bytes.clone());
+            }
+            let _ = decode_commit(&bytes);
+        }
+
+        /// Mutating any single byte of a valid validator reveal either fails
+        /// to decode or fails the commit check.
+        #[test]
+        fn any_flipped_byte_breaks_the_commit(pos in 0usize..40, bit in 0u8..8) {
+            let v = ValidatorReveal { salt: [3; 16], scores: vec![(1, 0.4), (2, 0.0)] };
+            let writer = peer(1);
+            let commit = v.commit(4, &writer);
+            let mut bytes = v.encode();
+            let pos = pos % bytes.len();
+            bytes[pos] ^= 1 << bit;
+            if let Ok(changed) = ValidatorReveal::decode(&bytes) {
+                proptest::prop_assert!(changed.verify(&commit, 4, &writer).is_err());
+            }
+        }
+    }
 }
