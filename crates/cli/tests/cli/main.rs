@@ -2,3 +2,4 @@
 
 mod chain;
 mod local_model;
+mod node;

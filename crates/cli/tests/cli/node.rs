@@ -1,0 +1,135 @@
+//! `node --role hoster|client`: two hoster processes and a client process
+//! on loopback serve the OpenAI API with the local model's greedy tokens.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A child process killed when dropped, with its stdout lines on a channel.
+struct Node {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Node {
+    fn start(args: &[&str]) -> Node {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hypertensor"))
+            .arg("node")
+            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary runs");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Node { child, lines }
+    }
+
+    /// The first line containing `needle` (within 60 s).
+    fn wait_for(&self, needle: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no line containing {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+}
+
+fn post(addr: &str, body: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+    (
+        head.split(' ').nth(1).unwrap().parse().unwrap(),
+        body.to_string(),
+    )
+}
+
+#[test]
+fn two_hosters_and_a_client_serve_the_api_with_the_local_models_tokens() {
+    let first = Node::start(&["--role", "hoster", "--blocks", "0:15"]);
+    let listen = first.wait_for("listening on ");
+    let boot = listen
+        .trim_start_matches("listening on ")
+        .trim()
+        .to_string();
+    first.wait_for("serving blocks 0..15");
+    // Without --blocks the second hoster takes the uncovered half.
+    let second = Node::start(&[
+        "--role",
+        "hoster",
+        "--num-blocks",
+        "15",
+        "--bootstrap",
+        &boot,
+    ]);
+    second.wait_for("serving blocks 15..30");
+    let client = Node::start(&[
+        "--role",
+        "client",
+        "--bootstrap",
+        &boot,
+        "--api",
+        "127.0.0.1:0",
+    ]);
+    let api = client.wait_for("OpenAI-compatible API on http://");
+    let addr = api
+        .trim_start_matches("OpenAI-compatible API on http://")
+        .trim_end_matches("/v1")
+        .to_string();
+
+    let local = Command::new(env!("CARGO_BIN_EXE_hypertensor"))
+        .args(["generate", "--prompt", "The capital of France is"])
+        .args(["--temperature", "0", "--max-tokens", "8"])
+        .output()
+        .unwrap();
+    assert!(local.status.success());
+    let expected = String::from_utf8(local.stdout).unwrap();
+
+    let body = r#"{"model": "smollm2", "prompt": "The capital of France is", "max_tokens": 8, "temperature": 0}"#;
+    // The second hoster's announcement may still be on its way.
+    let mut answer = post(&addr, body);
+    for _ in 0..50 {
+        if answer.0 != 503 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        answer = post(&addr, body);
+    }
+    let (status, text) = answer;
+    assert_eq!(status, 200, "{text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        v["choices"][0]["text"].as_str().unwrap(),
+        expected.trim_end_matches('\n')
+    );
+    assert_eq!(v["usage"]["completion_tokens"], 8);
+}
