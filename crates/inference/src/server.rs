@@ -242,10 +242,11 @@ impl BlockServer {
                 return;
             }
         };
+        self.set_sessions(1);
         if session.send(&encode_open_reply(None)).await.is_err() {
+            self.set_sessions(-1);
             return;
         }
-        self.set_sessions(1);
         tracing::debug!(%peer, tokens = open.max_tokens, "session opened");
         let mut cache = Some(self.span.new_cache());
         loop {

@@ -195,13 +195,26 @@ impl Swarm {
     }
 }
 
+/// One HTTP/1.1 GET over a real socket; returns status and body.
+pub(crate) async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    exchange(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
+    )
+    .await
+}
+
 /// One HTTP/1.1 POST over a real socket; returns status and body.
 pub(crate) async fn post(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
+    exchange(addr, request).await
+}
+
+async fn exchange(addr: std::net::SocketAddr, request: String) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut raw = String::new();
     stream.read_to_string(&mut raw).await.unwrap();

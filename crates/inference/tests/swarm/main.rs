@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use hypertensor_api::Backend;
 use hypertensor_inference::SwarmBackend;
-use hypertensor_model::{Flow, GenerationRequest, SamplingParams, generate};
+use hypertensor_model::{Flow, GenerationRequest, LanguageModel, SamplingParams, generate};
 
 use harness::{Swarm, local_greedy};
 
@@ -246,4 +246,56 @@ async fn the_api_over_the_swarm_answers_and_says_503_without_a_full_route() {
         .decode(&local_greedy("The capital of France is", 6), true)
         .unwrap();
     assert_eq!(v["choices"][0]["text"], expected);
+
+    // GET /v1/swarm lists the servers and the coverage of every block.
+    let (status, body) = harness::get(addr, "/v1/swarm").await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["complete"], true);
+    assert_eq!(v["servers"].as_array().unwrap().len(), 2);
+    assert_eq!(v["coverage"].as_array().unwrap().len(), 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_free_a_sessions_cache_on_close_and_on_idle_timeout() {
+    let swarm = Swarm::new("cleanup").await;
+    let idle = std::time::Duration::from_millis(300);
+    let server = swarm
+        .add_server(0..30, |c| c.session_idle_timeout = idle)
+        .await
+        .server;
+    let full = server.free_cache_tokens();
+    let client = swarm.client(|c| c.session_tokens = Some(100)).await;
+    let s = server.clone();
+    tokio::task::spawn_blocking(move || {
+        let prompt = client.tokenizer().encode_with_bos("Hello", false).unwrap();
+        // Closed by the client: dropping the sequence closes its sessions.
+        {
+            let mut session = client.session();
+            session.forward(&prompt).unwrap();
+            assert_eq!(s.active_sessions(), 1);
+            assert_eq!(s.free_cache_tokens(), full - 100);
+        }
+        let start = std::time::Instant::now();
+        while s.active_sessions() > 0 {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(5),
+                "not freed on close"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(s.free_cache_tokens(), full);
+        // Left idle: the server closes it after the timeout.
+        let mut session = client.session();
+        session.forward(&prompt).unwrap();
+        assert_eq!(s.active_sessions(), 1);
+        std::thread::sleep(idle * 3);
+        assert_eq!(s.active_sessions(), 0);
+        assert_eq!(s.free_cache_tokens(), full);
+        // The next step finds the session gone, and the client reopens
+        // one elsewhere (here: nowhere, the only server is now banned).
+        assert!(session.forward(&[42]).is_err());
+    })
+    .await
+    .unwrap();
 }
