@@ -299,3 +299,35 @@ async fn servers_free_a_sessions_cache_on_close_and_on_idle_timeout() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f16_hidden_states_are_negotiated_and_keep_clear_greedy_choices() {
+    let swarm = Swarm::new("f16").await;
+    for span in [0..15, 15..30] {
+        swarm.add_server(span, |_| {}).await;
+    }
+    let client = swarm
+        .client(|c| c.dtype = hypertensor_inference::wire::Dtype::F16)
+        .await;
+    let expected = local_greedy(PROMPTS[0], 3);
+    let tokens = tokio::task::spawn_blocking(move || {
+        let prompt = client
+            .tokenizer()
+            .encode_with_bos(PROMPTS[0], false)
+            .unwrap();
+        let mut session = client.session();
+        generate(
+            &mut session,
+            client.tokenizer(),
+            &request(&prompt, 3),
+            |_| Flow::Continue,
+        )
+        .unwrap()
+        .tokens
+    })
+    .await
+    .unwrap();
+    // Half-precision transport rounds the states; the first tokens of a
+    // prompt with a clear answer (" Paris") do not change.
+    assert_eq!(tokens, expected);
+}
