@@ -48,7 +48,8 @@ pub trait Backend: Send + Sync + 'static {
         on_text: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<Generation, BackendError>;
     /// A JSON description of the serving swarm (servers, spans, coverage),
-    /// for `GET /v1/swarm`; `None` for a local model.
+    /// for `GET /v1/swarm`; `None` for a local model. Called on a blocking
+    /// thread, like [`Backend::generate`].
     fn swarm(&self) -> Option<serde_json::Value> {
         None
     }

@@ -62,9 +62,11 @@ pub(crate) async fn models(State(state): State<AppState>) -> Json<Value> {
 }
 
 pub(crate) async fn swarm(State(state): State<AppState>) -> Result<Json<Value>> {
-    state
-        .backend
-        .swarm()
+    // Backends may block (a swarm reads the DHT): keep it off the runtime.
+    let backend = state.backend.clone();
+    tokio::task::spawn_blocking(move || backend.swarm())
+        .await
+        .map_err(|e| ApiError::Internal(format!("swarm view failed: {e}")))?
         .map(Json)
         .ok_or_else(|| ApiError::BadRequest {
             message: "this server runs a local model, not a swarm".into(),

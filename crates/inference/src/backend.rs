@@ -66,10 +66,12 @@ impl Backend for SwarmBackend {
     }
 
     fn swarm(&self) -> Option<serde_json::Value> {
-        let client = &self.client;
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(client.swarm_json())
-        })
-        .ok()
+        match self.client.handle().block_on(self.client.swarm_json()) {
+            Ok(view) => Some(view),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the swarm");
+                None
+            }
+        }
     }
 }

@@ -149,6 +149,11 @@ impl SwarmClient {
         self.chat_template.as_ref()
     }
 
+    /// The runtime the client's network calls run on.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
     /// The P2P node.
     pub fn p2p(&self) -> &Client {
         &self.p2p
