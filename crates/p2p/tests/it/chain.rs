@@ -1,6 +1,11 @@
-//! End-to-end proof of stake against a real chain node: its JSON-RPC
-//! server on a real port, queried by the chain client through a
+//! End-to-end proof of stake against a real chain node in its own process:
+//! its JSON-RPC server on a real port, queried by the chain client through a
 //! [`StakeLookup`].
+//!
+//! Cargo gives a crate's tests only that crate's binaries, so the node
+//! process is this test binary re-run with `--ignored` on one entry point,
+//! [`chain_node_process`], which runs the real `hypertensor_chain::Node`
+//! (what `hypertensor chain` runs) until it is killed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,11 +53,13 @@ fn genesis_node(owner: &str, node: &str) -> GenesisNode {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn chain_registered_writers_are_accepted_and_others_refused() {
-    let dir = std::env::temp_dir().join(format!("hypertensor-p2p-pos-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let mut chain_config = ChainConfig::dev(dir.clone(), "127.0.0.1:0".parse().unwrap());
+/// Where the child process prints its RPC address.
+const RPC_LINE: &str = "HT-CHAIN-RPC ";
+/// The child's database directory.
+const DIR_ENV: &str = "HT_P2P_CHAIN_NODE_DIR";
+
+fn chain_config(dir: std::path::PathBuf) -> ChainConfig {
+    let mut chain_config = ChainConfig::dev(dir, "127.0.0.1:0".parse().unwrap());
     chain_config.genesis.subnets.push(GenesisSubnet {
         name: "p2p-test".into(),
         model: "model".into(),
@@ -66,8 +73,65 @@ async fn chain_registered_writers_are_accepted_and_others_refused() {
             genesis_node("charlie", "node2"),
         ],
     });
-    let chain = ChainNode::start(chain_config).await.unwrap();
-    let url = format!("ws://{}", chain.rpc_addr());
+    chain_config
+}
+
+/// The chain node process (run only as a child of the test below).
+#[test]
+#[ignore = "entry point of the chain node child process"]
+fn chain_node_process() {
+    let Some(dir) = std::env::var_os(DIR_ENV) else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let chain = ChainNode::start(chain_config(dir.into())).await.unwrap();
+        println!("{RPC_LINE}{}", chain.rpc_addr());
+        std::io::Write::flush(&mut std::io::stdout()).unwrap();
+        // Runs until the parent kills the process.
+        std::future::pending::<()>().await;
+    });
+}
+
+/// The child process, killed when dropped.
+struct ChainProcess(std::process::Child);
+
+impl Drop for ChainProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_chain_process(dir: &std::path::Path) -> (ChainProcess, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "chain::chain_node_process",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(DIR_ENV, dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let process = ChainProcess(child);
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(addr) = line.strip_prefix(RPC_LINE) {
+            return (process, format!("ws://{addr}"));
+        }
+    }
+    panic!("the chain node process exited without serving RPC");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chain_registered_writers_are_accepted_and_others_refused() {
+    let dir = std::env::temp_dir().join(format!("hypertensor-p2p-pos-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (chain, url) = start_chain_process(&dir);
 
     let mut nodes = Vec::new();
     for name in ["node0", "node1", "node2", "mallory"] {
@@ -163,6 +227,6 @@ async fn chain_registered_writers_are_accepted_and_others_refused() {
         other => panic!("expected unknown method, got {other:?}"),
     }
     drop(nodes);
-    chain.stop().await.unwrap();
+    drop(chain);
     let _ = std::fs::remove_dir_all(&dir);
 }
