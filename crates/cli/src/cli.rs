@@ -90,6 +90,8 @@ pub(crate) struct GenerateArgs {
     #[command(flatten)]
     pub(crate) model: ModelArgs,
     #[command(flatten)]
+    pub(crate) swarm: crate::commands::SwarmArgs,
+    #[command(flatten)]
     pub(crate) sampling: SamplingArgs,
 }
 
@@ -100,6 +102,8 @@ pub(crate) struct ChatArgs {
     pub(crate) system: Option<String>,
     #[command(flatten)]
     pub(crate) model: ModelArgs,
+    #[command(flatten)]
+    pub(crate) swarm: crate::commands::SwarmArgs,
     #[command(flatten)]
     pub(crate) sampling: SamplingArgs,
 }

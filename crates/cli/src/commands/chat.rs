@@ -4,13 +4,14 @@
 use std::io::{BufRead, Write};
 
 use anyhow::{Result, bail};
-use hypertensor_model::{ChatMessage, Flow, GenerationRequest, LanguageModel, generate};
+use hypertensor_model::{ChatMessage, Flow, GenerationRequest, generate};
 
 use crate::cli::ChatArgs;
 use crate::commands::model;
+use crate::commands::swarm::Engine;
 
 pub(crate) fn run(args: ChatArgs) -> Result<()> {
-    let llm = model::load(&args.model)?;
+    let llm = Engine::open(&model::resolve(&args.model)?, &args.swarm)?;
     let Some(template) = llm.chat_template() else {
         bail!("this model has no chat template in its GGUF metadata; use `generate` instead");
     };
@@ -49,7 +50,7 @@ pub(crate) fn run(args: ChatArgs) -> Result<()> {
             stop: args.sampling.stop.clone(),
         };
         session.reset();
-        let answer = generate(&mut session, tokenizer, &request, |text| {
+        let answer = generate(session.as_mut(), tokenizer, &request, |text| {
             let _ = stdout.write_all(text.as_bytes());
             let _ = stdout.flush();
             Flow::Continue

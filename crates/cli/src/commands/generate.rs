@@ -8,9 +8,10 @@ use hypertensor_model::{Flow, GenerationRequest, generate};
 
 use crate::cli::GenerateArgs;
 use crate::commands::model;
+use crate::commands::swarm::Engine;
 
 pub(crate) fn run(args: GenerateArgs) -> Result<()> {
-    let llm = model::load(&args.model)?;
+    let llm = Engine::open(&model::resolve(&args.model)?, &args.swarm)?;
     let tokenizer = llm.tokenizer();
     let request = GenerationRequest {
         prompt: tokenizer.encode_with_bos(&args.prompt, false)?,
@@ -21,7 +22,7 @@ pub(crate) fn run(args: GenerateArgs) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
     let mut write_error = None;
     let mut session = llm.session();
-    generate(&mut session, tokenizer, &request, |text| {
+    generate(session.as_mut(), tokenizer, &request, |text| {
         match stdout
             .write_all(text.as_bytes())
             .and_then(|()| stdout.flush())

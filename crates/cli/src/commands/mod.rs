@@ -8,6 +8,7 @@ mod keygen;
 mod model;
 mod node;
 mod query;
+mod swarm;
 mod tx;
 
 use anyhow::Result;
@@ -16,6 +17,7 @@ pub(crate) use chain::ChainArgs;
 pub(crate) use keygen::KeygenArgs;
 pub(crate) use node::NodeArgs;
 pub(crate) use query::QueryArgs;
+pub(crate) use swarm::SwarmArgs;
 pub(crate) use tx::TxArgs;
 
 use crate::cli::{Command, ModelCommand};

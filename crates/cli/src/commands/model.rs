@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-use hypertensor_model::{LocalModel, SamplingParams};
+use anyhow::Result;
+use hypertensor_model::SamplingParams;
 
 use crate::cli::{ModelArgs, SamplingArgs};
 
@@ -21,12 +21,6 @@ pub(crate) fn resolve(args: &ModelArgs) -> Result<PathBuf> {
         Some(path) => Ok(path.clone()),
         None => Ok(hypertensor_fetch::default_model_path(false)?),
     }
-}
-
-/// Loads the model the arguments name.
-pub(crate) fn load(args: &ModelArgs) -> Result<LocalModel> {
-    let path = resolve(args)?;
-    LocalModel::load(&path).with_context(|| format!("loading model {}", path.display()))
 }
 
 /// Sampling parameters from the command line.

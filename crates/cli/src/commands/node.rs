@@ -84,20 +84,15 @@ pub(crate) fn run(args: NodeArgs) -> Result<()> {
 }
 
 async fn run_async(args: NodeArgs) -> Result<()> {
-    let (path, default_name) = if args.model == "default" {
-        let path = hypertensor_fetch::default_model_path(true)
-            .context("cannot fetch the default model")?;
-        (path, "smollm2".to_string())
+    let path = if args.model == "default" {
+        hypertensor_fetch::default_model_path(true).context("cannot fetch the default model")?
     } else {
-        let path = PathBuf::from(&args.model);
-        let stem = path
-            .file_stem()
-            .and_then(|s| s.to_str())
-            .unwrap_or("model")
-            .to_string();
-        (path, stem)
+        PathBuf::from(&args.model)
     };
-    let name = args.model_name.clone().unwrap_or(default_name);
+    let name = args
+        .model_name
+        .clone()
+        .unwrap_or_else(|| default_model_name(&path));
     let keypair = match &args.identity {
         Some(file) => hypertensor_p2p::load_identity(file)
             .with_context(|| format!("cannot read the identity file {}", file.display()))?,
@@ -135,6 +130,19 @@ async fn run_async(args: NodeArgs) -> Result<()> {
     };
     network.abort();
     outcome
+}
+
+/// The model's name in DHT keys when none is given: `smollm2` for the
+/// default model, else the file name without its extension.
+pub(crate) fn default_model_name(path: &std::path::Path) -> String {
+    let file = path.file_name().and_then(|s| s.to_str());
+    if file == Some(hypertensor_fetch::DEFAULT_MODEL.file_name()) {
+        return "smollm2".to_string();
+    }
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model")
+        .to_string()
 }
 
 fn parse_blocks(text: &str, n_blocks: usize) -> Result<Range<usize>> {

@@ -133,3 +133,79 @@ fn two_hosters_and_a_client_serve_the_api_with_the_local_models_tokens() {
     );
     assert_eq!(v["usage"]["completion_tokens"], 8);
 }
+
+#[test]
+fn generate_and_chat_run_their_blocks_on_the_swarm() {
+    let first = Node::start(&["--role", "hoster", "--blocks", "0:10"]);
+    let boot = first
+        .wait_for("listening on ")
+        .trim_start_matches("listening on ")
+        .trim()
+        .to_string();
+    first.wait_for("serving blocks 0..10");
+    let second = Node::start(&[
+        "--role",
+        "hoster",
+        "--blocks",
+        "10:30",
+        "--bootstrap",
+        &boot,
+    ]);
+    second.wait_for("serving blocks 10..30");
+
+    let run = |args: &[&str], stdin: &str| {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hypertensor"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        (
+            out.status.success(),
+            String::from_utf8(out.stdout).unwrap(),
+            err,
+        )
+    };
+    let generate = [
+        "generate",
+        "--prompt",
+        "The capital of France is",
+        "--temperature",
+        "0",
+    ];
+    let (ok, local, err) = run(&[&generate[..], &["--max-tokens", "12"]].concat(), "");
+    assert!(ok, "{err}");
+    // The second hoster's announcement may still be on its way: retry while
+    // the swarm has no full route.
+    let mut swarm = (false, String::new(), String::new());
+    for _ in 0..50 {
+        swarm = run(
+            &[&generate[..], &["--max-tokens", "12", "--swarm", &boot]].concat(),
+            "",
+        );
+        if swarm.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(swarm.0, "{}", swarm.2);
+    assert_eq!(swarm.1, local);
+
+    let chat = ["chat", "--temperature", "0", "--max-tokens", "24"];
+    let turns = "Say hello.\n/exit\n";
+    let (ok, local_chat, err) = run(&chat, turns);
+    assert!(ok, "{err}");
+    let (ok, swarm_chat, err) = run(&[&chat[..], &["--swarm", &boot]].concat(), turns);
+    assert!(ok, "{err}");
+    assert_eq!(swarm_chat, local_chat);
+    assert!(!swarm_chat.trim().is_empty());
+}
