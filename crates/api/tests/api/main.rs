@@ -2,6 +2,8 @@
 //! model.
 
 mod http;
+mod openai_python;
+mod python_env;
 
 use std::sync::{Arc, OnceLock};
 

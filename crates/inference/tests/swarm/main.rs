@@ -2,6 +2,9 @@
 //! the real default model.
 
 mod harness;
+mod openai_python;
+#[path = "../../../api/tests/api/python_env.rs"]
+mod python_env;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
