@@ -337,12 +337,22 @@ async fn holders_replicate_records_after_the_writer_and_first_holders_leave() {
         .store(k, b"orphan".to_vec(), now_ms() + 30_000)
         .await
         .unwrap();
-    let mut holders = Vec::new();
-    for (i, node) in nodes.iter().enumerate() {
-        if i != writer && node.client.local_dictionary(k).await.unwrap().is_some() {
-            holders.push(i);
+    // A put is acknowledged on delivery, before the holder has validated
+    // and stored it: wait until at least two holders have it.
+    let holders_of = || async {
+        let mut holders = Vec::new();
+        for (i, node) in nodes.iter().enumerate() {
+            if i != writer && node.client.local_dictionary(k).await.unwrap().is_some() {
+                holders.push(i);
+            }
         }
-    }
+        holders
+    };
+    wait_for(Duration::from_secs(10), || async {
+        holders_of().await.len() >= 2
+    })
+    .await;
+    let mut holders = holders_of().await;
     assert!(
         holders.len() >= 2,
         "the record has several holders: {holders:?}"
