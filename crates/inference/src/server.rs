@@ -1,7 +1,7 @@
 //! A block server: holds one span, serves span sessions within a KV-cache
 //! budget, and announces itself in the DHT until stopped.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use hypertensor_model::{BlockSpan, HiddenStates, SpanCache};
@@ -90,6 +90,8 @@ pub struct BlockServer {
     budget: Arc<Budget>,
     throughput: f64,
     sessions: Mutex<usize>,
+    /// This epoch's consensus challenge input, refused as a step's input.
+    challenge: RwLock<Option<Arc<Vec<f32>>>>,
 }
 
 /// Longest wait for a first peer before announcing anyway.
@@ -118,12 +120,39 @@ impl BlockServer {
             config,
             throughput,
             sessions: Mutex::new(0),
+            challenge: RwLock::new(None),
         })
     }
 
     /// The span served.
     pub fn span(&self) -> &BlockSpan {
         &self.span
+    }
+
+    /// The served span, shared (the consensus loop sketches the challenge with it).
+    pub fn shared_span(&self) -> Arc<BlockSpan> {
+        self.span.clone()
+    }
+
+    /// Sets the current epoch's consensus challenge input (`[T, hidden]`
+    /// row-major; `None` clears it). While set, a session step whose input is
+    /// that challenge is refused, so a hoster cannot buy its answer from
+    /// another (SPEC §6).
+    ///
+    /// A step is refused when it starts at position 0, has as many values as
+    /// the challenge and each is within wire rounding of the challenge's
+    /// (`|a - b| <= 2e-3 * |b| + 1e-6`, so an f16 copy is caught too); the
+    /// refusal goes back as the step's error and the session's cache is left
+    /// unchanged.
+    pub fn set_challenge_input(&self, input: Option<Vec<f32>>) {
+        *self.challenge.write().unwrap_or_else(|p| p.into_inner()) = input.map(Arc::new);
+    }
+
+    fn challenge_input(&self) -> Option<Arc<Vec<f32>>> {
+        self.challenge
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Announced decode steps per second.
@@ -329,8 +358,17 @@ impl BlockServer {
     ) -> (Option<SpanCache>, std::result::Result<Vec<f32>, String>) {
         let width = self.span.config().hidden_size;
         let span = self.span.clone();
+        let challenge = self.challenge_input();
         let joined = tokio::task::spawn_blocking(move || {
-            let outcome = run_step(&span, &mut cache, &frame, dtype, width, reserved);
+            let outcome = run_step(
+                &span,
+                &mut cache,
+                &frame,
+                dtype,
+                width,
+                reserved,
+                challenge.as_deref().map(Vec::as_slice),
+            );
             (cache, outcome)
         })
         .await;
@@ -341,6 +379,26 @@ impl BlockServer {
     }
 }
 
+/// The reason sent back for a step whose input is the consensus challenge.
+const CHALLENGE_REFUSAL: &str = "refused: the input is this epoch's consensus challenge";
+
+/// Whether a step's `values` at `position` are the consensus `challenge`
+/// input: the step starts the sequence (position 0), has as many values,
+/// and each value is within wire rounding of the challenge's,
+/// `|a - b| <= 2e-3 * |b| + 1e-6`. The tolerance covers a client sending f16
+/// (relative error at most 2^-11 ≈ 4.9e-4 for normal values, and the
+/// absolute term covers values f16 flushes to zero), so re-encoding the
+/// challenge in half precision does not slip it past the check, while any
+/// genuinely different input differs by far more somewhere.
+fn is_challenge_input(position: u32, values: &[f32], challenge: &[f32]) -> bool {
+    position == 0
+        && values.len() == challenge.len()
+        && values
+            .iter()
+            .zip(challenge)
+            .all(|(a, b)| (a - b).abs() <= 2e-3 * b.abs() + 1e-6)
+}
+
 fn run_step(
     span: &BlockSpan,
     cache: &mut SpanCache,
@@ -348,8 +406,15 @@ fn run_step(
     dtype: Dtype,
     width: usize,
     reserved: u32,
+    challenge: Option<&[f32]>,
 ) -> std::result::Result<Vec<f32>, String> {
     let step = Step::decode(frame, dtype, width).map_err(|e| e.to_string())?;
+    // Before anything touches the cache: a refused step changes nothing.
+    if let Some(challenge) = challenge
+        && is_challenge_input(step.position, &step.values, challenge)
+    {
+        return Err(CHALLENGE_REFUSAL.to_string());
+    }
     let position = step.position as usize;
     if position > cache.positions() {
         return Err(format!(
@@ -385,4 +450,31 @@ fn measure_throughput(span: &BlockSpan) -> Result<f64> {
     }
     let secs = start.elapsed().as_secs_f64().max(1e-6);
     Ok(MEASURE_STEPS as f64 / secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_challenge_is_matched_within_f16_rounding_at_position_zero_only() {
+        let challenge: Vec<f32> = (0..64).map(|i| (i as f32 - 31.5) * 0.173).collect();
+        assert!(is_challenge_input(0, &challenge, &challenge));
+        // What a client sending half precision delivers is still the challenge.
+        let mut f16 = Vec::new();
+        Dtype::F16.encode_into(&challenge, &mut f16);
+        let rounded = Dtype::F16.decode(&f16).unwrap();
+        assert_ne!(rounded, challenge, "f16 must actually round these values");
+        assert!(is_challenge_input(0, &rounded, &challenge));
+        // Not at a later position, not with another count, not when a single
+        // value is off by more than rounding.
+        assert!(!is_challenge_input(1, &challenge, &challenge));
+        assert!(!is_challenge_input(0, &challenge[..63], &challenge));
+        let mut other = challenge.clone();
+        other[17] *= 1.01;
+        assert!(!is_challenge_input(0, &other, &challenge));
+        // Near zero only the absolute slack (1e-6) applies.
+        assert!(is_challenge_input(0, &[5e-7, 1.0], &[0.0, 1.0]));
+        assert!(!is_challenge_input(0, &[2e-6, 1.0], &[0.0, 1.0]));
+    }
 }

@@ -137,6 +137,45 @@ impl BlockSpan {
         Ok(())
     }
 
+    /// Runs the same `input` through each block of the span on its own (fresh
+    /// cache, positions from 0) and returns each block's output in span order:
+    /// what a hoster sketches for the consensus challenge (SPEC §6), where
+    /// every block must be comparable between hosters whatever their spans.
+    ///
+    /// Block `b`'s output is bit for bit what a one-block span `b..b + 1`
+    /// gives from [`BlockSpan::forward`] with a new cache. Fails, computing
+    /// nothing, if the states have the wrong width or more tokens than the
+    /// model's context.
+    pub fn forward_each_block(&self, input: &HiddenStates) -> Result<Vec<HiddenStates>> {
+        if input.width() != self.config.hidden_size {
+            return Err(ModelError::InvalidInput(format!(
+                "hidden states have width {}, the model's is {}",
+                input.width(),
+                self.config.hidden_size
+            )));
+        }
+        let n = input.n_tokens();
+        if n > self.config.context_length {
+            return Err(ModelError::ContextOverflow {
+                requested: n,
+                limit: self.config.context_length,
+            });
+        }
+        let table = self.rope.table(0, n);
+        let outputs = crate::pool::run(|| {
+            self.blocks
+                .iter()
+                .map(|block| {
+                    let mut hidden = input.clone();
+                    let mut cache = KvCache::default();
+                    block.forward(hidden.as_mut_slice(), &mut cache, &table);
+                    hidden
+                })
+                .collect()
+        });
+        Ok(outputs)
+    }
+
     /// Forgets every position from `positions` on (to rewind a sequence).
     pub fn truncate(&self, cache: &mut SpanCache, positions: usize) {
         for (block, layer_cache) in self.blocks.iter().zip(&mut cache.layers) {

@@ -4,6 +4,7 @@ mod bad_input;
 mod generation;
 mod reference;
 
+mod each_block;
 mod spans;
 
 use std::path::PathBuf;

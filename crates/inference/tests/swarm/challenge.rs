@@ -1,0 +1,157 @@
+//! A server refuses to run this epoch's consensus challenge for a client
+//! (SPEC §6), over real loopback sessions, and serves everything else.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hypertensor_inference::wire::{
+    Dtype, OpenRequest, SESSION_METHOD, Step, decode_open_reply, decode_step_reply,
+};
+use hypertensor_inference::{AdmitAll, BlockServer, ServerConfig, p2p_config};
+use hypertensor_model::{BlockSpan, HiddenStates};
+use hypertensor_p2p::{Client, Config, Multiaddr, PeerId, RpcSession};
+use hypertensor_primitives::{H256, Keypair};
+
+use crate::harness::{MODEL, span};
+
+const GENESIS: H256 = H256([7; 32]);
+const TOKENS: usize = 4;
+
+fn node_config(name: &str, bootstrap: Option<Multiaddr>) -> Config {
+    let mut cfg = p2p_config(Keypair::dev(name), 1, GENESIS, MODEL, Arc::new(AdmitAll));
+    cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
+    cfg.bootstrap = bootstrap.into_iter().collect();
+    cfg.query_timeout = Duration::from_secs(5);
+    cfg
+}
+
+/// `[TOKENS, width]` deterministic states, different for each `seed`.
+fn states(width: usize, seed: usize) -> Vec<f32> {
+    (0..TOKENS * width)
+        .map(|i| ((i * 37 + seed * 11) % 101) as f32 * 0.02 - 1.0)
+        .collect()
+}
+
+/// What the span gives for `steps` run in order on one fresh cache.
+fn local(span: &BlockSpan, steps: &[&[f32]]) -> Vec<f32> {
+    let width = span.config().hidden_size;
+    let mut cache = span.new_cache();
+    let mut out = Vec::new();
+    for values in steps {
+        let mut hidden = HiddenStates::new(width, values.to_vec()).unwrap();
+        span.forward(&mut hidden, &mut cache).unwrap();
+        out = hidden.into_vec();
+    }
+    out
+}
+
+async fn open(p2p: &Client, server: PeerId, dtype: Dtype) -> RpcSession {
+    let request = OpenRequest {
+        model: MODEL.to_string(),
+        start: 0,
+        end: 2,
+        dtype,
+        max_tokens: 4 * TOKENS as u32,
+    };
+    let mut session = p2p
+        .open_session(server, SESSION_METHOD, request.encode())
+        .await
+        .unwrap();
+    let reply = session.recv().await.unwrap().unwrap();
+    decode_open_reply(&reply).unwrap().unwrap();
+    session
+}
+
+async fn step(
+    session: &mut RpcSession,
+    dtype: Dtype,
+    position: usize,
+    values: &[f32],
+) -> Result<Vec<f32>, String> {
+    let width = values.len() / TOKENS;
+    let frame = Step {
+        position: position as u32,
+        n_tokens: (values.len() / width) as u32,
+        values: values.to_vec(),
+    }
+    .encode(dtype);
+    session.send(&frame).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(30), session.recv())
+        .await
+        .expect("the server answers the step")
+        .unwrap()
+        .expect("the session stays open");
+    decode_step_reply(&reply, dtype).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_refuses_the_consensus_challenge_and_serves_other_inputs() {
+    // A server of blocks 0..2 and a raw client dialling it directly.
+    let (server_p2p, events, event_loop) =
+        hypertensor_p2p::new(node_config("challenge-server", None)).unwrap();
+    let server_net = tokio::spawn(event_loop.run());
+    let server_addr = server_p2p.listen_addrs().await.unwrap()[0]
+        .clone()
+        .with_p2p(server_p2p.peer_id())
+        .unwrap();
+    let server_peer = server_p2p.peer_id();
+    let mut config = ServerConfig::new(MODEL);
+    config.throughput = Some(1.0);
+    let server = Arc::new(BlockServer::new(span(0..2), config).unwrap());
+    let server_run = tokio::spawn(server.clone().run(server_p2p, events));
+
+    let (client, _client_events, event_loop) =
+        hypertensor_p2p::new(node_config("challenge-client", Some(server_addr))).unwrap();
+    let client_net = tokio::spawn(event_loop.run());
+    let start = tokio::time::Instant::now();
+    while client.routing_table_size().await.unwrap_or(0) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(20), "never connected");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let local_span = server.shared_span();
+    assert_eq!(local_span.range(), 0..2);
+    let width = local_span.config().hidden_size;
+    let challenge = states(width, 1);
+    let other = states(width, 2);
+    let next = states(width, 3);
+    assert_ne!(challenge, other);
+    server.set_challenge_input(Some(challenge.clone()));
+
+    let mut session = open(&client, server_peer, Dtype::F32).await;
+    // Exactly the challenge, at position 0: refused with the reason.
+    let refused = step(&mut session, Dtype::F32, 0, &challenge)
+        .await
+        .unwrap_err();
+    assert!(refused.contains("consensus challenge"), "{refused}");
+    // Another input of the same shape is served, on the same session.
+    let got = step(&mut session, Dtype::F32, 0, &other).await.unwrap();
+    assert_eq!(got, local(&local_span, &[&other]));
+    // The challenge is refused again, and the refusal leaves the session's
+    // cache as it was: the sequence continues at position TOKENS.
+    let refused = step(&mut session, Dtype::F32, 0, &challenge)
+        .await
+        .unwrap_err();
+    assert!(refused.contains("consensus challenge"), "{refused}");
+    let got = step(&mut session, Dtype::F32, TOKENS, &next).await.unwrap();
+    assert_eq!(got, local(&local_span, &[&other, &next]));
+    // The challenge after other tokens (not position 0) is not the challenge.
+    let got = step(&mut session, Dtype::F32, 2 * TOKENS, &challenge).await;
+    assert!(got.is_ok(), "{got:?}");
+
+    // Sent in half precision, the challenge is still recognised.
+    let mut half = open(&client, server_peer, Dtype::F16).await;
+    let refused = step(&mut half, Dtype::F16, 0, &challenge)
+        .await
+        .unwrap_err();
+    assert!(refused.contains("consensus challenge"), "{refused}");
+
+    // Cleared: the same input is served like any other.
+    server.set_challenge_input(None);
+    let got = step(&mut session, Dtype::F32, 0, &challenge).await.unwrap();
+    assert_eq!(got, local(&local_span, &[&challenge]));
+
+    for task in [server_net, server_run, client_net] {
+        task.abort();
+    }
+}
