@@ -37,6 +37,10 @@ pub(crate) enum Command {
     /// Run a swarm node: a hoster serving blocks, or a client serving the
     /// OpenAI-compatible API through the swarm.
     Node(crate::commands::NodeArgs),
+    /// Run the whole system on this machine: a chain, a subnet, hosters,
+    /// validators and a gateway serving the OpenAI-compatible API, with a
+    /// live status of every epoch.
+    Devnet(crate::commands::DevnetArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,6 +3,7 @@
 mod bench;
 mod chain;
 mod chat;
+mod devnet;
 mod generate;
 mod keygen;
 mod model;
@@ -14,6 +15,7 @@ mod tx;
 use anyhow::Result;
 
 pub(crate) use chain::ChainArgs;
+pub(crate) use devnet::DevnetArgs;
 pub(crate) use keygen::KeygenArgs;
 pub(crate) use node::NodeArgs;
 pub(crate) use query::QueryArgs;
@@ -34,5 +36,6 @@ pub(crate) fn run(command: Command) -> Result<()> {
         Command::Tx(args) => tx::run(args),
         Command::Query(args) => query::run(args),
         Command::Node(args) => node::run(args),
+        Command::Devnet(args) => devnet::run(args),
     }
 }

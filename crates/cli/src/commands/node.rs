@@ -1,6 +1,8 @@
 //! `hypertensor node`: one machine of a swarm. A hoster serves a span of
-//! blocks and announces it in the DHT; a client holds the model's ends and
-//! serves the OpenAI-compatible API over the swarm.
+//! blocks and announces it in the DHT; a validator scores hosters; a client
+//! holds the model's ends and serves the OpenAI-compatible API over the
+//! swarm. With `--chain` the node follows the chain: proof of stake guards
+//! its DHT and RPC, and hosters and validators run the consensus loop.
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -16,14 +18,19 @@ use hypertensor_inference::{
     announced_servers, p2p_config, routing::weakest_span,
 };
 use hypertensor_model::{BlockSpan, GgufFile};
+use hypertensor_node::{HostOptions, NodeOptions, start_node};
 use hypertensor_p2p::{Client, Multiaddr};
 use hypertensor_primitives::{H256, Keypair};
 
 /// What this node does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum Role {
-    /// Serve a span of blocks to the swarm.
+    /// Serve a span of blocks to the swarm (and validate once the chain
+    /// promotes the node to Validator class).
     Hoster,
+    /// Score hosters, commit and reveal, propose when elected, attest
+    /// (needs --chain).
+    Validator,
     /// Hold embedding and head; serve the HTTP API through the swarm.
     Client,
 }
@@ -72,6 +79,12 @@ pub(crate) struct NodeArgs {
     /// Client: address of the OpenAI-compatible HTTP API.
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub(crate) api: SocketAddr,
+    /// The chain's RPC URL (e.g. ws://127.0.0.1:9944). With it, proof of
+    /// stake guards the DHT and RPC and the node takes part in consensus
+    /// (the identity must be registered as a node of the subnet, and is its
+    /// hotkey); a hoster without --blocks then serves every block.
+    #[arg(long, value_name = "URL")]
+    pub(crate) chain: Option<String>,
 }
 
 /// Starts the node and runs it until Ctrl-C or SIGTERM.
@@ -101,6 +114,12 @@ async fn run_async(args: NodeArgs) -> Result<()> {
             Keypair::from_secret(rand::random())
         }
     };
+    if let Some(url) = args.chain.clone() {
+        return run_with_chain(&args, &path, &name, keypair, &url).await;
+    }
+    if args.role == Role::Validator {
+        bail!("--role validator needs --chain URL: validators score and attest on chain");
+    }
     let mut config = p2p_config(
         keypair,
         args.subnet_id,
@@ -127,6 +146,7 @@ async fn run_async(args: NodeArgs) -> Result<()> {
             drop(events);
             serve_api(&args, &path, &name, p2p).await
         }
+        Role::Validator => bail!("--role validator needs --chain URL"),
     };
     network.abort();
     outcome
@@ -244,8 +264,64 @@ async fn serve_api(args: &NodeArgs, path: &std::path::Path, name: &str, p2p: Cli
     Ok(())
 }
 
+/// Runs a node that follows the chain at `url` until Ctrl-C or SIGTERM.
+async fn run_with_chain(
+    args: &NodeArgs,
+    path: &std::path::Path,
+    name: &str,
+    keypair: Keypair,
+    url: &str,
+) -> Result<()> {
+    let mut options = NodeOptions::new(keypair, args.subnet_id, url, path.to_path_buf());
+    options.model_name = name.to_string();
+    options.listen = args.listen.clone();
+    options.announce = args.announce.clone();
+    options.bootstrap = args.bootstrap.clone();
+    match args.role {
+        Role::Hoster => {
+            let n_blocks = GgufFile::open(path)?.config()?.n_blocks;
+            let blocks = match &args.blocks {
+                Some(text) => parse_blocks(text, n_blocks)?,
+                None => 0..args.num_blocks.unwrap_or(n_blocks).clamp(1, n_blocks),
+            };
+            options.host = Some(HostOptions {
+                blocks,
+                cache_bytes: args.cache_mb.saturating_mul(1 << 20),
+                throughput: None,
+            });
+        }
+        Role::Validator => {}
+        Role::Client => {
+            options.consensus = false;
+            options.api = Some(args.api);
+        }
+    }
+    let node = start_node(options).await?;
+    for addr in node.dial_addrs().await? {
+        println!("listening on {addr}");
+    }
+    if let Some(server) = &node.server {
+        let range = server.span().range();
+        println!(
+            "serving blocks {}..{} of `{name}` ({:.1} steps/s)",
+            range.start,
+            range.end,
+            server.throughput()
+        );
+    }
+    if let Some(addr) = node.api_addr {
+        println!("OpenAI-compatible API on http://{addr}/v1");
+    }
+    if args.role != Role::Client {
+        println!("following the chain at {url}; consensus duties run every epoch");
+    }
+    shutdown_signal().await;
+    node.stop();
+    Ok(())
+}
+
 /// Completes at Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -1,0 +1,531 @@
+//! The whole system on one machine (SPEC §7): a development chain, a
+//! subnet for the model registered and activated through real
+//! transactions, staked hosters covering every block, validators, and a
+//! gateway serving the OpenAI-compatible API, every node with its own
+//! libp2p swarm on loopback and its own connection to the chain's RPC.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use hypertensor_chain::{ChainConfig, Node as ChainNode};
+use hypertensor_chain_client::{BlockId, Client as ChainClient};
+use hypertensor_model::GgufFile;
+use hypertensor_primitives::{Balance, Keypair, TENSOR};
+use hypertensor_runtime::{
+    Call, Event, GenesisAccount, GenesisConfig, NodeClass, NodeId, SettlementOutcome, SubnetId,
+    SubnetState,
+};
+use tokio::task::JoinHandle;
+
+use crate::epoch_loop::Behaviour;
+use crate::wiring::{HostOptions, NodeOptions, RunningNode, start_node};
+
+/// Stake each devnet node bonds.
+pub const NODE_STAKE: Balance = 1_000 * TENSOR;
+/// Hosters serving each block by default: distance to the mean needs a
+/// majority of honest answers.
+pub const DEFAULT_HOSTERS_PER_BLOCK: usize = 3;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct DevnetConfig {
+    /// Where the chain keeps its database.
+    pub dir: PathBuf,
+    /// The model file.
+    pub model_path: PathBuf,
+    /// The model's name in DHT keys and the subnet's name.
+    pub model_name: String,
+    /// Hosters (default: [`DEFAULT_HOSTERS_PER_BLOCK`] per block).
+    pub hosters: Option<usize>,
+    /// Validators that host nothing.
+    pub validators: usize,
+    /// Blocks each hoster serves.
+    pub blocks_per_hoster: usize,
+    /// Chain blocks per epoch.
+    pub epoch_length: u64,
+    /// Milliseconds between chain blocks.
+    pub block_time_ms: u64,
+    /// The gateway's API address (port 0 picks one).
+    pub api_addr: SocketAddr,
+    /// Faults to inject, by node name (`hoster-2`, `validator-0`, …).
+    pub behaviours: BTreeMap<String, Behaviour>,
+    /// Throughput hosters announce instead of measuring it.
+    pub throughput: Option<f64>,
+}
+
+impl DevnetConfig {
+    /// SPEC's devnet: 20-block epochs of 1 s blocks, two validators,
+    /// hosters of 10 blocks, API on 127.0.0.1:8000.
+    pub fn new(dir: PathBuf, model_path: PathBuf, model_name: &str) -> Self {
+        DevnetConfig {
+            dir,
+            model_path,
+            model_name: model_name.to_string(),
+            hosters: None,
+            validators: 2,
+            blocks_per_hoster: 10,
+            epoch_length: 20,
+            block_time_ms: 1000,
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            behaviours: BTreeMap::new(),
+            throughput: None,
+        }
+    }
+}
+
+/// What a devnet node does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Serves these blocks (and validates once Validator class).
+    Hoster(Range<usize>),
+    /// Validates only.
+    Validator,
+}
+
+/// A devnet node's keys and job.
+#[derive(Clone, Debug)]
+pub struct Member {
+    /// `hoster-<i>` or `validator-<i>`.
+    pub name: String,
+    /// Its job.
+    pub role: Role,
+    /// Its P2P identity and hotkey.
+    pub identity: Keypair,
+    /// The account that stakes for it and receives its rewards.
+    pub owner: Keypair,
+}
+
+/// The devnet's nodes: validators first (the subnet's initial validators
+/// are the first three), then hosters, spans dealt round-robin so each
+/// block is served by about `hosters / segments` hosters.
+pub fn roster(
+    n_blocks: usize,
+    hosters: Option<usize>,
+    validators: usize,
+    blocks_per_hoster: usize,
+) -> Result<Vec<Member>> {
+    if blocks_per_hoster == 0 {
+        bail!("--blocks-per-hoster must be at least 1");
+    }
+    let k = blocks_per_hoster.min(n_blocks);
+    let segments = n_blocks.div_ceil(k);
+    let hosters = hosters.unwrap_or(segments * DEFAULT_HOSTERS_PER_BLOCK);
+    if hosters < segments {
+        bail!("{hosters} hosters of {k} blocks cannot cover the model's {n_blocks} blocks");
+    }
+    if hosters + validators < 3 {
+        bail!("a subnet needs at least 3 nodes; ask for more hosters or validators");
+    }
+    let member = |name: String, role: Role| Member {
+        identity: Keypair::dev(&format!("devnet/{name}")),
+        owner: Keypair::dev(&format!("devnet/{name}/owner")),
+        name,
+        role,
+    };
+    let mut members: Vec<Member> = (0..validators)
+        .map(|i| member(format!("validator-{i}"), Role::Validator))
+        .collect();
+    for i in 0..hosters {
+        let s = i % segments;
+        let blocks = s * k..((s + 1) * k).min(n_blocks);
+        members.push(member(format!("hoster-{i}"), Role::Hoster(blocks)));
+    }
+    Ok(members)
+}
+
+/// A running devnet. Dropping it stops everything.
+pub struct Devnet {
+    /// The chain's RPC URL.
+    pub chain_url: String,
+    /// The subnet.
+    pub subnet: SubnetId,
+    /// The nodes, in roster order, with what runs them.
+    pub nodes: Vec<(Member, RunningNode)>,
+    /// The gateway (no stake; serves the API).
+    pub gateway: RunningNode,
+    /// The API's address.
+    pub api_addr: SocketAddr,
+    /// The chain client the devnet set things up with.
+    pub chain: ChainClient,
+    chain_task: Option<JoinHandle<()>>,
+    chain_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    activation: Option<JoinHandle<Result<()>>>,
+}
+
+fn genesis(config: &DevnetConfig, members: &[Member]) -> GenesisConfig {
+    let mut genesis = GenesisConfig::dev();
+    genesis.params.epoch_length = config.epoch_length;
+    genesis.params.block_time_ms = config.block_time_ms;
+    for m in members {
+        genesis.accounts.push(GenesisAccount {
+            account: m.owner.account_id(),
+            balance: 2 * NODE_STAKE,
+        });
+        // Hotkeys pay nothing for valid proposals and attestations, but a
+        // submission must be able to cover the base fee.
+        genesis.accounts.push(GenesisAccount {
+            account: m.identity.account_id(),
+            balance: TENSOR,
+        });
+    }
+    genesis
+}
+
+impl Devnet {
+    /// Starts the chain, registers the subnet and its nodes, starts every
+    /// node and the gateway, and activates nodes and subnet in the
+    /// background as soon as the chain allows (the next epoch). Returns
+    /// once the gateway serves the API.
+    pub async fn start(config: DevnetConfig) -> Result<Devnet> {
+        let gguf = GgufFile::open(&config.model_path)
+            .with_context(|| format!("cannot open {}", config.model_path.display()))?;
+        let n_blocks = gguf.config()?.n_blocks;
+        let members = roster(
+            n_blocks,
+            config.hosters,
+            config.validators,
+            config.blocks_per_hoster,
+        )?;
+        if config.epoch_length < 10 {
+            bail!("--epoch-length must be at least 10 blocks (the reveal windows are 10% of it)");
+        }
+        for name in config.behaviours.keys() {
+            if !members.iter().any(|m| &m.name == name) {
+                bail!("no devnet node is called `{name}`");
+            }
+        }
+
+        let mut chain_config = ChainConfig::dev(
+            config.dir.join("chain"),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+        );
+        chain_config.genesis = genesis(&config, &members);
+        chain_config.block_time = Some(Duration::from_millis(config.block_time_ms));
+        let chain_node = ChainNode::start(chain_config)
+            .await
+            .context("cannot start the chain")?;
+        let chain_url = format!("ws://{}", chain_node.rpc_addr());
+        let (chain_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let chain_task = tokio::spawn(async move {
+            let stop = async {
+                let _ = stop_rx.await;
+            };
+            if let Err(e) = chain_node.run_until(stop).await {
+                tracing::error!(error = %e, "the chain stopped");
+            }
+        });
+        let chain = ChainClient::connect(&chain_url).await?;
+        let subnet = register(&chain, &config, &members).await?;
+
+        let mut nodes: Vec<(Member, RunningNode)> = Vec::with_capacity(members.len());
+        let mut bootstrap = Vec::new();
+        for member in &members {
+            let mut options = NodeOptions::new(
+                member.identity.clone(),
+                subnet,
+                &chain_url,
+                config.model_path.clone(),
+            );
+            options.model_name = config.model_name.clone();
+            options.bootstrap = bootstrap.clone();
+            options.behaviour = config
+                .behaviours
+                .get(&member.name)
+                .copied()
+                .unwrap_or_default();
+            if let Role::Hoster(blocks) = &member.role {
+                options.host = Some(HostOptions {
+                    blocks: blocks.clone(),
+                    cache_bytes: 64 << 20,
+                    throughput: config.throughput,
+                });
+            }
+            let node = start_node(options)
+                .await
+                .with_context(|| format!("cannot start {}", member.name))?;
+            if bootstrap.is_empty() {
+                bootstrap = node.dial_addrs().await?;
+            }
+            nodes.push((member.clone(), node));
+        }
+        let mut gateway_options = NodeOptions::new(
+            Keypair::dev("devnet/gateway"),
+            subnet,
+            &chain_url,
+            config.model_path.clone(),
+        );
+        gateway_options.model_name = config.model_name.clone();
+        gateway_options.bootstrap = bootstrap;
+        gateway_options.consensus = false;
+        gateway_options.api = Some(config.api_addr);
+        let gateway = start_node(gateway_options)
+            .await
+            .context("cannot start the gateway")?;
+        let api_addr = gateway.api_addr.context("the gateway serves no API")?;
+
+        let activation = {
+            let chain = ChainClient::connect(&chain_url).await?;
+            let members = members.clone();
+            tokio::spawn(async move { activate(&chain, subnet, &members).await })
+        };
+        Ok(Devnet {
+            chain_url,
+            subnet,
+            nodes,
+            gateway,
+            api_addr,
+            chain,
+            chain_task: Some(chain_task),
+            chain_stop: Some(chain_stop),
+            activation: Some(activation),
+        })
+    }
+
+    /// Waits until the subnet is active (nodes and subnet activated).
+    pub async fn wait_active(&mut self) -> Result<()> {
+        if let Some(task) = self.activation.take() {
+            task.await.context("the activation task failed")??;
+        }
+        Ok(())
+    }
+
+    /// The node named `name`.
+    pub fn node(&self, name: &str) -> Option<&(Member, RunningNode)> {
+        self.nodes.iter().find(|(m, _)| m.name == name)
+    }
+
+    /// Stops the nodes, the gateway and then the chain (which finishes its
+    /// current block and closes its database).
+    pub async fn stop(mut self) {
+        if let Some(task) = self.activation.take() {
+            task.abort();
+        }
+        for (_, node) in self.nodes.drain(..) {
+            node.stop();
+        }
+        if let Some(stop) = self.chain_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.chain_task.take() {
+            let _ = task.await;
+        }
+    }
+
+    /// What happened in epoch `epoch` (complete once it is settled, at the
+    /// first block of the next epoch).
+    pub async fn epoch_report(&self, epoch: u64) -> Result<EpochReport> {
+        epoch_report(&self.chain, self.subnet, epoch, &self.nodes).await
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        if let Some(task) = &self.activation {
+            task.abort();
+        }
+        if let Some(stop) = self.chain_stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Registers the subnet and every node that is not registered yet (a
+/// devnet restarted on the same directory finds them on chain).
+async fn register(
+    chain: &ChainClient,
+    config: &DevnetConfig,
+    members: &[Member],
+) -> Result<SubnetId> {
+    let alice = Keypair::dev("alice");
+    let subnet: SubnetId = 1;
+    if chain.subnet(subnet).await?.is_none() {
+        let call = Call::RegisterSubnet {
+            name: config.model_name.clone(),
+            model: config
+                .model_path
+                .file_name()
+                .and_then(|f| f.to_str())
+                .unwrap_or("model")
+                .to_string(),
+            min_stake: 100 * TENSOR,
+            max_stake: 10_000 * TENSOR,
+            initial_validators: members
+                .iter()
+                .take(3)
+                .map(|m| m.identity.peer_id())
+                .collect(),
+        };
+        let inclusion = chain.sign_and_watch(&alice, call).await?;
+        if let Some(e) = inclusion.failure() {
+            bail!("registering the subnet failed: {e}");
+        }
+    }
+    let registered = chain.subnet_nodes(subnet).await?;
+    let pending = members
+        .iter()
+        .filter(|m| !registered.iter().any(|n| n.peer_id == m.identity.peer_id()))
+        .map(|m| async move {
+            let call = Call::RegisterSubnetNode {
+                subnet,
+                hotkey: m.identity.account_id(),
+                peer_id: m.identity.peer_id(),
+                client_peer_id: None,
+                stake: NODE_STAKE,
+            };
+            let inclusion = chain.sign_and_watch(&m.owner, call).await?;
+            match inclusion.failure() {
+                Some(e) => bail!("registering {} failed: {e}", m.name),
+                None => Ok(()),
+            }
+        });
+    for outcome in futures::future::join_all(pending).await {
+        outcome?;
+    }
+    Ok(subnet)
+}
+
+/// Activates every registered node once its start epoch comes, then the
+/// subnet.
+async fn activate(chain: &ChainClient, subnet: SubnetId, members: &[Member]) -> Result<()> {
+    let mut heads = chain.subscribe_new_heads().await?;
+    loop {
+        let epoch = chain.epoch_info().await?.epoch;
+        let nodes = chain.subnet_nodes(subnet).await?;
+        let waiting: Vec<_> = nodes
+            .iter()
+            .filter(|n| n.class == NodeClass::Registered)
+            .collect();
+        if waiting.iter().all(|n| n.start_epoch <= epoch) {
+            let activations = waiting.iter().map(|n| async move {
+                let member = members
+                    .iter()
+                    .find(|m| m.identity.peer_id() == n.peer_id)
+                    .context("a node the devnet does not know")?;
+                let call = Call::ActivateSubnetNode { subnet, node: n.id };
+                let inclusion = chain.sign_and_watch(&member.owner, call).await?;
+                match inclusion.failure() {
+                    Some(e) => bail!("activating {} failed: {e}", member.name),
+                    None => Ok(()),
+                }
+            });
+            for outcome in futures::future::join_all(activations).await {
+                outcome?;
+            }
+            break;
+        }
+        heads.next().await.context("the chain closed")??;
+    }
+    let state = chain.subnet(subnet).await?.context("the subnet vanished")?;
+    if state.state != SubnetState::Active {
+        let call = Call::ActivateSubnet { subnet };
+        let inclusion = chain.sign_and_watch(&Keypair::dev("alice"), call).await?;
+        if let Some(e) = inclusion.failure() {
+            bail!("activating the subnet failed: {e}");
+        }
+    }
+    tracing::info!(subnet, "subnet active");
+    Ok(())
+}
+
+/// One node's line of an epoch's report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeReport {
+    /// The devnet's name for it.
+    pub name: String,
+    /// Its id on chain.
+    pub node: NodeId,
+    /// Its class after the epoch's settlement.
+    pub class: NodeClass,
+    /// Its proposed score (chain fraction), if the epoch had a proposal.
+    pub score: Option<u128>,
+    /// What its owner was paid at settlement.
+    pub reward: Balance,
+    /// Its owner's free balance after settlement.
+    pub balance: Balance,
+    /// Its penalties after settlement.
+    pub penalties: u32,
+}
+
+/// What happened in one settled epoch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochReport {
+    /// The epoch.
+    pub epoch: u64,
+    /// The elected validator's node id, if the subnet was active.
+    pub elected: Option<NodeId>,
+    /// Snapshot size.
+    pub snapshot: usize,
+    /// Attestations received (the proposer's included).
+    pub attestations: usize,
+    /// The settlement.
+    pub outcome: Option<SettlementOutcome>,
+    /// The rewards vault after settlement.
+    pub vault: Balance,
+    /// Every devnet node that is still on chain.
+    pub nodes: Vec<NodeReport>,
+}
+
+async fn epoch_report(
+    chain: &ChainClient,
+    subnet: SubnetId,
+    epoch: u64,
+    members: &[(Member, RunningNode)],
+) -> Result<EpochReport> {
+    let consensus = chain.consensus_data(subnet, Some(epoch)).await?;
+    let length = chain.parameters().await?.epoch_length;
+    let settlement = (epoch + 1) * length;
+    let events = chain
+        .events(Some(BlockId::Height(settlement)))
+        .await?
+        .unwrap_or_default();
+    let mut rewards: BTreeMap<NodeId, Balance> = BTreeMap::new();
+    for record in &events {
+        if let Event::RewardPaid {
+            subnet: s,
+            node,
+            amount,
+            ..
+        } = &record.event
+            && *s == subnet
+        {
+            *rewards.entry(*node).or_default() += amount;
+        }
+    }
+    let on_chain = chain.subnet_nodes(subnet).await?;
+    let mut nodes = Vec::new();
+    for (member, _) in members {
+        let Some(n) = on_chain
+            .iter()
+            .find(|n| n.peer_id == member.identity.peer_id())
+        else {
+            continue;
+        };
+        let score = consensus
+            .as_ref()
+            .and_then(|c| c.proposal.as_ref())
+            .and_then(|p| p.iter().find(|(id, _)| *id == n.id).map(|(_, s)| *s));
+        nodes.push(NodeReport {
+            name: member.name.clone(),
+            node: n.id,
+            class: n.class,
+            score,
+            reward: rewards.get(&n.id).copied().unwrap_or(0),
+            balance: chain.account(&member.owner.account_id()).await?.free,
+            penalties: n.penalties,
+        });
+    }
+    let vault = chain.totals().await?.vault;
+    Ok(EpochReport {
+        epoch,
+        elected: consensus.as_ref().map(|c| c.validator),
+        snapshot: consensus.as_ref().map_or(0, |c| c.snapshot.len()),
+        attestations: consensus.as_ref().map_or(0, |c| c.attestations.len()),
+        outcome: consensus.and_then(|c| c.outcome),
+        vault,
+        nodes,
+    })
+}

@@ -1,0 +1,281 @@
+//! One subnet node wired together: chain connection, P2P layer with the
+//! chain's proof of stake and phase clock, an optional block server, the
+//! consensus loop and an optional gateway API.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use hypertensor_api::ApiConfig;
+use hypertensor_chain_client::Client as ChainClient;
+use hypertensor_consensus::phase::PhaseParams;
+use hypertensor_inference::{
+    BlockServer, ClientConfig, ServerConfig, SwarmBackend, SwarmClient, p2p_config,
+};
+use hypertensor_model::{BlockSpan, GgufFile};
+use hypertensor_p2p::{CachingStakeOracle, Client, Multiaddr};
+use hypertensor_primitives::Keypair;
+use hypertensor_runtime::{NodeClass, SubnetId};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::clock::ChainClock;
+use crate::dht::LoopMetrics;
+use crate::epoch_loop::{Behaviour, ConsensusConfig, ConsensusLoop, Hosting, LoopStatus};
+use crate::schemas::with_consensus_schemas;
+use crate::stake::ChainStake;
+
+/// Blocks of grace the DHT's phase validator allows around each window.
+pub const PHASE_GRACE_BLOCKS: u64 = 1;
+
+/// What a node serves besides consensus.
+#[derive(Clone, Debug)]
+pub struct HostOptions {
+    /// Blocks to serve.
+    pub blocks: Range<usize>,
+    /// Bytes of KV cache all sessions together may hold.
+    pub cache_bytes: usize,
+    /// Throughput to announce instead of measuring it.
+    pub throughput: Option<f64>,
+}
+
+/// Everything [`start_node`] needs.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// The node's identity; also its hotkey on chain.
+    pub keypair: Keypair,
+    /// The subnet.
+    pub subnet: SubnetId,
+    /// The chain's RPC URL (`ws://…` or `http://…`).
+    pub chain_url: String,
+    /// The model file.
+    pub model_path: PathBuf,
+    /// The model's name in DHT keys.
+    pub model_name: String,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Addresses to announce.
+    pub announce: Vec<Multiaddr>,
+    /// Peers to join through.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Serve a span of blocks (a hoster).
+    pub host: Option<HostOptions>,
+    /// Take part in consensus (hosters and validators do; a gateway
+    /// does not).
+    pub consensus: bool,
+    /// Serve the OpenAI-compatible API here (a gateway).
+    pub api: Option<SocketAddr>,
+    /// Honest, or a fault to inject.
+    pub behaviour: Behaviour,
+}
+
+impl NodeOptions {
+    /// An honest node of `subnet` with no span and no API, listening on
+    /// an ephemeral loopback port.
+    pub fn new(keypair: Keypair, subnet: SubnetId, chain_url: &str, model_path: PathBuf) -> Self {
+        NodeOptions {
+            keypair,
+            subnet,
+            chain_url: chain_url.to_string(),
+            model_path,
+            model_name: "smollm2".to_string(),
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr")],
+            announce: Vec::new(),
+            bootstrap: Vec::new(),
+            host: None,
+            consensus: true,
+            api: None,
+            behaviour: Behaviour::Honest,
+        }
+    }
+}
+
+/// A running node. Dropping it stops every task.
+pub struct RunningNode {
+    /// Its P2P client.
+    pub p2p: Client,
+    /// Its block server, if it hosts.
+    pub server: Option<Arc<BlockServer>>,
+    /// The consensus loop's status, if it runs one.
+    pub status: Option<watch::Receiver<LoopStatus>>,
+    /// The consensus loop's counters, if it runs one.
+    pub metrics: Option<Arc<LoopMetrics>>,
+    /// The API's address, if it serves one.
+    pub api_addr: Option<SocketAddr>,
+    tasks: Vec<JoinHandle<()>>,
+    api_stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl RunningNode {
+    /// The node's addresses with its peer id, to bootstrap others.
+    pub async fn dial_addrs(&self) -> Result<Vec<Multiaddr>> {
+        let id = self.p2p.peer_id();
+        Ok(self
+            .p2p
+            .listen_addrs()
+            .await?
+            .into_iter()
+            .map(|a| a.with_p2p(id).unwrap_or_else(|a| a))
+            .collect())
+    }
+
+    /// Stops the node: the API finishes its responses, everything else
+    /// stops at once.
+    pub fn stop(mut self) {
+        if let Some(stop) = self.api_stop.take() {
+            let _ = stop.send(());
+        }
+        for task in self.tasks.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Starts a node on the current tokio runtime.
+pub async fn start_node(options: NodeOptions) -> Result<RunningNode> {
+    let chain = Arc::new(
+        ChainClient::connect(&options.chain_url)
+            .await
+            .with_context(|| format!("cannot reach the chain at {}", options.chain_url))?,
+    );
+    let genesis = chain.health().await?.genesis_hash;
+    let params = chain.parameters().await?;
+    let height = chain.epoch_info().await?.height;
+    let clock = Arc::new(ChainClock::new(
+        height,
+        params.epoch_length,
+        PhaseParams::default(),
+        PHASE_GRACE_BLOCKS,
+    ));
+    // Records live three epochs: read in their epoch and the next.
+    let epoch_time =
+        Duration::from_millis(params.block_time_ms.saturating_mul(params.epoch_length));
+    let record_ttl = (epoch_time * 3).max(Duration::from_secs(60));
+    let stake = CachingStakeOracle::new(ChainStake::new(
+        chain.clone(),
+        options.subnet,
+        NodeClass::Registered,
+    ));
+    let mut config = p2p_config(
+        options.keypair.clone(),
+        options.subnet,
+        genesis,
+        &options.model_name,
+        Arc::new(stake),
+    );
+    config.phase = clock.clone();
+    config.schemas = with_consensus_schemas(config.schemas, record_ttl);
+    config.listen = options.listen.clone();
+    config.announce = options.announce.clone();
+    config.bootstrap = options.bootstrap.clone();
+    let (p2p, events, event_loop) =
+        hypertensor_p2p::new(config).context("cannot start the P2P node")?;
+    let mut tasks = vec![tokio::spawn(event_loop.run())];
+    if !options.bootstrap.is_empty() {
+        for _ in 0..100 {
+            if p2p.routing_table_size().await.unwrap_or(0) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let gguf = GgufFile::open(&options.model_path)
+        .with_context(|| format!("cannot open {}", options.model_path.display()))?;
+    let model = gguf.config()?;
+    let mut server = None;
+    let mut hosting = None;
+    match &options.host {
+        Some(host) => {
+            if host.blocks.is_empty() || host.blocks.end > model.n_blocks {
+                bail!(
+                    "blocks {}..{} do not fit the model's {} blocks",
+                    host.blocks.start,
+                    host.blocks.end,
+                    model.n_blocks
+                );
+            }
+            let span = BlockSpan::load(&gguf, host.blocks.clone())?;
+            let mut server_config = ServerConfig::new(&options.model_name);
+            server_config.cache_budget_bytes = host.cache_bytes;
+            server_config.throughput = host.throughput;
+            let block_server = Arc::new(BlockServer::new(span, server_config)?);
+            hosting = Some(Hosting {
+                span: block_server.shared_span(),
+                server: Some(block_server.clone()),
+            });
+            tasks.push(tokio::spawn(block_server.clone().run(p2p.clone(), events)));
+            server = Some(block_server);
+        }
+        None => drop(events),
+    }
+
+    let (mut status, mut metrics) = (None, None);
+    if options.consensus {
+        let mut consensus = ConsensusConfig::new(
+            options.subnet,
+            options.keypair.clone(),
+            u32::try_from(model.n_blocks).context("block count")?,
+            model.hidden_size,
+        );
+        consensus.record_ttl = record_ttl;
+        consensus.behaviour = options.behaviour;
+        let consensus_loop =
+            ConsensusLoop::new(consensus, p2p.clone(), chain.clone(), clock, hosting)?;
+        status = Some(consensus_loop.status());
+        metrics = Some(consensus_loop.metrics());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = consensus_loop.run().await {
+                tracing::error!(error = %format!("{e:#}"), "the consensus loop stopped");
+            }
+        }));
+    }
+
+    let (mut api_addr, mut api_stop) = (None, None);
+    if let Some(addr) = options.api {
+        let client = SwarmClient::load(
+            &options.model_path,
+            p2p.clone(),
+            tokio::runtime::Handle::current(),
+            ClientConfig::new(&options.model_name),
+        )?;
+        let backend = Arc::new(SwarmBackend::new(&options.model_name, Arc::new(client)));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        api_addr = Some(listener.local_addr()?);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        api_stop = Some(stop_tx);
+        tasks.push(tokio::spawn(async move {
+            let stop = async {
+                let _ = stop_rx.await;
+            };
+            if let Err(e) =
+                hypertensor_api::serve(listener, backend, &ApiConfig::default(), stop).await
+            {
+                tracing::error!(error = %e, "the API server stopped");
+            }
+        }));
+    }
+
+    Ok(RunningNode {
+        p2p,
+        server,
+        status,
+        metrics,
+        api_addr,
+        tasks,
+        api_stop,
+    })
+}
