@@ -55,6 +55,9 @@ pub struct DevnetConfig {
     pub behaviours: BTreeMap<String, Behaviour>,
     /// Throughput hosters announce instead of measuring it.
     pub throughput: Option<f64>,
+    /// Run the consensus loops (off only to measure a baseline: the
+    /// subnet then never reaches consensus).
+    pub consensus: bool,
 }
 
 impl DevnetConfig {
@@ -73,6 +76,7 @@ impl DevnetConfig {
             api_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
             behaviours: BTreeMap::new(),
             throughput: None,
+            consensus: true,
         }
     }
 }
@@ -232,6 +236,7 @@ impl Devnet {
             );
             options.model_name = config.model_name.clone();
             options.bootstrap = bootstrap.clone();
+            options.consensus = config.consensus;
             options.behaviour = config
                 .behaviours
                 .get(&member.name)

@@ -123,3 +123,86 @@ pub fn score_epoch(
         proposal,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hypertensor_consensus::records::Sketch;
+    use hypertensor_consensus::scores::encode_proposal;
+    use hypertensor_primitives::Keypair;
+    use hypertensor_primitives::codec::Encode;
+
+    fn node(id: NodeId, class: NodeClass) -> (SubnetNode, Keypair) {
+        let key = Keypair::dev(&format!("view-{id}"));
+        let node = SubnetNode {
+            id,
+            owner: key.account_id(),
+            hotkey: key.account_id(),
+            peer_id: key.peer_id(),
+            client_peer_id: None,
+            stake: 100,
+            class,
+            class_start_epoch: 0,
+            start_epoch: 0,
+            penalties: 0,
+            promotion_progress: 0,
+        };
+        (node, key)
+    }
+
+    /// A view of epoch 5: a validator with no hoster records, three
+    /// hosters (one noisy), one whose reveal is missing, and an Idle node
+    /// that is not scored.
+    fn view() -> EpochView {
+        let mut view = EpochView::default();
+        for (id, class, noise) in [
+            (1, NodeClass::Validator, None),
+            (2, NodeClass::Included, Some(0.0)),
+            (3, NodeClass::Included, Some(0.3)),
+            (4, NodeClass::Included, Some(0.0)),
+            (5, NodeClass::Idle, Some(0.0)),
+            (6, NodeClass::Included, Some(0.0)),
+        ] {
+            let (n, _) = node(id, class);
+            if let Some(noise) = noise {
+                let sketch: Sketch = std::array::from_fn(|i| 1.0 + i as f32 * 0.01 + noise);
+                let reveal = HosterReveal::new([id as u8; 16], 0, vec![sketch; 2]).unwrap();
+                view.hoster_commits
+                    .insert(n.peer_id.clone(), reveal.commit(5, &n.peer_id).0.to_vec());
+                if id != 6 {
+                    view.hoster_reveals
+                        .insert(n.peer_id.clone(), reveal.encode());
+                }
+            }
+            view.nodes.push(n);
+        }
+        view
+    }
+
+    #[test]
+    fn node_order_does_not_change_the_proposal_bytes() {
+        let params = ScoreParams::default();
+        let a = score_epoch(&params, 5, 2, &view()).unwrap();
+        let mut reversed = view();
+        reversed.nodes.reverse();
+        let b = score_epoch(&params, 5, 2, &reversed).unwrap();
+        assert_eq!(encode_proposal(&a.proposal), encode_proposal(&b.proposal));
+        let ids: Vec<NodeId> = a.proposal.iter().map(|(id, _)| *id).collect();
+        assert_eq!(ids, vec![1, 2, 3, 4, 6], "scored nodes only, Idle left out");
+        let score = |id| a.hosters[&id];
+        assert_eq!(score(1), 0.0, "no records");
+        assert_eq!(score(6), 0.0, "commit without reveal");
+        assert_eq!(score(2), score(4));
+        assert!(score(2) > score(3) && score(3) > 0.0, "{:?}", a.hosters);
+        assert!((a.hosters.values().sum::<f64>() - 0.4).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_record_that_does_not_decode_counts_as_missing() {
+        let mut v = view();
+        let peer = v.nodes[1].peer_id.clone();
+        v.hoster_reveals.insert(peer, vec![1, 2, 3]);
+        let s = score_epoch(&ScoreParams::default(), 5, 2, &v).unwrap();
+        assert_eq!(s.hosters[&2], 0.0);
+    }
+}

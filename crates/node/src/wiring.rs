@@ -181,7 +181,10 @@ pub async fn start_node(options: NodeOptions) -> Result<RunningNode> {
     config.bootstrap = options.bootstrap.clone();
     let (p2p, events, event_loop) =
         hypertensor_p2p::new(config).context("cannot start the P2P node")?;
-    let mut tasks = vec![tokio::spawn(event_loop.run())];
+    let mut tasks = vec![
+        tokio::spawn(event_loop.run()),
+        tokio::spawn(follow_heads(chain.clone(), clock.clone())),
+    ];
     if !options.bootstrap.is_empty() {
         for _ in 0..100 {
             if p2p.routing_table_size().await.unwrap_or(0) > 0 {
@@ -278,4 +281,23 @@ pub async fn start_node(options: NodeOptions) -> Result<RunningNode> {
         tasks,
         api_stop,
     })
+}
+
+/// Keeps the DHT's phase clock at the chain's latest head, for every node
+/// (a gateway validates consensus records it holds too).
+async fn follow_heads(chain: Arc<ChainClient>, clock: Arc<ChainClock>) {
+    let mut heads = match chain.subscribe_new_heads().await {
+        Ok(heads) => heads,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot follow the chain's heads: consensus records will be refused");
+            return;
+        }
+    };
+    while let Some(head) = heads.next().await {
+        match head {
+            Ok(head) => clock.set_height(head.header.height),
+            Err(e) => tracing::warn!(error = %e, "bad head notification"),
+        }
+    }
+    tracing::error!("the chain's head subscription ended: consensus records will be refused");
 }

@@ -1,5 +1,6 @@
 //! End-to-end tests of the `hypertensor` binary, run as a user runs it.
 
 mod chain;
+mod devnet;
 mod local_model;
 mod node;

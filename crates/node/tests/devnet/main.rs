@@ -1,0 +1,9 @@
+//! Devnets in-process over real sockets and the real chain RPC: an
+//! honest subnet over several epochs, adversaries, a silent elected
+//! validator and a peer without stake.
+
+mod adversaries;
+mod honest;
+mod scenario;
+mod silent;
+mod unstaked;
