@@ -209,3 +209,23 @@ fn generate_and_chat_run_their_blocks_on_the_swarm() {
     assert_eq!(swarm_chat, local_chat);
     assert!(!swarm_chat.trim().is_empty());
 }
+
+#[test]
+fn a_validator_without_a_chain_is_refused_with_a_clear_error() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hypertensor"))
+        .args([
+            "node",
+            "--role",
+            "validator",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--role validator needs --chain"),
+        "{stderr}"
+    );
+}
