@@ -4,6 +4,7 @@
 
 mod adversaries;
 mod honest;
+mod phases;
 mod scenario;
 mod silent;
 mod unstaked;

@@ -5,9 +5,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use hypertensor_chain_client::{BlockId, Client};
+use hypertensor_consensus::phase::RecordKind;
+use hypertensor_consensus::records::{Challenge, HosterReveal, ValidatorReveal};
 use hypertensor_node::devnet::{Devnet, DevnetConfig, EpochReport};
 use hypertensor_primitives::Fixed;
+use hypertensor_primitives::codec::Encode;
 use hypertensor_runtime::{Event, EventRecord, SettlementOutcome, Totals};
 
 /// Blocks per epoch of the test devnets.
@@ -150,4 +155,22 @@ pub(crate) fn node_rewards(events: &[EventRecord]) -> std::collections::BTreeMap
         }
     }
     out
+}
+
+/// A well-formed value of each consensus record kind.
+pub(crate) fn record_value(kind: RecordKind) -> Vec<u8> {
+    match kind {
+        RecordKind::Challenge => Challenge {
+            seed: [7; 32],
+            tokens: 8,
+        }
+        .encode(),
+        RecordKind::HosterCommit | RecordKind::ValidatorCommit => vec![9; 32],
+        RecordKind::HosterReveal => HosterReveal::new([1; 16], 0, vec![[0.5; 64]])
+            .unwrap()
+            .encode(),
+        RecordKind::ValidatorReveal => ValidatorReveal::new([2; 16], &BTreeMap::from([(3, 0.4)]))
+            .unwrap()
+            .encode(),
+    }
 }

@@ -2,35 +2,16 @@
 //! refuses the write, and when it sends signed entries to the subnet's
 //! nodes anyway, every one of them drops them for want of stake.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use hypertensor_consensus::phase::{PhaseParams, Position, RecordKind, Writer};
-use hypertensor_consensus::records::{Challenge, HosterReveal, ValidatorReveal};
 use hypertensor_node::{NodeOptions, chain_peer_id, start_node};
 use hypertensor_p2p::{P2pError, RejectKind, RejectReason, SignedEntry, now_ms};
 use hypertensor_primitives::Keypair;
-use hypertensor_primitives::codec::Encode;
 
 use crate::honest::honest;
-use crate::scenario::{EPOCH_LENGTH, model_path};
-
-fn value_of(kind: RecordKind) -> Vec<u8> {
-    match kind {
-        RecordKind::Challenge => Challenge {
-            seed: [7; 32],
-            tokens: 8,
-        }
-        .encode(),
-        RecordKind::HosterCommit | RecordKind::ValidatorCommit => vec![9; 32],
-        RecordKind::HosterReveal => HosterReveal::new([1; 16], 0, vec![[0.5; 64]])
-            .unwrap()
-            .encode(),
-        RecordKind::ValidatorReveal => ValidatorReveal::new([2; 16], &BTreeMap::from([(3, 0.4)]))
-            .unwrap()
-            .encode(),
-    }
-}
+use crate::scenario::{EPOCH_LENGTH, model_path, record_value};
 
 #[test]
 fn a_peer_without_stake_cannot_write_any_consensus_record() {
@@ -82,12 +63,16 @@ fn a_peer_without_stake_cannot_write_any_consensus_record() {
                 }
                 kinds.insert(kind.prefix());
                 let expiration = now_ms() + 60_000;
-                let local = attacker.p2p.store(&key, value_of(kind), expiration).await;
+                let local = attacker
+                    .p2p
+                    .store(&key, record_value(kind), expiration)
+                    .await;
                 assert!(
                     matches!(local, Err(P2pError::Rejected(RejectReason::NotStaked))),
                     "{key}: {local:?}"
                 );
-                let entry = SignedEntry::sign(&keypair, &genesis, &key, value_of(kind), expiration);
+                let entry =
+                    SignedEntry::sign(&keypair, &genesis, &key, record_value(kind), expiration);
                 let _ = attacker.p2p.publish_entry(&key, entry).await;
             }
         }
