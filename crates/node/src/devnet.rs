@@ -155,9 +155,34 @@ pub struct Devnet {
     pub api_addr: SocketAddr,
     /// The chain client the devnet set things up with.
     pub chain: ChainClient,
+    chain_config: ChainConfig,
     chain_task: Option<JoinHandle<()>>,
     chain_stop: Option<tokio::sync::oneshot::Sender<()>>,
     activation: Option<JoinHandle<Result<()>>>,
+}
+
+/// Runs a chain node until told to stop.
+async fn spawn_chain(
+    config: ChainConfig,
+) -> Result<(
+    std::net::SocketAddr,
+    JoinHandle<()>,
+    tokio::sync::oneshot::Sender<()>,
+)> {
+    let node = ChainNode::start(config)
+        .await
+        .context("cannot start the chain")?;
+    let addr = node.rpc_addr();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let stop = async {
+            let _ = stop_rx.await;
+        };
+        if let Err(e) = node.run_until(stop).await {
+            tracing::error!(error = %e, "the chain stopped");
+        }
+    });
+    Ok((addr, task, stop_tx))
 }
 
 fn genesis(config: &DevnetConfig, members: &[Member]) -> GenesisConfig {
@@ -209,19 +234,10 @@ impl Devnet {
         );
         chain_config.genesis = genesis(&config, &members);
         chain_config.block_time = Some(Duration::from_millis(config.block_time_ms));
-        let chain_node = ChainNode::start(chain_config)
-            .await
-            .context("cannot start the chain")?;
-        let chain_url = format!("ws://{}", chain_node.rpc_addr());
-        let (chain_stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let chain_task = tokio::spawn(async move {
-            let stop = async {
-                let _ = stop_rx.await;
-            };
-            if let Err(e) = chain_node.run_until(stop).await {
-                tracing::error!(error = %e, "the chain stopped");
-            }
-        });
+        let (rpc_addr, chain_task, chain_stop) = spawn_chain(chain_config.clone()).await?;
+        // A restart binds the same port, so nodes find the chain again.
+        chain_config.rpc_addr = rpc_addr;
+        let chain_url = format!("ws://{rpc_addr}");
         let chain = ChainClient::connect(&chain_url).await?;
         let subnet = register(&chain, &config, &members).await?;
 
@@ -284,6 +300,7 @@ impl Devnet {
             gateway,
             api_addr,
             chain,
+            chain_config,
             chain_task: Some(chain_task),
             chain_stop: Some(chain_stop),
             activation: Some(activation),
@@ -295,6 +312,23 @@ impl Devnet {
         if let Some(task) = self.activation.take() {
             task.await.context("the activation task failed")??;
         }
+        Ok(())
+    }
+
+    /// Stops the chain node (it finishes its block and closes its
+    /// database) and starts it again on the same directory and port, as an
+    /// operator restarting it would; the nodes reconnect by themselves.
+    pub async fn restart_chain(&mut self) -> Result<()> {
+        if let Some(stop) = self.chain_stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.chain_task.take() {
+            let _ = task.await;
+        }
+        let (_, task, stop) = spawn_chain(self.chain_config.clone()).await?;
+        self.chain_task = Some(task);
+        self.chain_stop = Some(stop);
+        self.chain = ChainClient::connect(&self.chain_url).await?;
         Ok(())
     }
 

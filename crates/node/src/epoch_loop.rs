@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use hypertensor_chain_client::Client as ChainClient;
+use hypertensor_chain_client::{Client as ChainClient, HeaderInfo, Subscription};
 use hypertensor_consensus::NodeId;
 use hypertensor_consensus::phase::{PhaseParams, Position, RecordKind, Writer};
 use hypertensor_consensus::records::{
@@ -39,6 +39,7 @@ use hypertensor_runtime::{Call, EpochConsensus, SubnetId, SubnetNode};
 use rand::Rng;
 use tokio::sync::watch;
 
+use crate::chain::ChainConnection;
 use crate::clock::ChainClock;
 use crate::dht::{ConsensusDht, LoopMetrics};
 use crate::view::{EpochScores, EpochView, score_epoch};
@@ -175,6 +176,8 @@ struct EpochChain {
 /// [`ConsensusLoop::run`] it.
 pub struct ConsensusLoop {
     config: ConsensusConfig,
+    connection: Arc<ChainConnection>,
+    /// The connection's client for the current head subscription.
     chain: Arc<ChainClient>,
     clock: Arc<ChainClock>,
     dht: ConsensusDht,
@@ -190,10 +193,10 @@ pub struct ConsensusLoop {
 impl ConsensusLoop {
     /// A loop for the node behind `p2p`, following `chain` and moving
     /// `clock` (the DHT's phase clock) to every head it sees.
-    pub fn new(
+    pub async fn new(
         config: ConsensusConfig,
         p2p: Client,
-        chain: Arc<ChainClient>,
+        connection: Arc<ChainConnection>,
         clock: Arc<ChainClock>,
         hosting: Option<Hosting>,
     ) -> Result<Self> {
@@ -203,8 +206,10 @@ impl ConsensusLoop {
             metrics: Arc::new(LoopMetrics::default()),
             ttl: config.record_ttl,
         };
+        let chain = connection.client().await;
         Ok(ConsensusLoop {
             config,
+            connection,
             chain,
             clock,
             dht,
@@ -227,15 +232,26 @@ impl ConsensusLoop {
         self.status.subscribe()
     }
 
-    /// Runs until the chain's head subscription ends (an error) or the
-    /// future is dropped. Heads that arrive while a head is being handled
-    /// are skipped: only the newest matters.
-    pub async fn run(mut self) -> Result<()> {
-        let mut heads = self
-            .chain
-            .subscribe_new_heads()
-            .await
-            .context("cannot follow the chain's heads")?;
+    /// Runs until the future is dropped. When the chain's head
+    /// subscription ends (the chain node restarted, the socket broke), it
+    /// reconnects with backoff and carries on where the chain is.
+    pub async fn run(mut self) {
+        loop {
+            self.chain = self.connection.client().await;
+            match self.chain.subscribe_new_heads().await {
+                Ok(heads) => self.follow(heads).await,
+                Err(e) => tracing::warn!(error = %e, "cannot follow the chain's heads"),
+            }
+            tracing::warn!("lost the chain's heads; reconnecting");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let broken = self.chain.clone();
+            self.chain = self.connection.reconnect(&broken).await;
+        }
+    }
+
+    /// Handles heads until the subscription ends. Heads that arrive while
+    /// one is handled are skipped: only the newest matters.
+    async fn follow(&mut self, mut heads: Subscription<HeaderInfo>) {
         let (latest_tx, mut latest) = watch::channel(self.clock.height());
         let clock = self.clock.clone();
         let follower = tokio::spawn(async move {
@@ -249,17 +265,13 @@ impl ConsensusLoop {
                 }
             }
         });
-        let outcome = loop {
-            if latest.changed().await.is_err() {
-                break Err(anyhow::anyhow!("the chain's head subscription ended"));
-            }
+        while latest.changed().await.is_ok() {
             let height = *latest.borrow_and_update();
             if let Err(e) = self.on_head(height).await {
                 tracing::info!(height, error = %format!("{e:#}"), "consensus step failed; retrying at the next head");
             }
-        };
+        }
         follower.abort();
-        outcome
     }
 
     fn position(&self, height: u64) -> Position {

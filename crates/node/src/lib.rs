@@ -11,6 +11,7 @@
 //! * [`devnet`]: a chain, a subnet, hosters, validators and a gateway on
 //!   one machine: what `hypertensor devnet` runs.
 
+mod chain;
 mod clock;
 pub mod devnet;
 mod dht;
@@ -20,6 +21,7 @@ mod stake;
 pub mod view;
 mod wiring;
 
+pub use chain::ChainConnection;
 pub use clock::ChainClock;
 pub use dht::LoopMetrics;
 pub use epoch_loop::{Behaviour, ConsensusConfig, ConsensusLoop, Hosting, LoopStatus};

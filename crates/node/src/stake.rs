@@ -3,23 +3,25 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use hypertensor_chain_client::Client as ChainClient;
+use hypertensor_chain_client::Error as ChainError;
 use hypertensor_p2p::StakeLookup;
 use hypertensor_runtime::{NodeClass, SubnetId};
+
+use crate::chain::ChainConnection;
 
 /// Asks the chain whether a peer is a node of the subnet (any class from
 /// Registered up): the [`StakeLookup`] behind a node's
 /// [`CachingStakeOracle`](hypertensor_p2p::CachingStakeOracle).
 #[derive(Clone)]
 pub struct ChainStake {
-    chain: Arc<ChainClient>,
+    chain: Arc<ChainConnection>,
     subnet: SubnetId,
     min_class: NodeClass,
 }
 
 impl ChainStake {
     /// Proof of stake in `subnet`, for nodes of at least `min_class`.
-    pub fn new(chain: Arc<ChainClient>, subnet: SubnetId, min_class: NodeClass) -> Self {
+    pub fn new(chain: Arc<ChainConnection>, subnet: SubnetId, min_class: NodeClass) -> Self {
         ChainStake {
             chain,
             subnet,
@@ -46,10 +48,19 @@ impl StakeLookup for ChainStake {
                 // Not an Ed25519 peer id: it cannot be a node of the chain.
                 return Ok(false);
             };
-            self.chain
+            let client = self.chain.client().await;
+            match client
                 .proof_of_stake(self.subnet, &peer_id, self.min_class)
                 .await
-                .map_err(|e| format!("proof of stake of {peer}: {e}"))
+            {
+                Ok(staked) => Ok(staked),
+                Err(e) => {
+                    if matches!(e, ChainError::Closed) {
+                        self.chain.reconnect_in_background(client);
+                    }
+                    Err(format!("proof of stake of {peer}: {e}"))
+                }
+            }
         })
     }
 }

@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use hypertensor_api::ApiConfig;
-use hypertensor_chain_client::Client as ChainClient;
 use hypertensor_consensus::phase::PhaseParams;
 use hypertensor_inference::{
     BlockServer, ClientConfig, ServerConfig, SwarmBackend, SwarmClient, p2p_config,
@@ -22,6 +21,7 @@ use hypertensor_runtime::{NodeClass, SubnetId};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::chain::ChainConnection;
 use crate::clock::ChainClock;
 use crate::dht::LoopMetrics;
 use crate::epoch_loop::{Behaviour, ConsensusConfig, ConsensusLoop, Hosting, LoopStatus};
@@ -144,14 +144,13 @@ impl Drop for RunningNode {
 
 /// Starts a node on the current tokio runtime.
 pub async fn start_node(options: NodeOptions) -> Result<RunningNode> {
-    let chain = Arc::new(
-        ChainClient::connect(&options.chain_url)
-            .await
-            .with_context(|| format!("cannot reach the chain at {}", options.chain_url))?,
-    );
-    let genesis = chain.health().await?.genesis_hash;
-    let params = chain.parameters().await?;
-    let height = chain.epoch_info().await?.height;
+    let chain = ChainConnection::connect(&options.chain_url)
+        .await
+        .with_context(|| format!("cannot reach the chain at {}", options.chain_url))?;
+    let rpc = chain.client().await;
+    let genesis = rpc.health().await?.genesis_hash;
+    let params = rpc.parameters().await?;
+    let height = rpc.epoch_info().await?.height;
     let clock = Arc::new(ChainClock::new(
         height,
         params.epoch_length,
@@ -235,14 +234,10 @@ pub async fn start_node(options: NodeOptions) -> Result<RunningNode> {
         consensus.record_ttl = record_ttl;
         consensus.behaviour = options.behaviour;
         let consensus_loop =
-            ConsensusLoop::new(consensus, p2p.clone(), chain.clone(), clock, hosting)?;
+            ConsensusLoop::new(consensus, p2p.clone(), chain.clone(), clock, hosting).await?;
         status = Some(consensus_loop.status());
         metrics = Some(consensus_loop.metrics());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = consensus_loop.run().await {
-                tracing::error!(error = %format!("{e:#}"), "the consensus loop stopped");
-            }
-        }));
+        tasks.push(tokio::spawn(consensus_loop.run()));
     }
 
     let (mut api_addr, mut api_stop) = (None, None);
@@ -284,20 +279,23 @@ pub async fn start_node(options: NodeOptions) -> Result<RunningNode> {
 }
 
 /// Keeps the DHT's phase clock at the chain's latest head, for every node
-/// (a gateway validates consensus records it holds too).
-async fn follow_heads(chain: Arc<ChainClient>, clock: Arc<ChainClock>) {
-    let mut heads = match chain.subscribe_new_heads().await {
-        Ok(heads) => heads,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot follow the chain's heads: consensus records will be refused");
-            return;
+/// (a gateway validates consensus records it holds too), reconnecting when
+/// the chain goes away.
+async fn follow_heads(chain: Arc<ChainConnection>, clock: Arc<ChainClock>) {
+    loop {
+        let client = chain.client().await;
+        match client.subscribe_new_heads().await {
+            Ok(mut heads) => {
+                while let Some(head) = heads.next().await {
+                    match head {
+                        Ok(head) => clock.set_height(head.header.height),
+                        Err(e) => tracing::warn!(error = %e, "bad head notification"),
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot follow the chain's heads"),
         }
-    };
-    while let Some(head) = heads.next().await {
-        match head {
-            Ok(head) => clock.set_height(head.header.height),
-            Err(e) => tracing::warn!(error = %e, "bad head notification"),
-        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        chain.reconnect(&client).await;
     }
-    tracing::error!("the chain's head subscription ended: consensus records will be refused");
 }

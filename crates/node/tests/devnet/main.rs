@@ -5,6 +5,7 @@
 mod adversaries;
 mod honest;
 mod phases;
+mod restart;
 mod scenario;
 mod silent;
 mod unstaked;
