@@ -132,10 +132,20 @@ pub struct LoopStatus {
     pub node: Option<NodeId>,
     /// Scores this node computed for the latest epoch it scored.
     pub scores: Option<(u64, EpochScores)>,
-    /// Epochs this node proposed in.
+    /// The latest epochs (up to [`STATUS_EPOCHS`]) this node proposed in.
     pub proposed: Vec<u64>,
-    /// Epochs this node attested in.
+    /// The latest epochs (up to [`STATUS_EPOCHS`]) this node attested in.
     pub attested: Vec<u64>,
+}
+
+/// Epochs a [`LoopStatus`] remembers.
+pub const STATUS_EPOCHS: usize = 64;
+
+fn push_recent(epochs: &mut Vec<u64>, epoch: u64) {
+    epochs.push(epoch);
+    if epochs.len() > STATUS_EPOCHS {
+        epochs.remove(0);
+    }
 }
 
 /// Duties done per epoch.
@@ -492,9 +502,11 @@ impl ConsensusLoop {
         Ok(())
     }
 
-    /// Reads what scoring epoch `e` needs and scores it.
+    /// Reads what scoring epoch `e` needs and scores it. The node list is
+    /// read afresh: a node removed during the epoch must not be proposed.
     async fn score(&self, e: u64) -> Result<EpochScores> {
         let chain = self.chain_epoch()?;
+        let nodes = self.chain.subnet_nodes(self.config.subnet).await?;
         let hoster_commits = self.dht.read(&RecordKind::HosterCommit.key(e)).await?;
         let hoster_reveals = self.dht.read(&RecordKind::HosterReveal.key(e)).await?;
         let (validator_commits, validator_reveals) = match e.checked_sub(1) {
@@ -509,7 +521,7 @@ impl ConsensusLoop {
             _ => Default::default(),
         };
         let view = EpochView {
-            nodes: chain.nodes.clone(),
+            nodes,
             hoster_commits,
             hoster_reveals,
             prev_validators: chain.prev_snapshot.clone(),
@@ -607,7 +619,7 @@ impl ConsensusLoop {
             "proposal submitted"
         );
         self.done.proposed.insert(e);
-        self.status.send_modify(|s| s.proposed.push(e));
+        self.status.send_modify(|s| push_recent(&mut s.proposed, e));
         Ok(())
     }
 
@@ -644,7 +656,7 @@ impl ConsensusLoop {
             .context("attest was refused")?;
         tracing::info!(epoch = e, "attested");
         self.done.attested.insert(e);
-        self.status.send_modify(|s| s.attested.push(e));
+        self.status.send_modify(|s| push_recent(&mut s.attested, e));
         Ok(())
     }
 }

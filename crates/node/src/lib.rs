@@ -24,7 +24,9 @@ mod wiring;
 pub use chain::ChainConnection;
 pub use clock::ChainClock;
 pub use dht::LoopMetrics;
-pub use epoch_loop::{Behaviour, ConsensusConfig, ConsensusLoop, Hosting, LoopStatus};
+pub use epoch_loop::{
+    Behaviour, ConsensusConfig, ConsensusLoop, Hosting, LoopStatus, STATUS_EPOCHS,
+};
 pub use schemas::with_consensus_schemas;
 pub use stake::{ChainStake, chain_peer_id};
 pub use wiring::{HostOptions, NodeOptions, PHASE_GRACE_BLOCKS, RunningNode, start_node};
