@@ -9,7 +9,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 fn chat(addr: &str) -> (u16, String) {
-    let body = r#"{"model": "smollm2", "messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 16}"#;
+    let body = r#"{"model": "smollm2", "messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 16, "temperature": 0}"#;
     let mut stream = TcpStream::connect(addr).unwrap();
     write!(
         stream,
@@ -86,7 +86,8 @@ fn devnet_serves_a_chat_completion_within_its_first_epoch_and_stops_on_ctrl_c() 
     let reply: serde_json::Value = serde_json::from_str(&answer.1).unwrap();
     let content = reply["choices"][0]["message"]["content"].as_str().unwrap();
     assert!(!content.trim().is_empty(), "{reply}");
-    assert_eq!(reply["usage"]["completion_tokens"], 16, "{reply}");
+    let tokens = reply["usage"]["completion_tokens"].as_u64().unwrap();
+    assert!((1..=16).contains(&tokens), "{reply}");
 
     // The first epoch's status, with every node in it.
     wait_for("epoch   0 |");
