@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use futures::StreamExt;
 use hypertensor_chain::{ChainConfig, Node as ChainNode};
 use hypertensor_chain_client::{BlockId, Client as ChainClient};
 use hypertensor_model::GgufFile;
@@ -23,6 +24,10 @@ use tokio::task::JoinHandle;
 
 use crate::epoch_loop::Behaviour;
 use crate::wiring::{HostOptions, NodeOptions, RunningNode, start_node};
+
+/// Transactions watched at once on one chain connection (the chain's RPC
+/// allows 16 subscriptions per connection).
+const MAX_WATCHES: usize = 8;
 
 /// Stake each devnet node bonds.
 pub const NODE_STAKE: Balance = 1_000 * TENSOR;
@@ -421,7 +426,13 @@ async fn register(
                 None => Ok(()),
             }
         });
-    for outcome in futures::future::join_all(pending).await {
+    // The chain allows 16 subscriptions per connection and each
+    // `sign_and_watch` holds one until its block.
+    let outcomes: Vec<Result<()>> = futures::stream::iter(pending.collect::<Vec<_>>())
+        .buffer_unordered(MAX_WATCHES)
+        .collect()
+        .await;
+    for outcome in outcomes {
         outcome?;
     }
     Ok(subnet)
@@ -451,7 +462,11 @@ async fn activate(chain: &ChainClient, subnet: SubnetId, members: &[Member]) -> 
                     None => Ok(()),
                 }
             });
-            for outcome in futures::future::join_all(activations).await {
+            let outcomes: Vec<Result<()>> = futures::stream::iter(activations.collect::<Vec<_>>())
+                .buffer_unordered(MAX_WATCHES)
+                .collect()
+                .await;
+            for outcome in outcomes {
                 outcome?;
             }
             break;
