@@ -139,11 +139,11 @@ impl BlockServer {
     /// that challenge is refused, so a hoster cannot buy its answer from
     /// another (SPEC §6).
     ///
-    /// A step is refused when it starts at position 0, has as many values as
-    /// the challenge and each is within wire rounding of the challenge's
-    /// (`|a - b| <= 2e-3 * |b| + 1e-6`, so an f16 copy is caught too); the
-    /// refusal goes back as the step's error and the session's cache is left
-    /// unchanged.
+    /// A step is refused when it starts at position 0 and its first row is
+    /// within wire rounding of the challenge's first row (`|a - b| <= 2e-3 *
+    /// |b| + 1e-6`, so an f16 copy is caught too, and so is the challenge
+    /// sent token by token); the refusal goes back as the step's error and
+    /// the session's cache is left unchanged.
     pub fn set_challenge_input(&self, input: Option<Vec<f32>>) {
         *self.challenge.write().unwrap_or_else(|p| p.into_inner()) = input.map(Arc::new);
     }
@@ -382,20 +382,24 @@ impl BlockServer {
 /// The reason sent back for a step whose input is the consensus challenge.
 const CHALLENGE_REFUSAL: &str = "refused: the input is this epoch's consensus challenge";
 
-/// Whether a step's `values` at `position` are the consensus `challenge`
-/// input: the step starts the sequence (position 0), has as many values,
-/// and each value is within wire rounding of the challenge's,
-/// `|a - b| <= 2e-3 * |b| + 1e-6`. The tolerance covers a client sending f16
-/// (relative error at most 2^-11 ≈ 4.9e-4 for normal values, and the
-/// absolute term covers values f16 flushes to zero), so re-encoding the
-/// challenge in half precision does not slip it past the check, while any
-/// genuinely different input differs by far more somewhere.
-fn is_challenge_input(position: u32, values: &[f32], challenge: &[f32]) -> bool {
+/// Whether a step's `values` (rows of `width`) at `position` start the
+/// consensus `challenge` input: the step starts the sequence (position 0)
+/// and its first row is within wire rounding of the challenge's first row,
+/// `|a - b| <= 2e-3 * |b| + 1e-6`. Blocks are causal, so matching the
+/// first row is what stops a client from getting the challenge's outputs
+/// token by token (first row alone, then the rest at positions 1..T). The
+/// tolerance covers a client sending f16 (relative error at most 2^-11 ≈
+/// 4.9e-4 for normal values, and the absolute term covers values f16
+/// flushes to zero), while any genuinely different input differs by far
+/// more somewhere in a row of hundreds of random values.
+fn is_challenge_input(position: u32, values: &[f32], width: usize, challenge: &[f32]) -> bool {
     position == 0
-        && values.len() == challenge.len()
-        && values
+        && width > 0
+        && values.len() >= width
+        && challenge.len() >= width
+        && values[..width]
             .iter()
-            .zip(challenge)
+            .zip(&challenge[..width])
             .all(|(a, b)| (a - b).abs() <= 2e-3 * b.abs() + 1e-6)
 }
 
@@ -411,7 +415,7 @@ fn run_step(
     let step = Step::decode(frame, dtype, width).map_err(|e| e.to_string())?;
     // Before anything touches the cache: a refused step changes nothing.
     if let Some(challenge) = challenge
-        && is_challenge_input(step.position, &step.values, challenge)
+        && is_challenge_input(step.position, &step.values, width, challenge)
     {
         return Err(CHALLENGE_REFUSAL.to_string());
     }
@@ -457,24 +461,41 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_challenge_is_matched_within_f16_rounding_at_position_zero_only() {
+    fn the_challenge_is_matched_by_its_first_row_within_f16_rounding_at_position_zero_only() {
+        let width = 16;
         let challenge: Vec<f32> = (0..64).map(|i| (i as f32 - 31.5) * 0.173).collect();
-        assert!(is_challenge_input(0, &challenge, &challenge));
+        assert!(is_challenge_input(0, &challenge, width, &challenge));
         // What a client sending half precision delivers is still the challenge.
         let mut f16 = Vec::new();
         Dtype::F16.encode_into(&challenge, &mut f16);
         let rounded = Dtype::F16.decode(&f16).unwrap();
         assert_ne!(rounded, challenge, "f16 must actually round these values");
-        assert!(is_challenge_input(0, &rounded, &challenge));
-        // Not at a later position, not with another count, not when a single
-        // value is off by more than rounding.
-        assert!(!is_challenge_input(1, &challenge, &challenge));
-        assert!(!is_challenge_input(0, &challenge[..63], &challenge));
+        assert!(is_challenge_input(0, &rounded, width, &challenge));
+        // Its first row alone (to get the outputs token by token), or its
+        // first row followed by anything, is the challenge too.
+        assert!(is_challenge_input(
+            0,
+            &challenge[..width],
+            width,
+            &challenge
+        ));
+        let mut tail_changed = challenge.clone();
+        tail_changed[40] += 3.0;
+        assert!(is_challenge_input(0, &tail_changed, width, &challenge));
+        // Not at a later position, not when a value of the first row is off
+        // by more than rounding, not with less than a row.
+        assert!(!is_challenge_input(1, &challenge, width, &challenge));
         let mut other = challenge.clone();
-        other[17] *= 1.01;
-        assert!(!is_challenge_input(0, &other, &challenge));
+        other[7] *= 1.01;
+        assert!(!is_challenge_input(0, &other, width, &challenge));
+        assert!(!is_challenge_input(
+            0,
+            &challenge[..width - 1],
+            width,
+            &challenge
+        ));
         // Near zero only the absolute slack (1e-6) applies.
-        assert!(is_challenge_input(0, &[5e-7, 1.0], &[0.0, 1.0]));
-        assert!(!is_challenge_input(0, &[2e-6, 1.0], &[0.0, 1.0]));
+        assert!(is_challenge_input(0, &[5e-7, 1.0], 2, &[0.0, 1.0]));
+        assert!(!is_challenge_input(0, &[2e-6, 1.0], 2, &[0.0, 1.0]));
     }
 }

@@ -5,6 +5,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use hypertensor_consensus::phase::{PhaseParams, Position, RecordKind};
 use hypertensor_p2p::PhaseClock;
 
+/// Blocks of grace the DHT's phase validator allows around each window
+/// (and readers wait past each window's start).
+pub const PHASE_GRACE_BLOCKS: u64 = 1;
+
+/// A chain that sends no new head for this long is taken as lost: its
+/// followers reconnect.
+pub const HEAD_SILENCE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// The chain's epoch as the DHT's record validators see it: the height of
 /// the latest head this node has seen, set by whoever follows the chain.
 ///
@@ -52,7 +60,8 @@ impl ChainClock {
         self.position_at(self.height())
     }
 
-    fn position_at(&self, height: u64) -> Position {
+    /// The place of block `height` in its epoch.
+    pub fn position_at(&self, height: u64) -> Position {
         Position {
             epoch: height / self.epoch_length,
             offset: height % self.epoch_length,

@@ -29,6 +29,9 @@ use crate::wiring::{HostOptions, NodeOptions, RunningNode, start_node};
 /// allows 16 subscriptions per connection).
 const MAX_WATCHES: usize = 8;
 
+/// Shortest epoch the devnet runs: reveal windows of two blocks.
+pub const MIN_EPOCH_LENGTH: u64 = 20;
+
 /// Stake each devnet node bonds.
 pub const NODE_STAKE: Balance = 1_000 * TENSOR;
 /// Hosters serving each block by default: distance to the mean needs a
@@ -224,8 +227,12 @@ impl Devnet {
             config.validators,
             config.blocks_per_hoster,
         )?;
-        if config.epoch_length < 10 {
-            bail!("--epoch-length must be at least 10 blocks (the reveal windows are 10% of it)");
+        if config.epoch_length < MIN_EPOCH_LENGTH {
+            bail!(
+                "--epoch-length must be at least {MIN_EPOCH_LENGTH} blocks: the reveal windows \
+                 are 10% of it, each read waits a block of grace, and attestations need the \
+                 blocks after the proposal"
+            );
         }
         for name in config.behaviours.keys() {
             if !members.iter().any(|m| &m.name == name) {
@@ -348,8 +355,9 @@ impl Devnet {
         if let Some(task) = self.activation.take() {
             task.abort();
         }
-        for (_, node) in self.nodes.drain(..) {
-            node.stop();
+        self.gateway.stop().await;
+        for (_, mut node) in self.nodes.drain(..) {
+            node.stop().await;
         }
         if let Some(stop) = self.chain_stop.take() {
             let _ = stop.send(());

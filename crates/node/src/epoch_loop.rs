@@ -40,9 +40,10 @@ use rand::Rng;
 use tokio::sync::watch;
 
 use crate::chain::ChainConnection;
-use crate::clock::ChainClock;
+use crate::clock::{ChainClock, HEAD_SILENCE, PHASE_GRACE_BLOCKS};
 use crate::dht::{ConsensusDht, LoopMetrics};
 use crate::view::{EpochScores, EpochView, score_epoch};
+use crate::wiring::Tasks;
 
 /// How a node behaves in consensus. Everything but [`Behaviour::Honest`]
 /// is fault injection, for the adversary tests and for demonstrating what
@@ -148,31 +149,59 @@ fn push_recent(epochs: &mut Vec<u64>, epoch: u64) {
     }
 }
 
-/// Duties done per epoch.
+/// A record built once for an epoch, so that a retried write sends the
+/// same bytes (peers that kept the first copy must not see another).
+struct Outgoing {
+    bytes: Vec<u8>,
+    written: bool,
+}
+
+impl Outgoing {
+    fn new(bytes: Vec<u8>) -> Self {
+        Outgoing {
+            bytes,
+            written: false,
+        }
+    }
+}
+
+/// What this node built and did, per epoch.
 #[derive(Default)]
 struct Done {
-    challenge: BTreeSet<u64>,
-    hoster_commit: BTreeMap<u64, HosterReveal>,
-    hoster_reveal: BTreeSet<u64>,
-    validator_commit: BTreeMap<u64, ValidatorReveal>,
-    validator_reveal: BTreeSet<u64>,
-    proposed: BTreeSet<u64>,
-    attested: BTreeSet<u64>,
+    /// `challenge/<e>`, or `None` once a fallback writer found one.
+    challenge: BTreeMap<u64, Option<Outgoing>>,
+    /// The hoster reveal of `e` and its commit record.
+    hoster_commit: BTreeMap<u64, (Outgoing, Outgoing)>,
+    /// The validator reveal of `e` and its commit record.
+    validator_commit: BTreeMap<u64, (Outgoing, Outgoing)>,
+    /// Epochs whose proposal or attestation the chain shows, and the height
+    /// of the last submission of those still pending.
+    on_chain: BTreeSet<u64>,
+    submitted: BTreeMap<u64, u64>,
     disagreed: BTreeSet<u64>,
+    /// Fault injection: whose commit was copied.
+    copied_from: BTreeMap<u64, PeerId>,
 }
 
 impl Done {
     fn prune(&mut self, keep_from: u64) {
-        self.challenge.retain(|e| *e >= keep_from);
+        self.challenge.retain(|e, _| *e >= keep_from);
         self.hoster_commit.retain(|e, _| *e >= keep_from);
-        self.hoster_reveal.retain(|e| *e >= keep_from);
         self.validator_commit.retain(|e, _| *e >= keep_from);
-        self.validator_reveal.retain(|e| *e >= keep_from);
-        self.proposed.retain(|e| *e >= keep_from);
-        self.attested.retain(|e| *e >= keep_from);
+        self.on_chain.retain(|e| *e >= keep_from);
+        self.submitted.retain(|e, _| *e >= keep_from);
         self.disagreed.retain(|e| *e >= keep_from);
+        self.copied_from.retain(|e, _| *e >= keep_from);
     }
 }
+
+/// Longest the work of one head may take (chain RPC, DHT reads and
+/// writes, sketching); past it the head is abandoned for the next.
+const HEAD_WORK_LIMIT: Duration = Duration::from_secs(60);
+
+/// Blocks to wait for a submitted proposal or attestation to show on chain
+/// before submitting it again.
+const RESUBMIT_AFTER_BLOCKS: u64 = 3;
 
 /// The chain's view of one epoch, read once per epoch.
 struct EpochChain {
@@ -196,8 +225,8 @@ pub struct ConsensusLoop {
     done: Done,
     epoch: Option<EpochChain>,
     status: watch::Sender<LoopStatus>,
-    /// Fault injection: the epoch and writer whose commit was copied.
-    copy_victim: Option<(u64, PeerId)>,
+    /// The epoch whose challenge input the block server refuses.
+    guarded: Option<u64>,
 }
 
 impl ConsensusLoop {
@@ -228,7 +257,7 @@ impl ConsensusLoop {
             done: Done::default(),
             epoch: None,
             status: watch::Sender::new(LoopStatus::default()),
-            copy_victim: None,
+            guarded: None,
         })
     }
 
@@ -264,44 +293,46 @@ impl ConsensusLoop {
     async fn follow(&mut self, mut heads: Subscription<HeaderInfo>) {
         let (latest_tx, mut latest) = watch::channel(self.clock.height());
         let clock = self.clock.clone();
-        let follower = tokio::spawn(async move {
-            while let Some(head) = heads.next().await {
-                match head {
-                    Ok(head) => {
+        let mut follower = Tasks::default();
+        follower.spawn(async move {
+            loop {
+                match tokio::time::timeout(HEAD_SILENCE, heads.next()).await {
+                    Ok(Some(Ok(head))) => {
                         clock.set_height(head.header.height);
                         let _ = latest_tx.send(head.header.height);
                     }
-                    Err(e) => tracing::warn!(error = %e, "bad head notification"),
+                    Ok(Some(Err(e))) => tracing::warn!(error = %e, "bad head notification"),
+                    Ok(None) => break,
+                    Err(_) => {
+                        tracing::warn!(?HEAD_SILENCE, "no new head for too long");
+                        break;
+                    }
                 }
             }
         });
         while latest.changed().await.is_ok() {
             let height = *latest.borrow_and_update();
-            if let Err(e) = self.on_head(height).await {
-                tracing::info!(height, error = %format!("{e:#}"), "consensus step failed; retrying at the next head");
+            match tokio::time::timeout(HEAD_WORK_LIMIT, self.on_head(height)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::info!(height, error = %format!("{e:#}"), "consensus step failed; retrying at the next head");
+                }
+                Err(_) => tracing::warn!(height, ?HEAD_WORK_LIMIT, "consensus step timed out"),
             }
         }
-        follower.abort();
     }
 
-    fn position(&self, height: u64) -> Position {
-        Position {
-            epoch: height / self.clock.epoch_length(),
-            offset: height % self.clock.epoch_length(),
-            length: self.clock.epoch_length(),
-        }
-    }
-
-    /// The first offset of `kind`'s window at which reads see every write
-    /// (one block in).
+    /// Whether reads for a window starting at `window_start_bp` see every
+    /// write: past the window's first block plus the grace the DHT's phase
+    /// validator allows late writers.
     fn settled(&self, window_start_bp: u32, pos: Position) -> bool {
         let start = (u128::from(window_start_bp) * u128::from(pos.length))
             .div_ceil(u128::from(hypertensor_consensus::phase::BASIS_POINTS));
-        u128::from(pos.offset) > start
+        u128::from(pos.offset) > start + u128::from(PHASE_GRACE_BLOCKS)
     }
 
     async fn on_head(&mut self, height: u64) -> Result<()> {
-        let pos = self.position(height);
+        let pos = self.clock.position_at(height);
         if self.epoch.as_ref().map(|c| c.epoch) != Some(pos.epoch) {
             self.epoch = Some(self.read_epoch(pos.epoch).await?);
             self.done.prune(pos.epoch.saturating_sub(2));
@@ -321,23 +352,35 @@ impl ConsensusLoop {
             None => (false, false),
         };
         let silent = elected && self.config.behaviour == Behaviour::SilentWhenElected;
+        // Each duty on its own: one failing (a write no peer acknowledged)
+        // must not skip the others of the same head.
+        let mut failures = Vec::new();
+        let mut note = |duty: &'static str, outcome: Result<()>| {
+            if let Err(e) = outcome {
+                failures.push(format!("{duty}: {e:#}"));
+            }
+        };
         if is_validator && !silent {
-            self.challenge_duty(pos, elected).await?;
+            note("challenge", self.challenge_duty(pos, elected).await);
         }
         if self.hosting.is_some() {
-            self.hoster_commit_duty(pos).await?;
-            self.hoster_reveal_duty(pos).await?;
+            note("challenge guard", self.guard_challenge(pos).await);
+            note("hoster commit", self.hoster_commit_duty(pos).await);
+            note("hoster reveal", self.hoster_reveal_duty(pos).await);
         }
         if is_validator {
-            self.validator_commit_duty(pos).await?;
+            note("validator commit", self.validator_commit_duty(pos).await);
             if elected && !silent {
-                self.propose_duty(pos).await?;
+                note("proposal", self.propose_duty(pos, me.id).await);
             } else if !elected {
-                self.attest_duty(pos).await?;
+                note("attestation", self.attest_duty(pos, me.id).await);
             }
         }
-        self.validator_reveal_duty(pos).await?;
-        Ok(())
+        note("validator reveal", self.validator_reveal_duty(pos).await);
+        match failures.is_empty() {
+            true => Ok(()),
+            false => Err(anyhow::anyhow!(failures.join("; "))),
+        }
     }
 
     fn me_node(&self) -> Option<&SubnetNode> {
@@ -376,7 +419,8 @@ impl ConsensusLoop {
     }
 
     /// Writes `challenge/<e>`: the elected validator in its window, any
-    /// other snapshot validator in the fallback window when none is found.
+    /// other snapshot validator in the fallback window when no snapshot
+    /// validator's challenge is found.
     async fn challenge_duty(&mut self, pos: Position, elected: bool) -> Result<()> {
         let e = pos.epoch;
         let writer = if elected {
@@ -384,26 +428,33 @@ impl ConsensusLoop {
         } else {
             Writer::Validator
         };
-        if self.done.challenge.contains(&e)
-            || !self
-                .config
-                .phases
-                .may_write(RecordKind::Challenge, e, pos, writer)
+        if !self
+            .config
+            .phases
+            .may_write(RecordKind::Challenge, e, pos, writer)
         {
             return Ok(());
         }
-        let key = RecordKind::Challenge.key(e);
-        if !elected && !self.dht.read(&key).await?.is_empty() {
-            self.done.challenge.insert(e);
-            return Ok(());
+        if !self.done.challenge.contains_key(&e) {
+            let outgoing = if !elected && self.read_challenge(e).await?.is_some() {
+                None
+            } else {
+                let challenge = Challenge {
+                    seed: rand::rng().random(),
+                    tokens: self.config.challenge_tokens,
+                };
+                Some(Outgoing::new(challenge.encode()))
+            };
+            self.done.challenge.insert(e, outgoing);
         }
-        let challenge = Challenge {
-            seed: rand::rng().random(),
-            tokens: self.config.challenge_tokens,
-        };
-        self.dht.write(&key, challenge.encode()).await?;
-        tracing::info!(epoch = e, fallback = !elected, "challenge written");
-        self.done.challenge.insert(e);
+        let key = RecordKind::Challenge.key(e);
+        if let Some(Some(out)) = self.done.challenge.get_mut(&e)
+            && !out.written
+        {
+            self.dht.write(&key, out.bytes.clone()).await?;
+            out.written = true;
+            tracing::info!(epoch = e, fallback = !elected, "challenge written");
+        }
         Ok(())
     }
 
@@ -427,78 +478,108 @@ impl ConsensusLoop {
         Ok(select_challenge(&candidates).cloned())
     }
 
+    /// Tells the block server this epoch's challenge input as soon as it
+    /// can be read, so no one can buy its outputs from this server.
+    async fn guard_challenge(&mut self, pos: Position) -> Result<()> {
+        let Some(server) = self.hosting.as_ref().and_then(|h| h.server.clone()) else {
+            return Ok(());
+        };
+        let e = pos.epoch;
+        if self.guarded == Some(e) && self.settled(self.config.phases.hoster_commit.start, pos) {
+            return Ok(());
+        }
+        if let Some(challenge) = self.read_challenge(e).await? {
+            let input = challenge.input(self.config.hidden, self.config.target_norm)?;
+            server.set_challenge_input(Some(input));
+            self.guarded = Some(e);
+        }
+        Ok(())
+    }
+
     async fn hoster_commit_duty(&mut self, pos: Position) -> Result<()> {
         let e = pos.epoch;
-        if self.done.hoster_commit.contains_key(&e)
-            || !self
-                .config
-                .phases
-                .may_write(RecordKind::HosterCommit, e, pos, Writer::Other)
-        {
+        let open = self
+            .config
+            .phases
+            .may_write(RecordKind::HosterCommit, e, pos, Writer::Other);
+        // The challenge may still arrive within the grace: read it after.
+        if !open || !self.settled(self.config.phases.hoster_commit.start, pos) {
             return Ok(());
         }
-        let Some(hosting) = self.hosting.clone() else {
-            return Ok(());
-        };
-        let Some(challenge) = self.read_challenge(e).await? else {
-            tracing::debug!(epoch = e, "no challenge yet");
-            return Ok(());
-        };
         let key = RecordKind::HosterCommit.key(e);
-        if self.config.behaviour == Behaviour::CopyCommit {
-            let commits = self.dht.read(&key).await?;
-            let Some((victim, commit)) = commits.into_iter().find(|(w, _)| *w != self.me) else {
+        if !self.done.hoster_commit.contains_key(&e) {
+            let Some(hosting) = self.hosting.clone() else {
                 return Ok(());
             };
-            self.dht.write(&key, commit).await?;
-            tracing::info!(epoch = e, %victim, "copied another hoster's commit (fault injection)");
-            // Remember whose reveal to copy; our own reveal is a stand-in.
-            let stand_in = HosterReveal::new([0; 16], 0, vec![[0.0; 64]])?;
-            self.done.hoster_commit.insert(e, stand_in);
-            self.copy_victim = Some((e, victim));
-            return Ok(());
-        }
-        let config = self.config.clone();
-        let started = Instant::now();
-        let reveal =
-            tokio::task::spawn_blocking(move || sketch_challenge(&config, &hosting, &challenge))
+            let Some(challenge) = self.read_challenge(e).await? else {
+                tracing::debug!(epoch = e, "no challenge yet");
+                return Ok(());
+            };
+            let built = if self.config.behaviour == Behaviour::CopyCommit {
+                let commits = self.dht.read(&key).await?;
+                let Some((victim, commit)) = commits.into_iter().find(|(w, _)| *w != self.me)
+                else {
+                    return Ok(());
+                };
+                tracing::info!(epoch = e, %victim, "copying another hoster's commit (fault injection)");
+                self.done.copied_from.insert(e, victim);
+                (Outgoing::new(Vec::new()), Outgoing::new(commit))
+            } else {
+                let config = self.config.clone();
+                let started = Instant::now();
+                let reveal = tokio::task::spawn_blocking(move || {
+                    sketch_challenge(&config, &hosting, &challenge)
+                })
                 .await
                 .context("the sketch task failed")??;
-        self.dht.metrics.add_compute(started.elapsed());
-        let commit = reveal.commit(e, &self.me);
-        self.dht.write(&key, commit.0.to_vec()).await?;
-        tracing::info!(epoch = e, "hoster commit written");
-        self.done.hoster_commit.insert(e, reveal);
+                self.dht.metrics.add_compute(started.elapsed());
+                let commit = reveal.commit(e, &self.me);
+                (
+                    Outgoing::new(reveal.encode()),
+                    Outgoing::new(commit.0.to_vec()),
+                )
+            };
+            self.done.hoster_commit.insert(e, built);
+        }
+        if let Some((_, commit)) = self.done.hoster_commit.get_mut(&e)
+            && !commit.written
+        {
+            self.dht.write(&key, commit.bytes.clone()).await?;
+            commit.written = true;
+            tracing::info!(epoch = e, "hoster commit written");
+        }
         Ok(())
     }
 
     async fn hoster_reveal_duty(&mut self, pos: Position) -> Result<()> {
         let e = pos.epoch;
-        if self.done.hoster_reveal.contains(&e)
-            || !self
-                .config
-                .phases
-                .may_write(RecordKind::HosterReveal, e, pos, Writer::Other)
+        if !self
+            .config
+            .phases
+            .may_write(RecordKind::HosterReveal, e, pos, Writer::Other)
         {
             return Ok(());
         }
-        let Some(reveal) = self.done.hoster_commit.get(&e) else {
+        let key = RecordKind::HosterReveal.key(e);
+        if let Some(victim) = self.done.copied_from.get(&e).cloned()
+            && let Some((reveal, _)) = self.done.hoster_commit.get_mut(&e)
+            && reveal.bytes.is_empty()
+        {
+            // The victim has to reveal first: try again next block.
+            let Some(copied) = self.dht.read(&key).await?.remove(&victim) else {
+                return Ok(());
+            };
+            reveal.bytes = copied;
+        }
+        let Some((reveal, commit)) = self.done.hoster_commit.get_mut(&e) else {
             return Ok(());
         };
-        let key = RecordKind::HosterReveal.key(e);
-        let mut bytes = reveal.encode();
-        if let Some((epoch, victim)) = &self.copy_victim
-            && *epoch == e
-        {
-            match self.dht.read(&key).await?.remove(victim) {
-                Some(copied) => bytes = copied,
-                // The victim has not revealed yet: try again next block.
-                None => return Ok(()),
-            }
+        if !commit.written || reveal.written {
+            return Ok(());
         }
-        self.dht.write(&key, bytes).await?;
+        self.dht.write(&key, reveal.bytes.clone()).await?;
+        reveal.written = true;
         tracing::info!(epoch = e, "hoster reveal written");
-        self.done.hoster_reveal.insert(e);
         Ok(())
     }
 
@@ -542,23 +623,43 @@ impl ConsensusLoop {
     async fn validator_commit_duty(&mut self, pos: Position) -> Result<()> {
         let e = pos.epoch;
         let window = self.config.phases.validator_commit;
-        if self.done.validator_commit.contains_key(&e)
-            || !self
-                .config
-                .phases
-                .may_write(RecordKind::ValidatorCommit, e, pos, Writer::Validator)
+        if !self
+            .config
+            .phases
+            .may_write(RecordKind::ValidatorCommit, e, pos, Writer::Validator)
             || !self.settled(window.start, pos)
         {
             return Ok(());
         }
-        let scores = self.score(e).await?;
-        let reveal = ValidatorReveal::new(rand::rng().random::<Salt>(), &scores.hosters)?;
-        let commit = reveal.commit(e, &self.me);
-        self.dht
-            .write(&RecordKind::ValidatorCommit.key(e), commit.0.to_vec())
-            .await?;
-        tracing::info!(epoch = e, "validator commit written");
-        self.done.validator_commit.insert(e, reveal);
+        if !self.done.validator_commit.contains_key(&e) {
+            let scores = self.score(e).await?;
+            let mut reveal = ValidatorReveal::new(rand::rng().random::<Salt>(), &scores.hosters)?;
+            let commit = reveal.commit(e, &self.me);
+            if self.config.behaviour == Behaviour::LyingReveal {
+                // Reveal other scores than committed: every hoster the same.
+                let n = reveal.scores.len().max(1) as f64;
+                for (_, s) in &mut reveal.scores {
+                    *s = 0.4 / n;
+                }
+                reveal.salt[0] ^= 1;
+            }
+            self.done.validator_commit.insert(
+                e,
+                (
+                    Outgoing::new(reveal.encode()),
+                    Outgoing::new(commit.0.to_vec()),
+                ),
+            );
+        }
+        if let Some((_, commit)) = self.done.validator_commit.get_mut(&e)
+            && !commit.written
+        {
+            self.dht
+                .write(&RecordKind::ValidatorCommit.key(e), commit.bytes.clone())
+                .await?;
+            commit.written = true;
+            tracing::info!(epoch = e, "validator commit written");
+        }
         Ok(())
     }
 
@@ -566,41 +667,55 @@ impl ConsensusLoop {
         let Some(e) = pos.epoch.checked_sub(1) else {
             return Ok(());
         };
-        if self.done.validator_reveal.contains(&e)
-            || !self
-                .config
-                .phases
-                .may_write(RecordKind::ValidatorReveal, e, pos, Writer::Validator)
+        if !self
+            .config
+            .phases
+            .may_write(RecordKind::ValidatorReveal, e, pos, Writer::Validator)
         {
             return Ok(());
         }
-        let Some(reveal) = self.done.validator_commit.get(&e) else {
+        let Some((reveal, commit)) = self.done.validator_commit.get_mut(&e) else {
             return Ok(());
         };
-        let mut reveal = reveal.clone();
-        if self.config.behaviour == Behaviour::LyingReveal {
-            // Reveal other scores than committed: every hoster the same.
-            let n = reveal.scores.len().max(1) as f64;
-            for (_, s) in &mut reveal.scores {
-                *s = 0.4 / n;
-            }
-            reveal.salt[0] ^= 1;
+        if !commit.written || reveal.written {
+            return Ok(());
         }
         self.dht
-            .write(&RecordKind::ValidatorReveal.key(e), reveal.encode())
+            .write(&RecordKind::ValidatorReveal.key(e), reveal.bytes.clone())
             .await?;
+        reveal.written = true;
         tracing::info!(epoch = e, "validator reveal written");
-        self.done.validator_reveal.insert(e);
         Ok(())
     }
 
-    async fn propose_duty(&mut self, pos: Position) -> Result<()> {
+    /// Whether `e`'s proposal or attestation should be (re)submitted now:
+    /// not yet seen on chain, and none submitted in the last few blocks.
+    fn due(&self, e: u64, height: u64) -> bool {
+        !self.done.on_chain.contains(&e)
+            && self
+                .done
+                .submitted
+                .get(&e)
+                .is_none_or(|at| height >= at + RESUBMIT_AFTER_BLOCKS)
+    }
+
+    async fn propose_duty(&mut self, pos: Position, me: NodeId) -> Result<()> {
         let e = pos.epoch;
         let window = self.config.phases.proposal;
-        if self.done.proposed.contains(&e)
-            || !self.config.phases.proposal_open(pos)
+        let height = e * pos.length + pos.offset;
+        if !self.config.phases.proposal_open(pos)
             || !self.settled(window.start, pos)
+            || !self.due(e, height)
         {
+            return Ok(());
+        }
+        let consensus = self
+            .chain
+            .consensus_data(self.config.subnet, Some(e))
+            .await?;
+        if consensus.as_ref().is_some_and(|c| c.proposal.is_some()) {
+            self.done.on_chain.insert(e);
+            self.status.send_modify(|s| push_recent(&mut s.proposed, e));
             return Ok(());
         }
         let scores = self.score(e).await?;
@@ -609,24 +724,25 @@ impl ConsensusLoop {
             epoch: e,
             scores: scores.proposal.clone(),
         };
+        self.done.submitted.insert(e, height);
         self.chain
             .sign_and_submit(&self.config.hotkey, call)
             .await
             .context("propose_attestation was refused")?;
         tracing::info!(
             epoch = e,
+            node = me,
             nodes = scores.proposal.len(),
             "proposal submitted"
         );
-        self.done.proposed.insert(e);
-        self.status.send_modify(|s| push_recent(&mut s.proposed, e));
         Ok(())
     }
 
-    async fn attest_duty(&mut self, pos: Position) -> Result<()> {
+    async fn attest_duty(&mut self, pos: Position, me: NodeId) -> Result<()> {
         let e = pos.epoch;
         let window = self.config.phases.proposal;
-        if self.done.attested.contains(&e) || !self.settled(window.start, pos) {
+        let height = e * pos.length + pos.offset;
+        if !self.settled(window.start, pos) || !self.due(e, height) {
             return Ok(());
         }
         let Some(consensus) = self
@@ -636,6 +752,11 @@ impl ConsensusLoop {
         else {
             return Ok(());
         };
+        if consensus.attestations.contains(&me) {
+            self.done.on_chain.insert(e);
+            self.status.send_modify(|s| push_recent(&mut s.attested, e));
+            return Ok(());
+        }
         let Some(proposed) = consensus.proposal else {
             return Ok(());
         };
@@ -650,13 +771,12 @@ impl ConsensusLoop {
             subnet: self.config.subnet,
             epoch: e,
         };
+        self.done.submitted.insert(e, height);
         self.chain
             .sign_and_submit(&self.config.hotkey, call)
             .await
             .context("attest was refused")?;
-        tracing::info!(epoch = e, "attested");
-        self.done.attested.insert(e);
-        self.status.send_modify(|s| push_recent(&mut s.attested, e));
+        tracing::info!(epoch = e, "attestation submitted");
         Ok(())
     }
 }

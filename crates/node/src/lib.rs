@@ -22,11 +22,11 @@ pub mod view;
 mod wiring;
 
 pub use chain::ChainConnection;
-pub use clock::ChainClock;
+pub use clock::{ChainClock, HEAD_SILENCE, PHASE_GRACE_BLOCKS};
 pub use dht::LoopMetrics;
 pub use epoch_loop::{
     Behaviour, ConsensusConfig, ConsensusLoop, Hosting, LoopStatus, STATUS_EPOCHS,
 };
 pub use schemas::with_consensus_schemas;
 pub use stake::{ChainStake, chain_peer_id};
-pub use wiring::{HostOptions, NodeOptions, PHASE_GRACE_BLOCKS, RunningNode, start_node};
+pub use wiring::{HostOptions, NodeOptions, RunningNode, start_node};

@@ -9,6 +9,10 @@ use hypertensor_runtime::{NodeClass, SubnetId};
 
 use crate::chain::ChainConnection;
 
+/// Longest a proof-of-stake question may wait for the chain (the DHT's
+/// validators wait on it).
+const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Asks the chain whether a peer is a node of the subnet (any class from
 /// Registered up): the [`StakeLookup`] behind a node's
 /// [`CachingStakeOracle`](hypertensor_p2p::CachingStakeOracle).
@@ -49,10 +53,13 @@ impl StakeLookup for ChainStake {
                 return Ok(false);
             };
             let client = self.chain.client().await;
-            match client
-                .proof_of_stake(self.subnet, &peer_id, self.min_class)
-                .await
-            {
+            let asked = client.proof_of_stake(self.subnet, &peer_id, self.min_class);
+            let Ok(answer) = tokio::time::timeout(LOOKUP_TIMEOUT, asked).await else {
+                return Err(format!(
+                    "proof of stake of {peer}: the chain did not answer in {LOOKUP_TIMEOUT:?}"
+                ));
+            };
+            match answer {
                 Ok(staked) => Ok(staked),
                 Err(e) => {
                     if matches!(e, ChainError::Closed) {

@@ -22,14 +22,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::chain::ChainConnection;
-use crate::clock::ChainClock;
+use crate::clock::{ChainClock, HEAD_SILENCE, PHASE_GRACE_BLOCKS};
 use crate::dht::LoopMetrics;
 use crate::epoch_loop::{Behaviour, ConsensusConfig, ConsensusLoop, Hosting, LoopStatus};
 use crate::schemas::with_consensus_schemas;
 use crate::stake::ChainStake;
-
-/// Blocks of grace the DHT's phase validator allows around each window.
-pub const PHASE_GRACE_BLOCKS: u64 = 1;
 
 /// What a node serves besides consensus.
 #[derive(Clone, Debug)]
@@ -105,9 +102,31 @@ pub struct RunningNode {
     pub metrics: Option<Arc<LoopMetrics>>,
     /// The API's address, if it serves one.
     pub api_addr: Option<SocketAddr>,
-    tasks: Vec<JoinHandle<()>>,
-    api_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    tasks: Tasks,
+    api: Option<(tokio::sync::oneshot::Sender<()>, JoinHandle<()>)>,
 }
+
+/// Tasks aborted when dropped, so a node that fails half-way through
+/// starting leaves nothing running.
+#[derive(Default)]
+pub(crate) struct Tasks(Vec<JoinHandle<()>>);
+
+impl Tasks {
+    pub(crate) fn spawn(&mut self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        self.0.push(tokio::spawn(task));
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// Longest the API may take to finish its responses at [`RunningNode::stop`].
+const API_DRAIN: Duration = Duration::from_secs(5);
 
 impl RunningNode {
     /// The node's addresses with its peer id, to bootstrap others.
@@ -122,21 +141,14 @@ impl RunningNode {
             .collect())
     }
 
-    /// Stops the node: the API finishes its responses, everything else
-    /// stops at once.
-    pub fn stop(mut self) {
-        if let Some(stop) = self.api_stop.take() {
+    /// Stops the node: the API finishes its responses (for a few seconds at
+    /// most), then everything else stops.
+    pub async fn stop(&mut self) {
+        if let Some((stop, task)) = self.api.take() {
             let _ = stop.send(());
+            let _ = tokio::time::timeout(API_DRAIN, task).await;
         }
-        for task in self.tasks.drain(..) {
-            task.abort();
-        }
-    }
-}
-
-impl Drop for RunningNode {
-    fn drop(&mut self) {
-        for task in &self.tasks {
+        for task in self.tasks.0.drain(..) {
             task.abort();
         }
     }
@@ -151,10 +163,11 @@ pub async fn start_node(options: NodeOptions) -> Result<RunningNode> {
     let genesis = rpc.health().await?.genesis_hash;
     let params = rpc.parameters().await?;
     let height = rpc.epoch_info().await?.height;
+    let phases = PhaseParams::default();
     let clock = Arc::new(ChainClock::new(
         height,
         params.epoch_length,
-        PhaseParams::default(),
+        phases,
         PHASE_GRACE_BLOCKS,
     ));
     // Records live three epochs: read in their epoch and the next.
@@ -174,16 +187,16 @@ pub async fn start_node(options: NodeOptions) -> Result<RunningNode> {
         Arc::new(stake),
     );
     config.phase = clock.clone();
-    config.schemas = with_consensus_schemas(config.schemas, record_ttl);
+    // Writers' clocks differ: accept twice the lifetime they ask for.
+    config.schemas = with_consensus_schemas(config.schemas, record_ttl * 2);
     config.listen = options.listen.clone();
     config.announce = options.announce.clone();
     config.bootstrap = options.bootstrap.clone();
     let (p2p, events, event_loop) =
         hypertensor_p2p::new(config).context("cannot start the P2P node")?;
-    let mut tasks = vec![
-        tokio::spawn(event_loop.run()),
-        tokio::spawn(follow_heads(chain.clone(), clock.clone())),
-    ];
+    let mut tasks = Tasks::default();
+    tasks.spawn(event_loop.run());
+    tasks.spawn(follow_heads(chain.clone(), clock.clone()));
     if !options.bootstrap.is_empty() {
         for _ in 0..100 {
             if p2p.routing_table_size().await.unwrap_or(0) > 0 {
@@ -217,7 +230,7 @@ pub async fn start_node(options: NodeOptions) -> Result<RunningNode> {
                 span: block_server.shared_span(),
                 server: Some(block_server.clone()),
             });
-            tasks.push(tokio::spawn(block_server.clone().run(p2p.clone(), events)));
+            tasks.spawn(block_server.clone().run(p2p.clone(), events));
             server = Some(block_server);
         }
         None => drop(events),
@@ -232,15 +245,16 @@ pub async fn start_node(options: NodeOptions) -> Result<RunningNode> {
             model.hidden_size,
         );
         consensus.record_ttl = record_ttl;
+        consensus.phases = phases;
         consensus.behaviour = options.behaviour;
         let consensus_loop =
             ConsensusLoop::new(consensus, p2p.clone(), chain.clone(), clock, hosting).await?;
         status = Some(consensus_loop.status());
         metrics = Some(consensus_loop.metrics());
-        tasks.push(tokio::spawn(consensus_loop.run()));
+        tasks.spawn(consensus_loop.run());
     }
 
-    let (mut api_addr, mut api_stop) = (None, None);
+    let (mut api_addr, mut api) = (None, None);
     if let Some(addr) = options.api {
         let client = SwarmClient::load(
             &options.model_path,
@@ -254,8 +268,7 @@ pub async fn start_node(options: NodeOptions) -> Result<RunningNode> {
             .with_context(|| format!("cannot listen on {addr}"))?;
         api_addr = Some(listener.local_addr()?);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        api_stop = Some(stop_tx);
-        tasks.push(tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let stop = async {
                 let _ = stop_rx.await;
             };
@@ -264,7 +277,8 @@ pub async fn start_node(options: NodeOptions) -> Result<RunningNode> {
             {
                 tracing::error!(error = %e, "the API server stopped");
             }
-        }));
+        });
+        api = Some((stop_tx, task));
     }
 
     Ok(RunningNode {
@@ -274,7 +288,7 @@ pub async fn start_node(options: NodeOptions) -> Result<RunningNode> {
         metrics,
         api_addr,
         tasks,
-        api_stop,
+        api,
     })
 }
 
@@ -285,14 +299,17 @@ async fn follow_heads(chain: Arc<ChainConnection>, clock: Arc<ChainClock>) {
     loop {
         let client = chain.client().await;
         match client.subscribe_new_heads().await {
-            Ok(mut heads) => {
-                while let Some(head) = heads.next().await {
-                    match head {
-                        Ok(head) => clock.set_height(head.header.height),
-                        Err(e) => tracing::warn!(error = %e, "bad head notification"),
+            Ok(mut heads) => loop {
+                match tokio::time::timeout(HEAD_SILENCE, heads.next()).await {
+                    Ok(Some(Ok(head))) => clock.set_height(head.header.height),
+                    Ok(Some(Err(e))) => tracing::warn!(error = %e, "bad head notification"),
+                    Ok(None) => break,
+                    Err(_) => {
+                        tracing::warn!(?HEAD_SILENCE, "no new head for too long");
+                        break;
                     }
                 }
-            }
+            },
             Err(e) => tracing::warn!(error = %e, "cannot follow the chain's heads"),
         }
         tokio::time::sleep(Duration::from_millis(250)).await;

@@ -33,7 +33,7 @@ pub(crate) struct DevnetArgs {
     /// Blocks each hoster serves.
     #[arg(long, value_name = "K", default_value_t = 10)]
     pub(crate) blocks_per_hoster: usize,
-    /// Chain blocks per epoch (at least 10).
+    /// Chain blocks per epoch (at least 20).
     #[arg(long, value_name = "L", default_value_t = 20)]
     pub(crate) epoch_length: u64,
     /// Milliseconds between chain blocks.
@@ -108,15 +108,27 @@ async fn run_devnet(config: DevnetConfig) -> Result<()> {
     Ok(())
 }
 
-/// Prints each epoch's report once it is settled.
+/// Prints each epoch's report once it is settled. A report that cannot be
+/// read is skipped with a warning; the devnet runs on.
 async fn status_loop(devnet: &Devnet) -> Result<()> {
     let length = devnet.chain.parameters().await?.epoch_length;
     let mut heads = devnet.chain.subscribe_new_heads().await?;
     while let Some(head) = heads.next().await {
-        let height = head?.header.height;
+        let height = match head {
+            Ok(head) => head.header.height,
+            Err(e) => {
+                eprintln!("warning: bad head notification: {e}");
+                continue;
+            }
+        };
         if height > 0 && height % length == 0 {
-            let report = devnet.epoch_report(height / length - 1).await?;
-            print_report(&report);
+            match devnet.epoch_report(height / length - 1).await {
+                Ok(report) => print_report(&report),
+                Err(e) => eprintln!(
+                    "warning: cannot read epoch {}'s report: {e:#}",
+                    height / length - 1
+                ),
+            }
         }
     }
     anyhow::bail!("the chain's head subscription ended")

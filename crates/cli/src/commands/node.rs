@@ -53,8 +53,8 @@ pub(crate) struct NodeArgs {
     /// Hoster: serve blocks A..B (written A:B).
     #[arg(long, value_name = "A:B", conflicts_with = "num_blocks")]
     pub(crate) blocks: Option<String>,
-    /// Hoster: serve this many blocks, where the swarm is weakest (default:
-    /// every block).
+    /// Hoster: serve this many blocks, where the swarm is weakest (with
+    /// --chain: the first N blocks; default: every block).
     #[arg(long, value_name = "N")]
     pub(crate) num_blocks: Option<usize>,
     /// Key file (from `hypertensor keygen`); without one a fresh identity is
@@ -282,7 +282,10 @@ async fn run_with_chain(
             let n_blocks = GgufFile::open(path)?.config()?.n_blocks;
             let blocks = match &args.blocks {
                 Some(text) => parse_blocks(text, n_blocks)?,
-                None => 0..args.num_blocks.unwrap_or(n_blocks).clamp(1, n_blocks),
+                None => match args.num_blocks {
+                    Some(0) => bail!("--num-blocks must be at least 1"),
+                    n => 0..n.unwrap_or(n_blocks).min(n_blocks),
+                },
             };
             options.host = Some(HostOptions {
                 blocks,
@@ -296,7 +299,7 @@ async fn run_with_chain(
             options.api = Some(args.api);
         }
     }
-    let node = start_node(options).await?;
+    let mut node = start_node(options).await?;
     for addr in node.dial_addrs().await? {
         println!("listening on {addr}");
     }
@@ -316,7 +319,7 @@ async fn run_with_chain(
         println!("following the chain at {url}; consensus duties run every epoch");
     }
     shutdown_signal().await;
-    node.stop();
+    node.stop().await;
     Ok(())
 }
 

@@ -2,5 +2,6 @@
 
 mod chain;
 mod devnet;
+mod http;
 mod local_model;
 mod node;

@@ -67,8 +67,8 @@ async fn step(
     dtype: Dtype,
     position: usize,
     values: &[f32],
+    width: usize,
 ) -> Result<Vec<f32>, String> {
-    let width = values.len() / TOKENS;
     let frame = Step {
         position: position as u32,
         n_tokens: (values.len() / width) as u32,
@@ -120,35 +120,46 @@ async fn a_server_refuses_the_consensus_challenge_and_serves_other_inputs() {
 
     let mut session = open(&client, server_peer, Dtype::F32).await;
     // Exactly the challenge, at position 0: refused with the reason.
-    let refused = step(&mut session, Dtype::F32, 0, &challenge)
+    let refused = step(&mut session, Dtype::F32, 0, &challenge, width)
+        .await
+        .unwrap_err();
+    assert!(refused.contains("consensus challenge"), "{refused}");
+    // Its first row alone (to get the outputs token by token) is refused too.
+    let refused = step(&mut session, Dtype::F32, 0, &challenge[..width], width)
         .await
         .unwrap_err();
     assert!(refused.contains("consensus challenge"), "{refused}");
     // Another input of the same shape is served, on the same session.
-    let got = step(&mut session, Dtype::F32, 0, &other).await.unwrap();
+    let got = step(&mut session, Dtype::F32, 0, &other, width)
+        .await
+        .unwrap();
     assert_eq!(got, local(&local_span, &[&other]));
     // The challenge is refused again, and the refusal leaves the session's
     // cache as it was: the sequence continues at position TOKENS.
-    let refused = step(&mut session, Dtype::F32, 0, &challenge)
+    let refused = step(&mut session, Dtype::F32, 0, &challenge, width)
         .await
         .unwrap_err();
     assert!(refused.contains("consensus challenge"), "{refused}");
-    let got = step(&mut session, Dtype::F32, TOKENS, &next).await.unwrap();
+    let got = step(&mut session, Dtype::F32, TOKENS, &next, width)
+        .await
+        .unwrap();
     assert_eq!(got, local(&local_span, &[&other, &next]));
     // The challenge after other tokens (not position 0) is not the challenge.
-    let got = step(&mut session, Dtype::F32, 2 * TOKENS, &challenge).await;
+    let got = step(&mut session, Dtype::F32, 2 * TOKENS, &challenge, width).await;
     assert!(got.is_ok(), "{got:?}");
 
     // Sent in half precision, the challenge is still recognised.
     let mut half = open(&client, server_peer, Dtype::F16).await;
-    let refused = step(&mut half, Dtype::F16, 0, &challenge)
+    let refused = step(&mut half, Dtype::F16, 0, &challenge, width)
         .await
         .unwrap_err();
     assert!(refused.contains("consensus challenge"), "{refused}");
 
     // Cleared: the same input is served like any other.
     server.set_challenge_input(None);
-    let got = step(&mut session, Dtype::F32, 0, &challenge).await.unwrap();
+    let got = step(&mut session, Dtype::F32, 0, &challenge, width)
+        .await
+        .unwrap();
     assert_eq!(got, local(&local_span, &[&challenge]));
 
     for task in [server_net, server_run, client_net] {

@@ -27,7 +27,7 @@ fn a_peer_without_stake_cannot_write_any_consensus_record() {
         );
         options.consensus = false;
         options.bootstrap = devnet.nodes[0].1.dial_addrs().await.unwrap();
-        let attacker = start_node(options).await.unwrap();
+        let mut attacker = start_node(options).await.unwrap();
         let me = chain_peer_id(&attacker.p2p.peer_id()).unwrap();
         let genesis = devnet.chain.health().await.unwrap().genesis_hash;
         let not_staked_before: u64 = devnet
@@ -97,6 +97,6 @@ fn a_peer_without_stake_cannot_write_any_consensus_record() {
             not_staked_after >= not_staked_before + tried.len() as u64,
             "{not_staked_before} -> {not_staked_after} rejections for want of stake"
         );
-        attacker.stop();
+        attacker.stop().await;
     });
 }
