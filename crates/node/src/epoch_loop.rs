@@ -485,7 +485,9 @@ impl ConsensusLoop {
             return Ok(());
         };
         let e = pos.epoch;
-        if self.guarded == Some(e) && self.settled(self.config.phases.hoster_commit.start, pos) {
+        // Once guarded, the commit duty's own read settles which challenge
+        // counts (and sets it again when it sketches).
+        if self.guarded == Some(e) {
             return Ok(());
         }
         if let Some(challenge) = self.read_challenge(e).await? {
