@@ -214,10 +214,7 @@ impl BlockServer {
         let refresh =
             (self.config.announce_ttl.min(ANNOUNCE_MAX_TTL) / 3).max(Duration::from_millis(100));
         // Announcing before we know any peer would reach no one.
-        let joining = tokio::time::Instant::now();
-        while p2p.routing_table_size().await.unwrap_or(0) == 0 && joining.elapsed() < JOIN_WAIT {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        p2p.wait_for_peers(JOIN_WAIT).await;
         let mut next_announce = tokio::time::Instant::now();
         let mut retry = ANNOUNCE_RETRY;
         loop {

@@ -198,12 +198,7 @@ pub async fn start_node(options: NodeOptions) -> Result<RunningNode> {
     tasks.spawn(event_loop.run());
     tasks.spawn(follow_heads(chain.clone(), clock.clone()));
     if !options.bootstrap.is_empty() {
-        for _ in 0..100 {
-            if p2p.routing_table_size().await.unwrap_or(0) > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        p2p.wait_for_peers(Duration::from_secs(5)).await;
     }
 
     let gguf = GgufFile::open(&options.model_path)

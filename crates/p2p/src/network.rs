@@ -230,6 +230,22 @@ impl Client {
         self.call(|reply| Command::RoutingTableSize { reply }).await
     }
 
+    /// Waits until the routing table knows a peer, for at most `timeout`;
+    /// returns whether one is known (a node that reads or announces before
+    /// it knows anyone reaches no one).
+    pub async fn wait_for_peers(&self, timeout: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.routing_table_size().await.unwrap_or(0) > 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// The addresses our routing table holds for `peer` (what it announced
     /// through identify, or what we dialled).
     pub async fn addresses_of(&self, peer: PeerId) -> Result<Vec<Multiaddr>> {

@@ -236,12 +236,7 @@ async fn wait_for_peers(p2p: &Client, expect_peers: bool) {
     if !expect_peers {
         return;
     }
-    for _ in 0..100 {
-        if p2p.routing_table_size().await.unwrap_or(0) > 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    p2p.wait_for_peers(Duration::from_secs(5)).await;
 }
 
 async fn serve_api(args: &NodeArgs, path: &std::path::Path, name: &str, p2p: Client) -> Result<()> {

@@ -113,12 +113,7 @@ impl SwarmEngine {
         let network = runtime.spawn(event_loop.run());
         runtime.block_on(async {
             // Wait (briefly) until the bootstrap peer is in the routing table.
-            for _ in 0..100 {
-                if p2p.routing_table_size().await.unwrap_or(0) > 0 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
+            p2p.wait_for_peers(Duration::from_secs(5)).await;
         });
         let client = SwarmClient::load(
             path,
