@@ -2,9 +2,7 @@
 //! serves a chat completion within its first epoch, shows each epoch's
 //! status, and stops cleanly on Ctrl-C.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 fn chat(addr: &str) -> (u16, String) {
@@ -28,15 +26,7 @@ fn devnet_serves_a_chat_completion_within_its_first_epoch_and_stops_on_ctrl_c() 
         .stderr(Stdio::inherit())
         .spawn()
         .expect("the binary runs");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let lines = crate::process::stdout_lines(&mut child);
     let wait_for = |needle: &str| -> (String, Vec<String>) {
         let mut seen = Vec::new();
         loop {

@@ -5,3 +5,4 @@ mod devnet;
 mod http;
 mod local_model;
 mod node;
+mod process;

@@ -1,7 +1,7 @@
 //! `node --role hoster|client`: two hoster processes and a client process
 //! on loopback serve the OpenAI API with the local model's greedy tokens.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -29,15 +29,7 @@ impl Node {
             .stderr(Stdio::null())
             .spawn()
             .expect("the binary runs");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = crate::process::stdout_lines(&mut child);
         Node { child, lines }
     }
 
