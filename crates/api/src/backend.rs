@@ -40,8 +40,11 @@ pub trait Backend: Send + Sync + 'static {
     fn tokenizer(&self) -> &Tokenizer;
     /// The model's chat template, if the file carries one.
     fn chat_template(&self) -> Option<&ChatTemplate>;
-    /// Runs one generation, calling `on_text` with each certain piece of
-    /// text; `Flow::Stop` from it cancels the generation.
+    /// Positions the model's context holds (prompt plus completion).
+    fn context_length(&self) -> usize;
+    /// Runs one generation, calling `on_text` once per generated token with
+    /// the text it made certain (possibly empty); `Flow::Stop` from it
+    /// cancels the generation before the next step.
     fn generate(
         &self,
         request: &GenerationRequest,
@@ -83,6 +86,10 @@ impl Backend for LocalBackend {
 
     fn chat_template(&self) -> Option<&ChatTemplate> {
         self.model.chat_template()
+    }
+
+    fn context_length(&self) -> usize {
+        self.model.config().context_length
     }
 
     fn generate(

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Json;
@@ -13,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 use hypertensor_model::{Flow, Generation, GenerationRequest};
 use serde_json::{Value, json};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc};
 
 use crate::backend::{Backend, BackendError};
 use crate::error::{ApiError, Result};
@@ -27,6 +28,35 @@ const STREAM_BUFFER: usize = 64;
 pub(crate) struct AppState {
     pub(crate) backend: Arc<dyn Backend>,
     pub(crate) permits: Arc<Semaphore>,
+    /// Requests waiting for a permit now.
+    pub(crate) waiting: Arc<AtomicUsize>,
+    /// Most requests allowed to wait; beyond, 429.
+    pub(crate) max_waiting: usize,
+}
+
+/// A place in the queue for a generation permit, given back on drop.
+struct QueueSlot(Arc<AtomicUsize>);
+
+impl QueueSlot {
+    fn take(state: &AppState) -> Result<Self> {
+        let taken = state
+            .waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < state.max_waiting).then_some(n + 1)
+            });
+        match taken {
+            Ok(_) => Ok(Self(state.waiting.clone())),
+            Err(n) => Err(ApiError::TooManyRequests(format!(
+                "{n} requests are already waiting for a generation slot; retry later"
+            ))),
+        }
+    }
+}
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Which endpoint shapes the answer.
@@ -132,18 +162,32 @@ async fn start(
     request: GenerationRequest,
     stream: bool,
 ) -> Result<mpsc::Receiver<Piece>> {
-    let permit: OwnedSemaphorePermit = state
-        .permits
-        .clone()
-        .acquire_owned()
-        .await
-        .map_err(|_| ApiError::Unavailable("the server is shutting down".into()))?;
+    let closed = || ApiError::Unavailable("the server is shutting down".into());
+    let permit: OwnedSemaphorePermit = match state.permits.clone().try_acquire_owned() {
+        Ok(permit) => permit,
+        Err(TryAcquireError::Closed) => return Err(closed()),
+        Err(TryAcquireError::NoPermits) => {
+            let _slot = QueueSlot::take(state)?;
+            state
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| closed())?
+        }
+    };
     let backend = state.backend.clone();
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
+        // Called once per token: the generation stops within one step of
+        // its client going away (the handler drops the receiver), streamed
+        // or not, and its caches are freed with the session.
         let mut on_text = |text: &str| {
-            if !stream {
+            if tx.is_closed() {
+                return Flow::Stop;
+            }
+            if !stream || text.is_empty() {
                 return Flow::Continue;
             }
             match tx.blocking_send(Piece::Text(text.to_string())) {
@@ -157,10 +201,41 @@ async fn start(
     Ok(rx)
 }
 
+/// The completion budget: `max_tokens` fitted to the context left after
+/// the prompt, or a 400 naming the limit when the prompt leaves no room or
+/// the caller asked for more than fits.
+fn completion_budget(kind: Kind, common: &Common, prompt: usize, context: usize) -> Result<usize> {
+    let room = context.saturating_sub(prompt);
+    let too_long = |completion: usize, param: &'static str| ApiError::ContextLength {
+        limit: context,
+        requested: prompt.saturating_add(completion),
+        prompt,
+        completion,
+        room,
+        param,
+    };
+    if room == 0 {
+        let param = match kind {
+            Kind::Completion => "prompt",
+            Kind::Chat => "messages",
+        };
+        return Err(too_long(1, param));
+    }
+    if common.max_tokens_explicit && common.max_tokens > room {
+        return Err(too_long(common.max_tokens, "max_tokens"));
+    }
+    Ok(common.max_tokens.min(room))
+}
+
 async fn run(state: AppState, kind: Kind, common: Common, prompt: Vec<u32>) -> Result<Response> {
+    let max_tokens = if prompt.is_empty() {
+        common.max_tokens
+    } else {
+        completion_budget(kind, &common, prompt.len(), state.backend.context_length())?
+    };
     let request = GenerationRequest {
         prompt,
-        max_tokens: common.max_tokens,
+        max_tokens,
         sampling: common.sampling.clone(),
         stop: common.stop.clone(),
     };

@@ -16,18 +16,28 @@
 //!   the backend has no route to a full model, a generic 500 for our own
 //!   faults ([`ApiError`] maps them in one place).
 //! * Each generation runs on a blocking thread; a semaphore bounds how many
-//!   run at once (the rest wait their turn). A streaming client that goes
-//!   away cancels its generation.
+//!   run at once (a bounded number wait their turn, the rest get 429). A
+//!   client that goes away, streaming or not, cancels its generation
+//!   within one step.
+//! * The HTTP layer caps connections in total and per address, reads heads
+//!   and bodies under timeouts, refuses a declared length beyond the limit
+//!   at once, and answers unknown routes and methods (404, 405), 408, 413
+//!   and 429 in the same JSON error shape.
 
 mod backend;
 mod error;
 mod handlers;
+mod limits;
 mod request;
+mod serve;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -35,43 +45,86 @@ use tokio::sync::Semaphore;
 pub use backend::{Backend, BackendError, LocalBackend};
 pub use error::{ApiError, Result};
 
-/// How the HTTP server behaves.
+/// How the HTTP server behaves: how much work it takes on and how long it
+/// waits for a client (see `docs/inference.md` for why each default).
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     /// Most generations running at once; further requests wait.
     pub max_concurrent: usize,
+    /// Most requests waiting for a generation slot; beyond, 429.
+    pub max_waiting: usize,
+    /// Largest request body, in bytes; beyond (or declared beyond), 413.
+    pub max_body_bytes: usize,
+    /// Longest time to receive a request's head; also how long an idle
+    /// kept-alive connection stays open.
+    pub header_timeout: Duration,
+    /// Longest time to receive a request's body; beyond, 408.
+    pub body_timeout: Duration,
+    /// Most connections open at once.
+    pub max_connections: usize,
+    /// Most connections open at once from one IP address; beyond, 429.
+    pub max_connections_per_address: usize,
 }
 
 impl Default for ApiConfig {
+    /// 64 generations at once, 256 waiting, 2 MiB bodies, 10 s for a
+    /// head, 30 s for a body, 1,024 connections, 64 per address.
     fn default() -> Self {
-        Self { max_concurrent: 64 }
+        Self {
+            max_concurrent: 64,
+            max_waiting: 256,
+            max_body_bytes: 2 << 20,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            max_connections_per_address: 64,
+        }
     }
 }
 
-/// The API's routes over `backend`.
+/// The API's routes over `backend`, with the body limits and OpenAI-shaped
+/// errors for every status.
 pub fn router(backend: Arc<dyn Backend>, config: &ApiConfig) -> Router {
     let state = handlers::AppState {
         backend,
         permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+        waiting: Arc::new(AtomicUsize::new(0)),
+        max_waiting: config.max_waiting,
+    };
+    let body = limits::BodyLimits {
+        max_bytes: config.max_body_bytes,
+        timeout: config.body_timeout,
     };
     Router::new()
         .route("/v1/models", get(handlers::models))
         .route("/v1/completions", post(handlers::completions))
         .route("/v1/chat/completions", post(handlers::chat))
         .route("/v1/swarm", get(handlers::swarm))
+        .fallback(limits::not_found)
+        .method_not_allowed_fallback(limits::method_not_allowed)
         .with_state(state)
+        .layer(DefaultBodyLimit::max(config.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            body,
+            limits::read_body,
+        ))
+        .layer(axum::middleware::from_fn(limits::json_errors))
 }
 
 /// Serves the API on `listener` until `shutdown` completes (requests in
-/// flight are finished first).
+/// flight are finished first), with the connection limits and timeouts of
+/// `config`.
 pub async fn serve(
     listener: TcpListener,
     backend: Arc<dyn Backend>,
     config: &ApiConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    axum::serve(listener, router(backend, config))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let limits = serve::ConnectionLimits {
+        max_connections: config.max_connections.max(1),
+        max_per_address: config.max_connections_per_address.max(1),
+        header_timeout: config.header_timeout,
+    };
+    serve::serve_router(listener, router(backend, config), limits, shutdown).await?;
     Ok(())
 }

@@ -16,7 +16,12 @@ const DEFAULT_COMPLETION_TOKENS: usize = 16;
 #[derive(Debug, Clone)]
 pub(crate) struct Common {
     pub(crate) model: String,
+    /// The most tokens to generate: the caller's `max_tokens`, else the
+    /// endpoint's default (`usize::MAX` for chat: as many as fit).
     pub(crate) max_tokens: usize,
+    /// Whether the caller set `max_tokens` (then a value beyond the
+    /// context is refused rather than fitted).
+    pub(crate) max_tokens_explicit: bool,
     pub(crate) sampling: SamplingParams,
     pub(crate) stop: Vec<String>,
     pub(crate) stream: bool,
@@ -166,9 +171,17 @@ fn common(
         return Err(ApiError::bad_param("user", "`user` must be a string"));
     }
     let mut max_tokens = default_max;
+    let mut max_tokens_explicit = false;
     for name in max_tokens_fields {
         if let Some(n) = integer(map, name)? {
+            if n == 0 {
+                return Err(ApiError::bad_param(
+                    name,
+                    format!("`{name}` must be at least 1, got 0"),
+                ));
+            }
             max_tokens = usize::try_from(n).unwrap_or(usize::MAX);
+            max_tokens_explicit = true;
         }
     }
     let temperature = number(map, "temperature")?.unwrap_or(1.0);
@@ -216,6 +229,7 @@ fn common(
     Ok(Common {
         model,
         max_tokens,
+        max_tokens_explicit,
         sampling: SamplingParams {
             temperature: temperature as f32,
             top_k: None,

@@ -43,24 +43,30 @@ impl Backend for SwarmBackend {
         self.client.chat_template()
     }
 
+    fn context_length(&self) -> usize {
+        self.client.model_config().context_length
+    }
+
     fn generate(
         &self,
         request: &GenerationRequest,
         on_text: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<Generation, BackendError> {
         // Reserve only what this request can use, so servers hold many
-        // sessions at once.
-        let tokens = request.prompt.len().saturating_add(request.max_tokens);
-        let mut session = self.client.session_for(tokens);
+        // sessions at once, and no more than some route can hold now: a
+        // request beyond the swarm's free cache is fitted to it (and ends
+        // with `length`), never refused by every server in turn.
+        let wanted = request.prompt.len().saturating_add(request.max_tokens);
+        let mut session = self.client.session_for(wanted);
+        let needed = request.prompt.len().saturating_add(1);
+        let opened = self.client.handle().block_on(session.open_route(needed));
+        if let Err(e) = opened {
+            return Err(backend_error(e));
+        }
         let outcome = generate(&mut session, self.client.tokenizer(), request, on_text);
         match (outcome, session.take_error()) {
             (Ok(g), _) => Ok(g),
-            (Err(_), Some(e)) => Err(match e {
-                InferenceError::NoRoute { .. } | InferenceError::GaveUp { .. } => {
-                    BackendError::Unavailable(e.to_string())
-                }
-                other => BackendError::Failed(other.to_string()),
-            }),
+            (Err(_), Some(e)) => Err(backend_error(e)),
             (Err(e), None) => Err(e.into()),
         }
     }
@@ -73,5 +79,18 @@ impl Backend for SwarmBackend {
                 None
             }
         }
+    }
+}
+
+/// How a swarm failure reaches the API: the request's own fault is a 400,
+/// no route or no room a 503, anything else ours.
+fn backend_error(e: InferenceError) -> BackendError {
+    match e {
+        InferenceError::Rejected { .. } => BackendError::Invalid(e.to_string()),
+        InferenceError::NoRoute { .. }
+        | InferenceError::GaveUp { .. }
+        | InferenceError::InsufficientCapacity { .. }
+        | InferenceError::Full { .. } => BackendError::Unavailable(e.to_string()),
+        other => BackendError::Failed(other.to_string()),
     }
 }

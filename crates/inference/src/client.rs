@@ -8,6 +8,13 @@
 //! that hop on, replay the same steps to rebuild the new servers' caches
 //! and go on: the replayed computation is the original one, step for step,
 //! so a greedy generation yields exactly the uninterrupted tokens.
+//!
+//! Admission is not a fault. A server whose cache is full, or that refuses
+//! the request itself, is avoided for that sequence only and never banned;
+//! [`SwarmSession::open_route`] fits a sequence's reservation to what some
+//! route can hold. Only faults (timeouts, broken sessions, malformed or
+//! failed answers, wrong spans) ban a server, for a time that doubles with
+//! each fault, decays while it behaves, and resets after a success.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -25,9 +32,10 @@ use tokio::runtime::Handle;
 
 use crate::announce::{ServerInfo, ServerState, block_key};
 use crate::error::{InferenceError, Result};
-use crate::routing::{Candidate, shortest_route};
+use crate::routing::{Candidate, largest_reservation, shortest_route};
 use crate::wire::{
-    Dtype, OpenRequest, PING_METHOD, SESSION_METHOD, Step, decode_open_reply, decode_step_reply,
+    Dtype, OpenRequest, PING_METHOD, Refusal, SESSION_METHOD, Step, decode_open_reply,
+    decode_step_reply,
 };
 
 /// How a client routes and recovers.
@@ -41,22 +49,29 @@ pub struct ClientConfig {
     pub ban_base: Duration,
     /// Longest ban.
     pub ban_max: Duration,
+    /// A server's strike count drops by one for each such period without
+    /// a fault (and resets after a successful step).
+    pub ban_decay: Duration,
     /// Failed servers tolerated within one step before giving up.
     pub max_failures: usize,
-    /// Token positions each session reserves (default: the context).
+    /// Most token positions one session reserves on each server (default:
+    /// the context). [`SwarmClient::session`] reserves this much; sessions
+    /// fitted by [`SwarmSession::open_route`] reserve at most this much.
     pub session_tokens: Option<usize>,
     /// Encoding of hidden states (f32 is lossless).
     pub dtype: Dtype,
 }
 
 impl ClientConfig {
-    /// Defaults: 30 s step timeout, bans from 5 s to 10 min, 8 failures.
+    /// Defaults: 30 s step timeout, bans from 5 s to 10 min decaying by one
+    /// strike a minute, 8 failures.
     pub fn new(model: impl Into<String>) -> Self {
         Self {
             model: model.into(),
             step_timeout: Duration::from_secs(30),
             ban_base: Duration::from_secs(5),
             ban_max: Duration::from_secs(600),
+            ban_decay: Duration::from_secs(60),
             max_failures: 8,
             session_tokens: None,
             dtype: Dtype::F32,
@@ -69,15 +84,42 @@ impl ClientConfig {
 pub struct ClientStats {
     /// Span sessions opened.
     pub sessions_opened: u64,
-    /// Sessions servers refused (cache budget full, wrong span).
+    /// Openings or steps servers refused without fault (cache budget
+    /// full, the request itself refused).
     pub refusals: u64,
     /// Servers that failed during a session or could not be reached.
     pub failures: u64,
+    /// Bans given for faults.
+    pub bans: u64,
+}
+
+/// A server's record of faults.
+#[derive(Debug, Clone, Copy)]
+struct Ban {
+    until: Instant,
+    strikes: u32,
+    last_fault: Instant,
+}
+
+/// How long a server's own report of its free cache (in a refusal) is
+/// trusted over its announcement, which is refreshed less often.
+const REPORTED_FREE_TTL: Duration = Duration::from_secs(5);
+/// Times [`SwarmSession::open_route`] plans again after servers turned out
+/// fuller than announced.
+const PLAN_ATTEMPTS: usize = 4;
+
+/// A server that may carry part of a route, with what it can hold.
+#[derive(Debug, Clone)]
+struct Offer {
+    candidate: Candidate,
+    free_tokens: u64,
 }
 
 #[derive(Debug, Default)]
 struct Shared {
-    bans: HashMap<PeerId, (Instant, u32)>,
+    bans: HashMap<PeerId, Ban>,
+    /// Free cache tokens servers reported when refusing, and when.
+    reported_free: HashMap<PeerId, (u64, Instant)>,
     latencies: HashMap<PeerId, Duration>,
     dialed: HashSet<PeerId>,
     stats: ClientStats,
@@ -167,24 +209,32 @@ impl SwarmClient {
     /// A new, empty sequence reserving the configured number of positions
     /// (by default the whole context) on each server.
     pub fn session(&self) -> SwarmSession<'_> {
-        let tokens = self
-            .config
-            .session_tokens
-            .unwrap_or(self.model.context_length);
-        self.session_for(tokens)
+        self.session_for(self.max_session_tokens())
     }
 
     /// A new, empty sequence that will hold at most `tokens` positions (so
-    /// servers reserve only that much cache for it).
+    /// servers reserve only that much cache for it; at most the configured
+    /// [`ClientConfig::session_tokens`]).
     pub fn session_for(&self, tokens: usize) -> SwarmSession<'_> {
         SwarmSession {
             client: self,
             hops: Vec::new(),
             inputs: Vec::new(),
             positions: 0,
-            reserve: tokens.clamp(1, self.model.context_length),
+            reserve: tokens.clamp(1, self.max_session_tokens()),
+            avoided: HashSet::new(),
+            rejection: None,
             last_error: None,
         }
+    }
+
+    /// The most positions one session may reserve.
+    fn max_session_tokens(&self) -> usize {
+        let context = self.model.context_length.max(1);
+        self.config
+            .session_tokens
+            .unwrap_or(context)
+            .clamp(1, context)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
@@ -195,26 +245,74 @@ impl SwarmClient {
         self.lock()
             .bans
             .get(peer)
-            .is_some_and(|(until, _)| *until > Instant::now())
+            .is_some_and(|ban| ban.until > Instant::now())
     }
 
-    /// Bans `peer` for a time doubling with each failure.
+    /// Bans `peer` for a fault, for a time doubling with each strike; a
+    /// strike is forgiven for each [`ClientConfig::ban_decay`] without one.
     fn ban(&self, peer: PeerId, error: &InferenceError) {
+        let now = Instant::now();
+        let decay = self.config.ban_decay.max(Duration::from_millis(1));
         let mut shared = self.lock();
-        match error {
-            InferenceError::Refused { .. } => shared.stats.refusals += 1,
-            _ => shared.stats.failures += 1,
-        }
-        let strikes = shared.bans.get(&peer).map_or(0, |(_, s)| *s) + 1;
+        shared.stats.failures += 1;
+        shared.stats.bans += 1;
+        let strikes = shared.bans.get(&peer).map_or(0, |ban| {
+            let quiet = now.saturating_duration_since(ban.last_fault);
+            let forgiven = (quiet.as_nanos() / decay.as_nanos()).min(u32::MAX as u128) as u32;
+            ban.strikes.saturating_sub(forgiven)
+        }) + 1;
         let factor = 1u32 << (strikes - 1).min(16);
         let length = self
             .config
             .ban_base
             .saturating_mul(factor)
             .min(self.config.ban_max);
-        shared.bans.insert(peer, (Instant::now() + length, strikes));
+        shared.bans.insert(
+            peer,
+            Ban {
+                until: now + length,
+                strikes,
+                last_fault: now,
+            },
+        );
         shared.latencies.remove(&peer);
-        tracing::info!(%peer, %error, ban = ?length, "server banned");
+        tracing::info!(%peer, %error, ban = ?length, strikes, "server banned");
+    }
+
+    /// Forgets `peer`'s strikes: it just served a step.
+    fn served(&self, peer: &PeerId) {
+        let mut shared = self.lock();
+        if !shared.bans.is_empty() {
+            shared.bans.remove(peer);
+        }
+    }
+
+    /// Notes a refusal without fault; a full server's report of its free
+    /// cache is trusted over its announcement for a while.
+    fn refused(&self, error: &InferenceError) {
+        let mut shared = self.lock();
+        shared.stats.refusals += 1;
+        if let InferenceError::Full { peer, free_tokens } = error {
+            shared
+                .reported_free
+                .insert(*peer, (*free_tokens, Instant::now()));
+        }
+        tracing::debug!(%error, "server refused without fault");
+    }
+
+    /// The strikes `peer` has now (0 when it has none), for tests and
+    /// status views.
+    pub fn strikes(&self, peer: &PeerId) -> u32 {
+        self.lock().bans.get(peer).map_or(0, |ban| ban.strikes)
+    }
+
+    /// The free cache of `peer` as best known: its announcement, or its
+    /// own fresher report when it refused for capacity recently.
+    fn free_tokens(&self, peer: &PeerId, announced: u64) -> u64 {
+        match self.lock().reported_free.get(peer) {
+            Some((free, at)) if at.elapsed() < REPORTED_FREE_TTL => (*free).min(announced),
+            _ => announced,
+        }
     }
 
     /// Every online server announced for blocks `from..`, deduplicated.
@@ -223,8 +321,8 @@ impl SwarmClient {
     }
 
     /// Routing candidates from block `from`: announced, not banned, and
-    /// answering a latency probe.
-    async fn candidates(&self, from: usize) -> Result<Vec<(Candidate, Vec<String>)>> {
+    /// answering a latency probe, with the cache each can still reserve.
+    async fn candidates(&self, from: usize) -> Result<Vec<Offer>> {
         let servers = self.servers(from).await?;
         let probes = servers
             .into_iter()
@@ -236,16 +334,16 @@ impl SwarmClient {
         let mut out = Vec::new();
         for (peer, info, latency) in join_all(probes).await {
             match latency {
-                Ok(latency) => out.push((
-                    Candidate {
+                Ok(latency) => out.push(Offer {
+                    free_tokens: self.free_tokens(&peer, info.free_cache_tokens),
+                    candidate: Candidate {
                         peer,
                         start: info.start as usize,
                         end: info.end as usize,
                         throughput: info.throughput,
                         latency,
                     },
-                    info.addrs,
-                )),
+                }),
                 Err(e) => self.ban(peer, &e),
             }
         }
@@ -367,6 +465,12 @@ pub struct SwarmSession<'a> {
     positions: usize,
     /// Positions reserved on each server (the sequence's context).
     reserve: usize,
+    /// Servers this sequence avoids without banning them: full, or they
+    /// refused its request.
+    avoided: HashSet<PeerId>,
+    /// The last refusal of the request itself, reported if no route is
+    /// left (so a refused input is a 400, not a 503).
+    rejection: Option<InferenceError>,
     last_error: Option<InferenceError>,
 }
 
@@ -395,34 +499,125 @@ impl SwarmSession<'_> {
         self.reserve
     }
 
+    /// Opens a route for a new sequence before its first step, fitting the
+    /// reservation to what the swarm can hold: the requested positions, or
+    /// fewer when no route has room for them, but at least `min_tokens`
+    /// (else [`InferenceError::InsufficientCapacity`]). Servers that turn
+    /// out fuller than they announced are avoided and the route planned
+    /// again. Returns the positions reserved, which
+    /// [`LanguageModel::context_length`] reports from then on.
+    pub async fn open_route(&mut self, min_tokens: usize) -> Result<usize> {
+        let total = self.client.model.n_blocks;
+        let wanted = self.reserve;
+        let mut failures = 0;
+        let mut last = None;
+        for _ in 0..PLAN_ATTEMPTS {
+            let offers: Vec<Offer> = self
+                .client
+                .candidates(0)
+                .await?
+                .into_iter()
+                .filter(|o| !self.avoided.contains(&o.candidate.peer))
+                .collect();
+            let candidates: Vec<Candidate> = offers.iter().map(|o| o.candidate.clone()).collect();
+            let free: Vec<u64> = offers.iter().map(|o| o.free_tokens).collect();
+            let Some(most) = largest_reservation(&candidates, &free, 0, total, wanted as u64)
+            else {
+                return Err(self.no_route(0));
+            };
+            let most = most as usize;
+            if most < min_tokens {
+                return Err(InferenceError::InsufficientCapacity {
+                    needed: min_tokens,
+                    available: most,
+                });
+            }
+            self.reserve = most;
+            match self
+                .extend_route(0, Vec::new(), &mut failures, Some(offers))
+                .await
+            {
+                Ok(()) => return Ok(self.reserve),
+                Err(e @ InferenceError::NoRoute { .. }) => {
+                    // Planned on stale figures: the servers that refused
+                    // are avoided now; plan again with their reports.
+                    self.hops.clear();
+                    self.inputs.clear();
+                    last = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| self.no_route(0)))
+    }
+
+    /// Why no route is left from `from`: the request's own refusal if a
+    /// server refused it, else no route.
+    fn no_route(&mut self, from: usize) -> InferenceError {
+        self.rejection
+            .take()
+            .unwrap_or_else(|| InferenceError::NoRoute {
+                model: self.client.config.model.clone(),
+                from,
+                to: self.client.model.n_blocks,
+            })
+    }
+
+    /// Handles a server's error: a fault bans it; a refusal without fault
+    /// (full, or the request refused) only makes this sequence avoid it.
+    /// Returns whether it was a fault.
+    fn on_error(&mut self, peer: PeerId, error: InferenceError) -> bool {
+        match error {
+            InferenceError::Full { .. } => {
+                self.client.refused(&error);
+                self.avoided.insert(peer);
+                false
+            }
+            InferenceError::Rejected { .. } => {
+                self.client.refused(&error);
+                self.avoided.insert(peer);
+                self.rejection = Some(error);
+                false
+            }
+            fault => {
+                self.client.ban(peer, &fault);
+                true
+            }
+        }
+    }
+
     /// Sends one step of `n` rows through every hop, recovering from
     /// failed servers.
     async fn step(&mut self, mut x: Vec<f32>, n: usize) -> Result<Vec<f32>> {
         let mut failures = 0;
         if self.hops.is_empty() {
-            self.extend_route(0, Vec::new(), &mut failures).await?;
+            self.extend_route(0, Vec::new(), &mut failures, None)
+                .await?;
         }
         let mut i = 0;
         while i < self.hops.len() {
             let hop = &mut self.hops[i];
             match send_step(hop, self.positions, n, &x, &self.client.config).await {
                 Ok(out) => {
+                    self.client.served(&hop.peer);
                     self.inputs[i].push(std::mem::replace(&mut x, out));
                     i += 1;
                 }
                 Err(e) => {
-                    let start = hop.start;
-                    self.client.ban(hop.peer, &e);
+                    let (peer, start) = (hop.peer, hop.start);
+                    let last = e.to_string();
                     failures += 1;
+                    self.on_error(peer, e);
                     if failures > self.client.config.max_failures {
                         return Err(InferenceError::GaveUp {
                             attempts: failures,
-                            last: e.to_string(),
+                            last,
                         });
                     }
                     self.hops.truncate(i);
                     let replay = self.inputs.drain(i..).next().unwrap_or_default();
-                    self.extend_route(start, replay, &mut failures).await?;
+                    self.extend_route(start, replay, &mut failures, None)
+                        .await?;
                 }
             }
         }
@@ -432,32 +627,38 @@ impl SwarmSession<'_> {
 
     /// Opens hops covering `from..n_blocks`, replaying `steps` (the inputs
     /// the old hop at `from` had received) through each new hop in turn.
+    /// Only servers with room for the reservation are tried; `offers`, when
+    /// given, are used before reading the DHT again.
     async fn extend_route(
         &mut self,
         mut from: usize,
         mut steps: Vec<Vec<f32>>,
         failures: &mut usize,
+        offers: Option<Vec<Offer>>,
     ) -> Result<()> {
         let total = self.client.model.n_blocks;
-        let mut candidates = self.client.candidates(from).await?;
-        let mut refreshed = false;
+        let mut refreshed = offers.is_none();
+        let mut offers = match offers {
+            Some(offers) => offers,
+            None => self.client.candidates(from).await?,
+        };
         while from < total {
-            let usable: Vec<Candidate> = candidates
+            let usable: Vec<Candidate> = offers
                 .iter()
-                .filter(|(c, _)| !self.client.is_banned(&c.peer))
-                .map(|(c, _)| c.clone())
+                .filter(|o| {
+                    o.free_tokens >= self.reserve as u64
+                        && !self.avoided.contains(&o.candidate.peer)
+                        && !self.client.is_banned(&o.candidate.peer)
+                })
+                .map(|o| o.candidate.clone())
                 .collect();
             let Some(route) = shortest_route(&usable, from, total) else {
                 if !refreshed {
                     refreshed = true;
-                    candidates = self.client.candidates(from).await?;
+                    offers = self.client.candidates(from).await?;
                     continue;
                 }
-                return Err(InferenceError::NoRoute {
-                    model: self.client.config.model.clone(),
-                    from,
-                    to: total,
-                });
+                return Err(self.no_route(from));
             };
             let first = route[0].clone();
             match self.open_and_replay(&first, &steps).await {
@@ -467,12 +668,14 @@ impl SwarmSession<'_> {
                     self.inputs.push(std::mem::replace(&mut steps, outputs));
                 }
                 Err(e) => {
-                    self.client.ban(first.peer, &e);
-                    *failures += 1;
+                    let last = e.to_string();
+                    if self.on_error(first.peer, e) {
+                        *failures += 1;
+                    }
                     if *failures > self.client.config.max_failures {
                         return Err(InferenceError::GaveUp {
                             attempts: *failures,
-                            last: e.to_string(),
+                            last,
                         });
                     }
                 }
@@ -510,7 +713,7 @@ impl SwarmSession<'_> {
                 })?;
             match decode_open_reply(&reply)? {
                 Ok(()) => Ok(session),
-                Err(reason) => Err(InferenceError::Refused { peer, reason }),
+                Err(refusal) => Err(refused(peer, refusal)),
             }
         };
         let session = tokio::time::timeout(config.step_timeout, opening)
@@ -538,6 +741,16 @@ impl SwarmSession<'_> {
     }
 }
 
+/// The error for `peer`'s refusal, by its kind.
+fn refused(peer: PeerId, refusal: Refusal) -> InferenceError {
+    match refusal {
+        Refusal::Full { free_tokens } => InferenceError::Full { peer, free_tokens },
+        Refusal::Rejected(reason) => InferenceError::Rejected { peer, reason },
+        Refusal::Unserved(reason) => InferenceError::Refused { peer, reason },
+        Refusal::Failed(reason) => InferenceError::ServerFailed { peer, reason },
+    }
+}
+
 /// Sends one step to a hop and waits for its output.
 async fn send_step(
     hop: &mut Hop,
@@ -562,7 +775,7 @@ async fn send_step(
         .await
         .map_err(|_| failed("step timed out".into()))??
         .ok_or_else(|| failed("closed the session".into()))?;
-    let out = decode_step_reply(&reply, config.dtype)?.map_err(failed)?;
+    let out = decode_step_reply(&reply, config.dtype)?.map_err(|r| refused(peer, r))?;
     if out.len() != values.len() {
         return Err(failed(format!(
             "answered {} values for {} sent",

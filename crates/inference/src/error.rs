@@ -19,7 +19,37 @@ pub enum InferenceError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A server refused to open a session (cache budget full, wrong span).
+    /// A server's cache budget cannot hold the reservation now. Not a
+    /// fault: the server is busy.
+    #[error("server {peer} is full: it can reserve {free_tokens} more tokens")]
+    Full {
+        /// The server.
+        peer: PeerId,
+        /// Positions it can still reserve.
+        free_tokens: u64,
+    },
+    /// A server refused the request itself (the consensus challenge, a step
+    /// beyond the reservation): the caller's doing, not the server's fault.
+    #[error("server {peer} refused the request: {reason}")]
+    Rejected {
+        /// The server.
+        peer: PeerId,
+        /// Its reason.
+        reason: String,
+    },
+    /// No route has room now for a sequence this long.
+    #[error(
+        "the swarm has room now for at most {available} tokens per sequence, and this one \
+         needs {needed}; retry when sessions finish or ask for fewer tokens"
+    )]
+    InsufficientCapacity {
+        /// Positions the sequence needs at least (prompt plus one).
+        needed: usize,
+        /// The most any route can reserve now.
+        available: usize,
+    },
+    /// A server refused to open a session because it does not hold what it
+    /// announced (another span or model).
     #[error("server {peer} refused the session: {reason}")]
     Refused {
         /// The server.

@@ -106,6 +106,33 @@ pub fn shortest_route(candidates: &[Candidate], from: usize, to: usize) -> Optio
     Some(route)
 }
 
+/// The most positions a sequence can reserve on every hop of some route
+/// covering `from..to`, given each candidate's free cache `free[i]`, capped
+/// at `cap`; `None` when no route covers the blocks at all. A route of
+/// servers each with at least `r` free tokens exists for every
+/// `r <= answer`, so the answer is the largest free value (or `cap`) at
+/// which the servers that have that much still cover the blocks.
+pub fn largest_reservation(
+    candidates: &[Candidate],
+    free: &[u64],
+    from: usize,
+    to: usize,
+    cap: u64,
+) -> Option<u64> {
+    let mut levels: Vec<u64> = free.iter().map(|&f| f.min(cap)).collect();
+    levels.sort_unstable_by(|a, b| b.cmp(a));
+    levels.dedup();
+    levels.into_iter().find(|&level| {
+        let holding: Vec<Candidate> = candidates
+            .iter()
+            .zip(free)
+            .filter(|(_, f)| (**f).min(cap) >= level)
+            .map(|(c, _)| c.clone())
+            .collect();
+        shortest_route(&holding, from, to).is_some()
+    })
+}
+
 /// The `len` consecutive blocks of `0..n_blocks` whose announced
 /// throughput (summed over the servers holding each block) is lowest: where
 /// a new server helps most (SPEC §5). The first such window wins ties.
@@ -188,6 +215,32 @@ mod tests {
         assert_eq!(
             spans(&shortest_route(&cands, 20, 30).unwrap()),
             vec![(20, 30)]
+        );
+    }
+
+    #[test]
+    fn the_largest_reservation_is_the_weakest_hop_of_the_roomiest_route() {
+        let cands = [
+            cand(0, 0, 10, 100.0, 5),
+            cand(1, 10, 30, 100.0, 5),
+            cand(2, 0, 10, 100.0, 5),
+            cand(3, 10, 30, 100.0, 5),
+        ];
+        // Routes: {0,1} holds min(4000, 500) = 500, {2,3} min(300, 2000) =
+        // 300, {0,3} min(4000, 2000) = 2000: the best.
+        let free = [4000, 500, 300, 2000];
+        assert_eq!(largest_reservation(&cands, &free, 0, 30, 8192), Some(2000));
+        // The cap bounds it.
+        assert_eq!(largest_reservation(&cands, &free, 0, 30, 1024), Some(1024));
+        // Full servers still form a route, with room for nothing.
+        assert_eq!(
+            largest_reservation(&cands, &[0, 0, 0, 0], 0, 30, 8192),
+            Some(0)
+        );
+        // No cover at all.
+        assert_eq!(
+            largest_reservation(&cands[..1], &free[..1], 0, 30, 8192),
+            None
         );
     }
 

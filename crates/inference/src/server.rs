@@ -11,7 +11,9 @@ use tokio::task::JoinSet;
 
 use crate::announce::{ANNOUNCE_MAX_TTL, ServerInfo, ServerState, block_key};
 use crate::error::Result;
-use crate::wire::{Dtype, OpenRequest, SESSION_METHOD, Step, encode_open_reply, encode_step_reply};
+use crate::wire::{
+    Dtype, OpenRequest, Refusal, SESSION_METHOD, Step, encode_open_reply, encode_step_reply,
+};
 
 /// How a server behaves.
 #[derive(Debug, Clone)]
@@ -261,15 +263,15 @@ impl BlockServer {
         let peer = session.peer();
         let (open, reservation) = match self.admit(&body) {
             Ok(admitted) => admitted,
-            Err(reason) => {
-                tracing::info!(%peer, %reason, "session refused");
-                let _ = session.send(&encode_open_reply(Some(&reason))).await;
+            Err(refusal) => {
+                tracing::info!(%peer, %refusal, "session refused");
+                let _ = session.send(&encode_open_reply(Err(&refusal))).await;
                 let _ = session.close().await;
                 return;
             }
         };
         self.set_sessions(1);
-        if session.send(&encode_open_reply(None)).await.is_err() {
+        if session.send(&encode_open_reply(Ok(()))).await.is_err() {
             self.set_sessions(-1);
             return;
         }
@@ -297,7 +299,7 @@ impl BlockServer {
                 .await;
             let reply = match &outcome {
                 Ok(values) => encode_step_reply(Ok(values), open.dtype),
-                Err(reason) => encode_step_reply(Err(reason), open.dtype),
+                Err(refusal) => encode_step_reply(Err(refusal), open.dtype),
             };
             if session.send(&reply).await.is_err() {
                 break;
@@ -313,33 +315,29 @@ impl BlockServer {
         tracing::debug!(%peer, "session closed");
     }
 
-    fn admit(&self, body: &[u8]) -> std::result::Result<(OpenRequest, Reservation), String> {
-        let open = OpenRequest::decode(body).map_err(|e| e.to_string())?;
+    fn admit(&self, body: &[u8]) -> std::result::Result<(OpenRequest, Reservation), Refusal> {
+        let open = OpenRequest::decode(body).map_err(|e| Refusal::Rejected(e.to_string()))?;
         let range = self.span.range();
         if open.model != self.config.model
             || open.start as usize != range.start
             || open.end as usize != range.end
         {
-            return Err(format!(
+            return Err(Refusal::Unserved(format!(
                 "this server holds blocks {}..{} of `{}`, not {}..{} of `{}`",
                 range.start, range.end, self.config.model, open.start, open.end, open.model
-            ));
+            )));
         }
         let context = self.span.config().context_length;
         if open.max_tokens == 0 || open.max_tokens as usize > context {
-            return Err(format!(
+            return Err(Refusal::Rejected(format!(
                 "cannot reserve {} tokens: the model's context holds {context}",
                 open.max_tokens
-            ));
+            )));
         }
         let per_token = self.span.cache_bytes_per_token();
         let bytes = open.max_tokens as usize * per_token;
-        let reservation = self.budget.reserve(bytes).map_err(|free| {
-            format!(
-                "cache budget full: {} tokens requested, {} free",
-                open.max_tokens,
-                free / per_token.max(1)
-            )
+        let reservation = self.budget.reserve(bytes).map_err(|free| Refusal::Full {
+            free_tokens: (free / per_token.max(1)) as u64,
         })?;
         Ok((open, reservation))
     }
@@ -352,7 +350,7 @@ impl BlockServer {
         frame: Vec<u8>,
         dtype: Dtype,
         reserved: u32,
-    ) -> (Option<SpanCache>, std::result::Result<Vec<f32>, String>) {
+    ) -> (Option<SpanCache>, std::result::Result<Vec<f32>, Refusal>) {
         let width = self.span.config().hidden_size;
         let span = self.span.clone();
         let challenge = self.challenge_input();
@@ -371,7 +369,7 @@ impl BlockServer {
         .await;
         match joined {
             Ok((cache, outcome)) => (Some(cache), outcome),
-            Err(e) => (None, Err(format!("the step failed: {e}"))),
+            Err(e) => (None, Err(Refusal::Failed(format!("the step failed: {e}")))),
         }
     }
 }
@@ -408,33 +406,34 @@ fn run_step(
     width: usize,
     reserved: u32,
     challenge: Option<&[f32]>,
-) -> std::result::Result<Vec<f32>, String> {
-    let step = Step::decode(frame, dtype, width).map_err(|e| e.to_string())?;
+) -> std::result::Result<Vec<f32>, Refusal> {
+    let step = Step::decode(frame, dtype, width).map_err(|e| Refusal::Rejected(e.to_string()))?;
     // Before anything touches the cache: a refused step changes nothing.
     if let Some(challenge) = challenge
         && is_challenge_input(step.position, &step.values, width, challenge)
     {
-        return Err(CHALLENGE_REFUSAL.to_string());
+        return Err(Refusal::Rejected(CHALLENGE_REFUSAL.to_string()));
     }
     let position = step.position as usize;
     if position > cache.positions() {
-        return Err(format!(
+        return Err(Refusal::Rejected(format!(
             "step at position {position}, but the session holds only {}",
             cache.positions()
-        ));
+        )));
     }
     if position + step.n_tokens as usize > reserved as usize {
-        return Err(format!(
+        return Err(Refusal::Rejected(format!(
             "step would reach position {}, beyond the {reserved} reserved",
             position + step.n_tokens as usize
-        ));
+        )));
     }
     if position < cache.positions() {
         span.truncate(cache, position);
     }
-    let mut hidden = HiddenStates::new(width, step.values).map_err(|e| e.to_string())?;
+    let mut hidden =
+        HiddenStates::new(width, step.values).map_err(|e| Refusal::Rejected(e.to_string()))?;
     span.forward(&mut hidden, cache)
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Refusal::Failed(e.to_string()))?;
     Ok(hidden.into_vec())
 }
 

@@ -183,20 +183,76 @@ impl OpenRequest {
     }
 }
 
-/// Encodes the server's answer to an opening: `None` accepts.
-pub fn encode_open_reply(refusal: Option<&str>) -> Vec<u8> {
-    match refusal {
-        None => vec![0],
-        Some(reason) => [&[1u8][..], reason.as_bytes()].concat(),
+/// Why a server did not serve an opening or a step. The kind tells the
+/// client whether the server is at fault (and should be avoided) or merely
+/// busy, or whether the request itself was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The server does not hold what was asked (another span or model than
+    /// it announced): its announcement is wrong.
+    #[error("{0}")]
+    Unserved(String),
+    /// The server's cache budget cannot hold the reservation now; it can
+    /// still reserve `free_tokens` positions. Not a fault.
+    #[error("cache budget full: {free_tokens} tokens free")]
+    Full {
+        /// Positions the server can still reserve.
+        free_tokens: u64,
+    },
+    /// The request itself is refused (the consensus challenge, a step
+    /// beyond the reservation, a malformed frame): the caller's doing.
+    #[error("{0}")]
+    Rejected(String),
+    /// The server failed to run a valid request.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Refusal {
+    fn encode(&self) -> Vec<u8> {
+        match self {
+            Refusal::Unserved(reason) => [&[1u8][..], reason.as_bytes()].concat(),
+            Refusal::Full { free_tokens } => [&[2u8][..], &free_tokens.to_be_bytes()].concat(),
+            Refusal::Rejected(reason) => [&[3u8][..], reason.as_bytes()].concat(),
+            Refusal::Failed(reason) => [&[4u8][..], reason.as_bytes()].concat(),
+        }
+    }
+
+    /// Decodes the refusal after its tag, `None` for an unknown tag.
+    fn decode(tag: u8, rest: &[u8]) -> Result<Option<Self>> {
+        let text = || String::from_utf8_lossy(rest).into_owned();
+        Ok(Some(match tag {
+            1 => Refusal::Unserved(text()),
+            2 => Refusal::Full {
+                free_tokens: u64::from_be_bytes(
+                    rest.try_into()
+                        .map_err(|_| malformed("refusal", "a full cache needs 8 bytes"))?,
+                ),
+            },
+            3 => Refusal::Rejected(text()),
+            4 => Refusal::Failed(text()),
+            _ => return Ok(None),
+        }))
     }
 }
 
-/// Decodes the server's answer to an opening: `Err(reason)` is a refusal.
-pub fn decode_open_reply(bytes: &[u8]) -> Result<std::result::Result<(), String>> {
+/// Encodes the server's answer to an opening.
+pub fn encode_open_reply(outcome: std::result::Result<(), &Refusal>) -> Vec<u8> {
+    match outcome {
+        Ok(()) => vec![0],
+        Err(refusal) => refusal.encode(),
+    }
+}
+
+/// Decodes the server's answer to an opening: `Err` is a refusal.
+pub fn decode_open_reply(bytes: &[u8]) -> Result<std::result::Result<(), Refusal>> {
     match bytes.split_first() {
         Some((0, [])) => Ok(Ok(())),
-        Some((1, reason)) => Ok(Err(String::from_utf8_lossy(reason).into_owned())),
-        _ => Err(malformed("session reply", "unknown tag")),
+        Some((&tag, rest)) => match Refusal::decode(tag, rest)? {
+            Some(refusal) => Ok(Err(refusal)),
+            None => Err(malformed("session reply", "unknown tag")),
+        },
+        None => Err(malformed("session reply", "empty")),
     }
 }
 
@@ -249,26 +305,29 @@ impl Step {
 }
 
 /// Encodes a step's answer.
-pub fn encode_step_reply(outcome: std::result::Result<&[f32], &str>, dtype: Dtype) -> Vec<u8> {
+pub fn encode_step_reply(outcome: std::result::Result<&[f32], &Refusal>, dtype: Dtype) -> Vec<u8> {
     match outcome {
         Ok(values) => {
             let mut out = vec![0];
             dtype.encode_into(values, &mut out);
             out
         }
-        Err(reason) => [&[1u8][..], reason.as_bytes()].concat(),
+        Err(refusal) => refusal.encode(),
     }
 }
 
-/// Decodes a step's answer: `Err(reason)` is the server's error.
+/// Decodes a step's answer: `Err` is the server's refusal or failure.
 pub fn decode_step_reply(
     bytes: &[u8],
     dtype: Dtype,
-) -> Result<std::result::Result<Vec<f32>, String>> {
+) -> Result<std::result::Result<Vec<f32>, Refusal>> {
     match bytes.split_first() {
         Some((0, values)) => Ok(Ok(dtype.decode(values)?)),
-        Some((1, reason)) => Ok(Err(String::from_utf8_lossy(reason).into_owned())),
-        _ => Err(malformed("step reply", "unknown tag")),
+        Some((&tag, rest)) => match Refusal::decode(tag, rest)? {
+            Some(refusal) => Ok(Err(refusal)),
+            None => Err(malformed("step reply", "unknown tag")),
+        },
+        None => Err(malformed("step reply", "empty")),
     }
 }
 
@@ -304,12 +363,29 @@ mod tests {
             step
         );
 
-        assert_eq!(decode_open_reply(&encode_open_reply(None)).unwrap(), Ok(()));
         assert_eq!(
-            decode_open_reply(&encode_open_reply(Some("full"))).unwrap(),
-            Err("full".into())
+            decode_open_reply(&encode_open_reply(Ok(()))).unwrap(),
+            Ok(())
         );
+        for refusal in [
+            Refusal::Unserved("other span".into()),
+            Refusal::Full { free_tokens: 4369 },
+            Refusal::Rejected("challenge".into()),
+            Refusal::Failed("thread died".into()),
+        ] {
+            assert_eq!(
+                decode_open_reply(&encode_open_reply(Err(&refusal))).unwrap(),
+                Err(refusal.clone())
+            );
+            assert_eq!(
+                decode_step_reply(&encode_step_reply(Err(&refusal), Dtype::F32), Dtype::F32)
+                    .unwrap(),
+                Err(refusal)
+            );
+        }
         assert!(decode_open_reply(&[7]).is_err());
+        assert!(decode_open_reply(&[]).is_err());
+        assert!(decode_open_reply(&[2, 1, 2]).is_err());
         let reply = encode_step_reply(Ok(&[1.5, 2.0]), Dtype::F32);
         assert_eq!(
             decode_step_reply(&reply, Dtype::F32).unwrap(),

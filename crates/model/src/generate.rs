@@ -63,9 +63,11 @@ pub enum Flow {
     Stop,
 }
 
-/// Generates from `model`, calling `on_text` with each new piece of text as
-/// soon as it is certain (complete UTF-8, and not possibly the start of a
-/// stop string).
+/// Generates from `model`, calling `on_text` once per generated token with
+/// the text that became certain with it (complete UTF-8, and not possibly
+/// the start of a stop string), which may be empty. Returning
+/// [`Flow::Stop`] cancels the generation before the next model step, so a
+/// caller whose client went away stops within one step.
 ///
 /// Fails before running the model if the prompt is empty or does not leave
 /// room in the context for at least one new token.
@@ -106,7 +108,7 @@ pub fn generate(
         tokens.push(token);
         let piece = decoder.push(token)?;
         let (ready, stopped) = stops.push(&piece);
-        if !ready.is_empty() && on_text(&ready) == Flow::Stop {
+        if on_text(&ready) == Flow::Stop {
             finish_reason = FinishReason::Cancelled;
             break;
         }

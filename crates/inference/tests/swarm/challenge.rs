@@ -81,7 +81,9 @@ async fn step(
         .expect("the server answers the step")
         .unwrap()
         .expect("the session stays open");
-    decode_step_reply(&reply, dtype).unwrap()
+    decode_step_reply(&reply, dtype)
+        .unwrap()
+        .map_err(|r| r.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
