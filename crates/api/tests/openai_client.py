@@ -7,7 +7,9 @@ port. `--base-url` checks completions, chat, streaming, stop strings,
 max_tokens, usage, seeds, models.list() and the 400/404 errors against a
 server with a whole model; `--expect` gives the greedy answers the model
 itself produced for one completion prompt and one chat question. `--unavailable-url` checks that a server
-without a full route answers 503. Exits non-zero on the first failure.
+without a full route answers 503. `--plainest-url` makes the client's
+plainest chat call (no max_tokens, no temperature) three times in a row,
+then a normal call. Exits non-zero on the first failure.
 """
 
 import argparse
@@ -152,11 +154,34 @@ def errors(c):
     expect_error(openai.BadRequestError, 400, "logit_bias",
                  lambda: c.chat.completions.create(
                      model=MODEL, messages=[{"role": "user", "content": "hi"}], logit_bias={"1": 5}))
+    expect_error(openai.BadRequestError, 400, "max_tokens",
+                 lambda: c.completions.create(model=MODEL, prompt="Hello", max_tokens=0))
+    expect_error(openai.BadRequestError, 400, "max_tokens",
+                 lambda: c.chat.completions.create(
+                     model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=100000))
     expect_error(openai.NotFoundError, 404, "model",
                  lambda: c.completions.create(model="no-such-model", prompt="Hello", max_tokens=4))
     expect_error(openai.NotFoundError, 404, "model",
                  lambda: c.chat.completions.create(
                      model="no-such-model", messages=[{"role": "user", "content": "hi"}]))
+
+
+def plainest(url):
+    """The shortest call of the official client, three times in a row (no
+    max_tokens, no temperature: the server's defaults), then a normal one."""
+    c = openai.OpenAI(base_url=url, api_key="unused", max_retries=0)
+    for i in range(3):
+        r = c.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Say hello in one short sentence."}])
+        choice = r.choices[0]
+        check(choice.finish_reason in ("stop", "length"),
+              f"plainest call {i + 1} finishes ({choice.finish_reason}) after "
+              f"{r.usage.completion_tokens} tokens: {choice.message.content[:60]!r}")
+        check(r.usage.completion_tokens > 0, f"plainest call {i + 1} generated tokens")
+    r = c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Hi"}],
+                                  max_tokens=8, temperature=0)
+    check(r.choices[0].finish_reason in ("stop", "length") and r.usage.completion_tokens <= 8,
+          f"a normal call after them works: {r.choices[0].message.content!r}")
 
 
 def unavailable(c):
@@ -179,9 +204,10 @@ def main():
     p.add_argument("--base-url", help="API of a server with the whole model")
     p.add_argument("--expect", help="JSON: the local model's greedy `completion` and `chat` answers")
     p.add_argument("--unavailable-url", help="API of a swarm client with no full route")
+    p.add_argument("--plainest-url", help="API to call three times with the client's plainest call")
     a = p.parse_args()
-    if not a.base_url and not a.unavailable_url:
-        p.error("give --base-url and/or --unavailable-url")
+    if not a.base_url and not a.unavailable_url and not a.plainest_url:
+        p.error("give --base-url, --unavailable-url and/or --plainest-url")
     print(f"openai {openai.__version__}")
     if a.base_url:
         if not a.expect:
@@ -194,6 +220,8 @@ def main():
         errors(c)
     if a.unavailable_url:
         unavailable(client(a.unavailable_url))
+    if a.plainest_url:
+        plainest(a.plainest_url)
     print("all openai client checks passed")
 
 

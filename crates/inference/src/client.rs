@@ -101,6 +101,25 @@ struct Ban {
     last_fault: Instant,
 }
 
+/// A server's strikes after a new fault at `now`: its earlier strikes, less
+/// one for each `decay` since its last fault, plus this one.
+fn strikes_after_fault(previous: Option<&Ban>, now: Instant, decay: Duration) -> u32 {
+    let decay = decay.max(Duration::from_millis(1));
+    let kept = previous.map_or(0, |ban| {
+        let quiet = now.saturating_duration_since(ban.last_fault);
+        let forgiven = (quiet.as_nanos() / decay.as_nanos()).min(u32::MAX as u128) as u32;
+        ban.strikes.saturating_sub(forgiven)
+    });
+    kept.saturating_add(1)
+}
+
+/// The ban for a server with `strikes`: `base` doubled for each strike past
+/// the first, at most `max`.
+fn ban_length(strikes: u32, base: Duration, max: Duration) -> Duration {
+    let factor = 1u32 << strikes.saturating_sub(1).min(16);
+    base.saturating_mul(factor).min(max)
+}
+
 /// How long a server's own report of its free cache (in a refusal) is
 /// trusted over its announcement, which is refreshed less often.
 const REPORTED_FREE_TTL: Duration = Duration::from_secs(5);
@@ -252,21 +271,12 @@ impl SwarmClient {
     /// strike is forgiven for each [`ClientConfig::ban_decay`] without one.
     fn ban(&self, peer: PeerId, error: &InferenceError) {
         let now = Instant::now();
-        let decay = self.config.ban_decay.max(Duration::from_millis(1));
+        let decay = self.config.ban_decay;
         let mut shared = self.lock();
         shared.stats.failures += 1;
         shared.stats.bans += 1;
-        let strikes = shared.bans.get(&peer).map_or(0, |ban| {
-            let quiet = now.saturating_duration_since(ban.last_fault);
-            let forgiven = (quiet.as_nanos() / decay.as_nanos()).min(u32::MAX as u128) as u32;
-            ban.strikes.saturating_sub(forgiven)
-        }) + 1;
-        let factor = 1u32 << (strikes - 1).min(16);
-        let length = self
-            .config
-            .ban_base
-            .saturating_mul(factor)
-            .min(self.config.ban_max);
+        let strikes = strikes_after_fault(shared.bans.get(&peer), now, decay);
+        let length = ban_length(strikes, self.config.ban_base, self.config.ban_max);
         shared.bans.insert(
             peer,
             Ban {
@@ -812,5 +822,43 @@ impl LanguageModel for SwarmSession<'_> {
 
     fn context_length(&self) -> usize {
         self.reserve()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bans_double_with_strikes_and_strikes_decay_while_quiet() {
+        let (base, max) = (Duration::from_secs(5), Duration::from_secs(600));
+        assert_eq!(ban_length(1, base, max), Duration::from_secs(5));
+        assert_eq!(ban_length(2, base, max), Duration::from_secs(10));
+        assert_eq!(ban_length(4, base, max), Duration::from_secs(40));
+        assert_eq!(ban_length(30, base, max), max);
+
+        let decay = Duration::from_secs(60);
+        let t0 = Instant::now();
+        assert_eq!(strikes_after_fault(None, t0, decay), 1);
+        let ban = Ban {
+            until: t0 + base,
+            strikes: 5,
+            last_fault: t0,
+        };
+        // A fault soon after: one more strike.
+        assert_eq!(
+            strikes_after_fault(Some(&ban), t0 + Duration::from_secs(1), decay),
+            6
+        );
+        // Two quiet minutes forgive two strikes.
+        assert_eq!(
+            strikes_after_fault(Some(&ban), t0 + Duration::from_secs(121), decay),
+            4
+        );
+        // A long quiet spell forgives them all: the next ban is the first.
+        assert_eq!(
+            strikes_after_fault(Some(&ban), t0 + Duration::from_secs(3600), decay),
+            1
+        );
     }
 }

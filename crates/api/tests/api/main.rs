@@ -2,6 +2,7 @@
 //! model.
 
 mod http;
+mod limits;
 mod openai_python;
 mod python_env;
 

@@ -49,3 +49,9 @@ async fn the_official_openai_python_client_works_against_the_api() {
     ])
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_plainest_openai_call_works_three_times_then_a_normal_one() {
+    let addr = start().await;
+    run_openai_client(vec!["--plainest-url".into(), format!("http://{addr}/v1")]).await;
+}
