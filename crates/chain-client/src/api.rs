@@ -117,6 +117,9 @@ pub mod codes {
     pub const NONCE_IN_POOL: i64 = 1008;
     /// The pool is full; retry later.
     pub const POOL_FULL: i64 = 1009;
+    /// The sender has its maximum of pending extrinsics; wait for some to
+    /// be included.
+    pub const SENDER_LIMIT: i64 = 1010;
 }
 
 /// A JSON-RPC error object.

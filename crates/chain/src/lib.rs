@@ -15,8 +15,9 @@
 //!
 //! * [`store`]: redb tables; a block and its state commit atomically; on
 //!   start the state root is recomputed and must match the best header.
-//! * [`pool`]: admission with the runtime's `validate_extrinsic`, ordering
-//!   by nonce, dropping extrinsics that became invalid.
+//! * [`pool`]: admission with the runtime's `validate_extrinsic` and the
+//!   pool's limits (per sender, future nonces, eviction when full),
+//!   re-validation after each block, round-robin block building.
 //! * [`node`]: configuration, the producer loop, start and shutdown.
 //! * `rpc`: the server; method names, parameters and error codes are
 //!   defined in [`hypertensor_chain_client::api`], which clients share.
@@ -34,5 +35,5 @@ pub mod store;
 pub use error::{Error, Result};
 pub use hypertensor_chain_client as client;
 pub use node::{ChainConfig, Node, RpcLimits};
-pub use pool::{Checked, Pool, PoolError};
+pub use pool::{Checked, Pool, PoolConfig, PoolError, Revalidated};
 pub use store::Store;

@@ -20,7 +20,7 @@ use hypertensor_runtime::{BlockBuilder, GenesisConfig, State};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-use crate::pool::Pool;
+use crate::pool::{Pool, PoolConfig};
 use crate::rpc::{self, RateLimiter};
 use crate::store::Store;
 use crate::{Error, Result};
@@ -72,8 +72,8 @@ pub struct ChainConfig {
     pub author: AccountId,
     /// RPC limits.
     pub rpc: RpcLimits,
-    /// Most extrinsics waiting in the pool.
-    pub pool_capacity: usize,
+    /// The transaction pool's limits.
+    pub pool: PoolConfig,
 }
 
 impl ChainConfig {
@@ -87,7 +87,7 @@ impl ChainConfig {
             genesis: GenesisConfig::dev(),
             author: Keypair::dev("alice").account_id(),
             rpc: RpcLimits::default(),
-            pool_capacity: 65_536,
+            pool: PoolConfig::default(),
         }
     }
 }
@@ -170,7 +170,7 @@ impl Node {
         let (shutdown, stop) = watch::channel(false);
         let shared = Arc::new(Shared {
             state: RwLock::new(Arc::new(state)),
-            pool: Mutex::new(Pool::new(config.pool_capacity)),
+            pool: Mutex::new(Pool::new(config.pool.clone())),
             store,
             heads,
             rate: RateLimiter::new(config.rpc.requests_per_second, config.rpc.burst),
@@ -296,19 +296,22 @@ pub(crate) fn produce_one(shared: &Shared, author: AccountId) -> Result<Arc<str>
     };
     let count = built.block.extrinsics.len();
     let new_state = Arc::new(built.state);
-    {
+    let revalidated = {
         let mut pool = shared.pool();
         match shared.state.write() {
             Ok(mut guard) => *guard = Arc::clone(&new_state),
             Err(poisoned) => *poisoned.into_inner() = Arc::clone(&new_state),
         }
-        pool.prune(&new_state);
-    }
+        pool.revalidate(&new_state)
+    };
     tracing::info!(
         height = info.header.height,
         hash = %info.hash,
         extrinsics = count,
         dropped,
+        used = revalidated.used,
+        unaffordable = revalidated.unaffordable,
+        expired = revalidated.expired,
         ms = started.elapsed().as_millis() as u64,
         "block committed"
     );

@@ -375,6 +375,9 @@ pub(crate) fn pool_error(error: &PoolError) -> RpcError {
         PoolError::AlreadyInPool(_) => (codes::ALREADY_IN_POOL, None),
         PoolError::NonceInPool { .. } => (codes::NONCE_IN_POOL, None),
         PoolError::Full { .. } => (codes::POOL_FULL, None),
+        PoolError::SenderFull { .. } => (codes::SENDER_LIMIT, None),
+        PoolError::TooManyFuture { .. } => (codes::FUTURE_NONCE, None),
+        PoolError::SelfTransfer(_) => (codes::INVALID_CALL, None),
     };
     RpcError {
         code,
