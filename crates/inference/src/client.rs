@@ -120,6 +120,12 @@ fn ban_length(strikes: u32, base: Duration, max: Duration) -> Duration {
     base.saturating_mul(factor).min(max)
 }
 
+/// Announced servers with their announcements.
+type Servers = Vec<(PeerId, ServerInfo)>;
+
+/// How long one DHT read of the servers serves every sequence.
+const SERVERS_TTL: Duration = Duration::from_secs(1);
+
 /// How long a server's own report of its free cache (in a refusal) is
 /// trusted over its announcement, which is refreshed less often.
 const REPORTED_FREE_TTL: Duration = Duration::from_secs(5);
@@ -155,6 +161,8 @@ pub struct SwarmClient {
     tokenizer: Tokenizer,
     chat_template: Option<ChatTemplate>,
     shared: Mutex<Shared>,
+    /// The last DHT read of the servers, and when it finished.
+    servers_cache: tokio::sync::Mutex<Option<(Instant, Servers)>>,
 }
 
 impl std::fmt::Debug for SwarmClient {
@@ -187,6 +195,7 @@ impl SwarmClient {
             tokenizer,
             chat_template,
             shared: Mutex::new(Shared::default()),
+            servers_cache: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -320,20 +329,52 @@ impl SwarmClient {
     /// own fresher report when it refused for capacity recently.
     fn free_tokens(&self, peer: &PeerId, announced: u64) -> u64 {
         match self.lock().reported_free.get(peer) {
-            Some((free, at)) if at.elapsed() < REPORTED_FREE_TTL => (*free).min(announced),
+            Some((free, at)) if at.elapsed() < REPORTED_FREE_TTL => *free,
             _ => announced,
         }
     }
 
     /// Every online server announced for blocks `from..`, deduplicated.
+    /// The DHT is read at most once per [`SERVERS_TTL`] however many
+    /// sequences ask at once (one read is `n_blocks` lookups; a read per
+    /// request would flood the peers' connections).
     pub async fn servers(&self, from: usize) -> Result<Vec<(PeerId, ServerInfo)>> {
-        announced_servers(&self.p2p, &self.config.model, self.model.n_blocks, from).await
+        self.servers_since(from, false).await
+    }
+
+    /// [`SwarmClient::servers`], reading the DHT again when `fresh` or when
+    /// the last read is older than [`SERVERS_TTL`].
+    async fn servers_since(&self, from: usize, fresh: bool) -> Result<Vec<(PeerId, ServerInfo)>> {
+        let asked = Instant::now();
+        let mut cache = self.servers_cache.lock().await;
+        // A read that finished after this call began is fresh enough.
+        let usable = cache.as_ref().filter(|(at, _)| {
+            if fresh {
+                *at >= asked
+            } else {
+                at.elapsed() < SERVERS_TTL
+            }
+        });
+        let all = match usable {
+            Some((_, all)) => all.clone(),
+            None => {
+                let all = announced_servers(&self.p2p, &self.config.model, self.model.n_blocks, 0)
+                    .await?;
+                *cache = Some((Instant::now(), all.clone()));
+                all
+            }
+        };
+        Ok(all
+            .into_iter()
+            .filter(|(_, info)| info.end as usize > from)
+            .collect())
     }
 
     /// Routing candidates from block `from`: announced, not banned, and
     /// answering a latency probe, with the cache each can still reserve.
-    async fn candidates(&self, from: usize) -> Result<Vec<Offer>> {
-        let servers = self.servers(from).await?;
+    /// `fresh` reads the DHT again rather than the last read.
+    async fn candidates(&self, from: usize, fresh: bool) -> Result<Vec<Offer>> {
+        let servers = self.servers_since(from, fresh).await?;
         let probes = servers
             .into_iter()
             .filter(|(peer, _)| !self.is_banned(peer))
@@ -343,9 +384,10 @@ impl SwarmClient {
             });
         let mut out = Vec::new();
         for (peer, info, latency) in join_all(probes).await {
+            let free_tokens = self.free_tokens(&peer, info.free_cache_tokens);
             match latency {
                 Ok(latency) => out.push(Offer {
-                    free_tokens: self.free_tokens(&peer, info.free_cache_tokens),
+                    free_tokens,
                     candidate: Candidate {
                         peer,
                         start: info.start as usize,
@@ -367,22 +409,33 @@ impl SwarmClient {
             return Ok(*l);
         }
         self.dial(peer, addrs).await;
-        let start = Instant::now();
-        let probe = self.p2p.request(peer, PING_METHOD, Vec::new());
-        match tokio::time::timeout(self.config.step_timeout, probe).await {
-            Ok(Ok(_)) => {
-                let latency = start.elapsed();
-                self.lock().latencies.insert(peer, latency);
-                Ok(latency)
-            }
-            Ok(Err(e)) => Err(InferenceError::ServerFailed {
-                peer,
-                reason: format!("latency probe failed: {e}"),
-            }),
-            Err(_) => Err(InferenceError::ServerFailed {
-                peer,
-                reason: "latency probe timed out".into(),
-            }),
+        // A probe whose connection closed under it (one of two
+        // simultaneous dials is dropped) is tried once more before it
+        // counts against the server.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let start = Instant::now();
+            let probe = self.p2p.request(peer, PING_METHOD, Vec::new());
+            return match tokio::time::timeout(self.config.step_timeout, probe).await {
+                Ok(Ok(_)) => {
+                    let latency = start.elapsed();
+                    self.lock().latencies.insert(peer, latency);
+                    Ok(latency)
+                }
+                Ok(Err(e)) if tries < 2 => {
+                    tracing::debug!(%peer, error = %e, "latency probe failed; retrying once");
+                    continue;
+                }
+                Ok(Err(e)) => Err(InferenceError::ServerFailed {
+                    peer,
+                    reason: format!("latency probe failed: {e}"),
+                }),
+                Err(_) => Err(InferenceError::ServerFailed {
+                    peer,
+                    reason: "latency probe timed out".into(),
+                }),
+            };
         }
     }
 
@@ -521,20 +574,35 @@ impl SwarmSession<'_> {
         let wanted = self.reserve;
         let mut failures = 0;
         let mut last = None;
-        for _ in 0..PLAN_ATTEMPTS {
-            let offers: Vec<Offer> = self
+        for attempt in 0..PLAN_ATTEMPTS {
+            let mut offers: Vec<Offer> = self
                 .client
-                .candidates(0)
+                .candidates(0, attempt > 0)
                 .await?
                 .into_iter()
                 .filter(|o| !self.avoided.contains(&o.candidate.peer))
                 .collect();
             let candidates: Vec<Candidate> = offers.iter().map(|o| o.candidate.clone()).collect();
-            let free: Vec<u64> = offers.iter().map(|o| o.free_tokens).collect();
-            let Some(most) = largest_reservation(&candidates, &free, 0, total, wanted as u64)
-            else {
+            let plan = |offers: &[Offer]| {
+                let free: Vec<u64> = offers.iter().map(|o| o.free_tokens).collect();
+                largest_reservation(&candidates, &free, 0, total, wanted as u64)
+            };
+            let Some(mut most) = plan(&offers) else {
+                if attempt == 0 {
+                    // The last read may predate a server that just joined.
+                    continue;
+                }
                 return Err(self.no_route(0));
             };
+            if (most as usize) < min_tokens && attempt == 0 {
+                // What we know may be seconds old (sessions may have ended
+                // since): ask the servers themselves once; a full one
+                // answers with its room now, which the next plan uses.
+                for offer in &mut offers {
+                    offer.free_tokens = wanted as u64;
+                }
+                most = plan(&offers).unwrap_or(0);
+            }
             let most = most as usize;
             if most < min_tokens {
                 return Err(InferenceError::InsufficientCapacity {
@@ -573,14 +641,13 @@ impl SwarmSession<'_> {
             })
     }
 
-    /// Handles a server's error: a fault bans it; a refusal without fault
-    /// (full, or the request refused) only makes this sequence avoid it.
-    /// Returns whether it was a fault.
+    /// Handles a server's error: a fault bans it; the request refused makes
+    /// this sequence avoid it; a full server is only noted (its room is
+    /// planned with). Returns whether it was a fault.
     fn on_error(&mut self, peer: PeerId, error: InferenceError) -> bool {
         match error {
             InferenceError::Full { .. } => {
                 self.client.refused(&error);
-                self.avoided.insert(peer);
                 false
             }
             InferenceError::Rejected { .. } => {
@@ -647,10 +714,11 @@ impl SwarmSession<'_> {
         offers: Option<Vec<Offer>>,
     ) -> Result<()> {
         let total = self.client.model.n_blocks;
+        let mut retried = HashSet::new();
         let mut refreshed = offers.is_none();
         let mut offers = match offers {
             Some(offers) => offers,
-            None => self.client.candidates(from).await?,
+            None => self.client.candidates(from, false).await?,
         };
         while from < total {
             let usable: Vec<Candidate> = offers
@@ -665,7 +733,7 @@ impl SwarmSession<'_> {
             let Some(route) = shortest_route(&usable, from, total) else {
                 if !refreshed {
                     refreshed = true;
-                    offers = self.client.candidates(from).await?;
+                    offers = self.client.candidates(from, true).await?;
                     continue;
                 }
                 return Err(self.no_route(from));
@@ -677,7 +745,19 @@ impl SwarmSession<'_> {
                     self.hops.push(hop);
                     self.inputs.push(std::mem::replace(&mut steps, outputs));
                 }
+                // A stream that failed to open (its connection closed under
+                // it) says nothing about the server yet: one more try, over
+                // a fresh connection, before it counts as a fault.
+                Err(InferenceError::P2p(e)) if retried.insert(first.peer) => {
+                    tracing::debug!(peer = %first.peer, error = %e, "opening failed; retrying once");
+                }
                 Err(e) => {
+                    if let InferenceError::Full { peer, free_tokens } = e {
+                        // Not room for this reservation: plan on its word.
+                        for offer in offers.iter_mut().filter(|o| o.candidate.peer == peer) {
+                            offer.free_tokens = free_tokens;
+                        }
+                    }
                     let last = e.to_string();
                     if self.on_error(first.peer, e) {
                         *failures += 1;

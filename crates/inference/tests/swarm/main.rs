@@ -1,6 +1,7 @@
 //! Real block servers and clients on loopback, over the real P2P layer and
 //! the real default model.
 
+mod admission;
 mod challenge;
 mod harness;
 mod openai_python;

@@ -1,0 +1,190 @@
+//! Admission, not bans: a request larger than the swarm's free cache is
+//! fitted to it, a prompt no route can hold is a 503 that bans no one, and
+//! clients that go away free every server's cache. Over real sockets, the
+//! real P2P layer and the real model, through the HTTP API.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hypertensor_api::{ApiConfig, Backend};
+use hypertensor_inference::{SwarmBackend, SwarmClient};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use crate::harness::{self, MODEL, ServerNode, Swarm};
+use crate::python_env::run_openai_client;
+
+/// Serves the API over `client` on 127.0.0.1:0.
+async fn api(client: Arc<SwarmClient>) -> SocketAddr {
+    let backend: Arc<dyn Backend> = Arc::new(SwarmBackend::new(MODEL, client));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        hypertensor_api::serve(
+            listener,
+            backend,
+            &ApiConfig::default(),
+            std::future::pending(),
+        )
+        .await
+    });
+    addr
+}
+
+async fn post(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {
+    let (status, text) = harness::post(addr, path, &body.to_string()).await;
+    let value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    (status, value)
+}
+
+/// Two servers of half the model each, each with room for `tokens`.
+async fn small_swarm(name: &str, tokens: usize) -> (Swarm, Vec<ServerNode>) {
+    let swarm = Swarm::new(name).await;
+    let mut servers = Vec::new();
+    for range in [0..15, 15..30] {
+        let per_token = harness::span(range.clone()).cache_bytes_per_token();
+        servers.push(
+            swarm
+                .add_server(range, |c| c.cache_budget_bytes = tokens * per_token)
+                .await,
+        );
+    }
+    (swarm, servers)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_beyond_the_free_cache_are_fitted_and_ban_no_one() {
+    const ROOM: usize = 256;
+    let (_swarm, servers) = small_swarm("fit", ROOM).await;
+    let client = _swarm.client(|_| {}).await;
+    let addr = api(client.clone()).await;
+
+    // The official client's plainest call (no max_tokens, no temperature)
+    // three times, then a normal call: each is served.
+    run_openai_client(vec!["--plainest-url".into(), format!("http://{addr}/v1")]).await;
+
+    // An explicit max_tokens within the model's context but beyond what
+    // any route holds is fitted to the route: it ends with `length` at
+    // the servers' room.
+    let (status, v) = post(
+        addr,
+        "/v1/completions",
+        json!({"model": MODEL, "prompt": "1, 2, 3, 4,", "max_tokens": 4000, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+    assert_eq!(v["usage"]["total_tokens"], ROOM, "{v}");
+
+    // A prompt longer than any route can hold is a 503 that says so.
+    let long = "one two three four five six seven eight ".repeat(40);
+    let (status, v) = post(
+        addr,
+        "/v1/completions",
+        json!({"model": MODEL, "prompt": long, "max_tokens": 4}),
+    )
+    .await;
+    assert_eq!(status, 503, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    assert!(message.contains("room"), "{message}");
+
+    // Beyond the model's context is the caller's fault, named.
+    let (status, v) = post(
+        addr,
+        "/v1/chat/completions",
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
+               "max_tokens": 9000}),
+    )
+    .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error"]["param"], "max_tokens", "{v}");
+    assert_eq!(v["error"]["code"], "context_length_exceeded", "{v}");
+
+    // None of it was a fault: no server was banned, and a normal request
+    // is served at once.
+    let stats = client.stats();
+    assert_eq!(stats.bans, 0, "{stats:?}");
+    for s in &servers {
+        assert_eq!(client.strikes(&s.peer), 0);
+    }
+    let (status, v) = post(
+        addr,
+        "/v1/chat/completions",
+        json!({"model": MODEL, "messages": [{"role": "user", "content": "Hello"}],
+               "max_tokens": 8, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_requests_free_every_servers_cache_at_once() {
+    let swarm = Swarm::new("abandon").await;
+    let mut servers = Vec::new();
+    for range in [0..15, 15..30] {
+        servers.push(swarm.add_server(range, |_| {}).await);
+    }
+    let full: Vec<u64> = servers
+        .iter()
+        .map(|s| s.server.free_cache_tokens())
+        .collect();
+    let client = swarm.client(|_| {}).await;
+    let addr = api(client.clone()).await;
+
+    // Eight non-streamed requests for long generations, whose clients hang
+    // up after half a second.
+    let body = json!({"model": MODEL, "prompt": "1, 2, 3, 4,", "max_tokens": 2000,
+                      "temperature": 0})
+    .to_string();
+    let mut sockets = Vec::new();
+    for _ in 0..8 {
+        let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        socket.write_all(request.as_bytes()).await.unwrap();
+        sockets.push(socket);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        servers.iter().any(|s| s.server.active_sessions() > 0),
+        "the requests were being served"
+    );
+    let gone = Instant::now();
+    drop(sockets);
+
+    // Within seconds every server holds no session and its whole budget.
+    loop {
+        let idle = servers
+            .iter()
+            .zip(&full)
+            .all(|(s, f)| s.server.active_sessions() == 0 && s.server.free_cache_tokens() == *f);
+        if idle {
+            break;
+        }
+        assert!(
+            gone.elapsed() < Duration::from_secs(5),
+            "caches still held {:?} after the clients left",
+            gone.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A fresh request is served promptly.
+    let started = Instant::now();
+    let (status, v) = post(
+        addr,
+        "/v1/completions",
+        json!({"model": MODEL, "prompt": "Hello", "max_tokens": 4, "temperature": 0}),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(client.stats().bans, 0);
+}
