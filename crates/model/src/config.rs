@@ -6,6 +6,18 @@ use candle_core::quantized::gguf_file::Value;
 
 use crate::error::{ModelError, Result};
 
+/// Widest residual stream accepted (`llama.embedding_length`); the largest
+/// published llama-family models use 16,384.
+pub const MAX_HIDDEN_SIZE: usize = 1 << 16;
+/// Widest MLP accepted (`llama.feed_forward_length`).
+pub const MAX_INTERMEDIATE_SIZE: usize = 1 << 18;
+/// Most transformer blocks accepted (`llama.block_count`).
+pub const MAX_BLOCKS: usize = 1 << 10;
+/// Largest vocabulary accepted (published vocabularies reach 256k).
+pub const MAX_VOCAB_SIZE: usize = 1 << 21;
+/// Longest context accepted (`llama.context_length`); caches are sized by it.
+pub const MAX_CONTEXT_LENGTH: usize = 1 << 24;
+
 /// The shape of a Llama-family transformer, as the GGUF metadata declares it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlamaConfig {
@@ -84,7 +96,7 @@ impl LlamaConfig {
                 }
             },
         };
-        Ok(Self {
+        let config = Self {
             hidden_size,
             intermediate_size: metadata_usize(md, "llama.feed_forward_length")?,
             n_blocks: metadata_usize(md, "llama.block_count")?,
@@ -101,7 +113,56 @@ impl LlamaConfig {
                 Some(v) => value_usize("llama.context_length", v)?,
                 None => 2048,
             },
-        })
+        };
+        config.check_ranges()?;
+        Ok(config)
+    }
+
+    /// Every size is at least 1 and at most its `MAX_*` bound, and the
+    /// floats are finite and positive (an epsilon of at most 1): a value
+    /// outside these ranges is a corrupt file, which would otherwise load
+    /// and then produce NaNs or nothing.
+    fn check_ranges(&self) -> Result<()> {
+        let sizes = [
+            ("llama.embedding_length", self.hidden_size, MAX_HIDDEN_SIZE),
+            (
+                "llama.feed_forward_length",
+                self.intermediate_size,
+                MAX_INTERMEDIATE_SIZE,
+            ),
+            ("llama.block_count", self.n_blocks, MAX_BLOCKS),
+            ("llama.vocab_size", self.vocab_size, MAX_VOCAB_SIZE),
+            (
+                "llama.context_length",
+                self.context_length,
+                MAX_CONTEXT_LENGTH,
+            ),
+        ];
+        for (key, value, max) in sizes {
+            if !(1..=max).contains(&value) {
+                return Err(ModelError::Metadata {
+                    key: key.into(),
+                    problem: format!("{value} is outside 1..={max}"),
+                });
+            }
+        }
+        let floats = [
+            ("llama.rope.freq_base", self.rope_theta, f32::MAX),
+            (
+                "llama.attention.layer_norm_rms_epsilon",
+                self.rms_norm_eps,
+                1.0,
+            ),
+        ];
+        for (key, value, max) in floats {
+            if !(value.is_finite() && value > 0.0 && value <= max) {
+                return Err(ModelError::Metadata {
+                    key: key.into(),
+                    problem: format!("{value} is not a finite number in (0, {max}]"),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Width of the key and value projections.

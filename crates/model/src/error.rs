@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use crate::gguf::GgufError;
 use crate::tokenizer::TokenizerError;
 
 /// Everything that can go wrong while loading or running a model.
@@ -16,13 +17,17 @@ pub enum ModelError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not a well-formed GGUF file (bad magic, truncated, corrupt).
-    #[error("{path} is not a valid GGUF file: {reason}")]
+    /// The file is not a well-formed GGUF file (bad magic, truncated,
+    /// corrupt, or declaring more than the limits allow).
+    ///
+    /// The problem is part of the message (not a separate `source`), so an
+    /// error chain prints it once.
+    #[error("{path} is not a valid GGUF file: {problem}")]
     InvalidGguf {
         /// The offending file.
         path: PathBuf,
         /// What is wrong with it.
-        reason: String,
+        problem: GgufError,
     },
     /// The GGUF describes a model architecture this engine does not run.
     #[error("unsupported model architecture `{0}`: only the llama family is supported")]

@@ -11,26 +11,41 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use candle_core::Device;
-use candle_core::quantized::gguf_file::{Content, TensorInfo, Value};
+use candle_core::quantized::gguf_file::{TensorInfo, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 
 use crate::config::LlamaConfig;
 use crate::error::{ModelError, Result};
 
+mod error;
+mod header;
+
+pub use error::GgufError;
+pub use header::{DEFAULT_ALIGNMENT, GgufHeader, GgufLimits, MAX_ARRAY_NESTING, MAX_TENSOR_DIMS};
+
 /// An open GGUF file whose header has been read and checked.
 #[derive(Debug)]
 pub struct GgufFile {
     path: PathBuf,
-    content: Content,
+    header: GgufHeader,
     reads: Mutex<Vec<String>>,
 }
 
 impl GgufFile {
-    /// Opens a GGUF file and validates its header and tensor table.
+    /// Opens a GGUF file and validates its header and tensor table, with the
+    /// default [`GgufLimits`].
     ///
-    /// Fails with a clear error if the file is missing, is not GGUF, or is
-    /// truncated (any tensor extending past the end of the file).
+    /// Fails with [`ModelError::InvalidGguf`] naming what is wrong if the
+    /// file is not GGUF, declares impossible or excessive counts, lengths,
+    /// alignment, dims or offsets, or is truncated (any tensor extending
+    /// past the end of the file); see [`GgufHeader::read`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with_limits(path, &GgufLimits::default())
+    }
+
+    /// Like [`GgufFile::open`], with explicit limits (to open a file larger
+    /// than the defaults allow).
+    pub fn open_with_limits(path: impl AsRef<Path>, limits: &GgufLimits) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         let io_err = |source| ModelError::Io {
             path: path.clone(),
@@ -38,37 +53,23 @@ impl GgufFile {
         };
         let file = File::open(&path).map_err(io_err)?;
         let file_len = file.metadata().map_err(io_err)?.len();
-        let mut reader = BufReader::new(file);
-        let content = Content::read(&mut reader).map_err(|e| ModelError::InvalidGguf {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        for (name, info) in &content.tensor_infos {
-            let end = tensor_byte_len(info)
-                .and_then(|len| {
-                    content
-                        .tensor_data_offset
-                        .checked_add(info.offset)?
-                        .checked_add(len)
-                })
-                .ok_or_else(|| ModelError::InvalidGguf {
+        let header =
+            GgufHeader::read(BufReader::new(file), file_len, limits).map_err(|problem| {
+                ModelError::InvalidGguf {
                     path: path.clone(),
-                    reason: format!("tensor `{name}` has an impossible size or offset"),
-                })?;
-            if end > file_len {
-                return Err(ModelError::InvalidGguf {
-                    path: path.clone(),
-                    reason: format!(
-                        "truncated: tensor `{name}` ends at byte {end} but the file has {file_len} bytes"
-                    ),
-                });
-            }
-        }
+                    problem,
+                }
+            })?;
         Ok(Self {
             path,
-            content,
+            header,
             reads: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The checked header.
+    pub fn header(&self) -> &GgufHeader {
+        &self.header
     }
 
     /// The file this was opened from.
@@ -78,7 +79,7 @@ impl GgufFile {
 
     /// All metadata key/value pairs of the file.
     pub fn metadata(&self) -> &HashMap<String, Value> {
-        &self.content.metadata
+        self.header.metadata()
     }
 
     /// The model hyper-parameters, checking that the architecture is llama.
@@ -88,7 +89,7 @@ impl GgufFile {
 
     /// Whether the file holds a tensor of this name.
     pub fn has_tensor(&self, name: &str) -> bool {
-        self.content.tensor_infos.contains_key(name)
+        self.header.tensor(name).is_some()
     }
 
     /// The storage type and dims (outermost first) of a tensor.
@@ -106,10 +107,13 @@ impl GgufFile {
         })?;
         let mut reader = BufReader::new(file);
         let tensor = info
-            .read(&mut reader, self.content.tensor_data_offset, &Device::Cpu)
+            .read(&mut reader, self.header.tensor_data_offset(), &Device::Cpu)
             .map_err(|e| ModelError::InvalidGguf {
                 path: self.path.clone(),
-                reason: format!("reading tensor `{name}`: {e}"),
+                problem: GgufError::ReadTensor {
+                    name: name.into(),
+                    reason: e.to_string(),
+                },
             })?;
         self.reads
             .lock()
@@ -127,21 +131,9 @@ impl GgufFile {
     }
 
     fn info(&self, name: &str) -> Result<&TensorInfo> {
-        self.content
-            .tensor_infos
-            .get(name)
-            .ok_or_else(|| ModelError::Tensor {
-                name: name.to_string(),
-                problem: "missing from the GGUF file".into(),
-            })
+        self.header.tensor(name).ok_or_else(|| ModelError::Tensor {
+            name: name.to_string(),
+            problem: "missing from the GGUF file".into(),
+        })
     }
-}
-
-fn tensor_byte_len(info: &TensorInfo) -> Option<u64> {
-    let elems = info.shape.elem_count();
-    let block = info.ggml_dtype.block_size();
-    if !elems.is_multiple_of(block) {
-        return None;
-    }
-    u64::try_from((elems / block).checked_mul(info.ggml_dtype.type_size())?).ok()
 }

@@ -2,6 +2,8 @@
 
 mod bad_input;
 mod generation;
+mod malformed;
+mod raw_gguf;
 mod reference;
 
 mod each_block;
