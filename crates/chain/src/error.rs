@@ -47,12 +47,48 @@ pub enum Error {
         /// Root of the loaded state.
         computed: H256,
     },
+    /// The database file cannot be used: empty, foreign or damaged. Such a
+    /// file is never taken for a fresh chain (one is created only where no
+    /// file exists).
+    #[error(
+        "database file {path} {problem}; refusing to start (move the file away to start \
+         a new chain, or restore it from a backup)"
+    )]
+    BadDatabase {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        problem: DatabaseProblem,
+    },
+    /// A task of the node panicked: a bug, reported as such.
+    #[error("{what} panicked: {reason}")]
+    Panicked {
+        /// Which task.
+        what: String,
+        /// The panic's message.
+        reason: String,
+    },
     /// Stored data could not be decoded or is inconsistent.
     #[error("corrupt database: {0}")]
     Corrupt(String),
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
+}
+
+/// What is wrong with a database file ([`Error::BadDatabase`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DatabaseProblem {
+    /// The file has 0 bytes.
+    #[error("is empty (0 bytes), not a chain database")]
+    Empty,
+    /// Not a redb file, or a redb file without the chain's tables.
+    #[error("is not a Hypertensor chain database: {0}")]
+    Foreign(String),
+    /// Pages that do not read back (checksums, structure), or the storage
+    /// engine panicked on them.
+    #[error("is damaged: {0}")]
+    Damaged(String),
 }
 
 impl Error {

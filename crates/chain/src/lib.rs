@@ -32,7 +32,7 @@ pub mod pool;
 mod rpc;
 pub mod store;
 
-pub use error::{Error, Result};
+pub use error::{DatabaseProblem, Error, Result};
 pub use hypertensor_chain_client as client;
 pub use node::{ChainConfig, Node, RpcLimits};
 pub use pool::{Checked, Pool, PoolConfig, PoolError, Revalidated};

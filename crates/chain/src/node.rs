@@ -152,7 +152,10 @@ impl Node {
         let base = config.base_path.clone();
         let (store, state) = tokio::task::spawn_blocking(move || Store::open(&base, &genesis))
             .await
-            .map_err(|e| Error::Config(format!("store task failed: {e}")))??;
+            .map_err(|e| Error::Panicked {
+                what: "opening the store".into(),
+                reason: e.to_string(),
+            })??;
         tracing::info!(
             height = state.height(),
             best = %state.best_hash(),
@@ -244,7 +247,10 @@ fn flatten(r: std::result::Result<Result<()>, tokio::task::JoinError>, what: &st
     match r {
         Ok(Ok(())) => Err(Error::Config(format!("{what} stopped unexpectedly"))),
         Ok(Err(e)) => Err(e),
-        Err(e) => Err(Error::Config(format!("{what} panicked: {e}"))),
+        Err(e) => Err(Error::Panicked {
+            what: what.to_string(),
+            reason: e.to_string(),
+        }),
     }
 }
 
@@ -273,7 +279,10 @@ async fn produce_blocks(
         let shared2 = Arc::clone(&shared);
         let head = tokio::task::spawn_blocking(move || produce_one(&shared2, author))
             .await
-            .map_err(|e| Error::Config(format!("block production panicked: {e}")))??;
+            .map_err(|e| Error::Panicked {
+                what: "block production".into(),
+                reason: e.to_string(),
+            })??;
         // No receivers is fine.
         let _ = shared.heads.send(head);
     }

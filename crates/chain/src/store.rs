@@ -12,7 +12,11 @@
 //!
 //! [`Store::open`] reloads the state, recomputes its root and compares it
 //! with the best header's: a mismatch is [`Error::StateRootMismatch`] and
-//! the node refuses to start.
+//! the node refuses to start. A fresh chain is created only where no file
+//! exists; an empty, foreign (not redb, or redb without our genesis
+//! record) or damaged file is [`Error::BadDatabase`] naming the file and
+//! the problem. redb panics on some damaged pages: every access runs under
+//! `catch_unwind`, so such a panic is reported as a damaged file.
 
 use std::path::{Path, PathBuf};
 
@@ -22,7 +26,7 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::error::db;
+use crate::error::{DatabaseProblem, db};
 use crate::{Error, Result};
 
 const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
@@ -36,6 +40,100 @@ const META_STATE: &str = "state";
 
 /// File name of the database inside the base path.
 pub const DATABASE_FILE: &str = "chain.redb";
+
+/// The first bytes of every redb file.
+const REDB_MAGIC: [u8; 9] = [b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+
+/// Name of the file a new database is created in before it is renamed to
+/// [`DATABASE_FILE`].
+const NEW_DATABASE_FILE: &str = "chain.redb.new";
+
+fn bad(path: &Path, problem: DatabaseProblem) -> Error {
+    Error::BadDatabase {
+        path: path.display().to_string(),
+        problem,
+    }
+}
+
+/// Storage and decoding errors met while opening mean a damaged file;
+/// others (I/O, a state-root mismatch, already open) keep their own words.
+fn damaged(path: &Path, error: Error) -> Error {
+    match error {
+        Error::Database(e) => bad(path, DatabaseProblem::Damaged(e.to_string())),
+        Error::Corrupt(e) => bad(path, DatabaseProblem::Damaged(e)),
+        other => other,
+    }
+}
+
+/// Runs `f`, turning a panic inside the storage engine (redb panics on
+/// some damaged pages) into [`DatabaseProblem::Damaged`] naming the file.
+fn guarded<T>(path: &Path, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let reason = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        Err(bad(
+            path,
+            DatabaseProblem::Damaged(format!("the storage engine panicked reading it: {reason}")),
+        ))
+    })
+}
+
+/// Refuses a file that does not start like a redb database.
+fn check_magic(path: &Path) -> Result<()> {
+    use std::io::Read;
+    let mut head = [0u8; REDB_MAGIC.len()];
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    let mut read = 0;
+    while read < head.len() {
+        match file.read(&mut head[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
+        }
+    }
+    if head[..read] != REDB_MAGIC[..] {
+        return Err(bad(
+            path,
+            DatabaseProblem::Foreign(format!(
+                "not a redb file (it starts with {:02x?}, a redb file with {:02x?})",
+                &head[..read],
+                REDB_MAGIC
+            )),
+        ));
+    }
+    Ok(())
+}
+
+/// Creates the database with the genesis block in a temporary file and
+/// renames it into place once committed.
+fn create(path: &Path, genesis: &BuiltBlock) -> Result<()> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let tmp = dir.join(NEW_DATABASE_FILE);
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("cannot remove {}", tmp.display()), e)),
+    }
+    {
+        let db = Database::create(&tmp).map_err(db)?;
+        let store = Store {
+            db,
+            path: tmp.clone(),
+        };
+        store.commit(&genesis.block, &genesis.events, &genesis.state, true)?;
+    }
+    std::fs::rename(&tmp, path)
+        .map_err(|e| Error::io(format!("cannot rename {} into place", tmp.display()), e))?;
+    // The rename itself must be durable before blocks are built on it.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
 
 /// The node's database.
 pub struct Store {
@@ -58,33 +156,65 @@ fn from_bytes<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
 }
 
 impl Store {
-    /// Opens (or creates) the database in `base_path` for the chain of
-    /// `genesis`. A new database gets the genesis block; an existing one
-    /// must hold the same genesis, and its state must match the best
-    /// header's state root. Returns the store and the best state.
+    /// Opens the database in `base_path` for the chain of `genesis`, or
+    /// creates it if **no file exists**. A new database gets the genesis
+    /// block (written to a temporary file, renamed into place once
+    /// committed, so a crash never leaves a half-created database). An
+    /// existing file must be a redb database with this chain's tables and
+    /// the same genesis, and its state must match the best header's state
+    /// root; an empty, foreign or damaged file is
+    /// [`Error::BadDatabase`], never a fresh chain. Returns the store and
+    /// the best state.
     pub fn open(base_path: &Path, genesis: &BuiltBlock) -> Result<(Store, State)> {
         std::fs::create_dir_all(base_path)
             .map_err(|e| Error::io(format!("cannot create {}", base_path.display()), e))?;
         let path = base_path.join(DATABASE_FILE);
-        let db = Database::create(&path).map_err(db)?;
-        let store = Store { db, path };
-        let genesis_hash = genesis.block.hash();
-        let stored_genesis: Option<H256> = store.meta(META_GENESIS)?;
-        match stored_genesis {
-            None => {
-                store.commit(&genesis.block, &genesis.events, &genesis.state, true)?;
-                Ok((store, genesis.state.clone()))
+        match std::fs::metadata(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(&path, genesis)?,
+            Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
+            Ok(meta) if meta.len() == 0 => return Err(bad(&path, DatabaseProblem::Empty)),
+            Ok(_) => {}
+        }
+        guarded(&path, || Store::open_existing(&path, genesis))
+    }
+
+    fn open_existing(path: &Path, genesis: &BuiltBlock) -> Result<(Store, State)> {
+        check_magic(path)?;
+        let db = Database::open(path).map_err(|e| match e {
+            redb::DatabaseError::Storage(redb::StorageError::Io(io)) => {
+                Error::io(format!("cannot open {}", path.display()), io)
             }
-            Some(stored) if stored != genesis_hash => Err(Error::GenesisMismatch {
-                path: store.path.display().to_string(),
+            redb::DatabaseError::Storage(storage) => {
+                bad(path, DatabaseProblem::Damaged(storage.to_string()))
+            }
+            other => db(other),
+        })?;
+        let store = Store {
+            db,
+            path: path.to_path_buf(),
+        };
+        let genesis_hash = genesis.block.hash();
+        let stored: H256 = store
+            .meta(META_GENESIS)
+            .map_err(|e| damaged(path, e))?
+            .ok_or_else(|| {
+                bad(
+                    path,
+                    DatabaseProblem::Foreign(
+                        "a redb database without the chain's tables (no genesis hash recorded)"
+                            .into(),
+                    ),
+                )
+            })?;
+        if stored != genesis_hash {
+            return Err(Error::GenesisMismatch {
+                path: path.display().to_string(),
                 stored,
                 configured: genesis_hash,
-            }),
-            Some(_) => {
-                let state = store.load_state()?;
-                Ok((store, state))
-            }
+            });
         }
+        let state = store.load_state().map_err(|e| damaged(path, e))?;
+        Ok((store, state))
     }
 
     /// Loads the best state and checks it against the best header.
@@ -118,7 +248,7 @@ impl Store {
 
     /// Writes a block, its events and the state after it, atomically.
     pub fn commit_block(&self, block: &Block, events: &[EventRecord], state: &State) -> Result<()> {
-        self.commit(block, events, state, false)
+        guarded(&self.path, || self.commit(block, events, state, false))
     }
 
     fn commit(
@@ -170,19 +300,21 @@ impl Store {
 
     /// The block at `height`.
     pub fn block(&self, height: BlockNumber) -> Result<Option<Block>> {
-        self.get(BLOCKS, height, "block")
+        guarded(&self.path, || self.get(BLOCKS, height, "block"))
     }
 
     /// The events of the block at `height`.
     pub fn events(&self, height: BlockNumber) -> Result<Option<Vec<EventRecord>>> {
-        self.get(EVENTS, height, "events")
+        guarded(&self.path, || self.get(EVENTS, height, "events"))
     }
 
     /// The height of the block with `hash`.
     pub fn height_of(&self, hash: &H256) -> Result<Option<BlockNumber>> {
-        let txn = self.db.begin_read().map_err(db)?;
-        let table = txn.open_table(HASHES).map_err(db)?;
-        Ok(table.get(&hash.0).map_err(db)?.map(|v| v.value()))
+        guarded(&self.path, || {
+            let txn = self.db.begin_read().map_err(db)?;
+            let table = txn.open_table(HASHES).map_err(db)?;
+            Ok(table.get(&hash.0).map_err(db)?.map(|v| v.value()))
+        })
     }
 
     fn get<T: DeserializeOwned>(
@@ -244,6 +376,92 @@ mod tests {
         assert_eq!(store.block(1).unwrap().unwrap(), built.block);
         assert_eq!(store.height_of(&built.block.hash()).unwrap(), Some(1));
         assert_eq!(store.events(1).unwrap().unwrap(), built.events);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn bad_problem(err: Error) -> DatabaseProblem {
+        match err {
+            Error::BadDatabase { path, problem } => {
+                assert!(path.ends_with(DATABASE_FILE), "{path}");
+                problem
+            }
+            other => panic!("expected BadDatabase, got {other}"),
+        }
+    }
+
+    #[test]
+    fn an_empty_file_is_refused_and_never_taken_for_a_fresh_chain() {
+        let dir = temp_dir("empty");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(DATABASE_FILE), b"").unwrap();
+        let genesis = GenesisConfig::dev().build().unwrap();
+        let err = Store::open(&dir, &genesis).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("chain.redb") && text.contains("empty"), "{text}");
+        assert_eq!(bad_problem(err), DatabaseProblem::Empty);
+        assert_eq!(
+            std::fs::metadata(dir.join(DATABASE_FILE)).unwrap().len(),
+            0,
+            "left as it was"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn foreign_files_are_refused() {
+        let dir = temp_dir("foreign");
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(DATABASE_FILE);
+        let genesis = GenesisConfig::dev().build().unwrap();
+        std::fs::write(&file, b"SQLite format 3\0 and then some").unwrap();
+        let err = Store::open(&dir, &genesis).unwrap_err();
+        assert!(err.to_string().contains("not a redb file"), "{err}");
+        assert!(matches!(bad_problem(err), DatabaseProblem::Foreign(_)));
+        // A redb file of someone else's, with other tables.
+        std::fs::remove_file(&file).unwrap();
+        {
+            let db = Database::create(&file).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let other: TableDefinition<&str, &str> = TableDefinition::new("settings");
+                txn.open_table(other).unwrap().insert("a", "b").unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let err = Store::open(&dir, &genesis).unwrap_err();
+        assert!(err.to_string().contains("without the chain's tables"), "{err}");
+        assert!(matches!(bad_problem(err), DatabaseProblem::Foreign(_)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn damaged_pages_are_refused_as_damaged_not_as_configuration() {
+        let dir = temp_dir("damaged");
+        let genesis = GenesisConfig::dev().build().unwrap();
+        drop(Store::open(&dir, &genesis).unwrap());
+        let file = dir.join(DATABASE_FILE);
+        let mut bytes = std::fs::read(&file).unwrap();
+        // Keep redb's header (the first page); overwrite everything after.
+        for b in bytes.iter_mut().skip(4096) {
+            *b = 0xA5;
+        }
+        std::fs::write(&file, &bytes).unwrap();
+        let err = Store::open(&dir, &genesis).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("chain.redb") && text.contains("damaged"), "{text}");
+        assert!(matches!(bad_problem(err), DatabaseProblem::Damaged(_)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_left_over_half_created_database_is_replaced_by_a_fresh_one() {
+        let dir = temp_dir("half");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(NEW_DATABASE_FILE), b"crashed while creating").unwrap();
+        let genesis = GenesisConfig::dev().build().unwrap();
+        let (_, state) = Store::open(&dir, &genesis).unwrap();
+        assert_eq!(state.height(), 0);
+        assert!(!dir.join(NEW_DATABASE_FILE).exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
