@@ -9,6 +9,14 @@
 //! The decoder is a small, bounded protobuf reader: it accepts the two fields
 //! in any order, skips unknown fields as protobuf requires, and rejects
 //! truncated input, other key types and inconsistent keypairs.
+//!
+//! A key file is a secret: [`KEY_FILE_MODE`] is the Unix mode it is written
+//! with, and [`check_permissions`] turns the mode bits a caller read from the
+//! file system into a warning, with the command that fixes it, when group or
+//! others have any access. (This crate does no I/O; callers stat the file.)
+
+use std::fmt;
+use std::path::{Path, PathBuf};
 
 use crate::{Error, Keypair, Result};
 
@@ -20,6 +28,51 @@ const TAG_DATA: u64 = (2 << 3) | 2;
 const KEY_TYPE_ED25519: u64 = 1;
 /// Key files longer than this are refused before parsing.
 pub const MAX_KEY_FILE_LENGTH: usize = 4096;
+
+/// Unix permission bits of a key file: read and write by its owner only.
+pub const KEY_FILE_MODE: u32 = 0o600;
+
+/// A key file that users other than its owner can access: anyone who can
+/// read it can sign as its key (move its funds, impersonate its node).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoosePermissions {
+    /// The key file.
+    pub path: PathBuf,
+    /// Its permission bits (`st_mode & 0o777`).
+    pub mode: u32,
+}
+
+impl fmt::Display for LoosePermissions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = self.path.display().to_string();
+        let safe = path
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+,:@%".contains(c));
+        let quoted = if safe {
+            path.clone()
+        } else {
+            format!("'{}'", path.replace('\'', r"'\''"))
+        };
+        write!(
+            f,
+            "key file {path} is accessible by group or others (mode {:03o}); \
+             anyone who can read it can sign with its key. Fix it with: chmod 600 {quoted}",
+            self.mode
+        )
+    }
+}
+
+/// Checks a key file's Unix mode bits, as read from the file system.
+///
+/// Returns a warning when any group or other bit is set (mode `& 0o077`);
+/// `None` for owner-only modes such as `0600` or `0400`.
+pub fn check_permissions(path: &Path, mode: u32) -> Option<LoosePermissions> {
+    let mode = mode & 0o777;
+    (mode & 0o077 != 0).then(|| LoosePermissions {
+        path: path.to_path_buf(),
+        mode,
+    })
+}
 
 impl Keypair {
     /// The libp2p protobuf encoding of this keypair (68 bytes).
@@ -125,6 +178,29 @@ impl<'a> Reader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owner_only_modes_pass_and_others_get_a_fix() {
+        let path = Path::new("/home/op/node.key");
+        assert_eq!(check_permissions(path, 0o100600), None);
+        assert_eq!(check_permissions(path, 0o400), None);
+        assert_eq!(check_permissions(path, KEY_FILE_MODE), None);
+        for mode in [0o644, 0o640, 0o604, 0o660, 0o602, 0o777, 0o100644] {
+            let warning = check_permissions(path, mode).expect("loose mode");
+            assert_eq!(warning.mode, mode & 0o777);
+            let text = warning.to_string();
+            assert!(text.contains("/home/op/node.key"), "{text}");
+            assert!(text.contains(&format!("{:03o}", mode & 0o777)), "{text}");
+            assert!(text.ends_with("chmod 600 /home/op/node.key"), "{text}");
+        }
+        let spaced = check_permissions(Path::new("my keys/it's.key"), 0o644).unwrap();
+        assert!(
+            spaced
+                .to_string()
+                .ends_with(r"chmod 600 'my keys/it'\''s.key'"),
+            "{spaced}"
+        );
+    }
 
     #[test]
     fn round_trips_and_has_libp2p_layout() {

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use hypertensor_primitives::Keypair;
+#[cfg(unix)]
+use hypertensor_primitives::keyfile::KEY_FILE_MODE;
 use rand::TryRngCore;
 
 /// Arguments of `hypertensor keygen`.
@@ -47,11 +49,19 @@ fn write_key_file(path: &Path, key: &Keypair, force: bool) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
+        options.mode(KEY_FILE_MODE);
     }
     let mut file = options
         .open(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
+    // `mode` applies only when the file is created; a replaced file (--force)
+    // keeps its old bits unless they are set here.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(KEY_FILE_MODE))
+            .with_context(|| format!("cannot make {} owner-only", path.display()))?;
+    }
     file.write_all(&key.to_protobuf_encoding())
         .and_then(|()| file.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))
@@ -61,10 +71,26 @@ fn write_key_file(path: &Path, key: &Keypair, force: bool) -> Result<()> {
 pub(crate) fn read_key_file(path: &Path) -> Result<Keypair> {
     let meta =
         std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    warn_if_exposed(path, &meta);
     if meta.len() > hypertensor_primitives::keyfile::MAX_KEY_FILE_LENGTH as u64 {
         bail!("{} is too large to be a key file", path.display());
     }
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     Keypair::from_protobuf_encoding(&bytes)
         .with_context(|| format!("{} is not a valid Ed25519 key file", path.display()))
+}
+
+/// Warns (on Unix) when group or others can access a key file, with the
+/// `chmod` that fixes it; the key is still used.
+pub(crate) fn warn_if_exposed(path: &Path, meta: &std::fs::Metadata) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode();
+        if let Some(warning) = hypertensor_primitives::keyfile::check_permissions(path, mode) {
+            tracing::warn!("{warning}");
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (path, meta);
 }

@@ -107,8 +107,13 @@ async fn run_async(args: NodeArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| default_model_name(&path));
     let keypair = match &args.identity {
-        Some(file) => hypertensor_p2p::load_identity(file)
-            .with_context(|| format!("cannot read the identity file {}", file.display()))?,
+        Some(file) => {
+            if let Ok(meta) = std::fs::metadata(file) {
+                super::keygen::warn_if_exposed(file, &meta);
+            }
+            hypertensor_p2p::load_identity(file)
+                .with_context(|| format!("cannot read the identity file {}", file.display()))?
+        }
         None => {
             tracing::warn!("no --identity given: using a fresh identity for this run");
             Keypair::from_secret(rand::random())

@@ -149,3 +149,51 @@ fn chat_answers_each_turn_on_the_chat_template() {
         "{text:?}"
     );
 }
+
+#[test]
+fn generate_refuses_a_crafted_model_file_with_a_clear_error() {
+    // Issue 11: a 121-byte GGUF with `general.alignment = 0` made the loader
+    // divide by zero and exit 101.
+    let mut bytes = Vec::new();
+    bytes.extend_from_slice(b"GGUF");
+    bytes.extend_from_slice(&3u32.to_le_bytes());
+    bytes.extend_from_slice(&1u64.to_le_bytes()); // tensors
+    bytes.extend_from_slice(&1u64.to_le_bytes()); // metadata entries
+    let key = b"general.alignment";
+    bytes.extend_from_slice(&(key.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(key);
+    bytes.extend_from_slice(&4u32.to_le_bytes()); // u32
+    bytes.extend_from_slice(&0u32.to_le_bytes());
+    let name = b"token_embd.weight";
+    bytes.extend_from_slice(&(name.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(name);
+    bytes.extend_from_slice(&1u32.to_le_bytes()); // dims
+    bytes.extend_from_slice(&2u64.to_le_bytes());
+    bytes.extend_from_slice(&0u32.to_le_bytes()); // f32
+    bytes.extend_from_slice(&0u64.to_le_bytes()); // offset
+    bytes.resize(121, 0);
+    let path = std::env::temp_dir().join(format!(
+        "hypertensor-cli-alignment-0-{}.gguf",
+        std::process::id()
+    ));
+    std::fs::write(&path, &bytes).unwrap();
+
+    let out = run(&[
+        "generate",
+        "--model",
+        path.to_str().unwrap(),
+        "--prompt",
+        "Hello",
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("not a valid GGUF file")
+            && err.contains("general.alignment")
+            && err.contains("power of two"),
+        "{err}"
+    );
+    assert!(stdout(&out).is_empty());
+    std::fs::remove_file(&path).unwrap();
+}

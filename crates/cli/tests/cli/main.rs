@@ -3,6 +3,7 @@
 mod chain;
 mod devnet;
 mod http;
+mod key_files;
 mod local_model;
 mod node;
 mod process;
