@@ -129,3 +129,45 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     pub(crate) json: Option<PathBuf>,
 }
+
+/// The HTTP API's limits, for commands that serve it (defaults and why:
+/// `docs/inference.md`, "HTTP limits").
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ApiLimitArgs {
+    /// Most generations running at once; further requests wait.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub(crate) api_max_concurrent: usize,
+    /// Most requests waiting for a generation; beyond, 429.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub(crate) api_max_waiting: usize,
+    /// Largest request body in bytes; beyond, 413.
+    #[arg(long, value_name = "BYTES", default_value_t = 2 << 20)]
+    pub(crate) api_max_body_bytes: usize,
+    /// Seconds to receive a request head (and to keep an idle connection).
+    #[arg(long, value_name = "S", default_value_t = 10)]
+    pub(crate) api_header_timeout: u64,
+    /// Seconds to receive a request body; beyond, 408.
+    #[arg(long, value_name = "S", default_value_t = 30)]
+    pub(crate) api_body_timeout: u64,
+    /// Most connections open at once.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub(crate) api_max_connections: usize,
+    /// Most connections open at once from one IP address; beyond, 429.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub(crate) api_max_connections_per_address: usize,
+}
+
+impl ApiLimitArgs {
+    /// The API configuration these flags describe.
+    pub(crate) fn config(&self) -> hypertensor_api::ApiConfig {
+        hypertensor_api::ApiConfig {
+            max_concurrent: self.api_max_concurrent,
+            max_waiting: self.api_max_waiting,
+            max_body_bytes: self.api_max_body_bytes,
+            header_timeout: std::time::Duration::from_secs(self.api_header_timeout),
+            body_timeout: std::time::Duration::from_secs(self.api_body_timeout),
+            max_connections: self.api_max_connections,
+            max_connections_per_address: self.api_max_connections_per_address,
+        }
+    }
+}

@@ -59,6 +59,8 @@ pub struct DevnetConfig {
     pub block_time_ms: u64,
     /// The gateway's API address (port 0 picks one).
     pub api_addr: SocketAddr,
+    /// The gateway API's limits.
+    pub api_config: hypertensor_api::ApiConfig,
     /// Faults to inject, by node name (`hoster-2`, `validator-0`, …).
     pub behaviours: BTreeMap<String, Behaviour>,
     /// Throughput hosters announce instead of measuring it.
@@ -82,6 +84,7 @@ impl DevnetConfig {
             epoch_length: 20,
             block_time_ms: 1000,
             api_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            api_config: hypertensor_api::ApiConfig::default(),
             behaviours: BTreeMap::new(),
             throughput: None,
             consensus: true,
@@ -295,6 +298,7 @@ impl Devnet {
         gateway_options.bootstrap = bootstrap;
         gateway_options.consensus = false;
         gateway_options.api = Some(config.api_addr);
+        gateway_options.api_config = config.api_config.clone();
         let gateway = start_node(gateway_options)
             .await
             .context("cannot start the gateway")?;

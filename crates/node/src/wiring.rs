@@ -65,6 +65,8 @@ pub struct NodeOptions {
     pub consensus: bool,
     /// Serve the OpenAI-compatible API here (a gateway).
     pub api: Option<SocketAddr>,
+    /// The API's limits (connections, bodies, timeouts, queue).
+    pub api_config: ApiConfig,
     /// Honest, or a fault to inject.
     pub behaviour: Behaviour,
 }
@@ -85,6 +87,7 @@ impl NodeOptions {
             host: None,
             consensus: true,
             api: None,
+            api_config: ApiConfig::default(),
             behaviour: Behaviour::Honest,
         }
     }
@@ -263,13 +266,12 @@ pub async fn start_node(options: NodeOptions) -> Result<RunningNode> {
             .with_context(|| format!("cannot listen on {addr}"))?;
         api_addr = Some(listener.local_addr()?);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let api_config = options.api_config.clone();
         let task = tokio::spawn(async move {
             let stop = async {
                 let _ = stop_rx.await;
             };
-            if let Err(e) =
-                hypertensor_api::serve(listener, backend, &ApiConfig::default(), stop).await
-            {
+            if let Err(e) = hypertensor_api::serve(listener, backend, &api_config, stop).await {
                 tracing::error!(error = %e, "the API server stopped");
             }
         });

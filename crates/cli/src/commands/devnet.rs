@@ -42,6 +42,9 @@ pub(crate) struct DevnetArgs {
     /// Address of the OpenAI-compatible API (port 0 picks a free one).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
     pub(crate) api_addr: SocketAddr,
+    /// The API's limits.
+    #[command(flatten)]
+    pub(crate) api_limits: crate::cli::ApiLimitArgs,
 }
 
 /// Runs the devnet until Ctrl-C or SIGTERM.
@@ -70,6 +73,7 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     config.epoch_length = args.epoch_length;
     config.block_time_ms = args.block_time_ms;
     config.api_addr = args.api_addr;
+    config.api_config = args.api_limits.config();
     let outcome = runtime.block_on(run_devnet(config));
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);

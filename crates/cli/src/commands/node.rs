@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use hypertensor_api::ApiConfig;
 use hypertensor_inference::{
     AdmitAll, BlockServer, ClientConfig, ServerConfig, SwarmBackend, SwarmClient,
     announced_servers, p2p_config, routing::weakest_span,
@@ -79,6 +78,9 @@ pub(crate) struct NodeArgs {
     /// Client: address of the OpenAI-compatible HTTP API.
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub(crate) api: SocketAddr,
+    /// Client: the API's limits.
+    #[command(flatten)]
+    pub(crate) api_limits: crate::cli::ApiLimitArgs,
     /// The chain's RPC URL (e.g. ws://127.0.0.1:9944). With it, proof of
     /// stake guards the DHT and RPC and the node takes part in consensus
     /// (the identity must be registered as a node of the subnet, and is its
@@ -260,7 +262,13 @@ async fn serve_api(args: &NodeArgs, path: &std::path::Path, name: &str, p2p: Cli
         "OpenAI-compatible API on http://{}/v1",
         listener.local_addr()?
     );
-    hypertensor_api::serve(listener, backend, &ApiConfig::default(), shutdown_signal()).await?;
+    hypertensor_api::serve(
+        listener,
+        backend,
+        &args.api_limits.config(),
+        shutdown_signal(),
+    )
+    .await?;
     Ok(())
 }
 
@@ -297,6 +305,7 @@ async fn run_with_chain(
         Role::Client => {
             options.consensus = false;
             options.api = Some(args.api);
+            options.api_config = args.api_limits.config();
         }
     }
     let mut node = start_node(options).await?;

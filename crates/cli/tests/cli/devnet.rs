@@ -1,6 +1,7 @@
 //! `hypertensor devnet` as a newcomer runs it: from an empty directory it
-//! serves a chat completion within its first epoch, shows each epoch's
-//! status, and stops cleanly on Ctrl-C.
+//! serves a chat completion within its first epoch, answers the official
+//! openai client's plainest call, shows each epoch's status, and stops
+//! cleanly on Ctrl-C.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,6 +65,18 @@ fn devnet_serves_a_chat_completion_within_its_first_epoch_and_stops_on_ctrl_c() 
     assert!(!content.trim().is_empty(), "{reply}");
     let tokens = reply["usage"]["completion_tokens"].as_u64().unwrap();
     assert!((1..=16).contains(&tokens), "{reply}");
+
+    // The official openai client's plainest call (no max_tokens, no
+    // temperature) three times in a row, then a normal call: admission
+    // fits each to what the hosters hold and bans no one.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(crate::python_env::run_openai_client(vec![
+            "--plainest-url".into(),
+            format!("http://{addr}/v1"),
+        ]));
 
     // The first epoch's status, with every node in it.
     wait_for("epoch   0 |");

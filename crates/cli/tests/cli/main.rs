@@ -7,3 +7,5 @@ mod key_files;
 mod local_model;
 mod node;
 mod process;
+#[path = "../../../api/tests/api/python_env.rs"]
+mod python_env;
