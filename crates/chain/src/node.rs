@@ -25,21 +25,33 @@ use crate::rpc::{self, RateLimiter};
 use crate::store::Store;
 use crate::{Error, Result};
 
-/// Limits of the RPC server.
+/// Limits of the RPC server (defaults and reasons in `docs/chain.md`).
 #[derive(Clone, Debug)]
 pub struct RpcLimits {
     /// Largest request body (HTTP) or message (WebSocket), bytes.
     pub max_request_bytes: usize,
     /// Most requests in one JSON-RPC batch.
     pub max_batch: usize,
-    /// Sustained requests per second per client IP address.
+    /// Sustained calls per second per client IP address (a batch counts
+    /// as its number of calls).
     pub requests_per_second: u32,
-    /// Requests a client may send at once before the rate applies.
+    /// Calls a client may send at once before the rate applies.
     pub burst: u32,
-    /// Most simultaneous WebSocket connections.
+    /// Most simultaneous connections (HTTP and WebSocket) in all, and most
+    /// WebSocket connections.
     pub max_connections: usize,
+    /// Most simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
     /// Most subscriptions per WebSocket connection.
     pub max_subscriptions_per_connection: usize,
+    /// A WebSocket connection without a subscription that sends nothing
+    /// (not even a ping) for this long is closed.
+    pub ws_idle_timeout: Duration,
+    /// Longest time to receive a request head (also closes idle
+    /// keep-alive HTTP connections).
+    pub header_timeout: Duration,
+    /// Longest time to receive a request body.
+    pub body_timeout: Duration,
 }
 
 impl Default for RpcLimits {
@@ -49,8 +61,12 @@ impl Default for RpcLimits {
             max_batch: 64,
             requests_per_second: 20_000,
             burst: 40_000,
-            max_connections: 256,
+            max_connections: 1024,
+            max_connections_per_ip: 64,
             max_subscriptions_per_connection: 16,
+            ws_idle_timeout: Duration::from_secs(120),
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -6,10 +6,20 @@
 //! * Errors map to the wire in one place ([`pool_error`]): the caller's
 //!   faults get their code and reason; our own failures are logged and
 //!   answered with a generic internal error.
-//! * Bounds: request body / WebSocket message size, batch length, a token
-//!   bucket per client IP, the number of WebSocket connections and of
-//!   subscriptions per connection. A slow subscriber whose buffer fills is
-//!   disconnected rather than buffered without bound.
+//! * Bounds: connections in total and per client IP ([`serve`]), request
+//!   heads and bodies read under timeouts, a declared body beyond the
+//!   limit refused before it is read, request body / WebSocket message
+//!   size, batch length, a token bucket per client IP (a batch takes one
+//!   token per call), subscriptions per connection, and WebSocket
+//!   connections without a subscription closed after an idle timeout. A
+//!   slow subscriber whose buffer fills is disconnected rather than
+//!   buffered without bound.
+//! * JSON-RPC 2.0 exactly: `"id": null` is a request (answered with
+//!   `"id": null`), only a missing id makes a notification; strings are
+//!   compared decoded (`"2\u002e0"` is `"2.0"`); extra positional
+//!   parameters and unknown fields of an extrinsic are invalid params.
+
+mod serve;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -19,7 +29,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State as AxumState};
+use axum::extract::{ConnectInfo, Extension, State as AxumState};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -30,8 +40,8 @@ use hypertensor_chain_client::api::{
 use hypertensor_chain_client::{
     AccountInfo, BlockInfo, HeaderInfo, Health, RpcError, SubmitResult,
 };
-use hypertensor_primitives::{AccountId, PeerId};
-use hypertensor_runtime::{Epoch, Extrinsic, NodeClass, SubnetId};
+use hypertensor_primitives::{AccountId, PeerId, Signature};
+use hypertensor_runtime::{Call, Epoch, Extrinsic, NodeClass, SubnetId};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
@@ -50,20 +60,15 @@ type RpcResult = std::result::Result<Box<RawValue>, RpcError>;
 pub(crate) async fn serve(
     shared: App,
     listener: tokio::net::TcpListener,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) -> Result<()> {
+    let limits = shared.limits.clone();
     let app = Router::new()
         .route("/", post(http_handler).get(ws_handler))
         .with_state(shared);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        let _ = stop.changed().await;
-    })
-    .await
-    .map_err(|e| Error::io("RPC server failed", e))
+    serve::serve_router(listener, app, limits, stop)
+        .await
+        .map_err(|e| Error::io("RPC server failed", e))
 }
 
 /// A token bucket per client address.
@@ -109,7 +114,7 @@ impl RateLimiter {
     }
 }
 
-fn error_response(id: &str, error: &RpcError) -> String {
+pub(crate) fn error_response(id: &str, error: &RpcError) -> String {
     let error = serde_json::to_string(error).unwrap_or_else(|_| {
         format!(
             "{{\"code\":{},\"message\":\"error\"}}",
@@ -133,32 +138,58 @@ fn json_response(status: StatusCode, body: String) -> Response {
 async fn http_handler(
     AxumState(app): AxumState<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
     body: Body,
 ) -> Response {
     let limit = app.limits.max_request_bytes;
-    let Ok(bytes) = axum::body::to_bytes(body, limit).await else {
+    let too_large = || {
         let error = RpcError::new(
             codes::REQUEST_TOO_LARGE,
             format!("request body larger than {limit} bytes"),
         );
-        return json_response(
+        json_response(
             StatusCode::PAYLOAD_TOO_LARGE,
             error_response("null", &error),
-        );
+        )
     };
-    if !app.rate.allow(peer.ip(), 1) {
-        return json_response(
-            StatusCode::TOO_MANY_REQUESTS,
-            error_response("null", &rate_error()),
-        );
+    // A declared length beyond the limit is refused before any of the
+    // body is read (or waited for).
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large();
     }
+    let read = tokio::time::timeout(app.limits.body_timeout, axum::body::to_bytes(body, limit));
+    let bytes = match read.await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return too_large(),
+        Err(_) => {
+            let error = RpcError::new(
+                codes::INVALID_REQUEST,
+                format!(
+                    "the request body did not arrive within {} ms",
+                    app.limits.body_timeout.as_millis()
+                ),
+            );
+            return json_response(StatusCode::REQUEST_TIMEOUT, error_response("null", &error));
+        }
+    };
     let Ok(text) = std::str::from_utf8(&bytes) else {
+        if !app.rate.allow(peer.ip(), 1) {
+            return json_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                error_response("null", &rate_error()),
+            );
+        }
         let error = RpcError::new(codes::PARSE_ERROR, "request is not UTF-8 text");
         return json_response(StatusCode::OK, error_response("null", &error));
     };
-    match handle_text(&app, text, None).await {
-        Some(body) => json_response(StatusCode::OK, body),
-        None => StatusCode::NO_CONTENT.into_response(),
+    match handle_text(&app, peer.ip(), text, None).await {
+        Answer::Reply(body) => json_response(StatusCode::OK, body),
+        Answer::Nothing => StatusCode::NO_CONTENT.into_response(),
+        Answer::RateLimited(body) => json_response(StatusCode::TOO_MANY_REQUESTS, body),
     }
 }
 
@@ -172,14 +203,21 @@ fn rate_error() -> RpcError {
 async fn ws_handler(
     AxumState(app): AxumState<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(admitted): Extension<Arc<serve::Admitted>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let Ok(permit) = Arc::clone(&app.connections).try_acquire_owned() else {
-        return (
+        let error = RpcError::new(
+            codes::INTERNAL_ERROR,
+            format!(
+                "the node has {} WebSocket connections open, its limit; retry later",
+                app.limits.max_connections
+            ),
+        );
+        return json_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            "too many WebSocket connections",
-        )
-            .into_response();
+            error_response("null", &error),
+        );
     };
     let limit = app.limits.max_request_bytes;
     upgrade
@@ -188,6 +226,7 @@ async fn ws_handler(
         .on_upgrade(move |socket| async move {
             ws_connection(app, socket, peer).await;
             drop(permit);
+            drop(admitted);
         })
 }
 
@@ -215,6 +254,8 @@ async fn ws_connection(app: App, socket: WebSocket, peer: SocketAddr) {
         next_subscription: 1,
     };
     let mut stopping = app.stopping.clone();
+    let idle = app.limits.ws_idle_timeout;
+    let mut deadline = tokio::time::Instant::now() + idle;
     loop {
         let message = tokio::select! {
             message = stream.next() => match message {
@@ -222,13 +263,22 @@ async fn ws_connection(app: App, socket: WebSocket, peer: SocketAddr) {
                 _ => break,
             },
             _ = stopping.changed() => break,
+            () = tokio::time::sleep_until(deadline) => {
+                if conn.subscriptions.is_empty() {
+                    tracing::debug!(%peer, "closing a WebSocket connection idle without a subscription");
+                    break;
+                }
+                deadline = tokio::time::Instant::now() + idle;
+                continue;
+            }
         };
+        // Any frame (pings too) shows the client is there.
+        deadline = tokio::time::Instant::now() + idle;
         let reply = match message {
             Message::Text(text) => {
-                if app.rate.allow(peer.ip(), 1) {
-                    handle_text(&app, text.as_str(), Some(&mut conn)).await
-                } else {
-                    Some(error_response("null", &rate_error()))
+                match handle_text(&app, peer.ip(), text.as_str(), Some(&mut conn)).await {
+                    Answer::Reply(reply) | Answer::RateLimited(reply) => Some(reply),
+                    Answer::Nothing => None,
                 }
             }
             Message::Binary(_) => Some(error_response(
@@ -254,31 +304,68 @@ async fn ws_connection(app: App, socket: WebSocket, peer: SocketAddr) {
     let _ = writer.await;
 }
 
+/// One JSON-RPC request object. Strings are decoded (`String`, not a
+/// borrowed `&str`), so escapes compare by meaning.
 #[derive(Deserialize)]
 struct Request<'a> {
-    jsonrpc: Option<&'a str>,
-    #[serde(default, borrow)]
+    jsonrpc: Option<String>,
+    /// `None`: no id member (a notification); `Some("null")`: a request
+    /// whose id is null, answered.
+    #[serde(default, borrow, deserialize_with = "present")]
     id: Option<&'a RawValue>,
     method: Option<String>,
     #[serde(default, borrow)]
     params: Option<&'a RawValue>,
 }
 
-/// Answers a request or batch; `None` for notifications only.
-async fn handle_text(app: &App, text: &str, mut conn: Option<&mut Connection>) -> Option<String> {
+/// Keeps a member that is present, even as `null` (serde's `Option`
+/// alone reads `null` as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
+}
+
+/// What a request text gets.
+enum Answer {
+    /// The answer (one object or a batch array).
+    Reply(String),
+    /// Notifications only: nothing to answer.
+    Nothing,
+    /// Over the rate limit (HTTP 429).
+    RateLimited(String),
+}
+
+/// Answers a request or batch, after taking one rate-limit token per
+/// call from `ip`'s bucket.
+async fn handle_text(
+    app: &App,
+    ip: IpAddr,
+    text: &str,
+    mut conn: Option<&mut Connection>,
+) -> Answer {
+    let rate_limited = || Answer::RateLimited(error_response("null", &rate_error()));
     let Ok(raw) = serde_json::from_str::<&RawValue>(text) else {
-        return Some(error_response(
+        if !app.rate.allow(ip, 1) {
+            return rate_limited();
+        }
+        return Answer::Reply(error_response(
             "null",
             &RpcError::new(codes::PARSE_ERROR, "request is not valid JSON"),
         ));
     };
     if raw.get().trim_start().starts_with('[') {
         let Ok(items) = serde_json::from_str::<Vec<&RawValue>>(raw.get()) else {
-            return Some(error_response(
+            if !app.rate.allow(ip, 1) {
+                return rate_limited();
+            }
+            return Answer::Reply(error_response(
                 "null",
                 &RpcError::new(codes::INVALID_REQUEST, "invalid batch"),
             ));
         };
+        // Each call of a batch counts against the rate limit.
+        if !app.rate.allow(ip, items.len().max(1)) {
+            return rate_limited();
+        }
         if items.is_empty() || items.len() > app.limits.max_batch {
             let error = RpcError::new(
                 codes::INVALID_REQUEST,
@@ -288,7 +375,7 @@ async fn handle_text(app: &App, text: &str, mut conn: Option<&mut Connection>) -
                     items.len()
                 ),
             );
-            return Some(error_response("null", &error));
+            return Answer::Reply(error_response("null", &error));
         }
         let mut answers = Vec::new();
         for item in items {
@@ -297,11 +384,17 @@ async fn handle_text(app: &App, text: &str, mut conn: Option<&mut Connection>) -
             }
         }
         if answers.is_empty() {
-            return None;
+            return Answer::Nothing;
         }
-        return Some(format!("[{}]", answers.join(",")));
+        return Answer::Reply(format!("[{}]", answers.join(",")));
     }
-    handle_one(app, raw, conn).await
+    if !app.rate.allow(ip, 1) {
+        return rate_limited();
+    }
+    match handle_one(app, raw, conn).await {
+        Some(reply) => Answer::Reply(reply),
+        None => Answer::Nothing,
+    }
 }
 
 async fn handle_one(app: &App, raw: &RawValue, conn: Option<&mut Connection>) -> Option<String> {
@@ -323,7 +416,7 @@ async fn handle_one(app: &App, raw: &RawValue, conn: Option<&mut Connection>) ->
             || t.starts_with(|c: char| c.is_ascii_digit())
             || t == "null"
     });
-    if request.jsonrpc != Some("2.0") || !id_ok {
+    if request.jsonrpc.as_deref() != Some("2.0") || !id_ok {
         let error = RpcError::new(
             codes::INVALID_REQUEST,
             "request must have \"jsonrpc\": \"2.0\" and a string or number id",
@@ -401,9 +494,22 @@ async fn dispatch(
     conn: Option<&mut Connection>,
 ) -> RpcResult {
     let p = positional(params)?;
+    if let Some(max) = arity(method)
+        && p.len() > max
+    {
+        return Err(RpcError::new(
+            codes::INVALID_PARAMS,
+            format!(
+                "{method} takes at most {max} parameter{}, got {}",
+                if max == 1 { "" } else { "s" },
+                p.len()
+            ),
+        ));
+    }
     match method {
         methods::SUBMIT_EXTRINSIC => {
-            let xt: Extrinsic = required(&p, 0, "extrinsic")?;
+            let xt: StrictExtrinsic = required(&p, 0, "extrinsic")?;
+            let xt = xt.into_extrinsic();
             let state = app.state();
             // Signature check outside the pool's lock: submissions verify
             // in parallel on the server's workers.
@@ -506,6 +612,51 @@ async fn dispatch(
             codes::METHOD_NOT_FOUND,
             format!("unknown method `{}`", truncate(other, 64)),
         )),
+    }
+}
+
+/// The most positional parameters `method` takes (`None`: unknown method,
+/// answered as such by the dispatcher).
+fn arity(method: &str) -> Option<usize> {
+    Some(match method {
+        methods::GET_TOTALS
+        | methods::SUBSCRIBE_NEW_HEADS
+        | methods::GET_EPOCH_INFO
+        | methods::PARAMETERS
+        | methods::HEALTH => 0,
+        methods::SUBMIT_EXTRINSIC
+        | methods::GET_HEADER
+        | methods::GET_BLOCK
+        | methods::GET_EVENTS
+        | methods::UNSUBSCRIBE_NEW_HEADS
+        | methods::GET_ACCOUNT
+        | methods::GET_SUBNET
+        | methods::GET_SUBNET_NODES => 1,
+        methods::GET_ELECTED_VALIDATOR | methods::GET_CONSENSUS_DATA => 2,
+        methods::PROOF_OF_STAKE => 3,
+        _ => return None,
+    })
+}
+
+/// An extrinsic as submitted: exactly the four members of [`Extrinsic`];
+/// any other member is an error, not silently dropped.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrictExtrinsic {
+    signer: AccountId,
+    nonce: u64,
+    call: Call,
+    signature: Signature,
+}
+
+impl StrictExtrinsic {
+    fn into_extrinsic(self) -> Extrinsic {
+        Extrinsic {
+            signer: self.signer,
+            nonce: self.nonce,
+            call: self.call,
+            signature: self.signature,
+        }
     }
 }
 
