@@ -30,6 +30,10 @@ use crate::{Error, Result};
 /// Bound of the command channel and of each subscription's buffer.
 const CHANNEL_BOUND: usize = 1024;
 
+/// How often the client pings an otherwise quiet connection, so a node's
+/// idle timeout (120 s by default) never closes a client that is in use.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+
 /// How long [`Client::submit_and_watch`] waits for inclusion by default.
 const DEFAULT_INCLUSION_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -103,10 +107,7 @@ impl Client {
         };
         let (socket, _) = tokio_tungstenite::connect_async(ws_url.as_str())
             .await
-            .map_err(|e| Error::Connect {
-                url: url.to_string(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| connect_error(url, e))?;
         let (commands, receiver) = mpsc::channel(CHANNEL_BOUND);
         tokio::spawn(run_connection(socket, receiver));
         Ok(Client {
@@ -325,6 +326,44 @@ impl Client {
     }
 }
 
+/// A refusal by a node (an HTTP answer instead of the upgrade) is not a
+/// missing node: it says so, with the node's reason.
+fn connect_error(url: &str, error: tokio_tungstenite::tungstenite::Error) -> Error {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    match error {
+        WsError::Http(response) => {
+            let status = response.status().as_u16();
+            let body = response
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
+            #[derive(Deserialize)]
+            struct Refusal {
+                error: RpcError,
+            }
+            let reason = match serde_json::from_str::<Refusal>(&body) {
+                Ok(r) => r.error.message,
+                Err(_) if !body.trim().is_empty() => body.trim().chars().take(200).collect(),
+                Err(_) => response
+                    .status()
+                    .canonical_reason()
+                    .unwrap_or("no reason given")
+                    .to_string(),
+            };
+            Error::Refused {
+                url: url.to_string(),
+                status,
+                reason,
+            }
+        }
+        other => Error::Connect {
+            url: url.to_string(),
+            reason: other.to_string(),
+        },
+    }
+}
+
 fn to_json<T: serde::Serialize>(value: &T) -> String {
     // Our own types always serialize (no maps with non-string keys).
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_string())
@@ -369,8 +408,16 @@ async fn run_connection(socket: Socket, mut commands: mpsc::Receiver<Command>) {
     let next_id = AtomicU64::new(1);
     let mut pending: HashMap<u64, Pending> = HashMap::new();
     let mut subscriptions: HashMap<u64, mpsc::Sender<String>> = HashMap::new();
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    keepalive.tick().await;
     loop {
         tokio::select! {
+            _ = keepalive.tick() => {
+                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+            }
             command = commands.recv() => {
                 let Some(command) = command else { break };
                 let id = next_id.fetch_add(1, Ordering::Relaxed);

@@ -13,6 +13,17 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A node answered but refused the connection (HTTP 429 or 503 on the
+    /// WebSocket upgrade: its connection caps are reached).
+    #[error("the chain node at {url} refused the connection (HTTP {status}): {reason}")]
+    Refused {
+        /// The URL.
+        url: String,
+        /// The HTTP status of the refusal.
+        status: u16,
+        /// The node's reason.
+        reason: String,
+    },
     /// The connection closed (node stopped, network error) before the answer.
     #[error("connection to the chain node closed")]
     Closed,

@@ -46,14 +46,36 @@ pub(crate) fn to_hex_prefixed(bytes: &[u8]) -> String {
     format!("0x{}", hex::encode(bytes))
 }
 
-/// Parses `N` bytes from hex, with or without a `0x` prefix.
+/// Parses `N` bytes from hex, with or without a `0x` prefix. Errors say
+/// what is wrong: an uppercase or other prefix, characters that are not
+/// hex digits (named, with their position), or the number of digits.
 pub(crate) fn from_hex_fixed<const N: usize>(s: &str, what: &'static str) -> Result<[u8; N]> {
-    let digits = s.strip_prefix("0x").unwrap_or(s);
-    if digits.len() != 2 * N {
-        return Err(Error::InvalidLength {
+    let expected = format!("`0x` followed by {} hex digits ({N} bytes)", 2 * N);
+    if let Some(rest) = s.strip_prefix("0X") {
+        return Err(Error::InvalidHex {
             what,
-            expected: N,
-            got: digits.len() / 2,
+            reason: format!(
+                "the prefix must be a lowercase `0x`, got `0X` (write `0x{}`)",
+                truncate(rest, 2 * N)
+            ),
+        });
+    }
+    let digits = s.strip_prefix("0x").unwrap_or(s);
+    if let Some((i, c)) = digits.char_indices().find(|(_, c)| !c.is_ascii_hexdigit()) {
+        let offset = s.len() - digits.len() + i;
+        return Err(Error::InvalidHex {
+            what,
+            reason: format!(
+                "`{}` is not hex: character {c:?} at position {offset} is not a hex digit; \
+                 expected {expected}",
+                truncate(s, 80)
+            ),
+        });
+    }
+    if digits.len() != 2 * N {
+        return Err(Error::InvalidHex {
+            what,
+            reason: format!("expected {expected}, got {} hex digits", digits.len()),
         });
     }
     let mut out = [0u8; N];
@@ -62,6 +84,14 @@ pub(crate) fn from_hex_fixed<const N: usize>(s: &str, what: &'static str) -> Res
         reason: e.to_string(),
     })?;
     Ok(out)
+}
+
+/// At most `max` characters of `text`, for error messages.
+fn truncate(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => &text[..i],
+        None => text,
+    }
 }
 
 impl fmt::Display for H256 {
@@ -112,11 +142,30 @@ mod tests {
         let h = sha256(&[b"x"]);
         assert_eq!(h.to_string().parse::<H256>().unwrap(), h);
         assert_eq!(h.to_string()[2..].parse::<H256>().unwrap(), h);
-        assert!(matches!(
-            "0x12".parse::<H256>(),
-            Err(Error::InvalidLength { .. })
-        ));
+        let short = "0x12".parse::<H256>().unwrap_err().to_string();
+        assert!(short.contains("got 2 hex digits"), "{short}");
         let bad = format!("0x{}", "zz".repeat(32));
         assert!(matches!(bad.parse::<H256>(), Err(Error::InvalidHex { .. })));
+    }
+
+    #[test]
+    fn hex_errors_say_what_is_wrong() {
+        let digits = "ab".repeat(32);
+        let upper = format!("0X{digits}").parse::<H256>().unwrap_err().to_string();
+        assert!(upper.contains("lowercase `0x`, got `0X`"), "{upper}");
+        assert!(!upper.contains("33"), "no byte count of the prefix: {upper}");
+        let name = "bob".parse::<H256>().unwrap_err().to_string();
+        assert!(
+            name.contains("`bob` is not hex") && name.contains("'o'"),
+            "{name}"
+        );
+        let odd = format!("0x{}", &digits[1..])
+            .parse::<H256>()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            odd.contains("64 hex digits") && odd.contains("got 63"),
+            "{odd}"
+        );
     }
 }

@@ -95,7 +95,7 @@ pub(crate) enum QueryCommand {
 
 /// An account given as `0x` + 64 hex digits or a dev account name.
 pub(crate) fn parse_account(text: &str) -> Result<AccountId> {
-    if text.starts_with("0x") {
+    if text.starts_with("0x") || text.starts_with("0X") {
         return text
             .parse()
             .map_err(|e| anyhow::anyhow!("invalid account id `{text}`: {e}"));
@@ -130,10 +130,16 @@ fn parse_class(text: &str) -> Result<NodeClass> {
 }
 
 /// Connects to the node, with an error naming the URL.
+/// A node that answered and refused (its connection caps) is reported as
+/// such, not as a missing node.
 pub(crate) async fn connect(url: &str) -> Result<Client> {
-    Client::connect(url)
-        .await
-        .with_context(|| format!("is a chain node running at {url}? (see --rpc)"))
+    match Client::connect(url).await {
+        Ok(client) => Ok(client),
+        Err(e @ hypertensor_chain_client::Error::Connect { .. }) => {
+            Err(e).with_context(|| format!("is a chain node running at {url}? (see --rpc)"))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
