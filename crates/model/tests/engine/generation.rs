@@ -128,3 +128,26 @@ fn the_caller_can_cancel() {
     assert_eq!(out.finish_reason, FinishReason::Cancelled);
     assert!(out.tokens.len() < 50);
 }
+
+#[test]
+fn the_caller_is_asked_after_every_token_even_while_text_is_held_back() {
+    let llm = model();
+    let request = GenerationRequest {
+        prompt: llm.tokenizer().encode("Count: 1, 2, 3,", false).unwrap(),
+        max_tokens: 50,
+        sampling: greedy(),
+        // Every piece could start this stop string, so no text is certain
+        // yet: cancellation must not wait for text.
+        stop: vec![" 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15 never".into()],
+    };
+    let mut session = llm.session();
+    let mut calls = 0;
+    let out = generate(&mut session, llm.tokenizer(), &request, |_| {
+        calls += 1;
+        Flow::Stop
+    })
+    .unwrap();
+    assert_eq!(out.finish_reason, FinishReason::Cancelled);
+    assert_eq!(calls, 1);
+    assert_eq!(out.tokens.len(), 1, "stopped within one step");
+}
