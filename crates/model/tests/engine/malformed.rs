@@ -296,31 +296,7 @@ fn seed() -> &'static Seed {
     static SEED: OnceLock<Seed> = OnceLock::new();
     SEED.get_or_init(|| {
         let real = real();
-        let mut header = real.header.clone();
-        let mut kept = std::collections::HashSet::new();
-        if let Some(RawValue::Array(_, tokens)) = header.get_mut("tokenizer.ggml.tokens") {
-            tokens.truncate(SEED_TOKENS);
-            for t in tokens.iter() {
-                if let RawValue::Str(s) = t {
-                    kept.insert(s.clone());
-                }
-            }
-        }
-        if let Some(RawValue::Array(_, types)) = header.get_mut("tokenizer.ggml.token_type") {
-            types.truncate(SEED_TOKENS);
-        }
-        if let Some(RawValue::Array(_, merges)) = header.get_mut("tokenizer.ggml.merges") {
-            merges.retain(|m| {
-                let RawValue::Str(m) = m else { return false };
-                let Some(space) = m.iter().position(|&b| b == b' ') else {
-                    return false;
-                };
-                let joined: Vec<u8> = [&m[..space], &m[space + 1..]].concat();
-                kept.contains(&m[..space])
-                    && kept.contains(&m[space + 1..])
-                    && kept.contains(&joined)
-            });
-        }
+        let header = seed_header();
         let (bytes, fields) = header.encode(32);
         Seed {
             bytes,
@@ -328,6 +304,34 @@ fn seed() -> &'static Seed {
             data_len: (real.bytes.len() - real.data_offset) as u64,
         }
     })
+}
+
+/// The real header with its tokenizer arrays cut to [`SEED_TOKENS`].
+fn seed_header() -> RawGguf {
+    let mut header = real().header.clone();
+    let mut kept = std::collections::HashSet::new();
+    if let Some(RawValue::Array(_, tokens)) = header.get_mut("tokenizer.ggml.tokens") {
+        tokens.truncate(SEED_TOKENS);
+        for t in tokens.iter() {
+            if let RawValue::Str(s) = t {
+                kept.insert(s.clone());
+            }
+        }
+    }
+    if let Some(RawValue::Array(_, types)) = header.get_mut("tokenizer.ggml.token_type") {
+        types.truncate(SEED_TOKENS);
+    }
+    if let Some(RawValue::Array(_, merges)) = header.get_mut("tokenizer.ggml.merges") {
+        merges.retain(|m| {
+            let RawValue::Str(m) = m else { return false };
+            let Some(space) = m.iter().position(|&b| b == b' ') else {
+                return false;
+            };
+            let joined: Vec<u8> = [&m[..space], &m[space + 1..]].concat();
+            kept.contains(&m[..space]) && kept.contains(&m[space + 1..]) && kept.contains(&joined)
+        });
+    }
+    header
 }
 
 #[derive(Debug, Clone)]
@@ -461,4 +465,102 @@ proptest! {
         }
         read_and_validate(&bytes, bytes.len() as u64 + seed.data_len);
     }
+}
+
+/// A whole, tiny llama model around the seed's metadata (width 64, one
+/// block, 2,048 tokens, zero weights in Q8_0, Q4_1, Q4_0 and F32), so that
+/// a mutated file can be loaded end to end and run in about a millisecond.
+struct TinyModel {
+    header: Vec<u8>,
+    fields: Vec<Field>,
+    data: Vec<u8>,
+}
+
+fn tiny_model() -> &'static TinyModel {
+    static TINY: OnceLock<TinyModel> = OnceLock::new();
+    TINY.get_or_init(|| {
+        let (h, kv, ffn, vocab) = (64u64, 32u64, 128u64, SEED_TOKENS as u64);
+        let mut header = seed_header();
+        let u32_value = |v: u64| RawValue::Scalar(4, (v as u32).to_le_bytes().to_vec());
+        for (key, v) in [
+            ("llama.embedding_length", h),
+            ("llama.feed_forward_length", ffn),
+            ("llama.block_count", 1),
+            ("llama.attention.head_count", 4),
+            ("llama.attention.head_count_kv", 2),
+            ("llama.rope.dimension_count", 16),
+            ("llama.vocab_size", vocab),
+            ("llama.context_length", 64),
+        ] {
+            *header.get_mut(key).unwrap() = u32_value(v);
+        }
+        // (name, GGUF dims innermost first, type id, bytes per 32 values)
+        let tensors: [(&str, [u64; 2], u32, u64); 11] = [
+            ("token_embd.weight", [h, vocab], 8, 34),
+            ("blk.0.attn_norm.weight", [h, 1], 0, 128),
+            ("blk.0.attn_q.weight", [h, h], 3, 20),
+            ("blk.0.attn_k.weight", [h, kv], 3, 20),
+            ("blk.0.attn_v.weight", [h, kv], 3, 20),
+            ("blk.0.attn_output.weight", [h, h], 3, 20),
+            ("blk.0.ffn_norm.weight", [h, 1], 0, 128),
+            ("blk.0.ffn_gate.weight", [h, ffn], 2, 18),
+            ("blk.0.ffn_up.weight", [h, ffn], 2, 18),
+            ("blk.0.ffn_down.weight", [ffn, h], 2, 18),
+            ("output_norm.weight", [h, 1], 0, 128),
+        ];
+        header.tensors.clear();
+        let mut offset = 0;
+        for (name, dims, type_id, block_bytes) in tensors {
+            let dims = if dims[1] == 1 {
+                vec![dims[0]]
+            } else {
+                dims.to_vec()
+            };
+            header.tensors.push(RawTensor {
+                name: name.as_bytes().to_vec(),
+                dims: dims.clone(),
+                type_id,
+                offset,
+            });
+            offset += (dims.iter().product::<u64>() / 32 * block_bytes).next_multiple_of(32);
+        }
+        let (bytes, fields) = header.encode(32);
+        TinyModel {
+            header: bytes,
+            fields,
+            data: vec![0; offset as usize],
+        }
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+    /// A mutated tiny model file is loaded end to end and, when it loads,
+    /// runs a token: `Ok` or `Err`, never a panic.
+    #[test]
+    fn mutated_tiny_models_load_or_fail_cleanly(
+        mutations in proptest::collection::vec(mutation(), 1..4)
+    ) {
+        let tiny = tiny_model();
+        let mut bytes = tiny.header.clone();
+        for m in &mutations {
+            apply(&mut bytes, &tiny.fields, m);
+        }
+        bytes.extend_from_slice(&tiny.data);
+        let path = temp_file(&bytes);
+        if let Ok(model) = LocalModel::load(&path) {
+            use hypertensor_model::LanguageModel;
+            let _ = model.session().forward(&[1]);
+        }
+    }
+}
+
+#[test]
+fn the_unmutated_tiny_model_loads_and_runs() {
+    use hypertensor_model::LanguageModel;
+    let tiny = tiny_model();
+    let path = temp_file(&[tiny.header.clone(), tiny.data.clone()].concat());
+    let model = LocalModel::load(&path).unwrap();
+    assert_eq!(model.session().forward(&[1]).unwrap().len(), SEED_TOKENS);
 }
