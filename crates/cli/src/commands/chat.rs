@@ -21,7 +21,7 @@ pub(crate) fn run(args: ChatArgs) -> Result<()> {
         messages.push(ChatMessage::new("system", system));
     }
     let sampling = model::sampling(&args.sampling);
-    let mut session = llm.session();
+    let mut session = llm.session(usize::MAX)?;
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     eprintln!("Type a message; /reset starts over, /exit or Ctrl-D quits.");

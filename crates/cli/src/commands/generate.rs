@@ -21,7 +21,7 @@ pub(crate) fn run(args: GenerateArgs) -> Result<()> {
     };
     let mut stdout = std::io::stdout().lock();
     let mut write_error = None;
-    let mut session = llm.session();
+    let mut session = llm.session(request.prompt.len().saturating_add(request.max_tokens))?;
     generate(session.as_mut(), tokenizer, &request, |text| {
         match stdout
             .write_all(text.as_bytes())

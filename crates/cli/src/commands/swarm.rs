@@ -77,12 +77,21 @@ impl Engine {
         }
     }
 
-    /// A fresh sequence.
-    pub(crate) fn session(&self) -> Box<dyn LanguageModel + '_> {
-        match self {
+    /// A fresh sequence of at most `tokens` positions. Over the swarm its
+    /// route is opened now, fitted to what the hosters can hold (so a
+    /// busy swarm gives a shorter context, not a refusal).
+    pub(crate) fn session(&self, tokens: usize) -> Result<Box<dyn LanguageModel + '_>> {
+        Ok(match self {
             Engine::Local(m) => Box::new(m.session()),
-            Engine::Swarm(s) => Box::new(s.client.session()),
-        }
+            Engine::Swarm(s) => {
+                let mut session = s.client.session_for(tokens);
+                s.client
+                    .handle()
+                    .block_on(session.open_route(1))
+                    .context("cannot open a route through the swarm")?;
+                Box::new(session)
+            }
+        })
     }
 }
 
