@@ -397,7 +397,10 @@ mod tests {
         let genesis = GenesisConfig::dev().build().unwrap();
         let err = Store::open(&dir, &genesis).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("chain.redb") && text.contains("empty"), "{text}");
+        assert!(
+            text.contains("chain.redb") && text.contains("empty"),
+            "{text}"
+        );
         assert_eq!(bad_problem(err), DatabaseProblem::Empty);
         assert_eq!(
             std::fs::metadata(dir.join(DATABASE_FILE)).unwrap().len(),
@@ -429,7 +432,10 @@ mod tests {
             txn.commit().unwrap();
         }
         let err = Store::open(&dir, &genesis).unwrap_err();
-        assert!(err.to_string().contains("without the chain's tables"), "{err}");
+        assert!(
+            err.to_string().contains("without the chain's tables"),
+            "{err}"
+        );
         assert!(matches!(bad_problem(err), DatabaseProblem::Foreign(_)));
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -448,7 +454,10 @@ mod tests {
         std::fs::write(&file, &bytes).unwrap();
         let err = Store::open(&dir, &genesis).unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("chain.redb") && text.contains("damaged"), "{text}");
+        assert!(
+            text.contains("chain.redb") && text.contains("damaged"),
+            "{text}"
+        );
         assert!(matches!(bad_problem(err), DatabaseProblem::Damaged(_)));
         let _ = std::fs::remove_dir_all(&dir);
     }

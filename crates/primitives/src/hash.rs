@@ -151,9 +151,15 @@ mod tests {
     #[test]
     fn hex_errors_say_what_is_wrong() {
         let digits = "ab".repeat(32);
-        let upper = format!("0X{digits}").parse::<H256>().unwrap_err().to_string();
+        let upper = format!("0X{digits}")
+            .parse::<H256>()
+            .unwrap_err()
+            .to_string();
         assert!(upper.contains("lowercase `0x`, got `0X`"), "{upper}");
-        assert!(!upper.contains("33"), "no byte count of the prefix: {upper}");
+        assert!(
+            !upper.contains("33"),
+            "no byte count of the prefix: {upper}"
+        );
         let name = "bob".parse::<H256>().unwrap_err().to_string();
         assert!(
             name.contains("`bob` is not hex") && name.contains("'o'"),

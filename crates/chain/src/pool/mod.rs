@@ -327,12 +327,10 @@ impl Pool {
             let sender = self.senders.get(&signer);
             let base = sender.map_or(account_nonce, |s| s.base.max(account_nonce));
             if nonce < base {
-                return Err(PoolError::Invalid(
-                    hypertensor_runtime::Error::StaleNonce {
-                        expected: base,
-                        got: nonce,
-                    },
-                ));
+                return Err(PoolError::Invalid(hypertensor_runtime::Error::StaleNonce {
+                    expected: base,
+                    got: nonce,
+                }));
             }
             let (ready_end, count, futures, pending) = match sender {
                 Some(s) => {

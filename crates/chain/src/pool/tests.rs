@@ -28,12 +28,10 @@ fn state_with_accounts(n: usize, balance: Balance) -> (State, Vec<Keypair>) {
         .map(|i| Keypair::dev(&format!("attacker-{i}")))
         .collect();
     let mut genesis = GenesisConfig::dev();
-    genesis
-        .accounts
-        .extend(keys.iter().map(|k| GenesisAccount {
-            account: k.account_id(),
-            balance,
-        }));
+    genesis.accounts.extend(keys.iter().map(|k| GenesisAccount {
+        account: k.account_id(),
+        balance,
+    }));
     (genesis.build().unwrap().state, keys)
 }
 
@@ -153,16 +151,27 @@ fn per_sender_limits_bound_pending_and_future_extrinsics() {
     for n in 1..=3 {
         pool.submit(&state, transfer(&bob, n, 1, &state)).unwrap();
     }
-    let err = pool.submit(&state, transfer(&bob, 4, 1, &state)).unwrap_err();
+    let err = pool
+        .submit(&state, transfer(&bob, 4, 1, &state))
+        .unwrap_err();
     assert!(
-        matches!(err, PoolError::TooManyFuture { expected: 0, max: 3, .. }),
+        matches!(
+            err,
+            PoolError::TooManyFuture {
+                expected: 0,
+                max: 3,
+                ..
+            }
+        ),
         "{err}"
     );
     // Filling the gap makes them ready; then the total limit applies.
     pool.submit(&state, transfer(&bob, 0, 1, &state)).unwrap();
     pool.submit(&state, transfer(&bob, 4, 1, &state)).unwrap();
     pool.submit(&state, transfer(&bob, 5, 1, &state)).unwrap();
-    let err = pool.submit(&state, transfer(&bob, 6, 1, &state)).unwrap_err();
+    let err = pool
+        .submit(&state, transfer(&bob, 6, 1, &state))
+        .unwrap_err();
     assert!(matches!(err, PoolError::SenderFull { max: 6, .. }), "{err}");
     assert_eq!(pool.len(), 6);
 }

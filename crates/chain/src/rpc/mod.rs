@@ -320,7 +320,9 @@ struct Request<'a> {
 
 /// Keeps a member that is present, even as `null` (serde's `Option`
 /// alone reads `null` as absent).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Option<&'de RawValue>, D::Error> {
+fn present<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<&'de RawValue>, D::Error> {
     <&RawValue>::deserialize(d).map(Some)
 }
 
