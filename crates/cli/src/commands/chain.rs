@@ -43,6 +43,28 @@ pub(crate) struct ChainArgs {
     /// Largest RPC request in bytes.
     #[arg(long, default_value_t = 256 * 1024)]
     pub(crate) rpc_max_request_bytes: usize,
+    /// Most RPC connections (HTTP and WebSocket) open at once.
+    #[arg(long, default_value_t = 1024)]
+    pub(crate) rpc_max_connections: usize,
+    /// Most RPC connections open at once from one IP address.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) rpc_max_connections_per_ip: usize,
+    /// Seconds after which a WebSocket connection without a subscription
+    /// that sends nothing (not even a ping) is closed.
+    #[arg(long, default_value_t = 120)]
+    pub(crate) rpc_ws_idle_timeout_secs: u64,
+    /// Most extrinsics in the transaction pool.
+    #[arg(long, default_value_t = 65_536)]
+    pub(crate) pool_capacity: usize,
+    /// Most pending extrinsics per sender.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) pool_max_per_sender: usize,
+    /// Most extrinsics per sender waiting behind a nonce gap.
+    #[arg(long, default_value_t = 16)]
+    pub(crate) pool_max_future_per_sender: usize,
+    /// Blocks after which an extrinsic still behind a nonce gap is dropped.
+    #[arg(long, default_value_t = 64)]
+    pub(crate) pool_future_lifetime_blocks: u64,
 }
 
 /// Starts the node and runs it until Ctrl-C or SIGTERM.
@@ -80,6 +102,15 @@ pub(crate) fn run(args: ChainArgs) -> Result<()> {
     config.rpc.requests_per_second = args.rpc_rate_limit;
     config.rpc.burst = args.rpc_rate_limit.saturating_mul(2);
     config.rpc.max_request_bytes = args.rpc_max_request_bytes;
+    config.rpc.max_connections = args.rpc_max_connections.max(1);
+    config.rpc.max_connections_per_ip = args.rpc_max_connections_per_ip.max(1);
+    config.rpc.ws_idle_timeout = Duration::from_secs(args.rpc_ws_idle_timeout_secs.max(1));
+    config.pool = hypertensor_chain::PoolConfig {
+        capacity: args.pool_capacity.max(1),
+        max_per_sender: args.pool_max_per_sender.max(1),
+        max_future_per_sender: args.pool_max_future_per_sender,
+        future_lifetime_blocks: args.pool_future_lifetime_blocks.max(1),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
