@@ -29,7 +29,6 @@ mod error;
 mod handlers;
 mod limits;
 mod request;
-mod serve;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -120,11 +119,31 @@ pub async fn serve(
     config: &ApiConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let limits = serve::ConnectionLimits {
-        max_connections: config.max_connections.max(1),
-        max_per_address: config.max_connections_per_address.max(1),
+    let limits = hypertensor_http::ConnectionLimits {
+        max_connections: config.max_connections,
+        max_per_address: config.max_connections_per_address,
         header_timeout: config.header_timeout,
     };
-    serve::serve_router(listener, router(backend, config), limits, shutdown).await?;
+    hypertensor_http::serve(
+        listener,
+        router(backend, config),
+        limits,
+        refusal_body,
+        shutdown,
+    )
+    .await?;
     Ok(())
+}
+
+/// A refused connection's answer, in OpenAI's error shape.
+fn refusal_body(refusal: &hypertensor_http::Refusal) -> String {
+    let error = if refusal.status.as_u16() == 429 {
+        ApiError::TooManyRequests(refusal.reason.clone())
+    } else {
+        ApiError::Http {
+            status: refusal.status,
+            message: refusal.reason.clone(),
+        }
+    };
+    error.body().to_string()
 }

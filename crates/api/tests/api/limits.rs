@@ -186,6 +186,10 @@ async fn one_address_cannot_take_every_connection() {
     }
     // ...and its 9th is refused with a 429 in OpenAI's shape, at once.
     let mut refused = connect_from("127.0.0.2", addr).await;
+    refused
+        .write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let (raw, _) = read_until_closed(&mut refused, Duration::from_secs(5)).await;
     let (status, body) = status_and_body(&raw);
     assert_eq!(status, 429, "{raw}");

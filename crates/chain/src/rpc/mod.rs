@@ -19,8 +19,6 @@
 //!   compared decoded (`"2\u002e0"` is `"2.0"`); extra positional
 //!   parameters and unknown fields of an extrinsic are invalid params.
 
-mod serve;
-
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -66,9 +64,28 @@ pub(crate) async fn serve(
     let app = Router::new()
         .route("/", post(http_handler).get(ws_handler))
         .with_state(shared);
-    serve::serve_router(listener, app, limits, stop)
+    let connections = hypertensor_http::ConnectionLimits {
+        max_connections: limits.max_connections,
+        max_per_address: limits.max_connections_per_ip,
+        header_timeout: limits.header_timeout,
+    };
+    let mut stop = stop;
+    let stopped = async move {
+        let _ = stop.wait_for(|stopped| *stopped).await;
+    };
+    hypertensor_http::serve(listener, app, connections, refusal_body, stopped)
         .await
         .map_err(|e| Error::io("RPC server failed", e))
+}
+
+/// A refused connection's answer: a JSON-RPC error with a null id.
+fn refusal_body(refusal: &hypertensor_http::Refusal) -> String {
+    let code = if refusal.status.as_u16() == 429 {
+        codes::RATE_LIMITED
+    } else {
+        codes::INTERNAL_ERROR
+    };
+    error_response("null", &RpcError::new(code, refusal.reason.clone()))
 }
 
 /// A token bucket per client address.
@@ -203,7 +220,7 @@ fn rate_error() -> RpcError {
 async fn ws_handler(
     AxumState(app): AxumState<App>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Extension(admitted): Extension<Arc<serve::Admitted>>,
+    Extension(admitted): Extension<Arc<hypertensor_http::Admitted>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
     let Ok(permit) = Arc::clone(&app.connections).try_acquire_owned() else {

@@ -1,13 +1,15 @@
-//! The HTTP/1.1 accept loop under the JSON-RPC router: connections capped
-//! in total and per client IP address, request heads read under a timeout
-//! (which also closes idle keep-alive connections), WebSocket upgrades,
-//! and a graceful stop.
+//! The HTTP/1.1 server loop under the chain's JSON-RPC router and the
+//! OpenAI-compatible API: connections capped in total and per client IP
+//! address, request heads read under a timeout (which also closes idle
+//! kept-alive connections), WebSocket upgrades, and a graceful stop.
 //!
-//! `axum::serve` sets no timer on hyper and caps nothing, so one process
-//! could hold every connection and a client sending half a request head
-//! held its socket forever; this loop gives hyper a timer and the caps.
+//! `axum::serve` caps nothing and sets no timer on hyper, so one process
+//! could hold every connection, and a client that sent half a request head
+//! held its socket forever. [`serve`] gives hyper a timer and the caps;
+//! what a refusal says is the caller's (a JSON-RPC error, an OpenAI error).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,36 +17,52 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use axum::http::Request;
+use axum::http::{Request, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hypertensor_chain_client::RpcError;
-use hypertensor_chain_client::api::codes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tower_service::Service;
 
-use crate::node::RpcLimits;
-
-/// Counts open connections, in total and per address.
-#[derive(Debug, Default)]
-struct Open {
-    total: usize,
-    per_address: HashMap<IpAddr, usize>,
+/// How many connections [`serve`] holds and how long it waits for a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Most connections open at once; beyond, 503.
+    pub max_connections: usize,
+    /// Most connections open at once from one IP address; beyond, 429.
+    pub max_per_address: usize,
+    /// Longest time to receive a request head, counted from the end of the
+    /// previous response on a kept-alive connection.
+    pub header_timeout: Duration,
 }
 
-/// One admitted connection; its place is given back on drop (also when
-/// the connection was upgraded to WebSocket and that ends).
-pub(crate) struct Admitted {
+/// Why a connection was refused before any request was served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// 503 when the server is full, 429 when the client's address is.
+    pub status: StatusCode,
+    /// What is full, for the client.
+    pub reason: String,
+}
+
+/// Renders a refusal as the JSON body the server's clients expect.
+pub type RefusalBody = fn(&Refusal) -> String;
+
+/// One admitted connection. Every request on it carries an
+/// `Arc<Admitted>` extension (and a [`ConnectInfo`] of the peer), so a
+/// handler that upgrades the connection keeps its place until the upgraded
+/// connection ends too.
+#[derive(Debug)]
+pub struct Admitted {
     open: Arc<Mutex<Open>>,
     address: IpAddr,
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open = lock(&self.open);
         open.total = open.total.saturating_sub(1);
         if let Some(n) = open.per_address.get_mut(&self.address) {
             *n -= 1;
@@ -55,32 +73,37 @@ impl Drop for Admitted {
     }
 }
 
-/// Why a connection was refused: the HTTP status and the reason.
-struct Refusal {
-    status: u16,
-    reason: String,
+/// Counts open connections, in total and per address.
+#[derive(Debug, Default)]
+struct Open {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+fn lock(open: &Mutex<Open>) -> std::sync::MutexGuard<'_, Open> {
+    open.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Takes a place for a connection from `address`, or says which cap is full.
 fn admit(
     open: &Arc<Mutex<Open>>,
-    limits: &RpcLimits,
+    limits: &ConnectionLimits,
     address: IpAddr,
 ) -> Result<Admitted, Refusal> {
-    let mut state = open.lock().unwrap_or_else(|p| p.into_inner());
-    if state.total >= limits.max_connections {
+    let mut state = lock(open);
+    if state.total >= limits.max_connections.max(1) {
         return Err(Refusal {
-            status: 503,
+            status: StatusCode::SERVICE_UNAVAILABLE,
             reason: format!(
-                "the node has {} connections open, its limit; retry later",
+                "the server has {} connections open, its limit; retry later",
                 state.total
             ),
         });
     }
     let mine = state.per_address.entry(address).or_default();
-    if *mine >= limits.max_connections_per_ip {
+    if *mine >= limits.max_per_address.max(1) {
         return Err(Refusal {
-            status: 429,
+            status: StatusCode::TOO_MANY_REQUESTS,
             reason: format!(
                 "{address} already has {} connections open, the limit per address; \
                  reuse a connection or close some",
@@ -96,26 +119,15 @@ fn admit(
     })
 }
 
-/// Answers a refused connection with its status and a JSON-RPC error, then
-/// closes it. The request head is read first (briefly, bounded), so the
-/// client is not reset before it reads the answer.
-async fn refuse(mut stream: TcpStream, refusal: Refusal) {
-    let code = if refusal.status == 429 {
-        codes::RATE_LIMITED
-    } else {
-        codes::INTERNAL_ERROR
-    };
-    let error = RpcError::new(code, refusal.reason);
-    let body = super::error_response("null", &error);
-    let title = if refusal.status == 429 {
-        "Too Many Requests"
-    } else {
-        "Service Unavailable"
-    };
+/// Answers a refused connection with its status and `body`, then closes
+/// it. The request head is read first (briefly, bounded), so the client is
+/// not reset before it reads the answer.
+async fn refuse(mut stream: TcpStream, refusal: Refusal, body: String) {
     let response = format!(
-        "HTTP/1.1 {} {title}\r\ncontent-type: application/json\r\n\
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\n\
          content-length: {}\r\nconnection: close\r\n\r\n{body}",
-        refusal.status,
+        refusal.status.as_u16(),
+        refusal.status.canonical_reason().unwrap_or("Refused"),
         body.len()
     );
     let exchange = async {
@@ -137,20 +149,24 @@ async fn refuse(mut stream: TcpStream, refusal: Refusal) {
     let _ = tokio::time::timeout(Duration::from_secs(1), exchange).await;
 }
 
-/// Serves `router` on `listener` until `stop` turns true; then stops
-/// accepting, lets requests in flight finish, and returns. WebSocket
-/// connections, once upgraded, watch the stop signal themselves.
-pub(crate) async fn serve_router(
+/// Serves `router` on `listener` until `shutdown` completes; then stops
+/// accepting, lets requests in flight finish (upgraded connections watch
+/// their own stop signal), and returns. Refused connections are answered
+/// with `refusal_body`.
+pub async fn serve(
     listener: TcpListener,
     router: Router,
-    limits: RpcLimits,
-    mut stop: watch::Receiver<bool>,
+    limits: ConnectionLimits,
+    refusal_body: RefusalBody,
+    shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let open = Arc::new(Mutex::new(Open::default()));
+    let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
-            _ = stop.changed() => break,
+            () = &mut shutdown => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => continue,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -170,22 +186,24 @@ pub(crate) async fn serve_router(
                     peer,
                     router.clone(),
                     limits.header_timeout,
-                    stop.clone(),
+                    stop_rx.clone(),
                     admitted,
                 ));
             }
             Err(refusal) => {
                 tracing::debug!(%peer, reason = %refusal.reason, "connection refused");
-                connections.spawn(refuse(stream, refusal));
+                let body = refusal_body(&refusal);
+                connections.spawn(refuse(stream, refusal, body));
             }
         }
     }
+    let _ = stop_tx.send(true);
     while connections.join_next().await.is_some() {}
     Ok(())
 }
 
-/// Serves one connection until it closes (or is upgraded and the
-/// WebSocket ends), or until a stop is asked and its request in flight
+/// Serves one connection until it closes (or is upgraded and the upgraded
+/// connection ends), or until a stop is asked and its request in flight
 /// (if any) is answered.
 async fn connection(
     stream: TcpStream,
@@ -196,7 +214,6 @@ async fn connection(
     admitted: Admitted,
 ) {
     let _ = stream.set_nodelay(true);
-    // The place is held until the WebSocket task (if any) ends too.
     let admitted = Arc::new(admitted);
     let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
@@ -228,5 +245,33 @@ async fn connection(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn places_are_counted_per_address_and_given_back() {
+        let open = Arc::new(Mutex::new(Open::default()));
+        let limits = ConnectionLimits {
+            max_connections: 3,
+            max_per_address: 2,
+            header_timeout: Duration::from_secs(1),
+        };
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let b: IpAddr = "127.0.0.3".parse().unwrap();
+        let first = admit(&open, &limits, a).unwrap();
+        let _second = admit(&open, &limits, a).unwrap();
+        let refused = admit(&open, &limits, a).unwrap_err();
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert!(refused.reason.contains("127.0.0.2"), "{}", refused.reason);
+        let _third = admit(&open, &limits, b).unwrap();
+        let full = admit(&open, &limits, b).unwrap_err();
+        assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
+        drop(first);
+        let _again = admit(&open, &limits, a).unwrap();
+        assert_eq!(lock(&open).total, 3);
     }
 }
