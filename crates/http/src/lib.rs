@@ -50,6 +50,26 @@ pub struct Refusal {
 /// Renders a refusal as the JSON body the server's clients expect.
 pub type RefusalBody = fn(&Refusal) -> String;
 
+/// Most refused connections being answered at once; past it a refused
+/// connection is closed without an answer, so a connect flood cannot hold
+/// unbounded sockets.
+const MAX_REFUSING: usize = 64;
+
+/// The address a client's connections are counted under: its IPv4
+/// address, or the /64 of its IPv6 address (one host is routinely given a
+/// whole /64, so counting single IPv6 addresses would count nothing).
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
+
 /// One admitted connection. Every request on it carries an
 /// `Arc<Admitted>` extension (and a [`ConnectInfo`] of the peer), so a
 /// handler that upgrades the connection keeps its place until the upgraded
@@ -161,6 +181,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let open = Arc::new(Mutex::new(Open::default()));
+    let refusing = Arc::new(tokio::sync::Semaphore::new(MAX_REFUSING));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -179,7 +200,7 @@ pub async fn serve(
                 }
             },
         };
-        match admit(&open, &limits, peer.ip()) {
+        match admit(&open, &limits, client_key(peer.ip())) {
             Ok(admitted) => {
                 connections.spawn(connection(
                     stream,
@@ -192,8 +213,15 @@ pub async fn serve(
             }
             Err(refusal) => {
                 tracing::debug!(%peer, reason = %refusal.reason, "connection refused");
-                let body = refusal_body(&refusal);
-                connections.spawn(refuse(stream, refusal, body));
+                // Dropping the stream closes it at once when too many
+                // refusals are being answered already.
+                if let Ok(permit) = refusing.clone().try_acquire_owned() {
+                    let body = refusal_body(&refusal);
+                    connections.spawn(async move {
+                        refuse(stream, refusal, body).await;
+                        drop(permit);
+                    });
+                }
             }
         }
     }
@@ -273,5 +301,18 @@ mod tests {
         drop(first);
         let _again = admit(&open, &limits, a).unwrap();
         assert_eq!(lock(&open).total, 3);
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_slash_64() {
+        let one: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let other_in_same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let next_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(one), client_key(other_in_same_64));
+        assert_ne!(client_key(one), client_key(next_64));
+        let mapped: IpAddr = "::ffff:10.1.2.3".parse().unwrap();
+        assert_eq!(client_key(mapped), "10.1.2.3".parse::<IpAddr>().unwrap());
+        let v4: IpAddr = "127.0.0.2".parse().unwrap();
+        assert_eq!(client_key(v4), v4);
     }
 }

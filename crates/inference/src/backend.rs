@@ -44,7 +44,9 @@ impl Backend for SwarmBackend {
     }
 
     fn context_length(&self) -> usize {
-        self.client.model_config().context_length
+        // A request longer than one session may reserve can never be
+        // served, however long it waits: a 400, not a 503.
+        self.client.max_session_tokens()
     }
 
     fn generate(

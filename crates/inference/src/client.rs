@@ -256,8 +256,9 @@ impl SwarmClient {
         }
     }
 
-    /// The most positions one session may reserve.
-    fn max_session_tokens(&self) -> usize {
+    /// The most positions one session may reserve: the context, or less
+    /// when [`ClientConfig::session_tokens`] says so.
+    pub fn max_session_tokens(&self) -> usize {
         let context = self.model.context_length.max(1);
         self.config
             .session_tokens
@@ -753,9 +754,12 @@ impl SwarmSession<'_> {
                 }
                 Err(e) => {
                     if let InferenceError::Full { peer, free_tokens } = e {
-                        // Not room for this reservation: plan on its word.
+                        // No room for this reservation, whatever figure it
+                        // gives (a server claiming more room than it
+                        // grants must not be tried again and again).
+                        let below = (self.reserve as u64).saturating_sub(1);
                         for offer in offers.iter_mut().filter(|o| o.candidate.peer == peer) {
-                            offer.free_tokens = free_tokens;
+                            offer.free_tokens = free_tokens.min(below);
                         }
                     }
                     let last = e.to_string();
