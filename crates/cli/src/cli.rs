@@ -144,10 +144,10 @@ pub(crate) struct ApiLimitArgs {
     #[arg(long, value_name = "BYTES", default_value_t = 2 << 20)]
     pub(crate) api_max_body_bytes: usize,
     /// Seconds to receive a request head (and to keep an idle connection).
-    #[arg(long, value_name = "S", default_value_t = 10)]
+    #[arg(long, value_name = "S", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) api_header_timeout: u64,
     /// Seconds to receive a request body; beyond, 408.
-    #[arg(long, value_name = "S", default_value_t = 30)]
+    #[arg(long, value_name = "S", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) api_body_timeout: u64,
     /// Most connections open at once.
     #[arg(long, value_name = "N", default_value_t = 1024)]

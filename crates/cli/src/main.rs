@@ -11,11 +11,46 @@ use clap::Parser;
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     init_logging(cli.verbose);
+    raise_open_file_limit();
     match commands::run(cli.command) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Most open files the process asks for: the chain's and the API's
+/// connection caps (1,024 each by default) plus the P2P sockets and the
+/// database, with room to spare.
+const OPEN_FILES_WANTED: u64 = 16_384;
+
+/// Raises the soft limit on open files towards the hard limit (often 1,024
+/// soft, far more hard), so the servers' connection caps, not the kernel's
+/// descriptor limit, are what a flood of connections meets.
+fn raise_open_file_limit() {
+    #[cfg(unix)]
+    {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit and setrlimit only read and write the struct
+        // passed by pointer, which lives on this stack frame.
+        unsafe {
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+                return;
+            }
+            let wanted = (OPEN_FILES_WANTED as libc::rlim_t).min(limit.rlim_max);
+            if limit.rlim_cur < wanted {
+                limit.rlim_cur = wanted;
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                    tracing::warn!(
+                        "cannot raise the open-file limit; `ulimit -n` caps connections before the servers do"
+                    );
+                }
+            }
         }
     }
 }

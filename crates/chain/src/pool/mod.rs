@@ -28,7 +28,8 @@
 //! * **Block building** ([`Pool::build_block`]): round-robin over senders
 //!   (every sender's first ready extrinsic, oldest first, before anyone's
 //!   second), so an honest sender's one transfer waits behind at most one
-//!   extrinsic per other sender, each of which pays a fee. One the runtime
+//!   ready extrinsic per other sender that arrived before it, each of
+//!   which pays a fee. One the runtime
 //!   refuses (it became invalid) is dropped, and the builder's state is
 //!   unchanged by it (the runtime never half-applies).
 //!

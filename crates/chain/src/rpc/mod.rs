@@ -22,7 +22,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -38,6 +38,7 @@ use hypertensor_chain_client::api::{
 use hypertensor_chain_client::{
     AccountInfo, BlockInfo, HeaderInfo, Health, RpcError, SubmitResult,
 };
+use hypertensor_http::client_key;
 use hypertensor_primitives::{AccountId, PeerId, Signature};
 use hypertensor_runtime::{Call, Epoch, Extrinsic, NodeClass, SubnetId};
 use serde::Deserialize;
@@ -50,6 +51,8 @@ use crate::{Error, Result};
 
 /// Outgoing messages buffered per WebSocket connection.
 const OUTGOING_BOUND: usize = 1024;
+/// Longest a WebSocket write may take before the connection is dropped.
+const WS_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type App = Arc<Shared>;
 type RpcResult = std::result::Result<Box<RawValue>, RpcError>;
@@ -194,7 +197,7 @@ async fn http_handler(
         }
     };
     let Ok(text) = std::str::from_utf8(&bytes) else {
-        if !app.rate.allow(peer.ip(), 1) {
+        if !app.rate.allow(client_key(peer.ip()), 1) {
             return json_response(
                 StatusCode::TOO_MANY_REQUESTS,
                 error_response("null", &rate_error()),
@@ -203,7 +206,7 @@ async fn http_handler(
         let error = RpcError::new(codes::PARSE_ERROR, "request is not UTF-8 text");
         return json_response(StatusCode::OK, error_response("null", &error));
     };
-    match handle_text(&app, peer.ip(), text, None).await {
+    match handle_text(&app, client_key(peer.ip()), text, None).await {
         Answer::Reply(body) => json_response(StatusCode::OK, body),
         Answer::Nothing => StatusCode::NO_CONTENT.into_response(),
         Answer::RateLimited(body) => json_response(StatusCode::TOO_MANY_REQUESTS, body),
@@ -257,13 +260,16 @@ struct Connection {
 async fn ws_connection(app: App, socket: WebSocket, peer: SocketAddr) {
     let (mut sink, mut stream) = socket.split();
     let (outgoing, mut queue) = mpsc::channel::<String>(OUTGOING_BOUND);
+    // A client that stops reading must not hold its slot forever: a
+    // write that does not finish in time ends the connection.
     let writer = tokio::spawn(async move {
         while let Some(text) = queue.recv().await {
-            if sink.send(Message::text(text)).await.is_err() {
-                break;
+            match tokio::time::timeout(WS_WRITE_TIMEOUT, sink.send(Message::text(text))).await {
+                Ok(Ok(())) => {}
+                _ => break,
             }
         }
-        let _ = sink.close().await;
+        let _ = tokio::time::timeout(WS_WRITE_TIMEOUT, sink.close()).await;
     });
     let mut conn = Connection {
         outgoing,
@@ -281,6 +287,9 @@ async fn ws_connection(app: App, socket: WebSocket, peer: SocketAddr) {
             },
             _ = stopping.changed() => break,
             () = tokio::time::sleep_until(deadline) => {
+                // A subscription whose task ended (its subscriber fell
+                // behind) no longer keeps the connection.
+                conn.subscriptions.retain(|_, task| !task.is_finished());
                 if conn.subscriptions.is_empty() {
                     tracing::debug!(%peer, "closing a WebSocket connection idle without a subscription");
                     break;
@@ -289,14 +298,21 @@ async fn ws_connection(app: App, socket: WebSocket, peer: SocketAddr) {
                 continue;
             }
         };
-        // Any frame (pings too) shows the client is there.
-        deadline = tokio::time::Instant::now() + idle;
+        // Only requests count as use: pings alone do not keep a
+        // connection without a subscription open.
+        if matches!(message, Message::Text(_) | Message::Binary(_)) {
+            deadline = tokio::time::Instant::now() + idle;
+        }
         let reply = match message {
             Message::Text(text) => {
-                match handle_text(&app, peer.ip(), text.as_str(), Some(&mut conn)).await {
+                match handle_text(&app, client_key(peer.ip()), text.as_str(), Some(&mut conn)).await
+                {
                     Answer::Reply(reply) | Answer::RateLimited(reply) => Some(reply),
                     Answer::Nothing => None,
                 }
+            }
+            Message::Binary(_) if !app.rate.allow(client_key(peer.ip()), 1) => {
+                Some(error_response("null", &rate_error()))
             }
             Message::Binary(_) => Some(error_response(
                 "null",
