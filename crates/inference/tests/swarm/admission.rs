@@ -188,3 +188,41 @@ async fn abandoned_requests_free_every_servers_cache_at_once() {
     );
     assert_eq!(client.stats().bans, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_claims_room_it_never_grants_cannot_stall_a_request() {
+    let swarm = Swarm::new("liar").await;
+    // Announced as the fastest and roomiest, it answers every opening
+    // "full, with room for u64::MAX tokens".
+    let liar = swarm
+        .add_refusing_server(
+            0..30,
+            hypertensor_inference::wire::Refusal::Full {
+                free_tokens: u64::MAX,
+            },
+        )
+        .await;
+    swarm.add_server(0..30, |_| {}).await;
+    let client = swarm.client(|_| {}).await;
+    let addr = api(client.clone()).await;
+    let started = Instant::now();
+    let (status, v) = tokio::time::timeout(
+        Duration::from_secs(30),
+        post(
+            addr,
+            "/v1/completions",
+            json!({"model": MODEL, "prompt": "Hello", "max_tokens": 4, "temperature": 0}),
+        ),
+    )
+    .await
+    .expect("the request is not stalled by the liar");
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // Busy is not a fault: the liar is refused around, not banned.
+    assert_eq!(client.strikes(&liar), 0);
+    assert!(client.stats().refusals >= 1, "{:?}", client.stats());
+}

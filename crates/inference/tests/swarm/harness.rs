@@ -162,6 +162,76 @@ impl Swarm {
         }
     }
 
+    /// A server that announces `range` as the fastest and roomiest of all
+    /// but answers every opening with `refusal`; returns its peer id once
+    /// its announcement is found.
+    pub(crate) async fn add_refusing_server(
+        &self,
+        range: Range<usize>,
+        refusal: hypertensor_inference::wire::Refusal,
+    ) -> PeerId {
+        use hypertensor_inference::wire::encode_open_reply;
+        use hypertensor_inference::{ServerInfo, ServerState, block_key};
+        let i = self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let cfg = node_config(&format!("{}-refusing{i}", self.name), Some(&self.boot_addr));
+        let (p2p, mut events, event_loop) = hypertensor_p2p::new(cfg).unwrap();
+        let mut tasks = vec![tokio::spawn(event_loop.run()).abort_handle()];
+        let peer = p2p.peer_id();
+        // The node runs while a client handle lives: the task keeps one.
+        let keep = p2p.clone();
+        tasks.push(
+            tokio::spawn(async move {
+                let _keep = keep;
+                while let Some(event) = events.recv().await {
+                    if let hypertensor_p2p::Event::InboundSession { mut session, .. } = event {
+                        let _ = session.send(&encode_open_reply(Err(&refusal))).await;
+                        let _ = session.close().await;
+                    }
+                }
+            })
+            .abort_handle(),
+        );
+        p2p.wait_for_peers(Duration::from_secs(10)).await;
+        let addrs = p2p
+            .listen_addrs()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.with_p2p(peer).unwrap_or_else(|a| a).to_string())
+            .collect();
+        let info = ServerInfo {
+            state: ServerState::Online,
+            start: range.start as u32,
+            end: range.end as u32,
+            throughput: 1e6,
+            free_cache_tokens: u64::MAX,
+            version: "liar".into(),
+            addrs,
+        };
+        let expiration = hypertensor_p2p::now_ms() + 60_000;
+        for block in range.clone() {
+            p2p.store(&block_key(MODEL, block), info.encode(), expiration)
+                .await
+                .unwrap();
+        }
+        let key = block_key(MODEL, range.start);
+        let start = tokio::time::Instant::now();
+        while self
+            .boot
+            .get(&key)
+            .await
+            .unwrap_or_default()
+            .get(&peer)
+            .is_none()
+        {
+            assert!(start.elapsed() < Duration::from_secs(20), "never announced");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.servers.lock().unwrap().push(peer);
+        self.tasks.lock().unwrap().extend(tasks);
+        peer
+    }
+
     /// A client whose DHT view includes every server started so far.
     pub(crate) async fn client(&self, tweak: impl FnOnce(&mut ClientConfig)) -> Arc<SwarmClient> {
         let i = self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
