@@ -94,6 +94,15 @@ pub enum PoolError {
     /// This exact extrinsic is already pending.
     #[error("extrinsic {0} is already in the pool")]
     AlreadyInPool(H256),
+    /// It was checked against a state older than the pool's (a block came
+    /// in between): check it again against the new state.
+    #[error("checked at block {checked}, but the pool is at block {pool}; check again")]
+    Stale {
+        /// The height it was checked at.
+        checked: BlockNumber,
+        /// The height of the pool's last re-check.
+        pool: BlockNumber,
+    },
     /// Another extrinsic with the same signer and nonce is pending.
     #[error("an extrinsic of {signer} with nonce {nonce} is already in the pool")]
     NonceInPool {
@@ -206,6 +215,8 @@ pub struct Pool {
     /// Future extrinsics by age: (arrival, signer, nonce).
     future: BTreeSet<(u64, AccountId, u64)>,
     next_seq: u64,
+    /// The height of the state of the last [`Pool::revalidate`].
+    height: BlockNumber,
 }
 
 impl std::fmt::Debug for Pool {
@@ -236,6 +247,7 @@ impl Pool {
             hashes: HashSet::new(),
             future: BTreeSet::new(),
             next_seq: 0,
+            height: 0,
         }
     }
 
@@ -319,6 +331,12 @@ impl Pool {
             free,
             height,
         } = checked;
+        if height < self.height {
+            return Err(PoolError::Stale {
+                checked: height,
+                pool: self.height,
+            });
+        }
         if self.hashes.contains(&hash) {
             return Err(PoolError::AlreadyInPool(hash));
         }
@@ -480,6 +498,7 @@ impl Pool {
     /// blocks before `state`'s height.
     pub fn revalidate(&mut self, state: &State) -> Revalidated {
         let height = state.height();
+        self.height = self.height.max(height);
         let lifetime = self.config.future_lifetime_blocks;
         let mut report = Revalidated::default();
         let mut drop_list = Vec::new();

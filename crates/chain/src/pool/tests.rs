@@ -296,3 +296,29 @@ fn an_extrinsic_that_became_invalid_is_dropped_and_the_rest_go_in() {
     pool.revalidate(&built.state);
     assert!(pool.is_empty(), "included one pruned, invalid one dropped");
 }
+
+#[test]
+fn a_check_made_before_a_block_is_refused_as_stale_after_it() {
+    let state = GenesisConfig::dev().build().unwrap().state;
+    let alice = Keypair::dev("alice");
+    let mut pool = pool(100);
+    pool.submit(&state, transfer(&alice, 0, TENSOR, &state))
+        .unwrap();
+    // Nonce 0 checked against the state before the block that includes
+    // the pool's own nonce 0: after that block, the check is stale.
+    let again = Pool::check(&state, transfer(&alice, 0, 2 * TENSOR, &state)).unwrap();
+    let (after, included) = next_block(&mut pool, &state);
+    assert_eq!(included.len(), 1);
+    assert!(matches!(
+        pool.insert(again),
+        Err(PoolError::Stale {
+            checked: 0,
+            pool: 1
+        })
+    ));
+    // Checked again on the new state, the used nonce is refused for what
+    // it is.
+    let fresh = Pool::check(&after, transfer(&alice, 0, 2 * TENSOR, &after));
+    assert!(fresh.is_err() || pool.insert(fresh.unwrap()).is_err());
+    assert!(pool.is_empty());
+}

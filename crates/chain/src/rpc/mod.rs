@@ -501,6 +501,7 @@ pub(crate) fn pool_error(error: &PoolError) -> RpcError {
             .ok(),
         ),
         PoolError::AlreadyInPool(_) => (codes::ALREADY_IN_POOL, None),
+        PoolError::Stale { .. } => (codes::INTERNAL_ERROR, None),
         PoolError::NonceInPool { .. } => (codes::NONCE_IN_POOL, None),
         PoolError::Full { .. } => (codes::POOL_FULL, None),
         PoolError::SenderFull { .. } => (codes::SENDER_LIMIT, None),
@@ -545,12 +546,19 @@ async fn dispatch(
         methods::SUBMIT_EXTRINSIC => {
             let xt: StrictExtrinsic = required(&p, 0, "extrinsic")?;
             let xt = xt.into_extrinsic();
-            let state = app.state();
             // Signature check outside the pool's lock: submissions verify
-            // in parallel on the server's workers.
-            let checked = Pool::check(&state, xt).map_err(|e| pool_error(&e))?;
-            let (hash, ready) = app.pool().insert(checked).map_err(|e| pool_error(&e))?;
-            to_raw(&SubmitResult { hash, ready })
+            // in parallel on the server's workers. A block that lands in
+            // between makes the check stale: check again on its state.
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let checked = Pool::check(&app.state(), xt.clone()).map_err(|e| pool_error(&e))?;
+                match app.pool().insert(checked) {
+                    Ok((hash, ready)) => break to_raw(&SubmitResult { hash, ready }),
+                    Err(PoolError::Stale { .. }) if tries < 3 => continue,
+                    Err(e) => return Err(pool_error(&e)),
+                }
+            }
         }
         methods::GET_HEADER | methods::GET_BLOCK | methods::GET_EVENTS => {
             let block: Option<BlockId> = optional(&p, 0, "block")?;
