@@ -333,3 +333,28 @@ async fn a_full_queue_answers_429_and_the_rest_are_served() {
     assert_eq!(statuses, vec![200, 200, 429, 429], "{statuses:?}");
     honest_request(addr).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_server_answers_503_in_openai_shape_and_recovers() {
+    let config = ApiConfig {
+        max_connections: 4,
+        ..ApiConfig::default()
+    };
+    let addr = start_with(backend(), config).await;
+    let mut held = Vec::new();
+    for i in 0..4 {
+        held.push(connect_from(&format!("127.0.0.{}", 10 + i), addr).await);
+    }
+    let mut refused = connect_from("127.0.0.20", addr).await;
+    refused
+        .write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (raw, _) = read_until_closed(&mut refused, Duration::from_secs(5)).await;
+    let (status, body) = status_and_body(&raw);
+    assert_eq!(status, 503, "{raw}");
+    assert_openai_error(&body);
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    honest_request(addr).await;
+}
