@@ -183,10 +183,9 @@ impl Swarm {
             tokio::spawn(async move {
                 let _keep = keep;
                 while let Some(event) = events.recv().await {
-                    if let hypertensor_p2p::Event::InboundSession { mut session, .. } = event {
-                        let _ = session.send(&encode_open_reply(Err(&refusal))).await;
-                        let _ = session.close().await;
-                    }
+                    let hypertensor_p2p::Event::InboundSession { mut session, .. } = event;
+                    let _ = session.send(&encode_open_reply(Err(&refusal))).await;
+                    let _ = session.close().await;
                 }
             })
             .abort_handle(),
