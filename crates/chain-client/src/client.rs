@@ -30,6 +30,10 @@ use crate::{Error, Result};
 /// Bound of the command channel and of each subscription's buffer.
 const CHANNEL_BOUND: usize = 1024;
 
+/// How often the client pings an otherwise quiet connection, so a node's
+/// idle timeout (120 s by default) never closes a client that is in use.
+const KEEPALIVE: Duration = Duration::from_secs(30);
+
 /// How long [`Client::submit_and_watch`] waits for inclusion by default.
 const DEFAULT_INCLUSION_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -404,8 +408,16 @@ async fn run_connection(socket: Socket, mut commands: mpsc::Receiver<Command>) {
     let next_id = AtomicU64::new(1);
     let mut pending: HashMap<u64, Pending> = HashMap::new();
     let mut subscriptions: HashMap<u64, mpsc::Sender<String>> = HashMap::new();
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    keepalive.tick().await;
     loop {
         tokio::select! {
+            _ = keepalive.tick() => {
+                if sink.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+            }
             command = commands.recv() => {
                 let Some(command) = command else { break };
                 let id = next_id.fetch_add(1, Ordering::Relaxed);

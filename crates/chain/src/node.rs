@@ -44,8 +44,8 @@ pub struct RpcLimits {
     pub max_connections_per_ip: usize,
     /// Most subscriptions per WebSocket connection.
     pub max_subscriptions_per_connection: usize,
-    /// A WebSocket connection without a live subscription that sends no
-    /// request (pings do not count) for this long is closed.
+    /// A WebSocket connection without a live subscription that sends
+    /// nothing (not even a ping) for this long is closed.
     pub ws_idle_timeout: Duration,
     /// Longest time to receive a request head (also closes idle
     /// keep-alive HTTP connections).

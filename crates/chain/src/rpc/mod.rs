@@ -298,11 +298,12 @@ async fn ws_connection(app: App, socket: WebSocket, peer: SocketAddr) {
                 continue;
             }
         };
-        // Only requests count as use: pings alone do not keep a
-        // connection without a subscription open.
-        if matches!(message, Message::Text(_) | Message::Binary(_)) {
-            deadline = tokio::time::Instant::now() + idle;
-        }
+        // Any frame (pings too) shows the client is there: our client
+        // pings every 30 s so that a connection it keeps for lookups is
+        // not cut; a socket nobody holds is freed, and one address can
+        // hold at most its per-address cap of connections however it
+        // pings.
+        deadline = tokio::time::Instant::now() + idle;
         let reply = match message {
             Message::Text(text) => {
                 match handle_text(&app, client_key(peer.ip()), text.as_str(), Some(&mut conn)).await
