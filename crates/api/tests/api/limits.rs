@@ -16,19 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
 use crate::http::{get, post};
-use crate::{MODEL, backend};
-
-/// Starts the API over `backend` with `config` on 127.0.0.1:0.
-async fn start_with(backend: Arc<dyn Backend>, config: ApiConfig) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        hypertensor_api::serve(listener, backend, &config, std::future::pending())
-            .await
-            .unwrap();
-    });
-    addr
-}
+use crate::{MODEL, backend, start_with};
 
 /// A short healthy request that must keep working.
 async fn honest_request(addr: SocketAddr) {
@@ -172,6 +160,21 @@ async fn connect_from(local: &str, addr: SocketAddr) -> TcpStream {
     socket.connect(addr).await.unwrap()
 }
 
+/// What the server answers a request on a new connection from `local`
+/// that it refuses: the status and the JSON body, checked to be in
+/// OpenAI's error shape.
+async fn refused_answer(local: &str, addr: SocketAddr) -> (u16, Value) {
+    let mut refused = connect_from(local, addr).await;
+    refused
+        .write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (raw, _) = read_until_closed(&mut refused, Duration::from_secs(5)).await;
+    let (status, body) = status_and_body(&raw);
+    assert_openai_error(&body);
+    (status, body)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_cannot_take_every_connection() {
     let config = ApiConfig {
@@ -185,15 +188,8 @@ async fn one_address_cannot_take_every_connection() {
         hogs.push(connect_from("127.0.0.2", addr).await);
     }
     // ...and its 9th is refused with a 429 in OpenAI's shape, at once.
-    let mut refused = connect_from("127.0.0.2", addr).await;
-    refused
-        .write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let (raw, _) = read_until_closed(&mut refused, Duration::from_secs(5)).await;
-    let (status, body) = status_and_body(&raw);
-    assert_eq!(status, 429, "{raw}");
-    assert_openai_error(&body);
+    let (status, body) = refused_answer("127.0.0.2", addr).await;
+    assert_eq!(status, 429, "{body}");
     assert!(
         body["error"]["message"]
             .as_str()
@@ -345,15 +341,8 @@ async fn a_full_server_answers_503_in_openai_shape_and_recovers() {
     for i in 0..4 {
         held.push(connect_from(&format!("127.0.0.{}", 10 + i), addr).await);
     }
-    let mut refused = connect_from("127.0.0.20", addr).await;
-    refused
-        .write_all(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let (raw, _) = read_until_closed(&mut refused, Duration::from_secs(5)).await;
-    let (status, body) = status_and_body(&raw);
-    assert_eq!(status, 503, "{raw}");
-    assert_openai_error(&body);
+    let (status, body) = refused_answer("127.0.0.20", addr).await;
+    assert_eq!(status, 503, "{body}");
     drop(held);
     tokio::time::sleep(Duration::from_millis(200)).await;
     honest_request(addr).await;

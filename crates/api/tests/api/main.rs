@@ -34,18 +34,17 @@ fn backend() -> Arc<LocalBackend> {
 
 /// Starts the API on 127.0.0.1:0 and returns its address.
 async fn start() -> std::net::SocketAddr {
+    start_with(backend(), ApiConfig::default()).await
+}
+
+/// Starts the API over `backend` with `config` on 127.0.0.1:0.
+async fn start_with(backend: Arc<dyn Backend>, config: ApiConfig) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let backend: Arc<dyn Backend> = backend();
     tokio::spawn(async move {
-        hypertensor_api::serve(
-            listener,
-            backend,
-            &ApiConfig::default(),
-            std::future::pending(),
-        )
-        .await
-        .unwrap();
+        hypertensor_api::serve(listener, backend, &config, std::future::pending())
+            .await
+            .unwrap();
     });
     addr
 }

@@ -4,33 +4,13 @@
 //! real P2P layer and the real model, through the HTTP API.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hypertensor_api::{ApiConfig, Backend};
-use hypertensor_inference::{SwarmBackend, SwarmClient};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
-use crate::harness::{self, MODEL, ServerNode, Swarm};
+use crate::harness::{self, MODEL, ServerNode, Swarm, serve_api};
 use crate::python_env::run_openai_client;
-
-/// Serves the API over `client` on 127.0.0.1:0.
-async fn api(client: Arc<SwarmClient>) -> SocketAddr {
-    let backend: Arc<dyn Backend> = Arc::new(SwarmBackend::new(MODEL, client));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        hypertensor_api::serve(
-            listener,
-            backend,
-            &ApiConfig::default(),
-            std::future::pending(),
-        )
-        .await
-    });
-    addr
-}
 
 async fn post(addr: SocketAddr, path: &str, body: Value) -> (u16, Value) {
     let (status, text) = harness::post(addr, path, &body.to_string()).await;
@@ -58,7 +38,7 @@ async fn requests_beyond_the_free_cache_are_fitted_and_ban_no_one() {
     const ROOM: usize = 256;
     let (_swarm, servers) = small_swarm("fit", ROOM).await;
     let client = _swarm.client(|_| {}).await;
-    let addr = api(client.clone()).await;
+    let addr = serve_api(client.clone()).await;
 
     // The official client's plainest call (no max_tokens, no temperature)
     // three times, then a normal call: each is served.
@@ -130,7 +110,7 @@ async fn abandoned_requests_free_every_servers_cache_at_once() {
         .map(|s| s.server.free_cache_tokens())
         .collect();
     let client = swarm.client(|_| {}).await;
-    let addr = api(client.clone()).await;
+    let addr = serve_api(client.clone()).await;
 
     // Eight non-streamed requests for long generations, whose clients hang
     // up after half a second.
@@ -204,7 +184,7 @@ async fn a_server_that_claims_room_it_never_grants_cannot_stall_a_request() {
         .await;
     swarm.add_server(0..30, |_| {}).await;
     let client = swarm.client(|_| {}).await;
-    let addr = api(client.clone()).await;
+    let addr = serve_api(client.clone()).await;
     let started = Instant::now();
     let (status, v) = tokio::time::timeout(
         Duration::from_secs(30),

@@ -264,6 +264,20 @@ impl Swarm {
     }
 }
 
+/// Serves the OpenAI-compatible API over `client` on 127.0.0.1:0, with
+/// the default limits; returns its address.
+pub(crate) async fn serve_api(client: Arc<SwarmClient>) -> std::net::SocketAddr {
+    let backend: Arc<dyn hypertensor_api::Backend> =
+        Arc::new(hypertensor_inference::SwarmBackend::new(MODEL, client));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = hypertensor_api::ApiConfig::default();
+    tokio::spawn(async move {
+        hypertensor_api::serve(listener, backend, &config, std::future::pending()).await
+    });
+    addr
+}
+
 /// One HTTP/1.1 GET over a real socket; returns status and body.
 pub(crate) async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
     exchange(

@@ -2,12 +2,7 @@
 //! has no full route: the client sees a 503 as its `InternalServerError`.
 //! (The other statuses and the normal answers are checked in the api crate.)
 
-use std::sync::Arc;
-
-use hypertensor_api::Backend;
-use hypertensor_inference::SwarmBackend;
-
-use crate::harness::{MODEL, Swarm};
+use crate::harness::{Swarm, serve_api};
 use crate::python_env::run_openai_client;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,13 +11,7 @@ async fn the_openai_python_client_sees_503_without_a_full_route() {
     // Only the first third of the model is served.
     swarm.add_server(0..10, |_| {}).await;
     let client = swarm.client(|_| {}).await;
-    let backend: Arc<dyn Backend> = Arc::new(SwarmBackend::new(MODEL, client));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let config = hypertensor_api::ApiConfig::default();
-        hypertensor_api::serve(listener, backend, &config, std::future::pending()).await
-    });
+    let addr = serve_api(client).await;
     run_openai_client(vec![
         "--unavailable-url".into(),
         format!("http://{addr}/v1"),
