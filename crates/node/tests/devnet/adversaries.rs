@@ -30,7 +30,7 @@ fn adversaries() -> &'static Scenario {
         config
             .behaviours
             .insert("validator-0".into(), Behaviour::LyingReveal);
-        run(config, 5)
+        run(config, 5).stop_nodes()
     })
 }
 

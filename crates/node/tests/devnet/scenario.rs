@@ -56,6 +56,21 @@ pub(crate) struct Scenario {
 }
 
 impl Scenario {
+    /// Stops every node and the gateway, keeping the chain. A scenario
+    /// shared by several tests reads only what is on chain once it has
+    /// run; nodes left running would load the machine under the tests
+    /// that run after it, and those tests time consensus windows.
+    pub(crate) fn stop_nodes(mut self) -> Self {
+        let devnet = &mut self.devnet;
+        self.runtime.block_on(async {
+            for (_, node) in &mut devnet.nodes {
+                node.stop().await;
+            }
+            devnet.gateway.stop().await;
+        });
+        self
+    }
+
     /// A node's id by its devnet name.
     pub(crate) fn node_id(&self, name: &str) -> u32 {
         self.reports
