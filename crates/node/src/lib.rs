@@ -18,7 +18,7 @@ mod dht;
 mod epoch_loop;
 mod schemas;
 mod stake;
-pub mod view;
+pub use hypertensor_duties::view;
 mod wiring;
 
 pub use chain::ChainConnection;

@@ -1,0 +1,805 @@
+//! The honest duty state machine: what a node must do at each head, and
+//! what it needs read first.
+//!
+//! On every input the machine asks itself, in table order, which duties
+//! are open and not yet done:
+//!
+//! * **Validator-class nodes of the epoch's snapshot**: write the
+//!   challenge (the elected validator; any of them in the fallback window
+//!   if none is found), commit their hoster scores in [0.60, 1.00), reveal
+//!   them in the next epoch's [0.50, 0.60), propose (the elected one, in
+//!   [0.60, 0.90)) or attest (the others, once the proposal matches what
+//!   they compute themselves).
+//! * **Hosters**: have the challenge sketched, commit in [0.15, 0.50) and
+//!   reveal in [0.50, 0.60).
+//!
+//! A duty that needs something it does not know asks for it (a read) and
+//! waits for the answer; answers are stamped with the head they were asked
+//! at, and a duty that needs a fresh view accepts only answers asked after
+//! its own threshold (reads that feed a score wait one block plus the DHT's
+//! grace into their window, so they see every accepted write). Reads,
+//! writes, sketches and submissions in flight are never asked twice; a
+//! failed one is tried again at the next head while its window is open.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use hypertensor_consensus::NodeId;
+use hypertensor_consensus::phase::{BASIS_POINTS, Position, RecordKind, Writer};
+use hypertensor_consensus::records::{
+    Challenge, HosterReveal, Salt, ValidatorReveal, select_challenge,
+};
+use hypertensor_consensus::scores::check_attestation;
+use hypertensor_primitives::PeerId;
+use hypertensor_primitives::codec::Encode;
+use hypertensor_runtime::{Call, EpochConsensus, SubnetNode};
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::{RngCore, SeedableRng};
+
+use crate::config::DutyConfig;
+use crate::io::{Action, Answer, Duty, DutyMachine, EpochChain, Input, Notice, Query, Sketches};
+use crate::view::{Entries, EpochScores, EpochView, score_epoch};
+
+/// An answer and the head it was asked at.
+struct Known {
+    asked_at: u64,
+    answer: Answer,
+}
+
+/// A record built once for an epoch, so that a retried write sends the
+/// same bytes (peers that kept the first copy must not see another).
+struct Record {
+    bytes: Vec<u8>,
+    written: bool,
+}
+
+/// What this node built and did, by epoch.
+#[derive(Default)]
+struct Done {
+    /// This node's records by DHT key.
+    records: BTreeMap<String, Record>,
+    /// Epochs whose challenge another validator wrote in the fallback
+    /// window.
+    challenge_found: BTreeSet<u64>,
+    /// Epochs whose proposal or attestation the chain shows.
+    on_chain: BTreeSet<u64>,
+    /// The head of the last submission of those still pending.
+    submitted: BTreeMap<u64, u64>,
+    /// Epochs whose proposal this node disagreed with (noticed once).
+    disagreed: BTreeSet<u64>,
+    /// The scores last noticed, by epoch.
+    scored: BTreeMap<u64, EpochScores>,
+}
+
+/// One node's consensus duties. Feed it with [`DutyMachine::handle`].
+pub struct Duties {
+    config: DutyConfig,
+    me: PeerId,
+    rng: ChaCha20Rng,
+    height: Option<u64>,
+    node: Option<NodeId>,
+    known: BTreeMap<Query, Known>,
+    asking: BTreeSet<Query>,
+    failed_reads: BTreeMap<Query, u64>,
+    writing: BTreeSet<String>,
+    failed_writes: BTreeMap<String, u64>,
+    sketching: BTreeSet<u64>,
+    failed_sketches: BTreeMap<u64, u64>,
+    submitting: BTreeMap<u64, Duty>,
+    guarded: Option<u64>,
+    done: Done,
+    out: Vec<Action>,
+}
+
+impl Duties {
+    /// The duties of the node whose chain peer id is `me`; challenge seeds
+    /// and salts are drawn from `seed` (hand in fresh randomness).
+    pub fn new(config: DutyConfig, me: PeerId, seed: [u8; 32]) -> Self {
+        Duties {
+            config,
+            me,
+            rng: ChaCha20Rng::from_seed(seed),
+            height: None,
+            node: None,
+            known: BTreeMap::new(),
+            asking: BTreeSet::new(),
+            failed_reads: BTreeMap::new(),
+            writing: BTreeSet::new(),
+            failed_writes: BTreeMap::new(),
+            sketching: BTreeSet::new(),
+            failed_sketches: BTreeMap::new(),
+            submitting: BTreeMap::new(),
+            guarded: None,
+            done: Done::default(),
+            out: Vec::new(),
+        }
+    }
+
+    /// The node's settings.
+    pub fn config(&self) -> &DutyConfig {
+        &self.config
+    }
+
+    /// The chain peer id the duties are for.
+    pub fn me(&self) -> &PeerId {
+        &self.me
+    }
+
+    /// The latest head handled.
+    pub fn height(&self) -> Option<u64> {
+        self.height
+    }
+
+    /// This node's id on chain, once the chain lists it.
+    pub fn node(&self) -> Option<NodeId> {
+        self.node
+    }
+
+    fn position(&self, height: u64) -> Position {
+        let length = self.config.epoch_length;
+        Position {
+            epoch: height / length,
+            offset: height % length,
+            length,
+        }
+    }
+
+    /// The first block of a window starting at `start_bp` in epoch `e`.
+    fn window_start(&self, e: u64, start_bp: u32) -> u64 {
+        let length = self.config.epoch_length;
+        let offset = (u128::from(start_bp) * u128::from(length)).div_ceil(u128::from(BASIS_POINTS));
+        e * length + u64::try_from(offset).unwrap_or(length)
+    }
+
+    /// The first head at which reads for a window starting at `start_bp`
+    /// of epoch `e` see every write: past the window's first block plus
+    /// the grace the DHT's phase validator allows late writers.
+    fn settle_height(&self, e: u64, start_bp: u32) -> u64 {
+        self.window_start(e, start_bp) + self.config.grace_blocks + 1
+    }
+
+    fn settled(&self, start_bp: u32, pos: Position) -> bool {
+        pos.epoch * pos.length + pos.offset >= self.settle_height(pos.epoch, start_bp)
+    }
+
+    fn notice(&mut self, notice: Notice) {
+        self.out.push(Action::Notice(notice));
+    }
+
+    /// The latest answer to `query` asked at `min_asked` or later, asking
+    /// for one if there is none (or, with `refresh`, if the latest was
+    /// asked before the current head) and none is in flight.
+    fn ask(&mut self, query: Query, min_asked: u64, refresh: bool) -> Option<Answer> {
+        let height = self.height?;
+        let known = self.known.get(&query);
+        let usable = known
+            .filter(|k| k.asked_at >= min_asked)
+            .map(|k| k.answer.clone());
+        let stale =
+            known.is_none_or(|k| k.asked_at < min_asked || (refresh && k.asked_at < height));
+        if stale && !self.asking.contains(&query) && self.failed_reads.get(&query) != Some(&height)
+        {
+            self.asking.insert(query.clone());
+            self.out.push(Action::Read {
+                query,
+                asked_at: height,
+            });
+        }
+        usable
+    }
+
+    fn epoch_chain(&mut self, e: u64, min_asked: u64, refresh: bool) -> Option<EpochChain> {
+        match self.ask(Query::Epoch(e), min_asked, refresh)? {
+            Answer::Epoch(chain) => Some(chain),
+            _ => None,
+        }
+    }
+
+    fn nodes(&mut self, min_asked: u64, refresh: bool) -> Option<Vec<SubnetNode>> {
+        match self.ask(Query::Nodes, min_asked, refresh)? {
+            Answer::Nodes(nodes) => Some(nodes),
+            _ => None,
+        }
+    }
+
+    fn consensus(
+        &mut self,
+        e: u64,
+        min_asked: u64,
+        refresh: bool,
+    ) -> Option<Option<EpochConsensus>> {
+        match self.ask(Query::Consensus(e), min_asked, refresh)? {
+            Answer::Consensus(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    fn entries(&mut self, key: String, min_asked: u64, refresh: bool) -> Option<Entries> {
+        match self.ask(Query::Key(key), min_asked, refresh)? {
+            Answer::Key(entries) => Some(entries),
+            _ => None,
+        }
+    }
+
+    /// Asks for the write of this node's record under `key` unless it is
+    /// written, being written, or failed at this head.
+    fn write(&mut self, key: String) {
+        let Some(height) = self.height else { return };
+        let Some(record) = self.done.records.get(&key) else {
+            return;
+        };
+        if record.written
+            || self.writing.contains(&key)
+            || self.failed_writes.get(&key) == Some(&height)
+        {
+            return;
+        }
+        let bytes = record.bytes.clone();
+        self.writing.insert(key.clone());
+        self.out.push(Action::Write { key, bytes });
+    }
+
+    fn written(&self, key: &str) -> bool {
+        self.done.records.get(key).is_some_and(|r| r.written)
+    }
+
+    fn salt(&mut self) -> Salt {
+        let mut salt = Salt::default();
+        self.rng.fill_bytes(&mut salt);
+        salt
+    }
+
+    /// The epoch's challenge as read at `min_asked` or later: the elected
+    /// validator's record, else the fallback of the lowest snapshot node
+    /// id. `Some(None)`: read, and there is none (asked again at the next
+    /// head with `refresh`).
+    fn read_challenge(
+        &mut self,
+        e: u64,
+        chain: &EpochChain,
+        min_asked: u64,
+        refresh: bool,
+    ) -> Option<Option<Challenge>> {
+        let Some(consensus) = chain.consensus.as_ref() else {
+            return Some(None);
+        };
+        let key = RecordKind::Challenge.key(e);
+        let entries = self.entries(key.clone(), min_asked, false)?;
+        let candidates: Vec<(NodeId, bool, Challenge)> = chain
+            .nodes
+            .iter()
+            .filter(|n| consensus.snapshot.contains(&n.id))
+            .filter_map(|n| {
+                let challenge = Challenge::decode(entries.get(&n.peer_id)?).ok()?;
+                Some((n.id, n.id == consensus.validator, challenge))
+            })
+            .collect();
+        let found = select_challenge(&candidates).cloned();
+        if found.is_none() && refresh {
+            self.entries(key, min_asked, true);
+        }
+        Some(found)
+    }
+
+    /// Runs every open duty as far as what is known allows.
+    fn evaluate(&mut self) {
+        let Some(height) = self.height else { return };
+        let pos = self.position(height);
+        let e = pos.epoch;
+        let registered = match self.known.get(&Query::Epoch(e)) {
+            Some(Known {
+                answer: Answer::Epoch(chain),
+                ..
+            }) => chain.nodes.iter().any(|n| n.peer_id == self.me),
+            _ => false,
+        };
+        // Not registered yet (or just now): look again at every head.
+        let Some(chain) = self.epoch_chain(e, e * pos.length, !registered) else {
+            return;
+        };
+        let Some(me) = chain.nodes.iter().find(|n| n.peer_id == self.me).cloned() else {
+            return;
+        };
+        if self.node != Some(me.id) {
+            self.node = Some(me.id);
+            self.notice(Notice::Registered { node: me.id });
+        }
+        let (is_validator, elected) = match chain.consensus.as_ref() {
+            Some(c) => (c.snapshot.contains(&me.id), c.validator == me.id),
+            None => (false, false),
+        };
+        if is_validator {
+            self.challenge_duty(pos, elected, &chain);
+        }
+        if self.config.hosts {
+            self.guard_duty(pos, &chain);
+            self.hoster_commit_duty(pos, &chain);
+            self.hoster_reveal_duty(pos);
+        }
+        if is_validator {
+            self.validator_commit_duty(pos, &chain);
+            if elected {
+                self.propose_duty(pos, &chain);
+            } else {
+                self.attest_duty(pos, me.id, &chain);
+            }
+        }
+        self.validator_reveal_duty(pos);
+    }
+
+    /// Writes `challenge/<e>`: the elected validator in its window, any
+    /// other snapshot validator in the fallback window when no snapshot
+    /// validator's challenge is found.
+    fn challenge_duty(&mut self, pos: Position, elected: bool, chain: &EpochChain) {
+        let e = pos.epoch;
+        let writer = if elected {
+            Writer::ElectedValidator
+        } else {
+            Writer::Validator
+        };
+        let phases = self.config.phases;
+        if !phases.may_write(RecordKind::Challenge, e, pos, writer)
+            || self.done.challenge_found.contains(&e)
+        {
+            return;
+        }
+        let key = RecordKind::Challenge.key(e);
+        if !self.done.records.contains_key(&key) {
+            if !elected {
+                let opened = self.window_start(e, phases.challenge_fallback.start);
+                match self.read_challenge(e, chain, opened, false) {
+                    None => return,
+                    Some(Some(_)) => {
+                        self.done.challenge_found.insert(e);
+                        self.notice(Notice::ChallengeFound { epoch: e });
+                        return;
+                    }
+                    Some(None) => {}
+                }
+            }
+            let mut seed = [0u8; 32];
+            self.rng.fill_bytes(&mut seed);
+            let challenge = Challenge {
+                seed,
+                tokens: self.config.challenge_tokens,
+            };
+            self.done.records.insert(
+                key.clone(),
+                Record {
+                    bytes: challenge.encode(),
+                    written: false,
+                },
+            );
+        }
+        self.write(key);
+    }
+
+    /// Tells the block server the epoch's challenge as soon as it can be
+    /// read.
+    fn guard_duty(&mut self, pos: Position, chain: &EpochChain) {
+        let e = pos.epoch;
+        if self.guarded == Some(e) {
+            return;
+        }
+        if let Some(Some(challenge)) = self.read_challenge(e, chain, e * pos.length, true) {
+            self.guarded = Some(e);
+            self.out.push(Action::Guard {
+                epoch: e,
+                challenge,
+            });
+        }
+    }
+
+    fn hoster_commit_duty(&mut self, pos: Position, chain: &EpochChain) {
+        let e = pos.epoch;
+        let start = self.config.phases.hoster_commit.start;
+        let open = self
+            .config
+            .phases
+            .may_write(RecordKind::HosterCommit, e, pos, Writer::Other);
+        // The challenge may still arrive within the grace: read it after.
+        if !open || !self.settled(start, pos) {
+            return;
+        }
+        let key = RecordKind::HosterCommit.key(e);
+        if !self.done.records.contains_key(&key) {
+            let height = e * pos.length + pos.offset;
+            if self.sketching.contains(&e) || self.failed_sketches.get(&e) == Some(&height) {
+                return;
+            }
+            let settle = self.settle_height(e, start);
+            if let Some(Some(challenge)) = self.read_challenge(e, chain, settle, true) {
+                self.sketching.insert(e);
+                self.out.push(Action::Sketch {
+                    epoch: e,
+                    challenge,
+                });
+            }
+            return;
+        }
+        self.write(key);
+    }
+
+    /// Builds the hoster reveal of `e` and its commit from the sketches.
+    fn on_sketched(&mut self, e: u64, sketches: Sketches) {
+        let salt = self.salt();
+        match HosterReveal::new(salt, sketches.span_start, sketches.sketches) {
+            Ok(reveal) => {
+                let commit = reveal.commit(e, &self.me);
+                self.done.records.insert(
+                    RecordKind::HosterCommit.key(e),
+                    Record {
+                        bytes: commit.0.to_vec(),
+                        written: false,
+                    },
+                );
+                self.done.records.insert(
+                    RecordKind::HosterReveal.key(e),
+                    Record {
+                        bytes: reveal.encode(),
+                        written: false,
+                    },
+                );
+            }
+            Err(error) => self.sketch_failed(e, error.to_string()),
+        }
+    }
+
+    fn sketch_failed(&mut self, e: u64, error: String) {
+        if let Some(height) = self.height {
+            self.failed_sketches.insert(e, height);
+        }
+        self.notice(Notice::Failed {
+            duty: Duty::HosterCommit,
+            epoch: e,
+            error,
+        });
+    }
+
+    fn hoster_reveal_duty(&mut self, pos: Position) {
+        let e = pos.epoch;
+        let open = self
+            .config
+            .phases
+            .may_write(RecordKind::HosterReveal, e, pos, Writer::Other);
+        if open && self.written(&RecordKind::HosterCommit.key(e)) {
+            self.write(RecordKind::HosterReveal.key(e));
+        }
+    }
+
+    /// Scores epoch `e` from reads asked at `min_asked` or later. The node
+    /// list is read afresh: a node removed during the epoch must not be
+    /// proposed. Every read is asked at once.
+    fn score(
+        &mut self,
+        e: u64,
+        chain: &EpochChain,
+        min_asked: u64,
+        refresh: bool,
+        duty: Duty,
+    ) -> Option<EpochScores> {
+        let nodes = self.nodes(min_asked, refresh);
+        let hoster_commits = self.entries(RecordKind::HosterCommit.key(e), min_asked, refresh);
+        let hoster_reveals = self.entries(RecordKind::HosterReveal.key(e), min_asked, refresh);
+        let (validator_commits, validator_reveals) = match e.checked_sub(1) {
+            Some(prev) if !chain.prev_snapshot.is_empty() => (
+                self.entries(RecordKind::ValidatorCommit.key(prev), min_asked, refresh),
+                self.entries(RecordKind::ValidatorReveal.key(prev), min_asked, refresh),
+            ),
+            _ => (Some(Entries::new()), Some(Entries::new())),
+        };
+        let view = EpochView {
+            nodes: nodes?,
+            hoster_commits: hoster_commits?,
+            hoster_reveals: hoster_reveals?,
+            prev_validators: chain.prev_snapshot.clone(),
+            validator_commits: validator_commits?,
+            validator_reveals: validator_reveals?,
+        };
+        match score_epoch(&self.config.scores, e, self.config.n_blocks, &view) {
+            Ok(scores) => {
+                if self.done.scored.get(&e) != Some(&scores) {
+                    self.done.scored.insert(e, scores.clone());
+                    self.notice(Notice::Scored {
+                        epoch: e,
+                        scores: scores.clone(),
+                    });
+                }
+                Some(scores)
+            }
+            Err(error) => {
+                self.notice(Notice::Failed {
+                    duty,
+                    epoch: e,
+                    error: error.to_string(),
+                });
+                None
+            }
+        }
+    }
+
+    fn validator_commit_duty(&mut self, pos: Position, chain: &EpochChain) {
+        let e = pos.epoch;
+        let start = self.config.phases.validator_commit.start;
+        let open =
+            self.config
+                .phases
+                .may_write(RecordKind::ValidatorCommit, e, pos, Writer::Validator);
+        if !open || !self.settled(start, pos) {
+            return;
+        }
+        let key = RecordKind::ValidatorCommit.key(e);
+        if !self.done.records.contains_key(&key) {
+            let settle = self.settle_height(e, start);
+            let Some(scores) = self.score(e, chain, settle, false, Duty::ValidatorCommit) else {
+                return;
+            };
+            let salt = self.salt();
+            match ValidatorReveal::new(salt, &scores.hosters) {
+                Ok(reveal) => {
+                    let commit = reveal.commit(e, &self.me);
+                    self.done.records.insert(
+                        key.clone(),
+                        Record {
+                            bytes: commit.0.to_vec(),
+                            written: false,
+                        },
+                    );
+                    self.done.records.insert(
+                        RecordKind::ValidatorReveal.key(e),
+                        Record {
+                            bytes: reveal.encode(),
+                            written: false,
+                        },
+                    );
+                }
+                Err(error) => {
+                    self.notice(Notice::Failed {
+                        duty: Duty::ValidatorCommit,
+                        epoch: e,
+                        error: error.to_string(),
+                    });
+                    return;
+                }
+            }
+        }
+        self.write(key);
+    }
+
+    fn validator_reveal_duty(&mut self, pos: Position) {
+        let Some(e) = pos.epoch.checked_sub(1) else {
+            return;
+        };
+        let open =
+            self.config
+                .phases
+                .may_write(RecordKind::ValidatorReveal, e, pos, Writer::Validator);
+        if open && self.written(&RecordKind::ValidatorCommit.key(e)) {
+            self.write(RecordKind::ValidatorReveal.key(e));
+        }
+    }
+
+    /// Whether `e`'s proposal or attestation should be (re)submitted at
+    /// `height`: not seen on chain, none in flight, and none submitted in
+    /// the last few blocks.
+    fn due(&self, e: u64, height: u64) -> bool {
+        !self.done.on_chain.contains(&e)
+            && !self.submitting.contains_key(&e)
+            && self
+                .done
+                .submitted
+                .get(&e)
+                .is_none_or(|at| height >= at + self.config.resubmit_after_blocks)
+    }
+
+    /// The oldest head a consensus read may be asked at to say whether a
+    /// submission of `e` is on chain: after the last submission.
+    fn consensus_threshold(&self, e: u64, settle: u64) -> u64 {
+        match self.done.submitted.get(&e) {
+            Some(at) => settle.max(at + 1),
+            None => settle,
+        }
+    }
+
+    fn submit(&mut self, e: u64, height: u64, duty: Duty, call: Call) {
+        self.done.submitted.insert(e, height);
+        self.submitting.insert(e, duty);
+        self.out.push(Action::Submit { epoch: e, call });
+        self.notice(Notice::Submitted { duty, epoch: e });
+    }
+
+    fn propose_duty(&mut self, pos: Position, chain: &EpochChain) {
+        let e = pos.epoch;
+        let start = self.config.phases.proposal.start;
+        let height = e * pos.length + pos.offset;
+        if !self.config.phases.proposal_open(pos)
+            || !self.settled(start, pos)
+            || !self.due(e, height)
+        {
+            return;
+        }
+        let settle = self.settle_height(e, start);
+        let threshold = self.consensus_threshold(e, settle);
+        let Some(consensus) = self.consensus(e, threshold, true) else {
+            return;
+        };
+        if consensus.as_ref().is_some_and(|c| c.proposal.is_some()) {
+            self.done.on_chain.insert(e);
+            self.notice(Notice::OnChain {
+                duty: Duty::Proposal,
+                epoch: e,
+            });
+            return;
+        }
+        let Some(scores) = self.score(e, chain, settle, true, Duty::Proposal) else {
+            return;
+        };
+        let call = Call::ProposeAttestation {
+            subnet: self.config.subnet,
+            epoch: e,
+            scores: scores.proposal,
+        };
+        self.submit(e, height, Duty::Proposal, call);
+    }
+
+    fn attest_duty(&mut self, pos: Position, me: NodeId, chain: &EpochChain) {
+        let e = pos.epoch;
+        let start = self.config.phases.proposal.start;
+        let height = e * pos.length + pos.offset;
+        if !self.settled(start, pos) || !self.due(e, height) {
+            return;
+        }
+        let settle = self.settle_height(e, start);
+        let threshold = self.consensus_threshold(e, settle);
+        let Some(Some(consensus)) = self.consensus(e, threshold, true) else {
+            return;
+        };
+        if consensus.attestations.contains(&me) {
+            self.done.on_chain.insert(e);
+            self.notice(Notice::OnChain {
+                duty: Duty::Attestation,
+                epoch: e,
+            });
+            return;
+        }
+        let Some(proposed) = consensus.proposal else {
+            return;
+        };
+        let Some(scores) = self.score(e, chain, settle, true, Duty::Attestation) else {
+            return;
+        };
+        if let Err(reason) = check_attestation(&scores.proposal, &proposed) {
+            if self.done.disagreed.insert(e) {
+                self.notice(Notice::Disagreed {
+                    epoch: e,
+                    reason: reason.to_string(),
+                });
+            }
+            return;
+        }
+        let call = Call::Attest {
+            subnet: self.config.subnet,
+            epoch: e,
+        };
+        self.submit(e, height, Duty::Attestation, call);
+    }
+
+    /// Forgets what concerns epochs before `keep_from`.
+    fn prune(&mut self, keep_from: u64) {
+        let keep = |q: &Query| q.epoch().is_none_or(|e| e >= keep_from);
+        let keep_key = |k: &String| {
+            RecordKind::parse_key(k)
+                .map(|(_, e)| e >= keep_from)
+                .unwrap_or(false)
+        };
+        self.known.retain(|q, _| keep(q));
+        self.failed_reads.retain(|q, _| keep(q));
+        self.failed_writes.retain(|k, _| keep_key(k));
+        self.failed_sketches.retain(|e, _| *e >= keep_from);
+        self.done.records.retain(|k, _| keep_key(k));
+        self.done.challenge_found.retain(|e| *e >= keep_from);
+        self.done.on_chain.retain(|e| *e >= keep_from);
+        self.done.submitted.retain(|e, _| *e >= keep_from);
+        self.done.disagreed.retain(|e| *e >= keep_from);
+        self.done.scored.retain(|e, _| *e >= keep_from);
+    }
+
+    fn duty_of_key(key: &str) -> (Duty, u64) {
+        match RecordKind::parse_key(key) {
+            Ok((kind, e)) => (
+                match kind {
+                    RecordKind::Challenge => Duty::Challenge,
+                    RecordKind::HosterCommit => Duty::HosterCommit,
+                    RecordKind::HosterReveal => Duty::HosterReveal,
+                    RecordKind::ValidatorCommit => Duty::ValidatorCommit,
+                    RecordKind::ValidatorReveal => Duty::ValidatorReveal,
+                },
+                e,
+            ),
+            Err(_) => (Duty::Read, 0),
+        }
+    }
+
+    fn take_input(&mut self, input: Input) {
+        let height = self.height.unwrap_or(0);
+        match input {
+            Input::Head(h) => {
+                if self.height.is_some_and(|current| h <= current) {
+                    return;
+                }
+                let new_epoch = self
+                    .height
+                    .is_none_or(|current| self.position(current).epoch != self.position(h).epoch);
+                self.height = Some(h);
+                if new_epoch {
+                    self.prune(self.position(h).epoch.saturating_sub(2));
+                }
+            }
+            Input::Read {
+                query,
+                asked_at,
+                result,
+            } => {
+                self.asking.remove(&query);
+                match result {
+                    Ok(answer) => {
+                        let keep_from = self.position(height).epoch.saturating_sub(2);
+                        let current = query.epoch().is_none_or(|e| e >= keep_from);
+                        let newer = self
+                            .known
+                            .get(&query)
+                            .is_none_or(|k| k.asked_at <= asked_at);
+                        if current && newer {
+                            self.known.insert(query, Known { asked_at, answer });
+                        }
+                    }
+                    Err(error) => {
+                        let epoch = query.epoch().unwrap_or(self.position(height).epoch);
+                        self.failed_reads.insert(query, height);
+                        self.notice(Notice::Failed {
+                            duty: Duty::Read,
+                            epoch,
+                            error,
+                        });
+                    }
+                }
+            }
+            Input::Written { key, result } => {
+                self.writing.remove(&key);
+                let (duty, epoch) = Self::duty_of_key(&key);
+                match result {
+                    Ok(()) => {
+                        if let Some(record) = self.done.records.get_mut(&key) {
+                            record.written = true;
+                            self.notice(Notice::Written { duty, epoch });
+                        }
+                    }
+                    Err(error) => {
+                        self.failed_writes.insert(key, height);
+                        self.notice(Notice::Failed { duty, epoch, error });
+                    }
+                }
+            }
+            Input::Submitted { epoch, result } => {
+                let duty = self.submitting.remove(&epoch).unwrap_or(Duty::Attestation);
+                if let Err(error) = result {
+                    self.notice(Notice::Failed { duty, epoch, error });
+                }
+            }
+            Input::Sketched { epoch, result } => {
+                self.sketching.remove(&epoch);
+                match result {
+                    Ok(sketches) => self.on_sketched(epoch, sketches),
+                    Err(error) => self.sketch_failed(epoch, error),
+                }
+            }
+        }
+    }
+}
+
+impl DutyMachine for Duties {
+    fn handle(&mut self, input: Input) -> Vec<Action> {
+        self.take_input(input);
+        self.evaluate();
+        std::mem::take(&mut self.out)
+    }
+}
