@@ -10,7 +10,6 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
 use futures::StreamExt;
 use hypertensor_chain::{ChainConfig, Node as ChainNode};
 use hypertensor_chain_client::{BlockId, Client as ChainClient};
@@ -22,8 +21,10 @@ use hypertensor_runtime::{
 };
 use tokio::task::JoinHandle;
 
+use crate::builder::{HostOptions, NodeBuilder, NodeOptions, SpanChoice};
 use crate::epoch_loop::Behaviour;
-use crate::wiring::{HostOptions, NodeOptions, RunningNode, start_node};
+use crate::error::{NodeError, NodeResult as Result};
+use crate::running::RunningNode;
 
 /// Transactions watched at once on one chain connection (the chain's RPC
 /// allows 16 subscriptions per connection).
@@ -124,16 +125,20 @@ pub fn roster(
     blocks_per_hoster: usize,
 ) -> Result<Vec<Member>> {
     if blocks_per_hoster == 0 {
-        bail!("--blocks-per-hoster must be at least 1");
+        return Err(invalid("--blocks-per-hoster must be at least 1".into()));
     }
     let k = blocks_per_hoster.min(n_blocks);
     let segments = n_blocks.div_ceil(k);
     let hosters = hosters.unwrap_or(segments * DEFAULT_HOSTERS_PER_BLOCK);
     if hosters < segments {
-        bail!("{hosters} hosters of {k} blocks cannot cover the model's {n_blocks} blocks");
+        return Err(invalid(format!(
+            "{hosters} hosters of {k} blocks cannot cover the model's {n_blocks} blocks"
+        )));
     }
     if hosters + validators < 3 {
-        bail!("a subnet needs at least 3 nodes; ask for more hosters or validators");
+        return Err(invalid(
+            "a subnet needs at least 3 nodes; ask for more hosters or validators".into(),
+        ));
     }
     let member = |name: String, role: Role| Member {
         identity: Keypair::dev(&format!("devnet/{name}")),
@@ -172,6 +177,24 @@ pub struct Devnet {
     activation: Option<JoinHandle<Result<()>>>,
 }
 
+fn invalid(reason: String) -> NodeError {
+    NodeError::InvalidConfig(reason)
+}
+
+fn starting(name: &str, error: NodeError) -> NodeError {
+    NodeError::Start {
+        name: name.to_string(),
+        source: Box::new(error),
+    }
+}
+
+fn failed(what: &str, reason: impl std::fmt::Display) -> NodeError {
+    NodeError::Transaction {
+        what: what.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
 /// Runs a chain node until told to stop.
 async fn spawn_chain(
     config: ChainConfig,
@@ -180,9 +203,7 @@ async fn spawn_chain(
     JoinHandle<()>,
     tokio::sync::oneshot::Sender<()>,
 )> {
-    let node = ChainNode::start(config)
-        .await
-        .context("cannot start the chain")?;
+    let node = ChainNode::start(config).await?;
     let addr = node.rpc_addr();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
@@ -221,8 +242,10 @@ impl Devnet {
     /// background as soon as the chain allows (the next epoch). Returns
     /// once the gateway serves the API.
     pub async fn start(config: DevnetConfig) -> Result<Devnet> {
-        let gguf = GgufFile::open(&config.model_path)
-            .with_context(|| format!("cannot open {}", config.model_path.display()))?;
+        let gguf = GgufFile::open(&config.model_path).map_err(|source| NodeError::ModelFile {
+            path: config.model_path.clone(),
+            source,
+        })?;
         let n_blocks = gguf.config()?.n_blocks;
         let members = roster(
             n_blocks,
@@ -231,15 +254,15 @@ impl Devnet {
             config.blocks_per_hoster,
         )?;
         if config.epoch_length < MIN_EPOCH_LENGTH {
-            bail!(
+            return Err(invalid(format!(
                 "--epoch-length must be at least {MIN_EPOCH_LENGTH} blocks: the reveal windows \
                  are 10% of it, each read waits a block of grace, and attestations need the \
                  blocks after the proposal"
-            );
+            )));
         }
         for name in config.behaviours.keys() {
             if !members.iter().any(|m| &m.name == name) {
-                bail!("no devnet node is called `{name}`");
+                return Err(invalid(format!("no devnet node is called `{name}`")));
             }
         }
 
@@ -275,14 +298,15 @@ impl Devnet {
                 .unwrap_or_default();
             if let Role::Hoster(blocks) = &member.role {
                 options.host = Some(HostOptions {
-                    blocks: blocks.clone(),
+                    blocks: SpanChoice::Blocks(blocks.clone()),
                     cache_bytes: 64 << 20,
                     throughput: config.throughput,
                 });
             }
-            let node = start_node(options)
+            let node = NodeBuilder::new(options)
+                .start()
                 .await
-                .with_context(|| format!("cannot start {}", member.name))?;
+                .map_err(|e| starting(&member.name, e))?;
             if bootstrap.is_empty() {
                 bootstrap = node.dial_addrs().await?;
             }
@@ -299,10 +323,13 @@ impl Devnet {
         gateway_options.consensus = false;
         gateway_options.api = Some(config.api_addr);
         gateway_options.api_config = config.api_config.clone();
-        let gateway = start_node(gateway_options)
+        let gateway = NodeBuilder::new(gateway_options)
+            .start()
             .await
-            .context("cannot start the gateway")?;
-        let api_addr = gateway.api_addr.context("the gateway serves no API")?;
+            .map_err(|e| starting("the gateway", e))?;
+        let api_addr = gateway
+            .api_addr
+            .ok_or_else(|| invalid("the gateway serves no API".into()))?;
 
         let activation = {
             let chain = ChainClient::connect(&chain_url).await?;
@@ -326,7 +353,10 @@ impl Devnet {
     /// Waits until the subnet is active (nodes and subnet activated).
     pub async fn wait_active(&mut self) -> Result<()> {
         if let Some(task) = self.activation.take() {
-            task.await.context("the activation task failed")??;
+            task.await.map_err(|e| NodeError::Background {
+                what: "activation",
+                reason: e.to_string(),
+            })??;
         }
         Ok(())
     }
@@ -374,7 +404,58 @@ impl Devnet {
     /// What happened in epoch `epoch` (complete once it is settled, at the
     /// first block of the next epoch).
     pub async fn epoch_report(&self, epoch: u64) -> Result<EpochReport> {
-        epoch_report(&self.chain, self.subnet, epoch, &self.nodes).await
+        self.reporter().epoch_report(epoch).await
+    }
+
+    /// A reader of epoch reports that does not borrow the devnet, so a
+    /// status display can run beside [`Devnet::wait_for_failure`].
+    pub fn reporter(&self) -> EpochReporter {
+        EpochReporter {
+            chain: self.chain.clone(),
+            subnet: self.subnet,
+            members: self.nodes.iter().map(|(m, _)| m.clone()).collect(),
+        }
+    }
+
+    /// Waits until a critical task of any node (or of the gateway) stops,
+    /// and says which node and task. Cancel-safe.
+    pub async fn wait_for_failure(&mut self) -> NodeError {
+        let waits = self
+            .nodes
+            .iter_mut()
+            .map(|(m, node)| (m.name.clone(), node))
+            .chain(std::iter::once(("gateway".to_string(), &mut self.gateway)))
+            .map(|(name, node)| {
+                Box::pin(async move {
+                    let failure = node.wait_for_failure().await;
+                    NodeError::NodeFailed {
+                        name,
+                        source: failure,
+                    }
+                })
+            });
+        futures::future::select_all(waits).await.0
+    }
+}
+
+/// Reads a devnet's epoch reports (see [`Devnet::reporter`]).
+#[derive(Clone)]
+pub struct EpochReporter {
+    chain: ChainClient,
+    subnet: SubnetId,
+    members: Vec<Member>,
+}
+
+impl EpochReporter {
+    /// What happened in epoch `epoch` (complete once it is settled, at the
+    /// first block of the next epoch).
+    pub async fn epoch_report(&self, epoch: u64) -> Result<EpochReport> {
+        epoch_report(&self.chain, self.subnet, epoch, &self.members).await
+    }
+
+    /// The chain client reports are read with.
+    pub fn chain(&self) -> &ChainClient {
+        &self.chain
     }
 }
 
@@ -417,7 +498,7 @@ async fn register(
         };
         let inclusion = chain.sign_and_watch(&alice, call).await?;
         if let Some(e) = inclusion.failure() {
-            bail!("registering the subnet failed: {e}");
+            return Err(failed("registering the subnet", e));
         }
     }
     let registered = chain.subnet_nodes(subnet).await?;
@@ -434,7 +515,7 @@ async fn register(
             };
             let inclusion = chain.sign_and_watch(&m.owner, call).await?;
             match inclusion.failure() {
-                Some(e) => bail!("registering {} failed: {e}", m.name),
+                Some(e) => Err(failed(&format!("registering {}", m.name), e)),
                 None => Ok(()),
             }
         });
@@ -466,11 +547,13 @@ async fn activate(chain: &ChainClient, subnet: SubnetId, members: &[Member]) -> 
                 let member = members
                     .iter()
                     .find(|m| m.identity.peer_id() == n.peer_id)
-                    .context("a node the devnet does not know")?;
+                    .ok_or_else(|| {
+                        NodeError::ChainState("a node the devnet does not know".into())
+                    })?;
                 let call = Call::ActivateSubnetNode { subnet, node: n.id };
                 let inclusion = chain.sign_and_watch(&member.owner, call).await?;
                 match inclusion.failure() {
-                    Some(e) => bail!("activating {} failed: {e}", member.name),
+                    Some(e) => Err(failed(&format!("activating {}", member.name), e)),
                     None => Ok(()),
                 }
             });
@@ -483,14 +566,20 @@ async fn activate(chain: &ChainClient, subnet: SubnetId, members: &[Member]) -> 
             }
             break;
         }
-        heads.next().await.context("the chain closed")??;
+        heads
+            .next()
+            .await
+            .ok_or_else(|| NodeError::ChainState("the head subscription ended".into()))??;
     }
-    let state = chain.subnet(subnet).await?.context("the subnet vanished")?;
+    let state = chain
+        .subnet(subnet)
+        .await?
+        .ok_or_else(|| NodeError::ChainState("the subnet vanished".into()))?;
     if state.state != SubnetState::Active {
         let call = Call::ActivateSubnet { subnet };
         let inclusion = chain.sign_and_watch(&Keypair::dev("alice"), call).await?;
         if let Some(e) = inclusion.failure() {
-            bail!("activating the subnet failed: {e}");
+            return Err(failed("activating the subnet", e));
         }
     }
     tracing::info!(subnet, "subnet active");
@@ -539,7 +628,7 @@ async fn epoch_report(
     chain: &ChainClient,
     subnet: SubnetId,
     epoch: u64,
-    members: &[(Member, RunningNode)],
+    members: &[Member],
 ) -> Result<EpochReport> {
     let consensus = chain.consensus_data(subnet, Some(epoch)).await?;
     let length = chain.parameters().await?.epoch_length;
@@ -563,7 +652,7 @@ async fn epoch_report(
     }
     let on_chain = chain.subnet_nodes(subnet).await?;
     let mut nodes = Vec::new();
-    for (member, _) in members {
+    for member in members {
         let Some(n) = on_chain
             .iter()
             .find(|n| n.peer_id == member.identity.peer_id())

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use hypertensor_chain_client::{Client as ChainClient, HeaderInfo, Subscription};
+use hypertensor_chain_client::Client as ChainClient;
 use hypertensor_consensus::NodeId;
 use hypertensor_consensus::phase::{PhaseParams, Position, RecordKind, Writer};
 use hypertensor_consensus::records::{
@@ -40,10 +40,9 @@ use rand::Rng;
 use tokio::sync::watch;
 
 use crate::chain::ChainConnection;
-use crate::clock::{ChainClock, HEAD_SILENCE, PHASE_GRACE_BLOCKS};
+use crate::clock::{ChainClock, PHASE_GRACE_BLOCKS};
 use crate::dht::{ConsensusDht, LoopMetrics};
 use crate::view::{EpochScores, EpochView, score_epoch};
-use crate::wiring::Tasks;
 
 /// How a node behaves in consensus. Everything but [`Behaviour::Honest`]
 /// is fault injection, for the adversary tests and for demonstrating what
@@ -216,7 +215,7 @@ struct EpochChain {
 pub struct ConsensusLoop {
     config: ConsensusConfig,
     connection: Arc<ChainConnection>,
-    /// The connection's client for the current head subscription.
+    /// The connection's client, taken afresh for every head.
     chain: Arc<ChainClient>,
     clock: Arc<ChainClock>,
     dht: ConsensusDht,
@@ -230,8 +229,9 @@ pub struct ConsensusLoop {
 }
 
 impl ConsensusLoop {
-    /// A loop for the node behind `p2p`, following `chain` and moving
-    /// `clock` (the DHT's phase clock) to every head it sees.
+    /// A loop for the node behind `p2p`, reading the chain through
+    /// `connection`; `clock` (the DHT's phase clock, moved by the head
+    /// follower) places heights in their epochs.
     pub async fn new(
         config: ConsensusConfig,
         p2p: Client,
@@ -271,47 +271,16 @@ impl ConsensusLoop {
         self.status.subscribe()
     }
 
-    /// Runs until the future is dropped. When the chain's head
-    /// subscription ends (the chain node restarted, the socket broke), it
-    /// reconnects with backoff and carries on where the chain is.
-    pub async fn run(mut self) {
-        loop {
+    /// Runs until `heads` (the node's shared head follower, see
+    /// [`crate::HeadFollower`]) closes, handling the newest head each time
+    /// it moves: heads that arrive while one is handled are skipped, only
+    /// the newest matters. The follower reconnects when the chain goes
+    /// away; each head is handled with the connection's current client, so
+    /// the loop carries on where the chain is.
+    pub async fn run(mut self, mut heads: watch::Receiver<u64>) {
+        while heads.changed().await.is_ok() {
+            let height = *heads.borrow_and_update();
             self.chain = self.connection.client().await;
-            match self.chain.subscribe_new_heads().await {
-                Ok(heads) => self.follow(heads).await,
-                Err(e) => tracing::warn!(error = %e, "cannot follow the chain's heads"),
-            }
-            tracing::warn!("lost the chain's heads; reconnecting");
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            let broken = self.chain.clone();
-            self.chain = self.connection.reconnect(&broken).await;
-        }
-    }
-
-    /// Handles heads until the subscription ends. Heads that arrive while
-    /// one is handled are skipped: only the newest matters.
-    async fn follow(&mut self, mut heads: Subscription<HeaderInfo>) {
-        let (latest_tx, mut latest) = watch::channel(self.clock.height());
-        let clock = self.clock.clone();
-        let mut follower = Tasks::default();
-        follower.spawn(async move {
-            loop {
-                match tokio::time::timeout(HEAD_SILENCE, heads.next()).await {
-                    Ok(Some(Ok(head))) => {
-                        clock.set_height(head.header.height);
-                        let _ = latest_tx.send(head.header.height);
-                    }
-                    Ok(Some(Err(e))) => tracing::warn!(error = %e, "bad head notification"),
-                    Ok(None) => break,
-                    Err(_) => {
-                        tracing::warn!(?HEAD_SILENCE, "no new head for too long");
-                        break;
-                    }
-                }
-            }
-        });
-        while latest.changed().await.is_ok() {
-            let height = *latest.borrow_and_update();
             match tokio::time::timeout(HEAD_WORK_LIMIT, self.on_head(height)).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -320,6 +289,7 @@ impl ConsensusLoop {
                 Err(_) => tracing::warn!(height, ?HEAD_WORK_LIMIT, "consensus step timed out"),
             }
         }
+        tracing::warn!("the head follower stopped; the consensus loop stops");
     }
 
     /// Whether reads for a window starting at `window_start_bp` see every

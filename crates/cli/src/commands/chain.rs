@@ -10,6 +10,7 @@ use hypertensor_chain::{ChainConfig, Node};
 use hypertensor_runtime::GenesisConfig;
 
 use super::query::parse_account;
+use super::signal::shutdown_signal;
 
 /// Arguments of `hypertensor chain`.
 #[derive(Debug, Args)]
@@ -68,7 +69,7 @@ pub(crate) struct ChainArgs {
 }
 
 /// Starts the node and runs it until Ctrl-C or SIGTERM.
-pub(crate) fn run(args: ChainArgs) -> Result<()> {
+pub(crate) async fn run(args: ChainArgs) -> Result<()> {
     let mut genesis = match &args.genesis {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -111,42 +112,15 @@ pub(crate) fn run(args: ChainArgs) -> Result<()> {
         max_future_per_sender: args.pool_max_future_per_sender,
         future_lifetime_blocks: args.pool_future_lifetime_blocks.max(1),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
-        let node = Node::start(config).await?;
-        println!("genesis:   {}", node.genesis_hash());
-        println!("base path: {}", base_path.display());
-        println!("block time: {block_time_ms} ms");
-        println!(
-            "RPC listening on http://{} (HTTP and WebSocket)",
-            node.rpc_addr()
-        );
-        node.run_until(shutdown_signal()).await?;
-        anyhow::Ok(())
-    })
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
+    let stop = shutdown_signal();
+    let node = Node::start(config).await?;
+    println!("genesis:   {}", node.genesis_hash());
+    println!("base path: {}", base_path.display());
+    println!("block time: {block_time_ms} ms");
+    println!(
+        "RPC listening on http://{} (HTTP and WebSocket)",
+        node.rpc_addr()
+    );
+    node.run_until(stop).await?;
+    Ok(())
 }

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use hypertensor_node::devnet::{Devnet, DevnetConfig, EpochReport, Role};
+use hypertensor_node::devnet::{Devnet, DevnetConfig, EpochReport, EpochReporter, Role};
 use hypertensor_primitives::Fixed;
 use hypertensor_primitives::units::format_tensor;
 use hypertensor_runtime::SettlementOutcome;
 
-use super::node::{default_model_name, shutdown_signal};
+use super::node::default_model_name;
+use super::signal::shutdown_signal;
 
 /// Arguments of `hypertensor devnet`.
 #[derive(Debug, Args)]
@@ -48,11 +49,7 @@ pub(crate) struct DevnetArgs {
 }
 
 /// Runs the devnet until Ctrl-C or SIGTERM.
-pub(crate) fn run(args: DevnetArgs) -> Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
+pub(crate) async fn run(args: DevnetArgs) -> Result<()> {
     let model_path = if args.model == "default" {
         hypertensor_fetch::default_model_path(true).context("cannot fetch the default model")?
     } else {
@@ -74,7 +71,7 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
     config.block_time_ms = args.block_time_ms;
     config.api_addr = args.api_addr;
     config.api_config = args.api_limits.config();
-    let outcome = runtime.block_on(run_devnet(config));
+    let outcome = run_devnet(config).await;
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -83,6 +80,7 @@ pub(crate) fn run(args: DevnetArgs) -> Result<()> {
 
 async fn run_devnet(config: DevnetConfig) -> Result<()> {
     let name = config.model_name.clone();
+    let stop = shutdown_signal();
     println!("starting the devnet in {}", config.dir.display());
     let devnet = Devnet::start(config).await?;
     println!("chain RPC: {}", devnet.chain_url);
@@ -102,21 +100,24 @@ async fn run_devnet(config: DevnetConfig) -> Result<()> {
     println!(
         "nodes and subnet activate at the next epoch; consensus starts the epoch after. Ctrl-C stops."
     );
-    tokio::select! {
-        outcome = status_loop(&devnet) => outcome?,
-        () = shutdown_signal() => {}
-    }
+    let mut devnet = devnet;
+    let reporter = devnet.reporter();
+    let outcome = tokio::select! {
+        outcome = status_loop(&reporter) => outcome,
+        failure = devnet.wait_for_failure() => Err(failure.into()),
+        () = stop => Ok(()),
+    };
     println!("stopping the devnet");
     devnet.stop().await;
     println!("stopped");
-    Ok(())
+    outcome
 }
 
 /// Prints each epoch's report once it is settled. A report that cannot be
 /// read is skipped with a warning; the devnet runs on.
-async fn status_loop(devnet: &Devnet) -> Result<()> {
-    let length = devnet.chain.parameters().await?.epoch_length;
-    let mut heads = devnet.chain.subscribe_new_heads().await?;
+async fn status_loop(devnet: &EpochReporter) -> Result<()> {
+    let length = devnet.chain().parameters().await?.epoch_length;
+    let mut heads = devnet.chain().subscribe_new_heads().await?;
     while let Some(head) = heads.next().await {
         let height = match head {
             Ok(head) => head.header.height,

@@ -10,8 +10,8 @@ use crate::cli::GenerateArgs;
 use crate::commands::model;
 use crate::commands::swarm::Engine;
 
-pub(crate) fn run(args: GenerateArgs) -> Result<()> {
-    let llm = Engine::open(&model::resolve(&args.model)?, &args.swarm)?;
+pub(crate) fn run(args: GenerateArgs, runtime: &tokio::runtime::Handle) -> Result<()> {
+    let llm = Engine::open(&model::resolve(&args.model)?, &args.swarm, runtime)?;
     let tokenizer = llm.tokenizer();
     let request = GenerationRequest {
         prompt: tokenizer.encode_with_bos(&args.prompt, false)?,

@@ -9,10 +9,11 @@ mod keygen;
 mod model;
 mod node;
 mod query;
+mod signal;
 mod swarm;
 mod tx;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 pub(crate) use chain::ChainArgs;
 pub(crate) use devnet::DevnetArgs;
@@ -24,18 +25,33 @@ pub(crate) use tx::TxArgs;
 
 use crate::cli::{Command, ModelCommand};
 
-/// Runs a parsed command.
+/// Runs a parsed command on the process's one tokio runtime, built here:
+/// async commands run on it with `block_on`; the synchronous generation
+/// commands get its handle, which the swarm client blocks on from this
+/// (non-runtime) thread.
 pub(crate) fn run(command: Command) -> Result<()> {
-    match command {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let handle = runtime.handle();
+    let outcome = match command {
         Command::Model(ModelCommand::Fetch { quiet }) => model::fetch(quiet),
-        Command::Generate(args) => generate::run(args),
-        Command::Chat(args) => chat::run(args),
+        Command::Generate(args) => generate::run(args, handle),
+        Command::Chat(args) => chat::run(args, handle),
         Command::Bench(args) => bench::run(args),
-        Command::Chain(args) => chain::run(args),
+        Command::Chain(args) => runtime.block_on(chain::run(args)),
         Command::Keygen(args) => keygen::run(args),
-        Command::Tx(args) => tx::run(args),
-        Command::Query(args) => query::run(args),
-        Command::Node(args) => node::run(args),
-        Command::Devnet(args) => devnet::run(args),
-    }
+        Command::Tx(args) => runtime.block_on(tx::run(args)),
+        Command::Query(args) => runtime.block_on(query::run(args)),
+        Command::Node(args) => runtime.block_on(node::run(args)),
+        Command::Devnet(args) => runtime.block_on(devnet::run(args)),
+    };
+    // Whatever still runs (a blocking read, a task that ignored its abort)
+    // must not hold the process past its answer.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    outcome
 }
+
+/// Longest the runtime's leftover tasks may delay the process's exit.
+const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_millis(500);

@@ -142,21 +142,9 @@ pub(crate) async fn connect(url: &str) -> Result<Client> {
     }
 }
 
-fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
-}
-
 /// Runs a query.
-pub(crate) fn run(args: QueryArgs) -> Result<()> {
-    tokio_runtime()?.block_on(query(args))
-}
-
-/// Runs `f` on a fresh single-threaded runtime (for the tx command).
-pub(crate) fn block_on<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<()> {
-    tokio_runtime()?.block_on(f)
+pub(crate) async fn run(args: QueryArgs) -> Result<()> {
+    query(args).await
 }
 
 fn print_json<T: Serialize>(value: &T) -> Result<()> {

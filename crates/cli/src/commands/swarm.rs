@@ -4,14 +4,15 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use hypertensor_inference::{AdmitAll, ClientConfig, SwarmClient, p2p_config};
+use hypertensor_inference::SwarmClient;
 use hypertensor_model::{ChatTemplate, LanguageModel, LocalModel, Tokenizer};
+use hypertensor_node::{NodeBuilder, NodeOptions, RunningNode};
 use hypertensor_p2p::Multiaddr;
-use hypertensor_primitives::{H256, Keypair};
+use hypertensor_primitives::Keypair;
+use tokio::runtime::Handle;
 
 /// Where the blocks run.
 #[derive(Debug, Args)]
@@ -36,29 +37,27 @@ pub(crate) enum Engine {
     Swarm(Box<SwarmEngine>),
 }
 
-/// A swarm client with the runtime and network task it needs.
+/// A swarm client and the node (built like every other, by
+/// [`NodeBuilder`]) whose P2P layer it runs over.
 pub(crate) struct SwarmEngine {
-    client: SwarmClient,
-    network: tokio::task::JoinHandle<()>,
-    // Held, and dropped last: the client and the network task run on it.
-    _runtime: tokio::runtime::Runtime,
-}
-
-impl Drop for SwarmEngine {
-    fn drop(&mut self) {
-        self.network.abort();
-    }
+    client: Arc<SwarmClient>,
+    // Held: dropping it stops the node's tasks.
+    _node: RunningNode,
 }
 
 impl Engine {
-    /// The local model at `path`, or a client of the swarm for it.
-    pub(crate) fn open(path: &Path, swarm: &SwarmArgs) -> Result<Engine> {
+    /// The local model at `path`, or a client of the swarm for it whose
+    /// node runs on `runtime` (the swarm session blocks on it from this
+    /// thread).
+    pub(crate) fn open(path: &Path, swarm: &SwarmArgs, runtime: &Handle) -> Result<Engine> {
         if swarm.bootstrap.is_empty() {
             let model = LocalModel::load(path)
                 .with_context(|| format!("loading model {}", path.display()))?;
             return Ok(Engine::Local(Box::new(model)));
         }
-        Ok(Engine::Swarm(Box::new(SwarmEngine::join(path, swarm)?)))
+        Ok(Engine::Swarm(Box::new(SwarmEngine::join(
+            path, swarm, runtime,
+        )?)))
     }
 
     /// The tokenizer from the model's metadata.
@@ -96,44 +95,31 @@ impl Engine {
 }
 
 impl SwarmEngine {
-    fn join(path: &Path, args: &SwarmArgs) -> Result<SwarmEngine> {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()
-            .context("cannot start the async runtime")?;
+    /// Joins the swarm through `args.bootstrap` as a node with a fresh
+    /// identity, no chain, no span and no API: only a swarm client.
+    fn join(path: &Path, args: &SwarmArgs, runtime: &Handle) -> Result<SwarmEngine> {
         let name = args
             .model_name
             .clone()
             .unwrap_or_else(|| crate::commands::node::default_model_name(path));
-        let mut config = p2p_config(
+        let mut options = NodeOptions::without_chain(
             Keypair::from_secret(rand::random()),
             args.subnet_id,
-            H256([0; 32]),
-            &name,
-            Arc::new(AdmitAll),
+            path.to_path_buf(),
         );
-        config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().context("listen address")?];
-        config.bootstrap = args.bootstrap.clone();
-        let (p2p, events, event_loop) = {
-            let _guard = runtime.enter();
-            hypertensor_p2p::new(config).context("cannot start the P2P node")?
-        };
-        drop(events);
-        let network = runtime.spawn(event_loop.run());
-        runtime.block_on(async {
-            // Wait (briefly) until the bootstrap peer is in the routing table.
-            p2p.wait_for_peers(Duration::from_secs(5)).await;
-        });
-        let client = SwarmClient::load(
-            path,
-            p2p,
-            runtime.handle().clone(),
-            ClientConfig::new(&name),
-        )?;
+        options.model_name = name;
+        options.bootstrap = args.bootstrap.clone();
+        options.swarm_client = true;
+        let node = runtime
+            .block_on(NodeBuilder::new(options).start())
+            .context("cannot join the swarm")?;
+        let client = node
+            .swarm
+            .clone()
+            .context("the node keeps no swarm client")?;
         Ok(SwarmEngine {
             client,
-            network,
-            _runtime: runtime,
+            _node: node,
         })
     }
 }

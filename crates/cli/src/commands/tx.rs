@@ -13,7 +13,7 @@ use hypertensor_primitives::{
 use hypertensor_runtime::{Call, Epoch, Event, Extrinsic, NodeId, SubnetId};
 
 use super::keygen::read_key_file;
-use super::query::{DEFAULT_RPC, block_on, connect, parse_account};
+use super::query::{DEFAULT_RPC, connect, parse_account};
 
 /// Arguments of `hypertensor tx`.
 #[derive(Debug, Args)]
@@ -209,8 +209,8 @@ fn signer(args: &TxArgs) -> Result<Keypair> {
 }
 
 /// Runs `hypertensor tx`.
-pub(crate) fn run(args: TxArgs) -> Result<()> {
-    block_on(submit(args))
+pub(crate) async fn run(args: TxArgs) -> Result<()> {
+    submit(args).await
 }
 
 async fn submit(args: TxArgs) -> Result<()> {

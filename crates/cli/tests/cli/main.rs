@@ -9,3 +9,4 @@ mod node;
 mod process;
 #[path = "../../../api/tests/api/python_env.rs"]
 mod python_env;
+mod supervision;

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use hypertensor_consensus::phase::{PhaseParams, Position, RecordKind, Writer};
-use hypertensor_node::{NodeOptions, chain_peer_id, start_node};
+use hypertensor_node::{NodeBuilder, NodeOptions, chain_peer_id};
 use hypertensor_p2p::{P2pError, RejectKind, RejectReason, SignedEntry, now_ms};
 use hypertensor_primitives::Keypair;
 
@@ -27,7 +27,7 @@ fn a_peer_without_stake_cannot_write_any_consensus_record() {
         );
         options.consensus = false;
         options.bootstrap = devnet.nodes[0].1.dial_addrs().await.unwrap();
-        let mut attacker = start_node(options).await.unwrap();
+        let mut attacker = NodeBuilder::new(options).start().await.unwrap();
         let me = chain_peer_id(&attacker.p2p.peer_id()).unwrap();
         let genesis = devnet.chain.health().await.unwrap().genesis_hash;
         let not_staked_before: u64 = devnet

@@ -1,0 +1,401 @@
+//! The composition root: [`NodeBuilder`] assembles every node this
+//! repository runs (`hypertensor node` with or without a chain, the
+//! swarm client of `generate`/`chat --swarm`, each node of the devnet)
+//! from one [`NodeOptions`], so the same option means the same thing on
+//! every path.
+//!
+//! The order is fixed: chain connection and phase clock (with a chain),
+//! the P2P layer, the head follower, the block server (its span resolved
+//! against what the swarm already serves), the consensus loop, the swarm
+//! client and the API. Every long-running part is a critical task of the
+//! node's [`TaskManager`].
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hypertensor_api::ApiConfig;
+use hypertensor_consensus::phase::PhaseParams;
+use hypertensor_inference::{
+    AdmitAll, BlockServer, ClientConfig, ServerConfig, SwarmBackend, SwarmClient,
+    announced_servers, p2p_config, routing::weakest_span,
+};
+use hypertensor_model::{BlockSpan, GgufFile, LlamaConfig};
+use hypertensor_p2p::{CachingStakeOracle, Client, Event, Multiaddr};
+use hypertensor_primitives::{H256, Keypair};
+use hypertensor_runtime::{NodeClass, SubnetId};
+use tokio::sync::mpsc;
+
+use crate::chain::ChainConnection;
+use crate::clock::{ChainClock, PHASE_GRACE_BLOCKS};
+use crate::epoch_loop::{Behaviour, ConsensusConfig, ConsensusLoop, Hosting};
+use crate::error::{NodeError, NodeResult};
+use crate::heads::HeadFollower;
+use crate::running::RunningNode;
+use crate::schemas::with_consensus_schemas;
+use crate::stake::ChainStake;
+use crate::tasks::TaskManager;
+
+/// How long a node waits at start for its bootstrap peers to answer, so
+/// its first DHT reads see the swarm.
+const BOOTSTRAP_WAIT: Duration = Duration::from_secs(5);
+
+/// Which blocks a hoster serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SpanChoice {
+    /// Exactly these.
+    Blocks(Range<usize>),
+    /// This many consecutive blocks (at least 1; the whole model if it has
+    /// fewer) where the announced servers give the least throughput.
+    Weakest(usize),
+}
+
+/// What a node serves besides consensus.
+#[derive(Clone, Debug)]
+pub struct HostOptions {
+    /// Blocks to serve.
+    pub blocks: SpanChoice,
+    /// Bytes of KV cache all sessions together may hold.
+    pub cache_bytes: usize,
+    /// Throughput to announce instead of measuring it.
+    pub throughput: Option<f64>,
+}
+
+/// Everything [`NodeBuilder`] needs: what the node is and does.
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    /// The node's identity; also its hotkey on chain.
+    pub keypair: Keypair,
+    /// The subnet.
+    pub subnet: SubnetId,
+    /// The chain's RPC URL (`ws://…` or `http://…`). With it, proof of
+    /// stake guards the DHT and the chain's epoch its phase windows;
+    /// without it every peer is admitted and there is no consensus.
+    pub chain_url: Option<String>,
+    /// The model file.
+    pub model_path: PathBuf,
+    /// The model's name in DHT keys.
+    pub model_name: String,
+    /// Addresses to listen on.
+    pub listen: Vec<Multiaddr>,
+    /// Addresses to announce.
+    pub announce: Vec<Multiaddr>,
+    /// Peers to join through.
+    pub bootstrap: Vec<Multiaddr>,
+    /// Serve a span of blocks (a hoster).
+    pub host: Option<HostOptions>,
+    /// Take part in consensus (hosters and validators do; a gateway
+    /// does not). Needs a chain.
+    pub consensus: bool,
+    /// Keep a swarm client (embedding, head, tokenizer) to run
+    /// generations through the swarm; implied by `api`.
+    pub swarm_client: bool,
+    /// Serve the OpenAI-compatible API here (a gateway).
+    pub api: Option<SocketAddr>,
+    /// The API's limits (connections, bodies, timeouts, queue).
+    pub api_config: ApiConfig,
+    /// Honest, or a fault to inject.
+    pub behaviour: Behaviour,
+}
+
+impl NodeOptions {
+    /// An honest consensus node of `subnet` following the chain at
+    /// `chain_url`, with no span and no API, listening on an ephemeral
+    /// loopback port.
+    pub fn new(keypair: Keypair, subnet: SubnetId, chain_url: &str, model_path: PathBuf) -> Self {
+        let mut options = NodeOptions::without_chain(keypair, subnet, model_path);
+        options.chain_url = Some(chain_url.to_string());
+        options.consensus = true;
+        options
+    }
+
+    /// A node of `subnet` without a chain (every peer admitted, no
+    /// consensus), with no span and no API, listening on an ephemeral
+    /// loopback port.
+    pub fn without_chain(keypair: Keypair, subnet: SubnetId, model_path: PathBuf) -> Self {
+        NodeOptions {
+            keypair,
+            subnet,
+            chain_url: None,
+            model_path,
+            model_name: "smollm2".to_string(),
+            listen: vec!["/ip4/127.0.0.1/tcp/0".parse().expect("a valid multiaddr")],
+            announce: Vec::new(),
+            bootstrap: Vec::new(),
+            host: None,
+            consensus: false,
+            swarm_client: false,
+            api: None,
+            api_config: ApiConfig::default(),
+            behaviour: Behaviour::Honest,
+        }
+    }
+}
+
+/// The chain side of a node: connection, phase clock, record lifetime.
+struct ChainParts {
+    connection: Arc<ChainConnection>,
+    clock: Arc<ChainClock>,
+    phases: PhaseParams,
+    record_ttl: Duration,
+}
+
+/// Assembles and starts one node from its [`NodeOptions`].
+pub struct NodeBuilder {
+    options: NodeOptions,
+    tasks: TaskManager,
+}
+
+impl NodeBuilder {
+    /// A builder of the node `options` describe.
+    pub fn new(options: NodeOptions) -> Self {
+        NodeBuilder {
+            options,
+            tasks: TaskManager::new(),
+        }
+    }
+
+    /// Starts the node on the current tokio runtime. A node that fails
+    /// half-way through leaves nothing running.
+    pub async fn start(mut self) -> NodeResult<RunningNode> {
+        let options = self.options.clone();
+        if options.consensus && options.chain_url.is_none() {
+            return Err(NodeError::InvalidConfig(
+                "consensus needs a chain: give the chain's URL".into(),
+            ));
+        }
+        let gguf = GgufFile::open(&options.model_path).map_err(|source| NodeError::ModelFile {
+            path: options.model_path.clone(),
+            source,
+        })?;
+        let model = gguf.config()?;
+        let chain = match &options.chain_url {
+            Some(url) => Some(connect_chain(url).await?),
+            None => None,
+        };
+
+        let (p2p, events) = self.start_p2p(chain.as_ref()).await?;
+        let heads = chain.as_ref().map(|chain| {
+            let follower = HeadFollower::new(chain.connection.clone(), chain.clock.clone());
+            let heads = follower.subscribe();
+            self.tasks.spawn_critical("head-follower", follower.run());
+            heads
+        });
+        if !options.bootstrap.is_empty() {
+            p2p.wait_for_peers(BOOTSTRAP_WAIT).await;
+        }
+
+        let server = match &options.host {
+            Some(host) => Some(self.start_server(host, &gguf, &model, &p2p, events).await?),
+            None => {
+                drop(events);
+                None
+            }
+        };
+
+        let (mut status, mut metrics) = (None, None);
+        if let (true, Some(chain), Some(heads)) = (options.consensus, &chain, &heads) {
+            let hosting = server.as_ref().map(|server| Hosting {
+                span: server.shared_span(),
+                server: Some(server.clone()),
+            });
+            let mut consensus = ConsensusConfig::new(
+                options.subnet,
+                options.keypair.clone(),
+                u32::try_from(model.n_blocks)
+                    .map_err(|_| NodeError::InvalidConfig("too many blocks".into()))?,
+                model.hidden_size,
+            );
+            consensus.record_ttl = chain.record_ttl;
+            consensus.phases = chain.phases;
+            consensus.behaviour = options.behaviour;
+            let consensus_loop = ConsensusLoop::new(
+                consensus,
+                p2p.clone(),
+                chain.connection.clone(),
+                chain.clock.clone(),
+                hosting,
+            )
+            .await
+            .map_err(|e| NodeError::Consensus(format!("{e:#}")))?;
+            status = Some(consensus_loop.status());
+            metrics = Some(consensus_loop.metrics());
+            self.tasks
+                .spawn_critical("consensus", consensus_loop.run(heads.clone()));
+        }
+
+        let swarm = match options.swarm_client || options.api.is_some() {
+            true => Some(Arc::new(SwarmClient::load(
+                &options.model_path,
+                p2p.clone(),
+                tokio::runtime::Handle::current(),
+                ClientConfig::new(&options.model_name),
+            )?)),
+            false => None,
+        };
+        let api_addr = match (options.api, &swarm) {
+            (Some(addr), Some(client)) => Some(self.start_api(addr, client.clone()).await?),
+            _ => None,
+        };
+
+        Ok(RunningNode {
+            p2p,
+            server,
+            status,
+            metrics,
+            api_addr,
+            swarm,
+            heads,
+            chain: chain.map(|c| c.connection),
+            tasks: self.tasks,
+        })
+    }
+
+    /// The P2P layer, guarded by the chain's stake and phase clock when
+    /// there is a chain; its event loop runs as the critical task `p2p`.
+    async fn start_p2p(
+        &mut self,
+        chain: Option<&ChainParts>,
+    ) -> NodeResult<(Client, mpsc::Receiver<Event>)> {
+        let options = &self.options;
+        let mut config = match chain {
+            Some(chain) => {
+                let genesis = chain.connection.client().await.health().await?.genesis_hash;
+                let stake = CachingStakeOracle::new(ChainStake::new(
+                    chain.connection.clone(),
+                    options.subnet,
+                    NodeClass::Registered,
+                ));
+                let mut config = p2p_config(
+                    options.keypair.clone(),
+                    options.subnet,
+                    genesis,
+                    &options.model_name,
+                    Arc::new(stake),
+                );
+                config.phase = chain.clock.clone();
+                // Writers' clocks differ: accept twice the lifetime they ask for.
+                config.schemas = with_consensus_schemas(config.schemas, chain.record_ttl * 2);
+                config
+            }
+            None => p2p_config(
+                options.keypair.clone(),
+                options.subnet,
+                H256([0; 32]),
+                &options.model_name,
+                Arc::new(AdmitAll),
+            ),
+        };
+        config.listen = options.listen.clone();
+        config.announce = options.announce.clone();
+        config.bootstrap = options.bootstrap.clone();
+        let (p2p, events, event_loop) = hypertensor_p2p::new(config)?;
+        self.tasks.spawn_critical("p2p", event_loop.run());
+        Ok((p2p, events))
+    }
+
+    /// Loads the span `host` asks for and serves it as the critical task
+    /// `block-server`.
+    async fn start_server(
+        &mut self,
+        host: &HostOptions,
+        gguf: &GgufFile,
+        model: &LlamaConfig,
+        p2p: &Client,
+        events: mpsc::Receiver<Event>,
+    ) -> NodeResult<Arc<BlockServer>> {
+        let n_blocks = model.n_blocks;
+        let blocks = match &host.blocks {
+            SpanChoice::Blocks(blocks) => {
+                if blocks.is_empty() || blocks.end > n_blocks {
+                    return Err(NodeError::BlocksOutOfRange {
+                        start: blocks.start,
+                        end: blocks.end,
+                        n_blocks,
+                    });
+                }
+                blocks.clone()
+            }
+            SpanChoice::Weakest(0) => {
+                return Err(NodeError::InvalidConfig(
+                    "a hoster serves at least 1 block".into(),
+                ));
+            }
+            SpanChoice::Weakest(len) => {
+                let servers = announced_servers(p2p, &self.options.model_name, n_blocks, 0).await?;
+                let spans: Vec<_> = servers
+                    .iter()
+                    .map(|(_, i)| (i.start as usize, i.end as usize, i.throughput))
+                    .collect();
+                weakest_span(&spans, n_blocks, *len)
+            }
+        };
+        tracing::info!(
+            start = blocks.start,
+            end = blocks.end,
+            model = %self.options.model_path.display(),
+            "loading blocks"
+        );
+        let span = BlockSpan::load(gguf, blocks)?;
+        let mut config = ServerConfig::new(&self.options.model_name);
+        config.cache_budget_bytes = host.cache_bytes;
+        config.throughput = host.throughput;
+        let server = Arc::new(BlockServer::new(span, config)?);
+        self.tasks
+            .spawn_critical("block-server", server.clone().run(p2p.clone(), events));
+        Ok(server)
+    }
+
+    /// Serves the OpenAI-compatible API at `addr` over the swarm, as the
+    /// graceful critical task `api`; returns the address bound.
+    async fn start_api(
+        &mut self,
+        addr: SocketAddr,
+        client: Arc<SwarmClient>,
+    ) -> NodeResult<SocketAddr> {
+        let backend = Arc::new(SwarmBackend::new(&self.options.model_name, client));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| NodeError::Listen { addr, source })?;
+        let bound = listener.local_addr()?;
+        let config = self.options.api_config.clone();
+        self.tasks
+            .spawn_graceful("api", move |shutdown| async move {
+                hypertensor_api::serve(listener, backend, &config, shutdown.wait()).await
+            });
+        Ok(bound)
+    }
+}
+
+/// Connects to the chain and reads what the DHT's validators need.
+async fn connect_chain(url: &str) -> NodeResult<ChainParts> {
+    let connection =
+        ChainConnection::connect(url)
+            .await
+            .map_err(|source| NodeError::ChainUnreachable {
+                url: url.to_string(),
+                source,
+            })?;
+    let rpc = connection.client().await;
+    let params = rpc.parameters().await?;
+    let height = rpc.epoch_info().await?.height;
+    let phases = PhaseParams::default();
+    let clock = Arc::new(ChainClock::new(
+        height,
+        params.epoch_length,
+        phases,
+        PHASE_GRACE_BLOCKS,
+    ));
+    // Records live three epochs: read in their epoch and the next.
+    let epoch_time =
+        Duration::from_millis(params.block_time_ms.saturating_mul(params.epoch_length));
+    let record_ttl = (epoch_time * 3).max(Duration::from_secs(60));
+    Ok(ChainParts {
+        connection,
+        clock,
+        phases,
+        record_ttl,
+    })
+}
