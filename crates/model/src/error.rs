@@ -71,6 +71,14 @@ pub enum ModelError {
     /// Hidden states or token ids of the wrong shape or range.
     #[error("invalid input: {0}")]
     InvalidInput(String),
+    /// The logits hold no finite value to sample from (every one NaN or
+    /// infinite): the numbers feeding the head went wrong. Not the
+    /// caller's fault.
+    #[error("no finite logit among {len} to sample from")]
+    NonFiniteLogits {
+        /// Number of logits given.
+        len: usize,
+    },
     /// A tokenizer or chat-template failure.
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),

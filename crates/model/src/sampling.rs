@@ -71,26 +71,32 @@ impl Sampler {
         })
     }
 
-    /// Chooses the next token id from `logits`.
+    /// Chooses the next token id from `logits`. Only finite logits are
+    /// candidates (a NaN or infinite one is the sign of broken numbers,
+    /// and `-inf` means impossible); with none, the answer is
+    /// [`ModelError::NonFiniteLogits`], never a panic or an arbitrary id.
     pub fn sample(&mut self, logits: &[f32]) -> Result<u32> {
         if logits.is_empty() {
             return Err(ModelError::InvalidInput("no logits to sample from".into()));
         }
+        let no_candidate = || ModelError::NonFiniteLogits { len: logits.len() };
         if self.params.temperature == 0.0 {
-            return Ok(argmax(logits));
+            return finite_argmax(logits).ok_or_else(no_candidate);
         }
         // Candidates sorted by logit, highest first (ties: lower id first).
         let mut candidates: Vec<(u32, f32)> = logits
             .iter()
             .enumerate()
-            .filter(|(_, l)| !l.is_nan())
+            .filter(|(_, l)| l.is_finite())
             .map(|(i, &l)| (i as u32, l))
             .collect();
         candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
         if let Some(k) = self.params.top_k {
             candidates.truncate(k);
         }
-        let max = candidates[0].1;
+        let Some(&(_, max)) = candidates.first() else {
+            return Err(no_candidate());
+        };
         let mut probs: Vec<f32> = candidates
             .iter()
             .map(|(_, l)| ((l - max) / self.params.temperature).exp())
@@ -117,8 +123,21 @@ impl Sampler {
             }
             r -= p;
         }
+        // Rounding left `r` past the last kept token: it is the pick.
         Ok(candidates[probs.len() - 1].0)
     }
+}
+
+/// The index of the largest finite logit (the lowest index among equals),
+/// `None` when no logit is finite.
+fn finite_argmax(logits: &[f32]) -> Option<u32> {
+    let mut best: Option<(usize, f32)> = None;
+    for (i, &l) in logits.iter().enumerate() {
+        if l.is_finite() && best.is_none_or(|(_, b)| l > b) {
+            best = Some((i, l));
+        }
+    }
+    best.map(|(i, _)| i as u32)
 }
 
 /// The index of the largest logit (the lowest index among equals).
@@ -196,6 +215,39 @@ mod tests {
             .filter(|_| s.sample(&logits).unwrap() == 1)
             .count();
         assert!((2850..3150).contains(&ones), "{ones} of 4000");
+    }
+
+    #[test]
+    fn logits_without_a_finite_value_are_an_error_not_a_panic() {
+        let nan = [f32::NAN; 5];
+        let inf = [f32::INFINITY, f32::NEG_INFINITY, f32::NAN];
+        for (temperature, top_k, top_p) in [
+            (0.0, None, None),
+            (0.7, None, None),
+            (1.0, Some(2), Some(0.9)),
+        ] {
+            let mut s = sampler(temperature, top_k, top_p, 3);
+            for logits in [&nan[..], &inf[..]] {
+                let err = s.sample(logits).unwrap_err();
+                assert!(
+                    matches!(err, ModelError::NonFiniteLogits { len } if len == logits.len()),
+                    "temperature {temperature}: {err:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn non_finite_logits_are_never_picked() {
+        // A NaN first (which a plain `>` scan would keep as the best) and
+        // an infinity among finite logits: only finite ones are chosen.
+        let logits = [f32::NAN, 1.0, f32::INFINITY, 3.0, f32::NEG_INFINITY];
+        let mut greedy = sampler(0.0, None, None, 0);
+        assert_eq!(greedy.sample(&logits).unwrap(), 3);
+        let mut hot = sampler(2.0, None, None, 11);
+        for _ in 0..200 {
+            assert!(matches!(hot.sample(&logits).unwrap(), 1 | 3));
+        }
     }
 
     #[test]
