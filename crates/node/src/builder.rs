@@ -42,6 +42,13 @@ use crate::tasks::TaskManager;
 /// its first DHT reads see the swarm.
 const BOOTSTRAP_WAIT: Duration = Duration::from_secs(5);
 
+/// Longest a hoster choosing the weakest span waits for the swarm it
+/// joins to show an announcement.
+const ANNOUNCEMENT_WAIT: Duration = Duration::from_secs(3);
+
+/// Pause between two reads of the announcements meanwhile.
+const ANNOUNCEMENT_POLL: Duration = Duration::from_millis(200);
+
 /// Which blocks a hoster serves.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SpanChoice {
@@ -324,7 +331,7 @@ impl NodeBuilder {
                 ));
             }
             SpanChoice::Weakest(len) => {
-                let servers = announced_servers(p2p, &self.options.model_name, n_blocks, 0).await?;
+                let servers = self.announced(p2p, n_blocks).await?;
                 let spans: Vec<_> = servers
                     .iter()
                     .map(|(_, i)| (i.start as usize, i.end as usize, i.throughput))
@@ -346,6 +353,27 @@ impl NodeBuilder {
         self.tasks
             .spawn_critical("block-server", server.clone().run(p2p.clone(), events));
         Ok(server)
+    }
+
+    /// The servers the swarm announces. Joining through bootstrap peers,
+    /// an empty answer is asked again for up to [`ANNOUNCEMENT_WAIT`]: a
+    /// lone server announces only once a peer (this node) has joined it.
+    async fn announced(
+        &self,
+        p2p: &Client,
+        n_blocks: usize,
+    ) -> NodeResult<Vec<(hypertensor_p2p::PeerId, hypertensor_inference::ServerInfo)>> {
+        let deadline = tokio::time::Instant::now() + ANNOUNCEMENT_WAIT;
+        loop {
+            let servers = announced_servers(p2p, &self.options.model_name, n_blocks, 0).await?;
+            if !servers.is_empty()
+                || self.options.bootstrap.is_empty()
+                || tokio::time::Instant::now() >= deadline
+            {
+                return Ok(servers);
+            }
+            tokio::time::sleep(ANNOUNCEMENT_POLL).await;
+        }
     }
 
     /// Serves the OpenAI-compatible API at `addr` over the swarm, as the
