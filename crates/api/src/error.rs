@@ -20,7 +20,9 @@ pub enum ApiError {
     #[error("the model `{0}` does not exist")]
     UnknownModel(String),
     /// The backend cannot serve the model right now (no route through the
-    /// swarm covers every block, or every server refused).
+    /// swarm covers every block, every server refused, or the servers
+    /// running the blocks failed and none is left to take over): a 503
+    /// with the reason.
     #[error("{0}")]
     Unavailable(String),
     /// The prompt and `max_tokens` together ask for more positions than

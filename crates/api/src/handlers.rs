@@ -16,9 +16,9 @@ use hypertensor_model::{Flow, Generation, GenerationRequest};
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc};
 
-use crate::backend::{Backend, BackendError};
 use crate::error::{ApiError, Result};
 use crate::request::{ChatRequest, Common, CompletionRequest};
+use crate::{Backend, BackendError};
 
 /// Text pieces buffered between the generating thread and the HTTP stream.
 const STREAM_BUFFER: usize = 64;

@@ -3,8 +3,9 @@
 //! # Design
 //!
 //! * [`Backend`] is all the API needs from a model: its id, tokenizer,
-//!   chat template and a blocking `generate` that streams text. The local
-//!   model ([`LocalBackend`]) and a chain of servers in a swarm (the
+//!   chat template and a blocking `generate` that streams text. It lives
+//!   in `hypertensor-backend` (no HTTP there) and is re-exported here. The
+//!   local model ([`LocalBackend`]) and a chain of servers in a swarm (the
 //!   inference crate) both implement it, so the API is tested against the
 //!   local model and serves the swarm unchanged.
 //! * Endpoints: `GET /v1/models`, `POST /v1/completions`,
@@ -13,8 +14,9 @@
 //!   answers with server-sent events ending in `data: [DONE]`.
 //! * Every request field is understood or refused by name (400); errors
 //!   use OpenAI's JSON shape: 400 bad request, 404 unknown model, 503 when
-//!   the backend has no route to a full model, a generic 500 for our own
-//!   faults ([`ApiError`] maps them in one place).
+//!   the backend cannot serve now (no route to a full model, or the
+//!   servers running the blocks failed mid-generation), a generic 500 for
+//!   our own faults ([`ApiError`] maps them in one place).
 //! * Each generation runs on a blocking thread; a semaphore bounds how many
 //!   run at once (a bounded number wait their turn, the rest get 429). A
 //!   client that goes away, streaming or not, cancels its generation
@@ -24,7 +26,6 @@
 //!   at once, and answers unknown routes and methods (404, 405), 408, 413
 //!   and 429 in the same JSON error shape.
 
-mod backend;
 mod error;
 mod handlers;
 mod limits;
@@ -41,8 +42,8 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-pub use backend::{Backend, BackendError, LocalBackend};
 pub use error::{ApiError, Result};
+pub use hypertensor_backend::{Backend, BackendError, LocalBackend};
 
 /// How the HTTP server behaves: how much work it takes on and how long it
 /// waits for a client (see `docs/inference.md` for why each default).

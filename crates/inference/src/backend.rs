@@ -2,11 +2,12 @@
 
 use std::sync::Arc;
 
-use hypertensor_api::{Backend, BackendError};
-use hypertensor_model::{ChatTemplate, Flow, Generation, GenerationRequest, Tokenizer, generate};
+use hypertensor_backend::{
+    Backend, BackendError, ChatTemplate, Flow, Generation, GenerationRequest, Tokenizer,
+};
+use hypertensor_model::{ModelError, generate};
 
 use crate::client::SwarmClient;
-use crate::error::InferenceError;
 
 /// Serves the API from a swarm under the name `id`.
 #[derive(Debug)]
@@ -61,16 +62,19 @@ impl Backend for SwarmBackend {
         let wanted = request.prompt.len().saturating_add(request.max_tokens);
         let mut session = self.client.session_for(wanted);
         let needed = request.prompt.len().saturating_add(1);
-        let opened = self.client.handle().block_on(session.open_route(needed));
-        if let Err(e) = opened {
-            return Err(backend_error(e));
-        }
-        let outcome = generate(&mut session, self.client.tokenizer(), request, on_text);
-        match (outcome, session.take_error()) {
-            (Ok(g), _) => Ok(g),
-            (Err(_), Some(e)) => Err(backend_error(e)),
-            (Err(e), None) => Err(e.into()),
-        }
+        // Swarm failures, at opening or mid-generation, are sorted by
+        // `From<InferenceError> for ModelError` and reach the API typed:
+        // the request's own refusal a 400, the swarm unable to serve a 503.
+        self.client
+            .handle()
+            .block_on(session.open_route(needed))
+            .map_err(ModelError::from)?;
+        Ok(generate(
+            &mut session,
+            self.client.tokenizer(),
+            request,
+            on_text,
+        )?)
     }
 
     fn swarm(&self) -> Option<serde_json::Value> {
@@ -81,18 +85,5 @@ impl Backend for SwarmBackend {
                 None
             }
         }
-    }
-}
-
-/// How a swarm failure reaches the API: the request's own fault is a 400,
-/// no route or no room a 503, anything else ours.
-fn backend_error(e: InferenceError) -> BackendError {
-    match e {
-        InferenceError::Rejected { .. } => BackendError::Invalid(e.to_string()),
-        InferenceError::NoRoute { .. }
-        | InferenceError::GaveUp { .. }
-        | InferenceError::InsufficientCapacity { .. }
-        | InferenceError::Full { .. } => BackendError::Unavailable(e.to_string()),
-        other => BackendError::Failed(other.to_string()),
     }
 }

@@ -252,7 +252,6 @@ impl SwarmClient {
             reserve: tokens.clamp(1, self.max_session_tokens()),
             avoided: HashSet::new(),
             rejection: None,
-            last_error: None,
         }
     }
 
@@ -535,7 +534,6 @@ pub struct SwarmSession<'a> {
     /// The last refusal of the request itself, reported if no route is
     /// left (so a refused input is a 400, not a 503).
     rejection: Option<InferenceError>,
-    last_error: Option<InferenceError>,
 }
 
 impl std::fmt::Debug for SwarmSession<'_> {
@@ -551,12 +549,6 @@ impl SwarmSession<'_> {
     /// The servers of the current route, with their spans.
     pub fn route(&self) -> Vec<(PeerId, std::ops::Range<usize>)> {
         self.hops.iter().map(|h| (h.peer, h.start..h.end)).collect()
-    }
-
-    /// The error behind the last failed `forward`, with its kind (no route,
-    /// refusal...), which the model's error type cannot carry.
-    pub fn take_error(&mut self) -> Option<InferenceError> {
-        self.last_error.take()
     }
 
     fn reserve(&self) -> usize {
@@ -885,17 +877,12 @@ impl LanguageModel for SwarmSession<'_> {
         let hidden = self.client.embedding.forward(tokens)?;
         let width = hidden.width();
         let handle = self.client.handle.clone();
-        match handle.block_on(self.step(hidden.into_vec(), tokens.len())) {
-            Ok(out) => self
-                .client
-                .head
-                .forward_last(&HiddenStates::new(width, out)?),
-            Err(e) => {
-                let message = e.to_string();
-                self.last_error = Some(e);
-                Err(ModelError::InvalidInput(format!("swarm: {message}")))
-            }
-        }
+        // A swarm failure keeps its kind: see `From<InferenceError> for
+        // ModelError` (the swarm unable to serve is `Unavailable`).
+        let out = handle.block_on(self.step(hidden.into_vec(), tokens.len()))?;
+        self.client
+            .head
+            .forward_last(&HiddenStates::new(width, out)?)
     }
 
     fn reset(&mut self) {

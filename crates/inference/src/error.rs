@@ -1,5 +1,6 @@
 //! The inference crate's error type.
 
+use hypertensor_model::ModelError;
 use hypertensor_p2p::PeerId;
 
 /// Everything that can go wrong serving or using remote spans.
@@ -7,7 +8,7 @@ use hypertensor_p2p::PeerId;
 pub enum InferenceError {
     /// The model engine failed (loading, shapes, context).
     #[error(transparent)]
-    Model(#[from] hypertensor_model::ModelError),
+    Model(#[from] ModelError),
     /// The P2P layer failed (dial, DHT, RPC).
     #[error(transparent)]
     P2p(#[from] hypertensor_p2p::P2pError),
@@ -88,3 +89,18 @@ pub enum InferenceError {
 
 /// Result alias for the inference crate.
 pub type Result<T, E = InferenceError> = std::result::Result<T, E>;
+
+impl From<InferenceError> for ModelError {
+    /// How a swarm failure reaches the generation loop (and from there the
+    /// API): the model's own errors as they are, the request refused by a
+    /// server as the caller's bad input (400), and every other failure of
+    /// the swarm (no route, no room, servers failing, the network) as
+    /// [`ModelError::Unavailable`] carrying this error (503).
+    fn from(e: InferenceError) -> Self {
+        match e {
+            InferenceError::Model(e) => e,
+            InferenceError::Rejected { .. } => ModelError::InvalidInput(e.to_string()),
+            other => ModelError::Unavailable(Box::new(other)),
+        }
+    }
+}

@@ -19,7 +19,11 @@
 //!   hop, and when a server fails or refuses it bans that server (with a
 //!   doubling backoff), re-routes the remaining blocks, replays the steps to
 //!   rebuild the new servers' caches, and continues.
-//! * [`SwarmBackend`] puts the swarm behind the OpenAI-compatible API.
+//! * [`SwarmBackend`] puts the swarm behind the OpenAI-compatible API by
+//!   implementing `hypertensor-backend`'s `Backend` (this crate knows
+//!   nothing of HTTP). A failure the session cannot recover from reaches
+//!   the generation loop as `ModelError::Unavailable` carrying the
+//!   [`InferenceError`], and the API as a 503.
 //!
 //! Design notes are in `docs/inference.md`.
 

@@ -79,6 +79,12 @@ pub enum ModelError {
         /// Number of logits given.
         len: usize,
     },
+    /// The transformer blocks run elsewhere (a swarm of servers) and that
+    /// backend cannot serve the step now: no route covers the blocks, or
+    /// every server tried failed. Neither the caller's fault nor the
+    /// engine's; the source is the backend's own typed error.
+    #[error(transparent)]
+    Unavailable(Box<dyn std::error::Error + Send + Sync + 'static>),
     /// A tokenizer or chat-template failure.
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),

@@ -12,10 +12,12 @@ use crate::span::{BlockSpan, SpanCache};
 use crate::tokenizer::{ChatTemplate, Tokenizer};
 
 /// Something that turns token ids into next-token logits while remembering
-/// the sequence so far: the local model, or (later) a chain of servers.
+/// the sequence so far: the local model, or a chain of servers in a swarm.
 pub trait LanguageModel {
     /// Feeds the next `tokens` of the sequence and returns the logits that
-    /// follow the last one.
+    /// follow the last one. A model whose blocks run elsewhere fails with
+    /// [`ModelError::Unavailable`](crate::ModelError::Unavailable) when that
+    /// backend cannot serve the step.
     fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
     /// Forgets the sequence, to start a new one.
     fn reset(&mut self);
