@@ -12,15 +12,15 @@ use crate::scenario::{Scenario, config, in_consensus_ratio, node_rewards, run};
 /// Consensus epochs the honest devnet runs before the checks.
 const EPOCHS: u64 = 4;
 
-/// The honest devnet, run by the first test that needs it; its chain
-/// stays up for the others (its nodes are stopped once it has run).
+/// The honest devnet, started by the first test that needs it and left
+/// running for the others (the phase and stake tests use its nodes).
 pub(crate) fn honest() -> &'static Scenario {
     static SCENARIO: OnceLock<Scenario> = OnceLock::new();
     SCENARIO.get_or_init(|| {
         let mut config = config("honest");
         config.validators = 2;
         config.blocks_per_hoster = 15;
-        run(config, EPOCHS).stop_nodes()
+        run(config, EPOCHS)
     })
 }
 
