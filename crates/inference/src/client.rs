@@ -13,8 +13,9 @@
 //! the request itself, is avoided for that sequence only and never banned;
 //! [`SwarmSession::open_route`] fits a sequence's reservation to what some
 //! route can hold. Only faults (timeouts, broken sessions, malformed or
-//! failed answers, wrong spans) ban a server, for a time that doubles with
-//! each fault, decays while it behaves, and resets after a success.
+//! failed answers, hidden states of the wrong size or not finite, wrong
+//! spans) ban a server, for a time that doubles with each fault, decays
+//! while it behaves, and resets after a success.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -667,7 +668,8 @@ impl SwarmSession<'_> {
         let mut i = 0;
         while i < self.hops.len() {
             let hop = &mut self.hops[i];
-            match send_step(hop, self.positions, n, &x, &self.client.config).await {
+            let width = self.client.model.hidden_size;
+            match send_step(hop, self.positions, n, width, &x, &self.client.config).await {
                 Ok(out) => {
                     self.client.served(&hop.peer);
                     self.inputs[i].push(std::mem::replace(&mut x, out));
@@ -820,7 +822,7 @@ impl SwarmSession<'_> {
         let mut position = 0;
         for step in steps {
             let n = step.len() / width;
-            outputs.push(send_step(&mut hop, position, n, step, config).await?);
+            outputs.push(send_step(&mut hop, position, n, width, step, config).await?);
             position += n;
         }
         Ok((hop, outputs))
@@ -837,11 +839,14 @@ fn refused(peer: PeerId, refusal: Refusal) -> InferenceError {
     }
 }
 
-/// Sends one step to a hop and waits for its output.
+/// Sends one step of `n` rows of `width` to a hop and waits for its
+/// output, which must be `n` rows of `width` finite values: anything else
+/// is [`InferenceError::BadHiddenStates`], a fault of the server.
 async fn send_step(
     hop: &mut Hop,
     position: usize,
     n: usize,
+    width: usize,
     values: &[f32],
     config: &ClientConfig,
 ) -> Result<Vec<f32>> {
@@ -862,14 +867,31 @@ async fn send_step(
         .map_err(|_| failed("step timed out".into()))??
         .ok_or_else(|| failed("closed the session".into()))?;
     let out = decode_step_reply(&reply, config.dtype)?.map_err(|r| refused(peer, r))?;
-    if out.len() != values.len() {
-        return Err(failed(format!(
-            "answered {} values for {} sent",
-            out.len(),
-            values.len()
-        )));
-    }
+    check_hidden_states(&out, n, width)
+        .map_err(|reason| InferenceError::BadHiddenStates { peer, reason })?;
     Ok(out)
+}
+
+/// Whether a server's answer can be `n` rows of hidden states of `width`:
+/// exactly that many values, every one finite. A NaN would spread through
+/// every later block and the head, and end as logits with nothing to
+/// sample.
+fn check_hidden_states(out: &[f32], n: usize, width: usize) -> std::result::Result<(), String> {
+    let expected = n.saturating_mul(width);
+    if out.len() != expected {
+        return Err(format!(
+            "{} values for {n} tokens of width {width} ({expected} expected)",
+            out.len()
+        ));
+    }
+    if let Some(at) = out.iter().position(|v| !v.is_finite()) {
+        let bad = out.iter().filter(|v| !v.is_finite()).count();
+        return Err(format!(
+            "{bad} of {expected} values are not finite (the first, at {at}, is {})",
+            out[at]
+        ));
+    }
+    Ok(())
 }
 
 impl LanguageModel for SwarmSession<'_> {
@@ -899,6 +921,22 @@ impl LanguageModel for SwarmSession<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hidden_states_must_be_the_rows_sent_and_finite() {
+        let good = vec![0.5f32; 6];
+        assert_eq!(check_hidden_states(&good, 2, 3), Ok(()));
+        // One row short, one value too many, nothing at all.
+        assert!(check_hidden_states(&good[..3], 2, 3).is_err());
+        assert!(check_hidden_states(&[good.clone(), vec![1.0]].concat(), 2, 3).is_err());
+        assert!(check_hidden_states(&[], 1, 3).is_err());
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut out = good.clone();
+            out[4] = bad;
+            let reason = check_hidden_states(&out, 2, 3).unwrap_err();
+            assert!(reason.contains("not finite"), "{reason}");
+        }
+    }
 
     #[test]
     fn bans_double_with_strikes_and_strikes_decay_while_quiet() {

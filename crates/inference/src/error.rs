@@ -67,6 +67,17 @@ pub enum InferenceError {
         /// What happened.
         reason: String,
     },
+    /// A server answered a step with hidden states that cannot be right:
+    /// the wrong number of values for the rows sent, or a value that is
+    /// not finite (NaN or infinite). A fault: the server is banned and its
+    /// blocks routed around, like a server that went away.
+    #[error("server {peer} answered bad hidden states: {reason}")]
+    BadHiddenStates {
+        /// The server.
+        peer: PeerId,
+        /// What is wrong with them.
+        reason: String,
+    },
     /// No set of reachable, unbanned servers covers the blocks.
     #[error("no route covers blocks {from}..{to} of model `{model}`")]
     NoRoute {

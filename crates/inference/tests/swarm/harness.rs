@@ -2,6 +2,7 @@
 
 use std::ops::Range;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -9,7 +10,8 @@ use hypertensor_inference::{
     AdmitAll, BlockServer, ClientConfig, ServerConfig, SwarmClient, p2p_config,
 };
 use hypertensor_model::{
-    BlockSpan, Flow, GenerationRequest, GgufFile, LocalModel, SamplingParams, generate,
+    BlockSpan, Flow, GenerationRequest, GgufFile, HiddenStates, LocalModel, SamplingParams,
+    generate,
 };
 use hypertensor_p2p::{Client, Config, Multiaddr, PeerId};
 use hypertensor_primitives::{H256, Keypair};
@@ -85,6 +87,23 @@ impl ServerNode {
     }
 }
 
+/// How a corrupting server spoils its answers once its honest steps are
+/// spent.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Corruption {
+    /// Every value NaN.
+    Nan,
+    /// One row short of the rows it was sent.
+    ShortRow,
+}
+
+/// A server started by [`Swarm::add_corrupting_server`].
+pub(crate) struct CorruptingServer {
+    pub(crate) peer: PeerId,
+    /// Steps it answered so far, honestly or not.
+    pub(crate) steps: Arc<AtomicUsize>,
+}
+
 /// A bootstrap node, servers joined to it, and clients.
 pub(crate) struct Swarm {
     name: String,
@@ -92,7 +111,7 @@ pub(crate) struct Swarm {
     boot_addr: Multiaddr,
     tasks: std::sync::Mutex<Vec<AbortHandle>>,
     servers: std::sync::Mutex<Vec<PeerId>>,
-    count: std::sync::atomic::AtomicUsize,
+    count: AtomicUsize,
 }
 
 impl Drop for Swarm {
@@ -128,7 +147,7 @@ impl Swarm {
         range: Range<usize>,
         tweak: impl FnOnce(&mut ServerConfig),
     ) -> ServerNode {
-        let i = self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let i = self.count.fetch_add(1, Ordering::SeqCst);
         let cfg = node_config(&format!("{}-server{i}", self.name), Some(&self.boot_addr));
         let (p2p, events, event_loop) = hypertensor_p2p::new(cfg).unwrap();
         let net = tokio::spawn(event_loop.run());
@@ -171,11 +190,7 @@ impl Swarm {
         refusal: hypertensor_inference::wire::Refusal,
     ) -> PeerId {
         use hypertensor_inference::wire::encode_open_reply;
-        use hypertensor_inference::{ServerInfo, ServerState, block_key};
-        let i = self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let cfg = node_config(&format!("{}-refusing{i}", self.name), Some(&self.boot_addr));
-        let (p2p, mut events, event_loop) = hypertensor_p2p::new(cfg).unwrap();
-        let mut tasks = vec![tokio::spawn(event_loop.run()).abort_handle()];
+        let (p2p, mut events, mut tasks) = self.fake_node("refusing");
         let peer = p2p.peer_id();
         // The node runs while a client handle lives: the task keeps one.
         let keep = p2p.clone();
@@ -190,6 +205,124 @@ impl Swarm {
             })
             .abort_handle(),
         );
+        self.announce_as_fastest(&p2p, range, "liar", tasks).await;
+        peer
+    }
+
+    /// A server of `range` announced as the fastest and roomiest of all,
+    /// that runs its real blocks honestly for its first `honest_steps`
+    /// steps (counted over all its sessions) and then answers every step
+    /// with hidden states spoiled by `corruption`.
+    pub(crate) async fn add_corrupting_server(
+        &self,
+        range: Range<usize>,
+        honest_steps: usize,
+        corruption: Corruption,
+    ) -> CorruptingServer {
+        use hypertensor_inference::wire::{
+            OpenRequest, Refusal, SESSION_METHOD, Step, encode_open_reply, encode_step_reply,
+        };
+        let (p2p, mut events, mut tasks) = self.fake_node("corrupting");
+        let peer = p2p.peer_id();
+        let blocks = Arc::new(span(range.clone()));
+        let steps = Arc::new(AtomicUsize::new(0));
+        let counter = steps.clone();
+        let keep = p2p.clone();
+        tasks.push(
+            tokio::spawn(async move {
+                let _keep = keep;
+                // Dropped with this task: every session ends with it.
+                let mut sessions = tokio::task::JoinSet::new();
+                while let Some(event) = events.recv().await {
+                    let hypertensor_p2p::Event::InboundSession {
+                        method,
+                        body,
+                        mut session,
+                    } = event;
+                    let range = blocks.range();
+                    let open = match OpenRequest::decode(&body) {
+                        Ok(open)
+                            if method == SESSION_METHOD
+                                && open.start as usize == range.start
+                                && open.end as usize == range.end =>
+                        {
+                            open
+                        }
+                        _ => {
+                            let refusal = Refusal::Unserved("not this span".into());
+                            let _ = session.send(&encode_open_reply(Err(&refusal))).await;
+                            let _ = session.close().await;
+                            continue;
+                        }
+                    };
+                    let (blocks, counter) = (blocks.clone(), counter.clone());
+                    sessions.spawn(async move {
+                        if session.send(&encode_open_reply(Ok(()))).await.is_err() {
+                            return;
+                        }
+                        let width = blocks.config().hidden_size;
+                        let mut cache = blocks.new_cache();
+                        while let Ok(Some(frame)) = session.recv().await {
+                            let step = Step::decode(&frame, open.dtype, width).unwrap();
+                            let position = step.position as usize;
+                            if position < cache.positions() {
+                                blocks.truncate(&mut cache, position);
+                            }
+                            let mut hidden = HiddenStates::new(width, step.values).unwrap();
+                            tokio::task::block_in_place(|| blocks.forward(&mut hidden, &mut cache))
+                                .unwrap();
+                            let mut out = hidden.into_vec();
+                            if counter.fetch_add(1, Ordering::SeqCst) >= honest_steps {
+                                match corruption {
+                                    Corruption::Nan => out.fill(f32::NAN),
+                                    Corruption::ShortRow => out.truncate(out.len() - width),
+                                }
+                            }
+                            let reply = encode_step_reply(Ok(&out), open.dtype);
+                            if session.send(&reply).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = session.close().await;
+                    });
+                }
+            })
+            .abort_handle(),
+        );
+        self.announce_as_fastest(&p2p, range, "corrupting", tasks)
+            .await;
+        CorruptingServer { peer, steps }
+    }
+
+    /// A P2P node joined to the swarm for a hand-written server, with the
+    /// task running its network.
+    fn fake_node(
+        &self,
+        kind: &str,
+    ) -> (
+        Client,
+        tokio::sync::mpsc::Receiver<hypertensor_p2p::Event>,
+        Vec<AbortHandle>,
+    ) {
+        let i = self.count.fetch_add(1, Ordering::SeqCst);
+        let cfg = node_config(&format!("{}-{kind}{i}", self.name), Some(&self.boot_addr));
+        let (p2p, events, event_loop) = hypertensor_p2p::new(cfg).unwrap();
+        let tasks = vec![tokio::spawn(event_loop.run()).abort_handle()];
+        (p2p, events, tasks)
+    }
+
+    /// Announces `p2p` as a server of `range`, the fastest and roomiest of
+    /// all, and returns once the announcement is found; the swarm then
+    /// owns `tasks`.
+    async fn announce_as_fastest(
+        &self,
+        p2p: &Client,
+        range: Range<usize>,
+        version: &str,
+        tasks: Vec<AbortHandle>,
+    ) {
+        use hypertensor_inference::{ServerInfo, ServerState, block_key};
+        let peer = p2p.peer_id();
         p2p.wait_for_peers(Duration::from_secs(10)).await;
         let addrs = p2p
             .listen_addrs()
@@ -204,7 +337,7 @@ impl Swarm {
             end: range.end as u32,
             throughput: 1e6,
             free_cache_tokens: u64::MAX,
-            version: "liar".into(),
+            version: version.into(),
             addrs,
         };
         let expiration = hypertensor_p2p::now_ms() + 60_000;
@@ -228,12 +361,11 @@ impl Swarm {
         }
         self.servers.lock().unwrap().push(peer);
         self.tasks.lock().unwrap().extend(tasks);
-        peer
     }
 
     /// A client whose DHT view includes every server started so far.
     pub(crate) async fn client(&self, tweak: impl FnOnce(&mut ClientConfig)) -> Arc<SwarmClient> {
-        let i = self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let i = self.count.fetch_add(1, Ordering::SeqCst);
         let cfg = node_config(&format!("{}-client{i}", self.name), Some(&self.boot_addr));
         let (p2p, _events, event_loop) = hypertensor_p2p::new(cfg).unwrap();
         self.tasks

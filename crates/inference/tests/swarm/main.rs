@@ -2,6 +2,7 @@
 //! the real default model.
 
 mod admission;
+mod bad_states;
 mod challenge;
 mod harness;
 mod openai_python;
