@@ -6,7 +6,7 @@ use hypertensor_runtime::SubnetId;
 
 /// Blocks to wait for a submitted proposal or attestation to show on chain
 /// before submitting it again.
-pub const RESUBMIT_AFTER_BLOCKS: u64 = 3;
+pub const RESUBMIT_AFTER_BLOCKS: u64 = 2;
 
 /// The settings of one node's duties.
 #[derive(Clone, Debug, PartialEq)]

@@ -94,13 +94,14 @@ pub enum Input {
         /// Whether a peer acknowledged it.
         result: Result<(), String>,
     },
-    /// An [`Action::Submit`] finished (accepted into the chain's pool, or
-    /// refused).
+    /// An [`Action::Submit`] finished: the extrinsic is in a block and its
+    /// call succeeded, or it was refused (by the pool or in its block), or
+    /// lost.
     Submitted {
         /// The epoch of the proposal or attestation.
         epoch: u64,
-        /// Accepted, or why not.
-        result: Result<(), String>,
+        /// Included and successful, or why not.
+        result: Result<(), SubmitError>,
     },
     /// An [`Action::Sketch`] finished.
     Sketched {
@@ -109,6 +110,26 @@ pub enum Input {
         /// The sketches, or why there are none.
         result: Result<Sketches, String>,
     },
+}
+
+/// Why a submission did not land.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubmitError {
+    /// It may never have reached the chain (no answer, a broken
+    /// connection): sent again as it is, at once.
+    Lost(String),
+    /// The chain refused it, in its pool or in its block: made again from
+    /// reads asked after it, at the next head.
+    Refused(String),
+}
+
+impl std::fmt::Display for SubmitError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SubmitError::Lost(why) => write!(f, "lost: {why}"),
+            SubmitError::Refused(why) => write!(f, "refused: {why}"),
+        }
+    }
 }
 
 /// What the machine asks its runner to do.
@@ -129,8 +150,8 @@ pub enum Action {
         /// The entry's value.
         bytes: Vec<u8>,
     },
-    /// Sign `call` with the node's hotkey and submit it; answer with
-    /// [`Input::Submitted`].
+    /// Sign `call` with the node's hotkey, submit it and watch for its
+    /// block; answer with [`Input::Submitted`].
     Submit {
         /// The epoch it is about.
         epoch: u64,

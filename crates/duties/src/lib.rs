@@ -24,6 +24,7 @@
 
 mod config;
 pub mod io;
+mod retry;
 mod state;
 pub mod view;
 
@@ -31,6 +32,8 @@ pub mod view;
 pub mod byzantine;
 
 pub use config::{DutyConfig, RESUBMIT_AFTER_BLOCKS};
-pub use io::{Action, Answer, Duty, DutyMachine, EpochChain, Input, Notice, Query, Sketches};
+pub use io::{
+    Action, Answer, Duty, DutyMachine, EpochChain, Input, Notice, Query, Sketches, SubmitError,
+};
 pub use state::Duties;
 pub use view::{EpochScores, EpochView, score_epoch};

@@ -36,7 +36,10 @@ use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 
 use crate::config::DutyConfig;
-use crate::io::{Action, Answer, Duty, DutyMachine, EpochChain, Input, Notice, Query, Sketches};
+use crate::io::{
+    Action, Answer, Duty, DutyMachine, EpochChain, Input, Notice, Query, Sketches, SubmitError,
+};
+use crate::retry::Failures;
 use crate::view::{Entries, EpochScores, EpochView, score_epoch};
 
 /// An answer and the head it was asked at.
@@ -64,10 +67,25 @@ struct Done {
     on_chain: BTreeSet<u64>,
     /// The head of the last submission of those still pending.
     submitted: BTreeMap<u64, u64>,
+    /// Epochs whose last submission was refused (made again at the next
+    /// head, from reads asked after it).
+    refused: BTreeSet<u64>,
+    /// The last call submitted, by epoch.
+    calls: BTreeMap<u64, Call>,
+    /// Calls whose submission was lost: sent again as they are.
+    resend: BTreeMap<u64, Call>,
     /// Epochs whose proposal this node disagreed with (noticed once).
     disagreed: BTreeSet<u64>,
     /// The scores last noticed, by epoch.
     scored: BTreeMap<u64, EpochScores>,
+}
+
+/// What a score was computed from: the heads its answers were asked at.
+#[derive(Clone, Debug, PartialEq)]
+struct ScoreKey {
+    stamps: Vec<u64>,
+    proposed: Option<Vec<NodeId>>,
+    prev_snapshot: Vec<NodeId>,
 }
 
 /// One node's consensus duties. Feed it with [`DutyMachine::handle`].
@@ -79,13 +97,17 @@ pub struct Duties {
     node: Option<NodeId>,
     known: BTreeMap<Query, Known>,
     asking: BTreeSet<Query>,
-    failed_reads: BTreeMap<Query, u64>,
-    writing: BTreeSet<String>,
-    failed_writes: BTreeMap<String, u64>,
-    sketching: BTreeSet<u64>,
-    failed_sketches: BTreeMap<u64, u64>,
+    failed_reads: Failures<Query>,
+    /// Writes in flight, with the head each was asked at.
+    writing: BTreeMap<String, u64>,
+    failed_writes: Failures<String>,
+    /// Sketches in flight, with the head each was asked at.
+    sketching: BTreeMap<u64, u64>,
+    failed_sketches: Failures<u64>,
+    failed_submits: Failures<u64>,
     submitting: BTreeMap<u64, Duty>,
     guarded: Option<u64>,
+    score_cache: BTreeMap<u64, (ScoreKey, EpochScores)>,
     done: Done,
     out: Vec<Action>,
 }
@@ -102,13 +124,15 @@ impl Duties {
             node: None,
             known: BTreeMap::new(),
             asking: BTreeSet::new(),
-            failed_reads: BTreeMap::new(),
-            writing: BTreeSet::new(),
-            failed_writes: BTreeMap::new(),
-            sketching: BTreeSet::new(),
-            failed_sketches: BTreeMap::new(),
+            failed_reads: Failures::default(),
+            writing: BTreeMap::new(),
+            failed_writes: Failures::default(),
+            sketching: BTreeMap::new(),
+            failed_sketches: Failures::default(),
+            failed_submits: Failures::default(),
             submitting: BTreeMap::new(),
             guarded: None,
+            score_cache: BTreeMap::new(),
             done: Done::default(),
             out: Vec::new(),
         }
@@ -169,15 +193,21 @@ impl Duties {
     /// for one if there is none (or, with `refresh`, if the latest was
     /// asked before the current head) and none is in flight.
     fn ask(&mut self, query: Query, min_asked: u64, refresh: bool) -> Option<Answer> {
+        self.request(query.clone(), min_asked, refresh)?;
+        self.known.get(&query).map(|k| k.answer.clone())
+    }
+
+    /// [`Duties::ask`] without the answer: the head the usable answer was
+    /// asked at.
+    fn request(&mut self, query: Query, min_asked: u64, refresh: bool) -> Option<u64> {
         let height = self.height?;
         let known = self.known.get(&query);
         let usable = known
             .filter(|k| k.asked_at >= min_asked)
-            .map(|k| k.answer.clone());
+            .map(|k| k.asked_at);
         let stale =
             known.is_none_or(|k| k.asked_at < min_asked || (refresh && k.asked_at < height));
-        if stale && !self.asking.contains(&query) && self.failed_reads.get(&query) != Some(&height)
-        {
+        if stale && !self.asking.contains(&query) && !self.failed_reads.blocked(&query, height) {
             self.asking.insert(query.clone());
             self.out.push(Action::Read {
                 query,
@@ -228,13 +258,13 @@ impl Duties {
             return;
         };
         if record.written
-            || self.writing.contains(&key)
-            || self.failed_writes.get(&key) == Some(&height)
+            || self.writing.contains_key(&key)
+            || self.failed_writes.blocked(&key, height)
         {
             return;
         }
         let bytes = record.bytes.clone();
-        self.writing.insert(key.clone());
+        self.writing.insert(key.clone(), height);
         self.out.push(Action::Write { key, bytes });
     }
 
@@ -403,12 +433,12 @@ impl Duties {
         let key = RecordKind::HosterCommit.key(e);
         if !self.done.records.contains_key(&key) {
             let height = e * pos.length + pos.offset;
-            if self.sketching.contains(&e) || self.failed_sketches.get(&e) == Some(&height) {
+            if self.sketching.contains_key(&e) || self.failed_sketches.blocked(&e, height) {
                 return;
             }
             let settle = self.settle_height(e, start);
             if let Some(Some(challenge)) = self.read_challenge(e, chain, settle, true) {
-                self.sketching.insert(e);
+                self.sketching.insert(e, height);
                 self.out.push(Action::Sketch {
                     epoch: e,
                     challenge,
@@ -440,14 +470,17 @@ impl Duties {
                     },
                 );
             }
-            Err(error) => self.sketch_failed(e, error.to_string()),
+            Err(error) => {
+                let asked_at = self.height.unwrap_or(0);
+                self.sketch_failed(e, asked_at, error.to_string());
+            }
         }
     }
 
-    fn sketch_failed(&mut self, e: u64, error: String) {
-        if let Some(height) = self.height {
-            self.failed_sketches.insert(e, height);
-        }
+    /// Notes a failed sketch of `e`, asked at `asked_at`: it is asked again
+    /// at any later head.
+    fn sketch_failed(&mut self, e: u64, asked_at: u64, error: String) {
+        self.failed_sketches.record(e, asked_at);
         self.notice(Notice::Failed {
             duty: Duty::HosterCommit,
             epoch: e,
@@ -468,7 +501,13 @@ impl Duties {
 
     /// Scores epoch `e` from reads asked at `min_asked` or later. The node
     /// list is read afresh: a node removed during the epoch must not be
-    /// proposed. Every read is asked at once.
+    /// proposed (the chain refuses a proposal naming an unknown node).
+    ///
+    /// An attester passes the proposal as `proposed`: a node it names that
+    /// the chain listed at the epoch's start but no longer lists was
+    /// removed after the proposal, and is scored as the proposer saw it, so
+    /// honest validators still agree (the chain pays a removed node
+    /// nothing either way). Every read is asked at once.
     fn score(
         &mut self,
         e: u64,
@@ -476,8 +515,46 @@ impl Duties {
         min_asked: u64,
         refresh: bool,
         duty: Duty,
+        proposed: Option<&[(NodeId, u128)]>,
     ) -> Option<EpochScores> {
-        let nodes = self.nodes(min_asked, refresh);
+        // Scoring is the machine's costliest step: score again only when
+        // an answer it reads has changed.
+        let mut queries = vec![
+            Query::Nodes,
+            Query::Key(RecordKind::HosterCommit.key(e)),
+            Query::Key(RecordKind::HosterReveal.key(e)),
+        ];
+        if let Some(prev) = e.checked_sub(1)
+            && !chain.prev_snapshot.is_empty()
+        {
+            queries.push(Query::Key(RecordKind::ValidatorCommit.key(prev)));
+            queries.push(Query::Key(RecordKind::ValidatorReveal.key(prev)));
+        }
+        let stamps: Vec<Option<u64>> = queries
+            .into_iter()
+            .map(|q| self.request(q, min_asked, refresh))
+            .collect();
+        let stamps: Vec<u64> = stamps.into_iter().collect::<Option<_>>()?;
+        let key = ScoreKey {
+            stamps,
+            proposed: proposed.map(|p| p.iter().map(|(id, _)| *id).collect()),
+            prev_snapshot: chain.prev_snapshot.clone(),
+        };
+        if let Some((cached, scores)) = self.score_cache.get(&e)
+            && *cached == key
+        {
+            return Some(scores.clone());
+        }
+        let nodes = self.nodes(min_asked, refresh).map(|mut nodes| {
+            for (id, _) in proposed.unwrap_or_default() {
+                if nodes.iter().all(|n| n.id != *id)
+                    && let Some(removed) = chain.nodes.iter().find(|n| n.id == *id)
+                {
+                    nodes.push(removed.clone());
+                }
+            }
+            nodes
+        });
         let hoster_commits = self.entries(RecordKind::HosterCommit.key(e), min_asked, refresh);
         let hoster_reveals = self.entries(RecordKind::HosterReveal.key(e), min_asked, refresh);
         let (validator_commits, validator_reveals) = match e.checked_sub(1) {
@@ -497,6 +574,7 @@ impl Duties {
         };
         match score_epoch(&self.config.scores, e, self.config.n_blocks, &view) {
             Ok(scores) => {
+                self.score_cache.insert(e, (key, scores.clone()));
                 if self.done.scored.get(&e) != Some(&scores) {
                     self.done.scored.insert(e, scores.clone());
                     self.notice(Notice::Scored {
@@ -530,7 +608,8 @@ impl Duties {
         let key = RecordKind::ValidatorCommit.key(e);
         if !self.done.records.contains_key(&key) {
             let settle = self.settle_height(e, start);
-            let Some(scores) = self.score(e, chain, settle, false, Duty::ValidatorCommit) else {
+            let Some(scores) = self.score(e, chain, settle, false, Duty::ValidatorCommit, None)
+            else {
                 return;
             };
             let salt = self.salt();
@@ -582,13 +661,13 @@ impl Duties {
     /// `height`: not seen on chain, none in flight, and none submitted in
     /// the last few blocks.
     fn due(&self, e: u64, height: u64) -> bool {
+        let retry = |at: &u64| match self.done.refused.contains(&e) {
+            true => height > *at,
+            false => height >= at + self.config.resubmit_after_blocks,
+        };
         !self.done.on_chain.contains(&e)
             && !self.submitting.contains_key(&e)
-            && self
-                .done
-                .submitted
-                .get(&e)
-                .is_none_or(|at| height >= at + self.config.resubmit_after_blocks)
+            && self.done.submitted.get(&e).is_none_or(retry)
     }
 
     /// The oldest head a consensus read may be asked at to say whether a
@@ -602,19 +681,38 @@ impl Duties {
 
     fn submit(&mut self, e: u64, height: u64, duty: Duty, call: Call) {
         self.done.submitted.insert(e, height);
+        self.done.refused.remove(&e);
+        self.done.resend.remove(&e);
+        self.done.calls.insert(e, call.clone());
         self.submitting.insert(e, duty);
         self.out.push(Action::Submit { epoch: e, call });
         self.notice(Notice::Submitted { duty, epoch: e });
+    }
+
+    /// Sends a lost submission of `e` again as it was, if there is one;
+    /// whether there was.
+    fn resend(&mut self, e: u64, height: u64, duty: Duty) -> bool {
+        if self.done.on_chain.contains(&e) || self.submitting.contains_key(&e) {
+            return self.done.resend.contains_key(&e);
+        }
+        if self.failed_submits.blocked(&e, height) {
+            return self.done.resend.contains_key(&e);
+        }
+        let Some(call) = self.done.resend.remove(&e) else {
+            return false;
+        };
+        self.submit(e, height, duty, call);
+        true
     }
 
     fn propose_duty(&mut self, pos: Position, chain: &EpochChain) {
         let e = pos.epoch;
         let start = self.config.phases.proposal.start;
         let height = e * pos.length + pos.offset;
-        if !self.config.phases.proposal_open(pos)
-            || !self.settled(start, pos)
-            || !self.due(e, height)
-        {
+        if !self.config.phases.proposal_open(pos) || self.resend(e, height, Duty::Proposal) {
+            return;
+        }
+        if !self.settled(start, pos) || !self.due(e, height) {
             return;
         }
         let settle = self.settle_height(e, start);
@@ -630,7 +728,7 @@ impl Duties {
             });
             return;
         }
-        let Some(scores) = self.score(e, chain, settle, true, Duty::Proposal) else {
+        let Some(scores) = self.score(e, chain, threshold, true, Duty::Proposal, None) else {
             return;
         };
         let call = Call::ProposeAttestation {
@@ -645,6 +743,9 @@ impl Duties {
         let e = pos.epoch;
         let start = self.config.phases.proposal.start;
         let height = e * pos.length + pos.offset;
+        if self.resend(e, height, Duty::Attestation) {
+            return;
+        }
         if !self.settled(start, pos) || !self.due(e, height) {
             return;
         }
@@ -664,10 +765,28 @@ impl Duties {
         let Some(proposed) = consensus.proposal else {
             return;
         };
-        let Some(scores) = self.score(e, chain, settle, true, Duty::Attestation) else {
+        let Some(scores) = self.score(
+            e,
+            chain,
+            threshold,
+            true,
+            Duty::Attestation,
+            Some(&proposed),
+        ) else {
             return;
         };
         if let Err(reason) = check_attestation(&scores.proposal, &proposed) {
+            // The node list may have changed since it was read (a node
+            // removed as the proposal was made): read it again at once.
+            let height = self.height.unwrap_or(0);
+            if self
+                .known
+                .get(&Query::Nodes)
+                .is_some_and(|k| k.asked_at < height)
+            {
+                self.known.remove(&Query::Nodes);
+                self.nodes(height, true);
+            }
             if self.done.disagreed.insert(e) {
                 self.notice(Notice::Disagreed {
                     epoch: e,
@@ -692,15 +811,20 @@ impl Duties {
                 .unwrap_or(false)
         };
         self.known.retain(|q, _| keep(q));
-        self.failed_reads.retain(|q, _| keep(q));
-        self.failed_writes.retain(|k, _| keep_key(k));
-        self.failed_sketches.retain(|e, _| *e >= keep_from);
+        self.failed_reads.retain(keep);
+        self.failed_writes.retain(keep_key);
+        self.failed_sketches.retain(|e| *e >= keep_from);
         self.done.records.retain(|k, _| keep_key(k));
         self.done.challenge_found.retain(|e| *e >= keep_from);
         self.done.on_chain.retain(|e| *e >= keep_from);
         self.done.submitted.retain(|e, _| *e >= keep_from);
+        self.done.refused.retain(|e| *e >= keep_from);
+        self.done.calls.retain(|e, _| *e >= keep_from);
+        self.done.resend.retain(|e, _| *e >= keep_from);
+        self.failed_submits.retain(|e| *e >= keep_from);
         self.done.disagreed.retain(|e| *e >= keep_from);
         self.done.scored.retain(|e, _| *e >= keep_from);
+        self.score_cache.retain(|e, _| *e >= keep_from);
     }
 
     fn duty_of_key(key: &str) -> (Duty, u64) {
@@ -754,7 +878,7 @@ impl Duties {
                     }
                     Err(error) => {
                         let epoch = query.epoch().unwrap_or(self.position(height).epoch);
-                        self.failed_reads.insert(query, height);
+                        self.failed_reads.record(query, asked_at);
                         self.notice(Notice::Failed {
                             duty: Duty::Read,
                             epoch,
@@ -764,7 +888,9 @@ impl Duties {
                 }
             }
             Input::Written { key, result } => {
-                self.writing.remove(&key);
+                // A failure counts against the head the write was asked at:
+                // asked again at the next head, or now if that has passed.
+                let asked_at = self.writing.remove(&key).unwrap_or(height);
                 let (duty, epoch) = Self::duty_of_key(&key);
                 match result {
                     Ok(()) => {
@@ -774,22 +900,39 @@ impl Duties {
                         }
                     }
                     Err(error) => {
-                        self.failed_writes.insert(key, height);
+                        self.failed_writes.record(key, asked_at);
                         self.notice(Notice::Failed { duty, epoch, error });
                     }
                 }
             }
             Input::Submitted { epoch, result } => {
                 let duty = self.submitting.remove(&epoch).unwrap_or(Duty::Attestation);
-                if let Err(error) = result {
-                    self.notice(Notice::Failed { duty, epoch, error });
+                if result.is_ok() && self.done.on_chain.insert(epoch) {
+                    self.notice(Notice::OnChain { duty, epoch });
+                }
+                match result {
+                    Ok(()) => {}
+                    // Never reached the chain, perhaps: the same call again.
+                    Err(SubmitError::Lost(error)) => {
+                        let asked_at = self.done.submitted.get(&epoch).copied().unwrap_or(height);
+                        self.failed_submits.record(epoch, asked_at);
+                        if let Some(call) = self.done.calls.get(&epoch).cloned() {
+                            self.done.resend.insert(epoch, call);
+                        }
+                        self.notice(Notice::Failed { duty, epoch, error });
+                    }
+                    // Refused: made again at the next head from fresh reads.
+                    Err(SubmitError::Refused(error)) => {
+                        self.done.refused.insert(epoch);
+                        self.notice(Notice::Failed { duty, epoch, error });
+                    }
                 }
             }
             Input::Sketched { epoch, result } => {
-                self.sketching.remove(&epoch);
+                let asked_at = self.sketching.remove(&epoch).unwrap_or(height);
                 match result {
                     Ok(sketches) => self.on_sketched(epoch, sketches),
-                    Err(error) => self.sketch_failed(epoch, error),
+                    Err(error) => self.sketch_failed(epoch, asked_at, error),
                 }
             }
         }
