@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 
 use crate::chain::ChainConnection;
 use crate::clock::{ChainClock, PHASE_GRACE_BLOCKS};
-use crate::epoch_loop::{Behaviour, ConsensusConfig, ConsensusLoop, Hosting};
+use crate::epoch_loop::{ConsensusConfig, ConsensusLoop, DutiesWrapper, Hosting};
 use crate::error::{NodeError, NodeResult};
 use crate::heads::HeadFollower;
 use crate::running::RunningNode;
@@ -103,8 +103,9 @@ pub struct NodeOptions {
     pub api: Option<SocketAddr>,
     /// The API's limits (connections, bodies, timeouts, queue).
     pub api_config: ApiConfig,
-    /// Honest, or a fault to inject.
-    pub behaviour: Behaviour,
+    /// Honest consensus duties (`None`), or a wrapper over them making
+    /// the node faulty, for tests.
+    pub wrap_duties: Option<DutiesWrapper>,
 }
 
 impl NodeOptions {
@@ -136,7 +137,7 @@ impl NodeOptions {
             swarm_client: false,
             api: None,
             api_config: ApiConfig::default(),
-            behaviour: Behaviour::Honest,
+            wrap_duties: None,
         }
     }
 }
@@ -217,7 +218,7 @@ impl NodeBuilder {
             );
             consensus.record_ttl = chain.record_ttl;
             consensus.phases = chain.phases;
-            consensus.behaviour = options.behaviour;
+            consensus.wrap = options.wrap_duties.clone();
             let consensus_loop = ConsensusLoop::new(
                 consensus,
                 p2p.clone(),

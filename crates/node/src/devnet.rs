@@ -22,7 +22,7 @@ use hypertensor_runtime::{
 use tokio::task::JoinHandle;
 
 use crate::builder::{HostOptions, NodeBuilder, NodeOptions, SpanChoice};
-use crate::epoch_loop::Behaviour;
+use crate::epoch_loop::DutiesWrapper;
 use crate::error::{NodeError, NodeResult as Result};
 use crate::running::RunningNode;
 
@@ -62,8 +62,9 @@ pub struct DevnetConfig {
     pub api_addr: SocketAddr,
     /// The gateway API's limits.
     pub api_config: hypertensor_api::ApiConfig,
-    /// Faults to inject, by node name (`hoster-2`, `validator-0`, …).
-    pub behaviours: BTreeMap<String, Behaviour>,
+    /// Faulty nodes, by name (`hoster-2`, `validator-0`, …): a wrapper
+    /// over each one's consensus duties (see `hypertensor_duties::byzantine`).
+    pub faults: BTreeMap<String, DutiesWrapper>,
     /// Throughput hosters announce instead of measuring it.
     pub throughput: Option<f64>,
     /// Run the consensus loops (off only to measure a baseline: the
@@ -86,7 +87,7 @@ impl DevnetConfig {
             block_time_ms: 1000,
             api_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
             api_config: hypertensor_api::ApiConfig::default(),
-            behaviours: BTreeMap::new(),
+            faults: BTreeMap::new(),
             throughput: None,
             consensus: true,
         }
@@ -260,7 +261,7 @@ impl Devnet {
                  blocks after the proposal"
             )));
         }
-        for name in config.behaviours.keys() {
+        for name in config.faults.keys() {
             if !members.iter().any(|m| &m.name == name) {
                 return Err(invalid(format!("no devnet node is called `{name}`")));
             }
@@ -291,11 +292,7 @@ impl Devnet {
             options.model_name = config.model_name.clone();
             options.bootstrap = bootstrap.clone();
             options.consensus = config.consensus;
-            options.behaviour = config
-                .behaviours
-                .get(&member.name)
-                .copied()
-                .unwrap_or_default();
+            options.wrap_duties = config.faults.get(&member.name).cloned();
             if let Role::Hoster(blocks) = &member.role {
                 options.host = Some(HostOptions {
                     blocks: SpanChoice::Blocks(blocks.clone()),

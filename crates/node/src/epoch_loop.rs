@@ -1,70 +1,52 @@
-//! The per-epoch consensus loop of a subnet node (SPEC §6), driven by the
-//! chain's new heads.
+//! The executor of a node's consensus duties (SPEC §6): it feeds the pure
+//! state machine of `hypertensor-duties` with the chain's heads and the
+//! outcomes of what it asked for, and carries out its actions over the
+//! real chain RPC, the DHT and the model.
 //!
-//! On every head the loop asks itself, in table order, which of its duties
-//! are open and not yet done, and does them:
-//!
-//! * **Validator-class nodes of the epoch's snapshot**: write the
-//!   challenge (the elected validator; any of them as a fallback after
-//!   p = 0.10 if none is found), commit their hoster scores in [0.60, 1.00),
-//!   reveal them in the next epoch's [0.50, 0.60), propose (the elected one,
-//!   in [0.60, 0.90)) or attest (the others, once the proposal matches what
-//!   they compute themselves).
-//! * **Hosters**: run the challenge input through each of their blocks,
-//!   sketch the outputs, commit in [0.15, 0.50) and reveal in [0.50, 0.60).
-//!
-//! Reads that feed a score wait one block into their window (the grace the
-//! DHT's phase validator allows late writers), so every node reads after
-//! the last accepted write. Every duty is retried on the next head until
-//! its window closes; failures are logged, never fatal.
+//! Every action runs as its own task, so a slow read or a write no peer
+//! acknowledges never holds back another duty; each is bounded by a
+//! timeout and answered to the machine, which decides what to retry.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use hypertensor_chain_client::Client as ChainClient;
-use hypertensor_consensus::NodeId;
-use hypertensor_consensus::phase::{PhaseParams, Position, RecordKind, Writer};
-use hypertensor_consensus::records::{
-    Challenge, HosterReveal, Salt, Sketch, ValidatorReveal, select_challenge,
+use hypertensor_chain_client::Error as ChainError;
+use hypertensor_consensus::phase::PhaseParams;
+use hypertensor_consensus::records::{Challenge, Sketch};
+use hypertensor_consensus::scores::ScoreParams;
+use hypertensor_duties::{
+    Action, Answer, Duties, DutyConfig, DutyMachine, EpochChain, EpochScores, Input, Notice, Query,
+    Sketches, SubmitError,
 };
-use hypertensor_consensus::scores::{ScoreParams, check_attestation};
 use hypertensor_inference::BlockServer;
 use hypertensor_model::{BlockSpan, HiddenStates};
 use hypertensor_p2p::Client;
-use hypertensor_primitives::codec::Encode;
-use hypertensor_primitives::{Keypair, PeerId};
-use hypertensor_runtime::{Call, EpochConsensus, SubnetId, SubnetNode};
-use rand::Rng;
-use tokio::sync::watch;
+use hypertensor_primitives::Keypair;
+use hypertensor_runtime::{Call, Event, SubnetId};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 
 use crate::chain::ChainConnection;
 use crate::clock::{ChainClock, PHASE_GRACE_BLOCKS};
 use crate::dht::{ConsensusDht, LoopMetrics};
-use crate::view::{EpochScores, EpochView, score_epoch};
+use crate::error::{NodeError, NodeResult};
 
-/// How a node behaves in consensus. Everything but [`Behaviour::Honest`]
-/// is fault injection, for the adversary tests and for demonstrating what
-/// the scores catch.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub enum Behaviour {
-    /// Follows the protocol.
-    #[default]
-    Honest,
-    /// A hoster whose block outputs carry Gaussian noise of this standard
-    /// deviation relative to each output's RMS.
-    NoisyHoster {
-        /// Noise RMS / output RMS.
-        relative_noise: f32,
-    },
-    /// A hoster that publishes another hoster's commit (and later its
-    /// reveal) instead of doing the work.
-    CopyCommit,
-    /// A validator whose reveal does not match its commit.
-    LyingReveal,
-    /// A validator that does nothing when it is the elected one.
-    SilentWhenElected,
+/// Wraps a node's honest duty machine in another (tests use it to make a
+/// node faulty, see `hypertensor_duties::byzantine`).
+#[derive(Clone)]
+pub struct DutiesWrapper(Arc<dyn Fn(Duties) -> Box<dyn DutyMachine> + Send + Sync>);
+
+impl DutiesWrapper {
+    /// A wrapper applying `wrap` to the node's honest machine.
+    pub fn new(wrap: impl Fn(Duties) -> Box<dyn DutyMachine> + Send + Sync + 'static) -> Self {
+        DutiesWrapper(Arc::new(wrap))
+    }
+}
+
+impl std::fmt::Debug for DutiesWrapper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DutiesWrapper")
+    }
 }
 
 /// What a node's consensus loop needs besides its connections.
@@ -89,8 +71,8 @@ pub struct ConsensusConfig {
     pub scores: ScoreParams,
     /// Lifetime of the records written.
     pub record_ttl: Duration,
-    /// Honest, or a fault to inject.
-    pub behaviour: Behaviour,
+    /// Honest (`None`), or a wrapper making the node faulty, for tests.
+    pub wrap: Option<DutiesWrapper>,
 }
 
 impl ConsensusConfig {
@@ -108,7 +90,7 @@ impl ConsensusConfig {
             phases: PhaseParams::default(),
             scores: ScoreParams::default(),
             record_ttl: Duration::from_secs(600),
-            behaviour: Behaviour::Honest,
+            wrap: None,
         }
     }
 }
@@ -123,13 +105,13 @@ pub struct Hosting {
     pub server: Option<Arc<BlockServer>>,
 }
 
-/// What the loop did in the latest epoch, for status displays and tests.
+/// What the loop did lately, for status displays and tests.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LoopStatus {
     /// The chain height last handled.
     pub height: u64,
     /// This node's id on chain, once registered.
-    pub node: Option<NodeId>,
+    pub node: Option<hypertensor_consensus::NodeId>,
     /// Scores this node computed for the latest epoch it scored.
     pub scores: Option<(u64, EpochScores)>,
     /// The latest epochs (up to [`STATUS_EPOCHS`]) this node proposed in.
@@ -142,128 +124,86 @@ pub struct LoopStatus {
 pub const STATUS_EPOCHS: usize = 64;
 
 fn push_recent(epochs: &mut Vec<u64>, epoch: u64) {
+    if epochs.last() == Some(&epoch) {
+        return;
+    }
     epochs.push(epoch);
     if epochs.len() > STATUS_EPOCHS {
         epochs.remove(0);
     }
 }
 
-/// A record built once for an epoch, so that a retried write sends the
-/// same bytes (peers that kept the first copy must not see another).
-struct Outgoing {
-    bytes: Vec<u8>,
-    written: bool,
-}
+/// Longest a chain read or a DHT read or write may take before it counts
+/// as failed (the machine tries again).
+const ACTION_LIMIT: Duration = Duration::from_secs(20);
 
-impl Outgoing {
-    fn new(bytes: Vec<u8>) -> Self {
-        Outgoing {
-            bytes,
-            written: false,
-        }
-    }
-}
-
-/// What this node built and did, per epoch.
-#[derive(Default)]
-struct Done {
-    /// `challenge/<e>`, or `None` once a fallback writer found one.
-    challenge: BTreeMap<u64, Option<Outgoing>>,
-    /// The hoster reveal of `e` and its commit record.
-    hoster_commit: BTreeMap<u64, (Outgoing, Outgoing)>,
-    /// The validator reveal of `e` and its commit record.
-    validator_commit: BTreeMap<u64, (Outgoing, Outgoing)>,
-    /// Epochs whose proposal or attestation the chain shows, and the height
-    /// of the last submission of those still pending.
-    on_chain: BTreeSet<u64>,
-    submitted: BTreeMap<u64, u64>,
-    disagreed: BTreeSet<u64>,
-    /// Fault injection: whose commit was copied.
-    copied_from: BTreeMap<u64, PeerId>,
-}
-
-impl Done {
-    fn prune(&mut self, keep_from: u64) {
-        self.challenge.retain(|e, _| *e >= keep_from);
-        self.hoster_commit.retain(|e, _| *e >= keep_from);
-        self.validator_commit.retain(|e, _| *e >= keep_from);
-        self.on_chain.retain(|e| *e >= keep_from);
-        self.submitted.retain(|e, _| *e >= keep_from);
-        self.disagreed.retain(|e| *e >= keep_from);
-        self.copied_from.retain(|e, _| *e >= keep_from);
-    }
-}
-
-/// Longest the work of one head may take (chain RPC, DHT reads and
-/// writes, sketching); past it the head is abandoned for the next.
-const HEAD_WORK_LIMIT: Duration = Duration::from_secs(60);
-
-/// Blocks to wait for a submitted proposal or attestation to show on chain
-/// before submitting it again.
-const RESUBMIT_AFTER_BLOCKS: u64 = 3;
-
-/// The chain's view of one epoch, read once per epoch.
-struct EpochChain {
-    epoch: u64,
-    nodes: Vec<SubnetNode>,
-    consensus: Option<EpochConsensus>,
-    prev_snapshot: Vec<NodeId>,
-}
+/// Longest a submission is watched for its block.
+const INCLUSION_LIMIT: Duration = Duration::from_secs(30);
 
 /// One node's consensus loop. Build with [`ConsensusLoop::new`], then
 /// [`ConsensusLoop::run`] it.
 pub struct ConsensusLoop {
+    machine: Box<dyn DutyMachine>,
+    shared: Arc<Shared>,
+    status: watch::Sender<LoopStatus>,
+}
+
+/// What every action's task needs.
+struct Shared {
     config: ConsensusConfig,
     connection: Arc<ChainConnection>,
-    /// The connection's client, taken afresh for every head.
-    chain: Arc<ChainClient>,
-    clock: Arc<ChainClock>,
     dht: ConsensusDht,
     hosting: Option<Hosting>,
-    me: PeerId,
-    done: Done,
-    epoch: Option<EpochChain>,
-    status: watch::Sender<LoopStatus>,
-    /// The epoch whose challenge input the block server refuses.
-    guarded: Option<u64>,
 }
 
 impl ConsensusLoop {
     /// A loop for the node behind `p2p`, reading the chain through
     /// `connection`; `clock` (the DHT's phase clock, moved by the head
-    /// follower) places heights in their epochs.
+    /// follower) gives the epoch length.
     pub async fn new(
         config: ConsensusConfig,
         p2p: Client,
         connection: Arc<ChainConnection>,
         clock: Arc<ChainClock>,
         hosting: Option<Hosting>,
-    ) -> Result<Self> {
-        let me = crate::stake::chain_peer_id(&p2p.peer_id()).map_err(anyhow::Error::msg)?;
+    ) -> NodeResult<Self> {
+        let me = crate::stake::chain_peer_id(&p2p.peer_id()).map_err(NodeError::Consensus)?;
+        let mut duty_config = DutyConfig::new(
+            config.subnet,
+            clock.epoch_length(),
+            config.n_blocks,
+            hosting.is_some(),
+        );
+        duty_config.challenge_tokens = config.challenge_tokens;
+        duty_config.phases = config.phases;
+        duty_config.scores = config.scores;
+        duty_config.grace_blocks = PHASE_GRACE_BLOCKS;
+        // The machine's only randomness (challenge seeds, salts): handed in.
+        let duties = Duties::new(duty_config, me, rand::random());
+        let machine = match &config.wrap {
+            Some(wrap) => (wrap.0)(duties),
+            None => Box::new(duties),
+        };
         let dht = ConsensusDht {
             p2p,
             metrics: Arc::new(LoopMetrics::default()),
             ttl: config.record_ttl,
         };
-        let chain = connection.client().await;
         Ok(ConsensusLoop {
-            config,
-            connection,
-            chain,
-            clock,
-            dht,
-            hosting,
-            me,
-            done: Done::default(),
-            epoch: None,
+            machine,
+            shared: Arc::new(Shared {
+                config,
+                connection,
+                dht,
+                hosting,
+            }),
             status: watch::Sender::new(LoopStatus::default()),
-            guarded: None,
         })
     }
 
     /// The loop's byte and compute counters.
     pub fn metrics(&self) -> Arc<LoopMetrics> {
-        self.dht.metrics.clone()
+        self.shared.dht.metrics.clone()
     }
 
     /// Follows what the loop does.
@@ -272,523 +212,271 @@ impl ConsensusLoop {
     }
 
     /// Runs until `heads` (the node's shared head follower, see
-    /// [`crate::HeadFollower`]) closes, handling the newest head each time
-    /// it moves: heads that arrive while one is handled are skipped, only
-    /// the newest matters. The follower reconnects when the chain goes
-    /// away; each head is handled with the connection's current client, so
-    /// the loop carries on where the chain is.
+    /// [`crate::HeadFollower`]) closes, feeding the machine every new head
+    /// and every action's outcome. Actions still running when it returns
+    /// are cancelled.
     pub async fn run(mut self, mut heads: watch::Receiver<u64>) {
-        while heads.changed().await.is_ok() {
-            let height = *heads.borrow_and_update();
-            self.chain = self.connection.client().await;
-            match tokio::time::timeout(HEAD_WORK_LIMIT, self.on_head(height)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::info!(height, error = %format!("{e:#}"), "consensus step failed; retrying at the next head");
+        let (tx, mut outcomes) = mpsc::unbounded_channel::<Input>();
+        let mut tasks = JoinSet::new();
+        let first = *heads.borrow_and_update();
+        if first > 0 {
+            self.feed(Input::Head(first), &tx, &mut tasks);
+        }
+        loop {
+            tokio::select! {
+                changed = heads.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let height = *heads.borrow_and_update();
+                    self.feed(Input::Head(height), &tx, &mut tasks);
                 }
-                Err(_) => tracing::warn!(height, ?HEAD_WORK_LIMIT, "consensus step timed out"),
+                Some(outcome) = outcomes.recv() => self.feed(outcome, &tx, &mut tasks),
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
         tracing::warn!("the head follower stopped; the consensus loop stops");
     }
 
-    /// Whether reads for a window starting at `window_start_bp` see every
-    /// write: past the window's first block plus the grace the DHT's phase
-    /// validator allows late writers.
-    fn settled(&self, window_start_bp: u32, pos: Position) -> bool {
-        let start = (u128::from(window_start_bp) * u128::from(pos.length))
-            .div_ceil(u128::from(hypertensor_consensus::phase::BASIS_POINTS));
-        u128::from(pos.offset) > start + u128::from(PHASE_GRACE_BLOCKS)
+    fn feed(
+        &mut self,
+        input: Input,
+        tx: &mpsc::UnboundedSender<Input>,
+        tasks: &mut JoinSet<()>,
+    ) {
+        if let Input::Head(height) = input {
+            self.status.send_modify(|s| s.height = height);
+        }
+        for action in self.machine.handle(input) {
+            self.execute(action, tx, tasks);
+        }
     }
 
-    async fn on_head(&mut self, height: u64) -> Result<()> {
-        let pos = self.clock.position_at(height);
-        if self.epoch.as_ref().map(|c| c.epoch) != Some(pos.epoch) {
-            self.epoch = Some(self.read_epoch(pos.epoch).await?);
-            self.done.prune(pos.epoch.saturating_sub(2));
-        } else if self.me_node().is_none() {
-            // Not registered yet (or just now): look again.
-            self.epoch = Some(self.read_epoch(pos.epoch).await?);
-        }
-        self.status.send_modify(|s| {
-            s.height = height;
-        });
-        let Some(me) = self.me_node().cloned() else {
-            return Ok(());
-        };
-        self.status.send_modify(|s| s.node = Some(me.id));
-        let (is_validator, elected) = match self.epoch.as_ref().and_then(|c| c.consensus.as_ref()) {
-            Some(c) => (c.snapshot.contains(&me.id), c.validator == me.id),
-            None => (false, false),
-        };
-        let silent = elected && self.config.behaviour == Behaviour::SilentWhenElected;
-        // Each duty on its own: one failing (a write no peer acknowledged)
-        // must not skip the others of the same head.
-        let mut failures = Vec::new();
-        let mut note = |duty: &'static str, outcome: Result<()>| {
-            if let Err(e) = outcome {
-                failures.push(format!("{duty}: {e:#}"));
+    fn execute(
+        &mut self,
+        action: Action,
+        tx: &mpsc::UnboundedSender<Input>,
+        tasks: &mut JoinSet<()>,
+    ) {
+        let shared = self.shared.clone();
+        let tx = tx.clone();
+        match action {
+            Action::Read { query, asked_at } => {
+                tasks.spawn(async move {
+                    let result = match tokio::time::timeout(ACTION_LIMIT, shared.read(&query)).await
+                    {
+                        Ok(result) => result,
+                        Err(_) => Err(format!("no answer in {ACTION_LIMIT:?}")),
+                    };
+                    let _ = tx.send(Input::Read {
+                        query,
+                        asked_at,
+                        result,
+                    });
+                });
             }
-        };
-        if is_validator && !silent {
-            note("challenge", self.challenge_duty(pos, elected).await);
+            Action::Write { key, bytes } => {
+                tasks.spawn(async move {
+                    let written = tokio::time::timeout(ACTION_LIMIT, shared.dht.write(&key, bytes));
+                    let result = match written.await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(e)) => Err(e.to_string()),
+                        Err(_) => Err(format!("no acknowledgement in {ACTION_LIMIT:?}")),
+                    };
+                    let _ = tx.send(Input::Written { key, result });
+                });
+            }
+            Action::Submit { epoch, call } => {
+                tasks.spawn(async move {
+                    let result = shared.submit(call).await;
+                    let _ = tx.send(Input::Submitted { epoch, result });
+                });
+            }
+            Action::Sketch { epoch, challenge } => {
+                tasks.spawn(async move {
+                    let started = Instant::now();
+                    let metrics = shared.dht.metrics.clone();
+                    let result = tokio::task::spawn_blocking(move || shared.sketch(&challenge))
+                        .await
+                        .unwrap_or_else(|e| Err(format!("the sketch task failed: {e}")));
+                    metrics.add_compute(started.elapsed());
+                    let _ = tx.send(Input::Sketched { epoch, result });
+                });
+            }
+            Action::Guard { epoch, challenge } => {
+                if let Err(e) = shared.guard(&challenge) {
+                    tracing::warn!(epoch, error = %e, "cannot guard the challenge input");
+                }
+            }
+            Action::Notice(notice) => self.notice(notice),
         }
-        if self.hosting.is_some() {
-            note("challenge guard", self.guard_challenge(pos).await);
-            note("hoster commit", self.hoster_commit_duty(pos).await);
-            note("hoster reveal", self.hoster_reveal_duty(pos).await);
-        }
-        if is_validator {
-            note("validator commit", self.validator_commit_duty(pos).await);
-            if elected && !silent {
-                note("proposal", self.propose_duty(pos, me.id).await);
-            } else if !elected {
-                note("attestation", self.attest_duty(pos, me.id).await);
+    }
+
+    /// Logs what the machine noticed and keeps the status.
+    fn notice(&mut self, notice: Notice) {
+        match notice {
+            Notice::Registered { node } => {
+                tracing::info!(node, "the chain lists this node");
+                self.status.send_modify(|s| s.node = Some(node));
+            }
+            Notice::Written { duty, epoch } => {
+                tracing::info!(epoch, ?duty, "record written");
+            }
+            Notice::ChallengeFound { epoch } => {
+                tracing::debug!(epoch, "another validator wrote the challenge");
+            }
+            Notice::Scored { epoch, scores } => {
+                self.status
+                    .send_modify(|s| s.scores = Some((epoch, scores)));
+            }
+            Notice::Submitted { duty, epoch } => {
+                tracing::info!(epoch, ?duty, "submitted");
+            }
+            Notice::OnChain { duty, epoch } => {
+                tracing::info!(epoch, ?duty, "on chain");
+                self.status.send_modify(|s| match duty {
+                    hypertensor_duties::Duty::Proposal => push_recent(&mut s.proposed, epoch),
+                    _ => push_recent(&mut s.attested, epoch),
+                });
+            }
+            Notice::Disagreed { epoch, reason } => {
+                tracing::warn!(epoch, %reason, "not attesting: the proposal differs from my scores");
+            }
+            Notice::Failed { duty, epoch, error } => {
+                tracing::info!(epoch, ?duty, %error, "failed; retrying while its window is open");
             }
         }
-        note("validator reveal", self.validator_reveal_duty(pos).await);
-        match failures.is_empty() {
-            true => Ok(()),
-            false => Err(anyhow::anyhow!(failures.join("; "))),
-        }
     }
+}
 
-    fn me_node(&self) -> Option<&SubnetNode> {
-        self.epoch
-            .as_ref()?
-            .nodes
-            .iter()
-            .find(|n| n.peer_id == self.me)
-    }
-
-    async fn read_epoch(&self, epoch: u64) -> Result<EpochChain> {
+impl Shared {
+    /// Answers a query from the chain or the DHT.
+    async fn read(&self, query: &Query) -> Result<Answer, String> {
         let subnet = self.config.subnet;
-        let nodes = self.chain.subnet_nodes(subnet).await?;
-        let consensus = self.chain.consensus_data(subnet, Some(epoch)).await?;
-        let prev_snapshot = match epoch.checked_sub(1) {
-            Some(prev) => self
-                .chain
-                .consensus_data(subnet, Some(prev))
-                .await?
-                .map(|c| c.snapshot)
-                .unwrap_or_default(),
-            None => Vec::new(),
+        let client = self.connection.client().await;
+        let chain_error = |e: ChainError| {
+            if matches!(e, ChainError::Closed) {
+                self.connection.reconnect_in_background(client.clone());
+            }
+            e.to_string()
         };
-        Ok(EpochChain {
-            epoch,
-            nodes,
-            consensus,
-            prev_snapshot,
+        match query {
+            Query::Epoch(e) => {
+                let nodes = client.subnet_nodes(subnet).await.map_err(chain_error)?;
+                let consensus = client
+                    .consensus_data(subnet, Some(*e))
+                    .await
+                    .map_err(chain_error)?;
+                let prev_snapshot = match e.checked_sub(1) {
+                    Some(prev) => client
+                        .consensus_data(subnet, Some(prev))
+                        .await
+                        .map_err(chain_error)?
+                        .map(|c| c.snapshot)
+                        .unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                Ok(Answer::Epoch(EpochChain {
+                    epoch: *e,
+                    nodes,
+                    consensus,
+                    prev_snapshot,
+                }))
+            }
+            Query::Nodes => Ok(Answer::Nodes(
+                client.subnet_nodes(subnet).await.map_err(chain_error)?,
+            )),
+            Query::Consensus(e) => Ok(Answer::Consensus(
+                client
+                    .consensus_data(subnet, Some(*e))
+                    .await
+                    .map_err(chain_error)?,
+            )),
+            Query::Key(key) => self
+                .dht
+                .read(key)
+                .await
+                .map(Answer::Key)
+                .map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Signs and submits `call`, then watches for its block: a refusal of
+    /// the pool or a failure in the block is `Refused`, anything else that
+    /// keeps the outcome unknown is `Lost`.
+    async fn submit(&self, call: Call) -> Result<(), SubmitError> {
+        let client = self.connection.client().await;
+        let watched = client.sign_and_watch(&self.config.hotkey, call);
+        let inclusion = match tokio::time::timeout(INCLUSION_LIMIT, watched).await {
+            Err(_) => {
+                return Err(SubmitError::Lost(format!(
+                    "not seen in a block within {INCLUSION_LIMIT:?}"
+                )));
+            }
+            Ok(Err(ChainError::Rpc(e))) => return Err(SubmitError::Refused(e.to_string())),
+            Ok(Err(e)) => {
+                if matches!(e, ChainError::Closed) {
+                    self.connection.reconnect_in_background(client.clone());
+                }
+                return Err(SubmitError::Lost(e.to_string()));
+            }
+            Ok(Ok(inclusion)) => inclusion,
+        };
+        match inclusion.events.iter().find_map(|r| match &r.event {
+            Event::ExtrinsicFailed { error } => Some(error.to_string()),
+            _ => None,
+        }) {
+            Some(error) => Err(SubmitError::Refused(format!(
+                "failed in block {}: {error}",
+                inclusion.height
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs the challenge input through each block of the hoster's span
+    /// and sketches every output.
+    fn sketch(&self, challenge: &Challenge) -> Result<Sketches, String> {
+        let hosting = self
+            .hosting
+            .as_ref()
+            .ok_or_else(|| "this node hosts no span".to_string())?;
+        let hidden = self.config.hidden;
+        let input = challenge
+            .input(hidden, self.config.target_norm)
+            .map_err(|e| e.to_string())?;
+        if let Some(server) = &hosting.server {
+            server.set_challenge_input(Some(input.clone()));
+        }
+        let matrix = challenge.sketch_matrix(hidden).map_err(|e| e.to_string())?;
+        let states = HiddenStates::new(hidden, input).map_err(|e| e.to_string())?;
+        let outputs = hosting
+            .span
+            .forward_each_block(&states)
+            .map_err(|e| e.to_string())?;
+        let sketches: Vec<Sketch> = outputs
+            .into_iter()
+            .map(|output| matrix.sketch(&output.into_vec()))
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        let span_start = u32::try_from(hosting.span.range().start)
+            .map_err(|_| "the span starts past u32".to_string())?;
+        Ok(Sketches {
+            span_start,
+            sketches,
         })
     }
 
-    fn chain_epoch(&self) -> Result<&EpochChain> {
-        self.epoch
-            .as_ref()
-            .context("the epoch's chain data is not read yet")
-    }
-
-    /// Writes `challenge/<e>`: the elected validator in its window, any
-    /// other snapshot validator in the fallback window when no snapshot
-    /// validator's challenge is found.
-    async fn challenge_duty(&mut self, pos: Position, elected: bool) -> Result<()> {
-        let e = pos.epoch;
-        let writer = if elected {
-            Writer::ElectedValidator
-        } else {
-            Writer::Validator
-        };
-        if !self
-            .config
-            .phases
-            .may_write(RecordKind::Challenge, e, pos, writer)
-        {
-            return Ok(());
-        }
-        if !self.done.challenge.contains_key(&e) {
-            let outgoing = if !elected && self.read_challenge(e).await?.is_some() {
-                None
-            } else {
-                let challenge = Challenge {
-                    seed: rand::rng().random(),
-                    tokens: self.config.challenge_tokens,
-                };
-                Some(Outgoing::new(challenge.encode()))
-            };
-            self.done.challenge.insert(e, outgoing);
-        }
-        let key = RecordKind::Challenge.key(e);
-        if let Some(Some(out)) = self.done.challenge.get_mut(&e)
-            && !out.written
-        {
-            self.dht.write(&key, out.bytes.clone()).await?;
-            out.written = true;
-            tracing::info!(epoch = e, fallback = !elected, "challenge written");
-        }
-        Ok(())
-    }
-
-    /// The epoch's challenge: the elected validator's record, else the
-    /// fallback of the lowest snapshot node id.
-    async fn read_challenge(&self, e: u64) -> Result<Option<Challenge>> {
-        let chain = self.chain_epoch()?;
-        let Some(consensus) = chain.consensus.as_ref() else {
-            return Ok(None);
-        };
-        let entries = self.dht.read(&RecordKind::Challenge.key(e)).await?;
-        let candidates: Vec<(NodeId, bool, Challenge)> = chain
-            .nodes
-            .iter()
-            .filter(|n| consensus.snapshot.contains(&n.id))
-            .filter_map(|n| {
-                let challenge = Challenge::decode(entries.get(&n.peer_id)?).ok()?;
-                Some((n.id, n.id == consensus.validator, challenge))
-            })
-            .collect();
-        Ok(select_challenge(&candidates).cloned())
-    }
-
-    /// Tells the block server this epoch's challenge input as soon as it
-    /// can be read, so no one can buy its outputs from this server.
-    async fn guard_challenge(&mut self, pos: Position) -> Result<()> {
+    /// Tells the block server the challenge input, so no one can buy its
+    /// outputs from this server.
+    fn guard(&self, challenge: &Challenge) -> Result<(), String> {
         let Some(server) = self.hosting.as_ref().and_then(|h| h.server.clone()) else {
             return Ok(());
         };
-        let e = pos.epoch;
-        // Once guarded, the commit duty's own read settles which challenge
-        // counts (and sets it again when it sketches).
-        if self.guarded == Some(e) {
-            return Ok(());
-        }
-        if let Some(challenge) = self.read_challenge(e).await? {
-            let input = challenge.input(self.config.hidden, self.config.target_norm)?;
-            server.set_challenge_input(Some(input));
-            self.guarded = Some(e);
-        }
+        let input = challenge
+            .input(self.config.hidden, self.config.target_norm)
+            .map_err(|e| e.to_string())?;
+        server.set_challenge_input(Some(input));
         Ok(())
-    }
-
-    async fn hoster_commit_duty(&mut self, pos: Position) -> Result<()> {
-        let e = pos.epoch;
-        let open = self
-            .config
-            .phases
-            .may_write(RecordKind::HosterCommit, e, pos, Writer::Other);
-        // The challenge may still arrive within the grace: read it after.
-        if !open || !self.settled(self.config.phases.hoster_commit.start, pos) {
-            return Ok(());
-        }
-        let key = RecordKind::HosterCommit.key(e);
-        if !self.done.hoster_commit.contains_key(&e) {
-            let Some(hosting) = self.hosting.clone() else {
-                return Ok(());
-            };
-            let Some(challenge) = self.read_challenge(e).await? else {
-                tracing::debug!(epoch = e, "no challenge yet");
-                return Ok(());
-            };
-            let built = if self.config.behaviour == Behaviour::CopyCommit {
-                let commits = self.dht.read(&key).await?;
-                let Some((victim, commit)) = commits.into_iter().find(|(w, _)| *w != self.me)
-                else {
-                    return Ok(());
-                };
-                tracing::info!(epoch = e, %victim, "copying another hoster's commit (fault injection)");
-                self.done.copied_from.insert(e, victim);
-                (Outgoing::new(Vec::new()), Outgoing::new(commit))
-            } else {
-                let config = self.config.clone();
-                let started = Instant::now();
-                let reveal = tokio::task::spawn_blocking(move || {
-                    sketch_challenge(&config, &hosting, &challenge)
-                })
-                .await
-                .context("the sketch task failed")??;
-                self.dht.metrics.add_compute(started.elapsed());
-                let commit = reveal.commit(e, &self.me);
-                (
-                    Outgoing::new(reveal.encode()),
-                    Outgoing::new(commit.0.to_vec()),
-                )
-            };
-            self.done.hoster_commit.insert(e, built);
-        }
-        if let Some((_, commit)) = self.done.hoster_commit.get_mut(&e)
-            && !commit.written
-        {
-            self.dht.write(&key, commit.bytes.clone()).await?;
-            commit.written = true;
-            tracing::info!(epoch = e, "hoster commit written");
-        }
-        Ok(())
-    }
-
-    async fn hoster_reveal_duty(&mut self, pos: Position) -> Result<()> {
-        let e = pos.epoch;
-        if !self
-            .config
-            .phases
-            .may_write(RecordKind::HosterReveal, e, pos, Writer::Other)
-        {
-            return Ok(());
-        }
-        let key = RecordKind::HosterReveal.key(e);
-        if let Some(victim) = self.done.copied_from.get(&e).cloned()
-            && let Some((reveal, _)) = self.done.hoster_commit.get_mut(&e)
-            && reveal.bytes.is_empty()
-        {
-            // The victim has to reveal first: try again next block.
-            let Some(copied) = self.dht.read(&key).await?.remove(&victim) else {
-                return Ok(());
-            };
-            reveal.bytes = copied;
-        }
-        let Some((reveal, commit)) = self.done.hoster_commit.get_mut(&e) else {
-            return Ok(());
-        };
-        if !commit.written || reveal.written {
-            return Ok(());
-        }
-        self.dht.write(&key, reveal.bytes.clone()).await?;
-        reveal.written = true;
-        tracing::info!(epoch = e, "hoster reveal written");
-        Ok(())
-    }
-
-    /// Reads what scoring epoch `e` needs and scores it. The node list is
-    /// read afresh: a node removed during the epoch must not be proposed.
-    async fn score(&self, e: u64) -> Result<EpochScores> {
-        let chain = self.chain_epoch()?;
-        let nodes = self.chain.subnet_nodes(self.config.subnet).await?;
-        let hoster_commits = self.dht.read(&RecordKind::HosterCommit.key(e)).await?;
-        let hoster_reveals = self.dht.read(&RecordKind::HosterReveal.key(e)).await?;
-        let (validator_commits, validator_reveals) = match e.checked_sub(1) {
-            Some(prev) if !chain.prev_snapshot.is_empty() => (
-                self.dht
-                    .read(&RecordKind::ValidatorCommit.key(prev))
-                    .await?,
-                self.dht
-                    .read(&RecordKind::ValidatorReveal.key(prev))
-                    .await?,
-            ),
-            _ => Default::default(),
-        };
-        let view = EpochView {
-            nodes,
-            hoster_commits,
-            hoster_reveals,
-            prev_validators: chain.prev_snapshot.clone(),
-            validator_commits,
-            validator_reveals,
-        };
-        let (params, n_blocks) = (self.config.scores, self.config.n_blocks);
-        let started = Instant::now();
-        let scores = tokio::task::spawn_blocking(move || score_epoch(&params, e, n_blocks, &view))
-            .await
-            .context("the scoring task failed")??;
-        self.dht.metrics.add_compute(started.elapsed());
-        self.status
-            .send_modify(|s| s.scores = Some((e, scores.clone())));
-        Ok(scores)
-    }
-
-    async fn validator_commit_duty(&mut self, pos: Position) -> Result<()> {
-        let e = pos.epoch;
-        let window = self.config.phases.validator_commit;
-        if !self
-            .config
-            .phases
-            .may_write(RecordKind::ValidatorCommit, e, pos, Writer::Validator)
-            || !self.settled(window.start, pos)
-        {
-            return Ok(());
-        }
-        if !self.done.validator_commit.contains_key(&e) {
-            let scores = self.score(e).await?;
-            let mut reveal = ValidatorReveal::new(rand::rng().random::<Salt>(), &scores.hosters)?;
-            let commit = reveal.commit(e, &self.me);
-            if self.config.behaviour == Behaviour::LyingReveal {
-                // Reveal other scores than committed: every hoster the same.
-                let n = reveal.scores.len().max(1) as f64;
-                for (_, s) in &mut reveal.scores {
-                    *s = 0.4 / n;
-                }
-                reveal.salt[0] ^= 1;
-            }
-            self.done.validator_commit.insert(
-                e,
-                (
-                    Outgoing::new(reveal.encode()),
-                    Outgoing::new(commit.0.to_vec()),
-                ),
-            );
-        }
-        if let Some((_, commit)) = self.done.validator_commit.get_mut(&e)
-            && !commit.written
-        {
-            self.dht
-                .write(&RecordKind::ValidatorCommit.key(e), commit.bytes.clone())
-                .await?;
-            commit.written = true;
-            tracing::info!(epoch = e, "validator commit written");
-        }
-        Ok(())
-    }
-
-    async fn validator_reveal_duty(&mut self, pos: Position) -> Result<()> {
-        let Some(e) = pos.epoch.checked_sub(1) else {
-            return Ok(());
-        };
-        if !self
-            .config
-            .phases
-            .may_write(RecordKind::ValidatorReveal, e, pos, Writer::Validator)
-        {
-            return Ok(());
-        }
-        let Some((reveal, commit)) = self.done.validator_commit.get_mut(&e) else {
-            return Ok(());
-        };
-        if !commit.written || reveal.written {
-            return Ok(());
-        }
-        self.dht
-            .write(&RecordKind::ValidatorReveal.key(e), reveal.bytes.clone())
-            .await?;
-        reveal.written = true;
-        tracing::info!(epoch = e, "validator reveal written");
-        Ok(())
-    }
-
-    /// Whether `e`'s proposal or attestation should be (re)submitted now:
-    /// not yet seen on chain, and none submitted in the last few blocks.
-    fn due(&self, e: u64, height: u64) -> bool {
-        !self.done.on_chain.contains(&e)
-            && self
-                .done
-                .submitted
-                .get(&e)
-                .is_none_or(|at| height >= at + RESUBMIT_AFTER_BLOCKS)
-    }
-
-    async fn propose_duty(&mut self, pos: Position, me: NodeId) -> Result<()> {
-        let e = pos.epoch;
-        let window = self.config.phases.proposal;
-        let height = e * pos.length + pos.offset;
-        if !self.config.phases.proposal_open(pos)
-            || !self.settled(window.start, pos)
-            || !self.due(e, height)
-        {
-            return Ok(());
-        }
-        let consensus = self
-            .chain
-            .consensus_data(self.config.subnet, Some(e))
-            .await?;
-        if consensus.as_ref().is_some_and(|c| c.proposal.is_some()) {
-            self.done.on_chain.insert(e);
-            self.status.send_modify(|s| push_recent(&mut s.proposed, e));
-            return Ok(());
-        }
-        let scores = self.score(e).await?;
-        let call = Call::ProposeAttestation {
-            subnet: self.config.subnet,
-            epoch: e,
-            scores: scores.proposal.clone(),
-        };
-        self.done.submitted.insert(e, height);
-        self.chain
-            .sign_and_submit(&self.config.hotkey, call)
-            .await
-            .context("propose_attestation was refused")?;
-        tracing::info!(
-            epoch = e,
-            node = me,
-            nodes = scores.proposal.len(),
-            "proposal submitted"
-        );
-        Ok(())
-    }
-
-    async fn attest_duty(&mut self, pos: Position, me: NodeId) -> Result<()> {
-        let e = pos.epoch;
-        let window = self.config.phases.proposal;
-        let height = e * pos.length + pos.offset;
-        if !self.settled(window.start, pos) || !self.due(e, height) {
-            return Ok(());
-        }
-        let Some(consensus) = self
-            .chain
-            .consensus_data(self.config.subnet, Some(e))
-            .await?
-        else {
-            return Ok(());
-        };
-        if consensus.attestations.contains(&me) {
-            self.done.on_chain.insert(e);
-            self.status.send_modify(|s| push_recent(&mut s.attested, e));
-            return Ok(());
-        }
-        let Some(proposed) = consensus.proposal else {
-            return Ok(());
-        };
-        let scores = self.score(e).await?;
-        if let Err(e_) = check_attestation(&scores.proposal, &proposed) {
-            if self.done.disagreed.insert(e) {
-                tracing::warn!(epoch = e, reason = %e_, "not attesting: the proposal differs from my scores");
-            }
-            return Ok(());
-        }
-        let call = Call::Attest {
-            subnet: self.config.subnet,
-            epoch: e,
-        };
-        self.done.submitted.insert(e, height);
-        self.chain
-            .sign_and_submit(&self.config.hotkey, call)
-            .await
-            .context("attest was refused")?;
-        tracing::info!(epoch = e, "attestation submitted");
-        Ok(())
-    }
-}
-
-/// Runs the challenge input through each block of the hoster's span,
-/// sketches every output and builds the reveal (with a fresh salt).
-fn sketch_challenge(
-    config: &ConsensusConfig,
-    hosting: &Hosting,
-    challenge: &Challenge,
-) -> Result<HosterReveal> {
-    let input = challenge.input(config.hidden, config.target_norm)?;
-    if let Some(server) = &hosting.server {
-        server.set_challenge_input(Some(input.clone()));
-    }
-    let matrix = challenge.sketch_matrix(config.hidden)?;
-    let outputs = hosting
-        .span
-        .forward_each_block(&HiddenStates::new(config.hidden, input)?)?;
-    let mut rng = rand::rng();
-    let mut sketches: Vec<Sketch> = Vec::with_capacity(outputs.len());
-    for output in outputs {
-        let mut values = output.into_vec();
-        if let Behaviour::NoisyHoster { relative_noise } = config.behaviour {
-            add_noise(&mut values, relative_noise, &mut rng);
-        }
-        sketches.push(matrix.sketch(&values)?);
-    }
-    let start = u32::try_from(hosting.span.range().start).context("span start")?;
-    Ok(HosterReveal::new(rng.random(), start, sketches)?)
-}
-
-/// Adds Gaussian noise of `relative` times the values' RMS.
-fn add_noise(values: &mut [f32], relative: f32, rng: &mut impl Rng) {
-    let rms = (values.iter().map(|v| v * v).sum::<f32>() / values.len().max(1) as f32).sqrt();
-    for v in values {
-        // Box-Muller; one normal per pair of uniforms is enough here.
-        let u1: f32 = rng.random_range(f32::EPSILON..1.0);
-        let u2: f32 = rng.random();
-        let z = (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos();
-        *v += z * relative * rms;
     }
 }

@@ -12,9 +12,9 @@
 //!   `watch` channel the consensus loop reads.
 //! * [`ChainStake`] and [`ChainClock`]: the chain's proof of stake and
 //!   epoch, plugged into the DHT's record validators.
-//! * [`ConsensusLoop`]: the per-epoch duties of hosters and validators
-//!   (challenge, commit, reveal, propose, attest), calling the pure
-//!   functions of `hypertensor-consensus`.
+//! * [`ConsensusLoop`]: the executor of the per-epoch duties of hosters
+//!   and validators: it runs the pure state machine of
+//!   `hypertensor-duties` over the chain RPC, the DHT and the model.
 //! * [`devnet`]: a chain, a subnet, hosters, validators and a gateway on
 //!   one machine: what `hypertensor devnet` runs.
 //! * [`NodeError`]: what all of it can fail with.
@@ -38,7 +38,7 @@ pub use chain::ChainConnection;
 pub use clock::{ChainClock, HEAD_SILENCE, PHASE_GRACE_BLOCKS};
 pub use dht::LoopMetrics;
 pub use epoch_loop::{
-    Behaviour, ConsensusConfig, ConsensusLoop, Hosting, LoopStatus, STATUS_EPOCHS,
+    ConsensusConfig, ConsensusLoop, DutiesWrapper, Hosting, LoopStatus, STATUS_EPOCHS,
 };
 pub use error::{NodeError, NodeResult};
 pub use heads::HeadFollower;

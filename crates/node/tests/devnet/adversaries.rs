@@ -6,10 +6,10 @@
 
 use std::sync::OnceLock;
 
-use hypertensor_node::Behaviour;
+use hypertensor_duties::byzantine::Behaviour;
 use hypertensor_runtime::NodeClass;
 
-use crate::scenario::{Scenario, config, node_rewards, run};
+use crate::scenario::{Scenario, byzantine, config, node_rewards, run};
 
 fn adversaries() -> &'static Scenario {
     static SCENARIO: OnceLock<Scenario> = OnceLock::new();
@@ -18,18 +18,18 @@ fn adversaries() -> &'static Scenario {
         config.validators = 3;
         config.hosters = Some(5);
         config.blocks_per_hoster = 30;
-        config.behaviours.insert(
+        config.faults.insert(
             "hoster-0".into(),
-            Behaviour::NoisyHoster {
+            byzantine(Behaviour::NoisyHoster {
                 relative_noise: 0.2,
-            },
+            }),
         );
         config
-            .behaviours
-            .insert("hoster-1".into(), Behaviour::CopyCommit);
+            .faults
+            .insert("hoster-1".into(), byzantine(Behaviour::CopyCommit));
         config
-            .behaviours
-            .insert("validator-0".into(), Behaviour::LyingReveal);
+            .faults
+            .insert("validator-0".into(), byzantine(Behaviour::LyingReveal));
         run(config, 5).stop_nodes()
     })
 }

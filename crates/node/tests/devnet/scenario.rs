@@ -10,10 +10,18 @@ use std::collections::BTreeMap;
 use hypertensor_chain_client::{BlockId, Client};
 use hypertensor_consensus::phase::RecordKind;
 use hypertensor_consensus::records::{Challenge, HosterReveal, ValidatorReveal};
+use hypertensor_duties::byzantine::{Behaviour, Byzantine};
+use hypertensor_node::DutiesWrapper;
 use hypertensor_node::devnet::{Devnet, DevnetConfig, EpochReport};
 use hypertensor_primitives::Fixed;
 use hypertensor_primitives::codec::Encode;
 use hypertensor_runtime::{Event, EventRecord, SettlementOutcome, Totals};
+
+/// A devnet node behaving as `behaviour`: the Byzantine wrapper over its
+/// honest duties.
+pub(crate) fn byzantine(behaviour: Behaviour) -> DutiesWrapper {
+    DutiesWrapper::new(move |duties| Box::new(Byzantine::new(duties, behaviour, rand::random())))
+}
 
 /// Blocks per epoch of the test devnets.
 pub(crate) const EPOCH_LENGTH: u64 = 20;

@@ -1,10 +1,10 @@
 //! An elected validator that stays silent: every validator of this subnet
 //! does nothing when elected, so the first consensus epoch has none.
 
-use hypertensor_node::Behaviour;
+use hypertensor_duties::byzantine::Behaviour;
 use hypertensor_runtime::{Event, PenaltyReason, SettlementOutcome};
 
-use crate::scenario::{EPOCH_LENGTH, config, run};
+use crate::scenario::{EPOCH_LENGTH, byzantine, config, run};
 
 #[test]
 fn a_silent_elected_validator_is_penalized_and_the_emission_stays_in_the_vault() {
@@ -14,8 +14,8 @@ fn a_silent_elected_validator_is_penalized_and_the_emission_stays_in_the_vault()
     config.blocks_per_hoster = 30;
     for i in 0..3 {
         config
-            .behaviours
-            .insert(format!("validator-{i}"), Behaviour::SilentWhenElected);
+            .faults
+            .insert(format!("validator-{i}"), byzantine(Behaviour::SilentWhenElected));
     }
     let s = run(config, 1);
     let r = &s.reports[0];
