@@ -238,12 +238,7 @@ impl ConsensusLoop {
         tracing::warn!("the head follower stopped; the consensus loop stops");
     }
 
-    fn feed(
-        &mut self,
-        input: Input,
-        tx: &mpsc::UnboundedSender<Input>,
-        tasks: &mut JoinSet<()>,
-    ) {
+    fn feed(&mut self, input: Input, tx: &mpsc::UnboundedSender<Input>, tasks: &mut JoinSet<()>) {
         if let Input::Head(height) = input {
             self.status.send_modify(|s| s.height = height);
         }

@@ -13,9 +13,10 @@ fn a_silent_elected_validator_is_penalized_and_the_emission_stays_in_the_vault()
     config.hosters = Some(3);
     config.blocks_per_hoster = 30;
     for i in 0..3 {
-        config
-            .faults
-            .insert(format!("validator-{i}"), byzantine(Behaviour::SilentWhenElected));
+        config.faults.insert(
+            format!("validator-{i}"),
+            byzantine(Behaviour::SilentWhenElected),
+        );
     }
     let s = run(config, 1);
     let r = &s.reports[0];
