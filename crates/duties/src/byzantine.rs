@@ -177,9 +177,11 @@ impl Byzantine {
             return;
         };
         let me = self.inner.me().clone();
-        let victim = match kind {
-            RecordKind::HosterCommit => entries.keys().find(|w| **w != me).cloned(),
-            _ => self.victims.get(&e).cloned(),
+        // One victim per epoch: a retried write copies the same record.
+        let victim = match (kind, self.victims.get(&e)) {
+            (_, Some(victim)) => Some(victim.clone()),
+            (RecordKind::HosterCommit, None) => entries.keys().find(|w| **w != me).cloned(),
+            _ => None,
         };
         let Some(victim) = victim else { return };
         let Some(bytes) = entries.get(&victim).cloned() else {

@@ -80,6 +80,13 @@ struct Done {
     scored: BTreeMap<u64, EpochScores>,
 }
 
+/// The height of a position.
+fn height_of(pos: Position) -> u64 {
+    pos.epoch
+        .saturating_mul(pos.length)
+        .saturating_add(pos.offset)
+}
+
 /// What a score was computed from: the heads its answers were asked at.
 #[derive(Clone, Debug, PartialEq)]
 struct ScoreKey {
@@ -159,7 +166,7 @@ impl Duties {
     }
 
     fn position(&self, height: u64) -> Position {
-        let length = self.config.epoch_length;
+        let length = self.config.epoch_length.max(1);
         Position {
             epoch: height / length,
             offset: height % length,
@@ -169,20 +176,23 @@ impl Duties {
 
     /// The first block of a window starting at `start_bp` in epoch `e`.
     fn window_start(&self, e: u64, start_bp: u32) -> u64 {
-        let length = self.config.epoch_length;
+        let length = self.config.epoch_length.max(1);
         let offset = (u128::from(start_bp) * u128::from(length)).div_ceil(u128::from(BASIS_POINTS));
-        e * length + u64::try_from(offset).unwrap_or(length)
+        e.saturating_mul(length)
+            .saturating_add(u64::try_from(offset).unwrap_or(length))
     }
 
     /// The first head at which reads for a window starting at `start_bp`
     /// of epoch `e` see every write: past the window's first block plus
     /// the grace the DHT's phase validator allows late writers.
     fn settle_height(&self, e: u64, start_bp: u32) -> u64 {
-        self.window_start(e, start_bp) + self.config.grace_blocks + 1
+        self.window_start(e, start_bp)
+            .saturating_add(self.config.grace_blocks)
+            .saturating_add(1)
     }
 
     fn settled(&self, start_bp: u32, pos: Position) -> bool {
-        pos.epoch * pos.length + pos.offset >= self.settle_height(pos.epoch, start_bp)
+        height_of(pos) >= self.settle_height(pos.epoch, start_bp)
     }
 
     fn notice(&mut self, notice: Notice) {
@@ -323,7 +333,7 @@ impl Duties {
             _ => false,
         };
         // Not registered yet (or just now): look again at every head.
-        let Some(chain) = self.epoch_chain(e, e * pos.length, !registered) else {
+        let Some(chain) = self.epoch_chain(e, e.saturating_mul(pos.length), !registered) else {
             return;
         };
         let Some(me) = chain.nodes.iter().find(|n| n.peer_id == self.me).cloned() else {
@@ -367,7 +377,16 @@ impl Duties {
             Writer::Validator
         };
         let phases = self.config.phases;
-        if !phases.may_write(RecordKind::Challenge, e, pos, writer)
+        // The fallback window can be one block: a read asked in it may
+        // answer after it, so the fallback writer may still decide and
+        // write within the grace the DHT allows late writers.
+        let late_fallback = !elected
+            && height_of(pos) >= self.window_start(e, phases.challenge_fallback.start)
+            && height_of(pos)
+                < self
+                    .window_start(e, phases.challenge_fallback.end)
+                    .saturating_add(self.config.grace_blocks);
+        if !(phases.may_write(RecordKind::Challenge, e, pos, writer) || late_fallback)
             || self.done.challenge_found.contains(&e)
         {
             return;
@@ -410,7 +429,9 @@ impl Duties {
         if self.guarded == Some(e) {
             return;
         }
-        if let Some(Some(challenge)) = self.read_challenge(e, chain, e * pos.length, true) {
+        if let Some(Some(challenge)) =
+            self.read_challenge(e, chain, e.saturating_mul(pos.length), true)
+        {
             self.guarded = Some(e);
             self.out.push(Action::Guard {
                 epoch: e,
@@ -432,7 +453,7 @@ impl Duties {
         }
         let key = RecordKind::HosterCommit.key(e);
         if !self.done.records.contains_key(&key) {
-            let height = e * pos.length + pos.offset;
+            let height = height_of(pos);
             if self.sketching.contains_key(&e) || self.failed_sketches.blocked(&e, height) {
                 return;
             }
@@ -480,6 +501,9 @@ impl Duties {
     /// Notes a failed sketch of `e`, asked at `asked_at`: it is asked again
     /// at any later head.
     fn sketch_failed(&mut self, e: u64, asked_at: u64, error: String) {
+        // A forward pass is costly and a failed one usually fails again:
+        // wait for the next head (counted as both attempts of this one).
+        self.failed_sketches.record(e, asked_at);
         self.failed_sketches.record(e, asked_at);
         self.notice(Notice::Failed {
             duty: Duty::HosterCommit,
@@ -661,20 +685,21 @@ impl Duties {
     /// `height`: not seen on chain, none in flight, and none submitted in
     /// the last few blocks.
     fn due(&self, e: u64, height: u64) -> bool {
+        // Refused: at the next head. Otherwise after a few blocks without
+        // the chain showing it, even while its watch has not answered (the
+        // consensus read then says whether the first one landed).
         let retry = |at: &u64| match self.done.refused.contains(&e) {
-            true => height > *at,
-            false => height >= at + self.config.resubmit_after_blocks,
+            true => height > *at && !self.submitting.contains_key(&e),
+            false => height >= at.saturating_add(self.config.resubmit_after_blocks),
         };
-        !self.done.on_chain.contains(&e)
-            && !self.submitting.contains_key(&e)
-            && self.done.submitted.get(&e).is_none_or(retry)
+        !self.done.on_chain.contains(&e) && self.done.submitted.get(&e).is_none_or(retry)
     }
 
     /// The oldest head a consensus read may be asked at to say whether a
     /// submission of `e` is on chain: after the last submission.
     fn consensus_threshold(&self, e: u64, settle: u64) -> u64 {
         match self.done.submitted.get(&e) {
-            Some(at) => settle.max(at + 1),
+            Some(at) => settle.max(at.saturating_add(1)),
             None => settle,
         }
     }
@@ -708,7 +733,7 @@ impl Duties {
     fn propose_duty(&mut self, pos: Position, chain: &EpochChain) {
         let e = pos.epoch;
         let start = self.config.phases.proposal.start;
-        let height = e * pos.length + pos.offset;
+        let height = height_of(pos);
         if !self.config.phases.proposal_open(pos) || self.resend(e, height, Duty::Proposal) {
             return;
         }
@@ -742,7 +767,7 @@ impl Duties {
     fn attest_duty(&mut self, pos: Position, me: NodeId, chain: &EpochChain) {
         let e = pos.epoch;
         let start = self.config.phases.proposal.start;
-        let height = e * pos.length + pos.offset;
+        let height = height_of(pos);
         if self.resend(e, height, Duty::Attestation) {
             return;
         }
@@ -944,5 +969,108 @@ impl DutyMachine for Duties {
         self.take_input(input);
         self.evaluate();
         std::mem::take(&mut self.out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hypertensor_primitives::Keypair;
+    use hypertensor_runtime::{EpochConsensus, NodeClass, SubnetNode};
+
+    use super::*;
+
+    fn node(id: NodeId, key: &Keypair) -> SubnetNode {
+        SubnetNode {
+            id,
+            owner: key.account_id(),
+            hotkey: key.account_id(),
+            peer_id: key.peer_id(),
+            client_peer_id: None,
+            stake: 1,
+            class: NodeClass::Validator,
+            class_start_epoch: 0,
+            start_epoch: 0,
+            penalties: 0,
+            promotion_progress: 0,
+        }
+    }
+
+    /// Answers every read the machine asks for with a chain where this
+    /// node is a non-elected validator of every epoch, for a few rounds.
+    fn drive(machine: &mut Duties, heads: &[u64], me: &SubnetNode, other: &SubnetNode) {
+        for &head in heads {
+            let mut inputs = vec![Input::Head(head)];
+            for _ in 0..8 {
+                let mut next = Vec::new();
+                for input in inputs.drain(..) {
+                    for action in machine.handle(input) {
+                        if let Action::Read { query, asked_at } = action {
+                            let e = query.epoch().unwrap_or(0);
+                            let consensus = EpochConsensus {
+                                subnet: 1,
+                                epoch: e,
+                                validator: other.id,
+                                snapshot: vec![me.id, other.id],
+                                proposal: Some(vec![(me.id, 1), (other.id, 1)]),
+                                attestations: Default::default(),
+                                outcome: None,
+                            };
+                            let answer = match &query {
+                                Query::Epoch(e) => Answer::Epoch(EpochChain {
+                                    epoch: *e,
+                                    nodes: vec![me.clone(), other.clone()],
+                                    consensus: Some(consensus),
+                                    prev_snapshot: vec![me.id, other.id],
+                                }),
+                                Query::Nodes => Answer::Nodes(vec![me.clone(), other.clone()]),
+                                Query::Consensus(_) => Answer::Consensus(Some(consensus)),
+                                Query::Key(_) => Answer::Key(Entries::new()),
+                            };
+                            next.push(Input::Read {
+                                query,
+                                asked_at,
+                                result: Ok(answer),
+                            });
+                        }
+                    }
+                }
+                inputs = next;
+            }
+        }
+    }
+
+    #[test]
+    fn heads_at_the_end_of_u64_and_odd_epoch_lengths_never_panic() {
+        let (a, b) = (Keypair::dev("alice"), Keypair::dev("bob"));
+        let (me, other) = (node(1, &a), node(2, &b));
+        for length in [0, 1, 7, 10, 20, 600] {
+            let mut config = DutyConfig::new(1, length, 4, true);
+            config.epoch_length = length;
+            let mut machine = Duties::new(config, a.peer_id(), [7; 32]);
+            drive(
+                &mut machine,
+                &[5, 19, u64::MAX - 20, u64::MAX - 3, u64::MAX - 1, u64::MAX],
+                &me,
+                &other,
+            );
+            assert_eq!(machine.height(), Some(u64::MAX));
+        }
+    }
+
+    #[test]
+    fn a_registered_validator_asks_to_read_its_epoch_and_scores() {
+        let (a, b) = (Keypair::dev("alice"), Keypair::dev("bob"));
+        let (me, other) = (node(1, &a), node(2, &b));
+        let mut machine = Duties::new(DutyConfig::new(1, 20, 4, false), a.peer_id(), [7; 32]);
+        // Past the validator commit window's settle point of epoch 3.
+        drive(&mut machine, &[60, 74, 75], &me, &other);
+        assert_eq!(machine.node(), Some(1));
+        assert!(
+            machine
+                .done
+                .records
+                .contains_key(&RecordKind::ValidatorCommit.key(3)),
+            "the validator commit of epoch 3 is built"
+        );
     }
 }

@@ -7,6 +7,8 @@
 //! acknowledges never holds back another duty; each is bounded by a
 //! timeout and answered to the machine, which decides what to retry.
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -140,6 +142,43 @@ const ACTION_LIMIT: Duration = Duration::from_secs(20);
 /// Longest a submission is watched for its block.
 const INCLUSION_LIMIT: Duration = Duration::from_secs(30);
 
+/// The actions running, each with the input that tells the machine it
+/// failed should its task panic (so no duty waits forever for it).
+#[derive(Default)]
+struct Actions {
+    tasks: JoinSet<()>,
+    failures: HashMap<tokio::task::Id, Input>,
+}
+
+impl Actions {
+    fn spawn(&mut self, failed: Input, task: impl Future<Output = ()> + Send + 'static) {
+        let id = self.tasks.spawn(task).id();
+        self.failures.insert(id, failed);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Waits for the next action to end; the failure input of one that
+    /// panicked or was cancelled (the others answered themselves).
+    async fn next_failure(&mut self) -> Option<Input> {
+        loop {
+            match self.tasks.join_next_with_id().await? {
+                Ok((id, ())) => {
+                    self.failures.remove(&id);
+                }
+                Err(e) => {
+                    if let Some(failed) = self.failures.remove(&e.id()) {
+                        tracing::warn!(error = %e, "a consensus action's task failed");
+                        return Some(failed);
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// One node's consensus loop. Build with [`ConsensusLoop::new`], then
 /// [`ConsensusLoop::run`] it.
 pub struct ConsensusLoop {
@@ -217,7 +256,7 @@ impl ConsensusLoop {
     /// are cancelled.
     pub async fn run(mut self, mut heads: watch::Receiver<u64>) {
         let (tx, mut outcomes) = mpsc::unbounded_channel::<Input>();
-        let mut tasks = JoinSet::new();
+        let mut tasks = Actions::default();
         let first = *heads.borrow_and_update();
         if first > 0 {
             self.feed(Input::Head(first), &tx, &mut tasks);
@@ -232,32 +271,38 @@ impl ConsensusLoop {
                     self.feed(Input::Head(height), &tx, &mut tasks);
                 }
                 Some(outcome) = outcomes.recv() => self.feed(outcome, &tx, &mut tasks),
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                Some(failed) = tasks.next_failure(), if !tasks.is_empty() => {
+                    self.feed(failed, &tx, &mut tasks);
+                }
             }
         }
         tracing::warn!("the head follower stopped; the consensus loop stops");
     }
 
-    fn feed(&mut self, input: Input, tx: &mpsc::UnboundedSender<Input>, tasks: &mut JoinSet<()>) {
+    fn feed(&mut self, input: Input, tx: &mpsc::UnboundedSender<Input>, tasks: &mut Actions) {
         if let Input::Head(height) = input {
             self.status.send_modify(|s| s.height = height);
         }
-        for action in self.machine.handle(input) {
+        // The machine scores inline: its time counts as the loop's compute.
+        let started = Instant::now();
+        let actions = self.machine.handle(input);
+        self.shared.dht.metrics.add_compute(started.elapsed());
+        for action in actions {
             self.execute(action, tx, tasks);
         }
     }
 
-    fn execute(
-        &mut self,
-        action: Action,
-        tx: &mpsc::UnboundedSender<Input>,
-        tasks: &mut JoinSet<()>,
-    ) {
+    fn execute(&mut self, action: Action, tx: &mpsc::UnboundedSender<Input>, tasks: &mut Actions) {
         let shared = self.shared.clone();
         let tx = tx.clone();
         match action {
             Action::Read { query, asked_at } => {
-                tasks.spawn(async move {
+                let failed = Input::Read {
+                    query: query.clone(),
+                    asked_at,
+                    result: Err("the read task failed".into()),
+                };
+                tasks.spawn(failed, async move {
                     let result = match tokio::time::timeout(ACTION_LIMIT, shared.read(&query)).await
                     {
                         Ok(result) => result,
@@ -271,7 +316,11 @@ impl ConsensusLoop {
                 });
             }
             Action::Write { key, bytes } => {
-                tasks.spawn(async move {
+                let failed = Input::Written {
+                    key: key.clone(),
+                    result: Err("the write task failed".into()),
+                };
+                tasks.spawn(failed, async move {
                     let written = tokio::time::timeout(ACTION_LIMIT, shared.dht.write(&key, bytes));
                     let result = match written.await {
                         Ok(Ok(())) => Ok(()),
@@ -282,13 +331,21 @@ impl ConsensusLoop {
                 });
             }
             Action::Submit { epoch, call } => {
-                tasks.spawn(async move {
+                let failed = Input::Submitted {
+                    epoch,
+                    result: Err(SubmitError::Lost("the submission task failed".into())),
+                };
+                tasks.spawn(failed, async move {
                     let result = shared.submit(call).await;
                     let _ = tx.send(Input::Submitted { epoch, result });
                 });
             }
             Action::Sketch { epoch, challenge } => {
-                tasks.spawn(async move {
+                let failed = Input::Sketched {
+                    epoch,
+                    result: Err("the sketch task failed".into()),
+                };
+                tasks.spawn(failed, async move {
                     let started = Instant::now();
                     let metrics = shared.dht.metrics.clone();
                     let result = tokio::task::spawn_blocking(move || shared.sketch(&challenge))
@@ -409,12 +466,9 @@ impl Shared {
                 )));
             }
             Ok(Err(ChainError::Rpc(e))) => return Err(SubmitError::Refused(e.to_string())),
-            Ok(Err(e)) => {
-                if matches!(e, ChainError::Closed) {
-                    self.connection.reconnect_in_background(client.clone());
-                }
-                return Err(SubmitError::Lost(e.to_string()));
-            }
+            // Reads notice a broken connection; a watch's own subscription
+            // ending says nothing about the connection.
+            Ok(Err(e)) => return Err(SubmitError::Lost(e.to_string())),
             Ok(Ok(inclusion)) => inclusion,
         };
         match inclusion.events.iter().find_map(|r| match &r.event {

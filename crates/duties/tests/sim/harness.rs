@@ -503,7 +503,13 @@ impl Sim {
                 self.reply(i, Input::Written { key, result });
             }
             Action::Submit { epoch, call } => match lost {
+                // Lost: the answer never comes, and half the time the
+                // extrinsic reached the pool anyway (it lands, unreported).
                 true => {
+                    if self.rng.next_u32().is_multiple_of(2) {
+                        let xt = self.signed(&self.nodes[i].hotkey, call);
+                        self.pool.push((xt, None));
+                    }
                     let result = Err(SubmitError::Lost("the chain did not answer".into()));
                     self.reply(i, Input::Submitted { epoch, result });
                 }
