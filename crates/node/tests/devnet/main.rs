@@ -8,4 +8,5 @@ mod phases;
 mod restart;
 mod scenario;
 mod silent;
+mod spans;
 mod unstaked;
