@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use hypertensor_consensus::phase::RecordKind;
-use hypertensor_consensus::records::ValidatorReveal;
+use hypertensor_consensus::records::{HosterReveal, ValidatorReveal};
 use hypertensor_primitives::PeerId;
 use hypertensor_primitives::codec::Encode;
 use hypertensor_runtime::Call;
@@ -34,6 +34,9 @@ pub enum Behaviour {
     CopyCommit,
     /// A validator whose reveal does not match its commit.
     LyingReveal,
+    /// A hoster whose reveal does not match its commit (it reveals other
+    /// sketches than it committed to).
+    LyingHosterReveal,
     /// A validator that writes no challenge and proposes nothing when it is
     /// the elected one.
     SilentWhenElected,
@@ -142,6 +145,24 @@ impl Byzantine {
                             *s = 0.4 / n;
                         }
                         reveal.salt[0] ^= 1;
+                        reveal.encode()
+                    }
+                    Err(_) => bytes,
+                };
+                out.push(Action::Write { key, bytes });
+            }
+            (Behaviour::LyingHosterReveal, Action::Write { key, bytes })
+                if matches!(
+                    RecordKind::parse_key(&key),
+                    Ok((RecordKind::HosterReveal, _))
+                ) =>
+            {
+                let bytes = match HosterReveal::decode(&bytes) {
+                    Ok(mut reveal) => {
+                        // Other sketches than committed: the first one moved.
+                        if let Some(first) = reveal.body.sketches.first_mut() {
+                            first[0] += 1.0;
+                        }
                         reveal.encode()
                     }
                     Err(_) => bytes,

@@ -207,6 +207,27 @@ fn a_hoster_republishing_another_commit_scores_zero() {
 }
 
 #[test]
+fn a_hoster_whose_reveal_does_not_match_its_commit_scores_zero() {
+    let nodes = with(subnet(3, 4), "hoster-2", Behaviour::LyingHosterReveal);
+    for_seeds(
+        "hoster_whose_reveal",
+        SEEDS,
+        |_| spec(nodes.clone()),
+        |o| {
+            for e in EPOCHS {
+                o.in_consensus(e);
+                let scores = o.scores(e);
+                assert_eq!(scores["hoster-2"], 0, "epoch {e}: {scores:?}");
+                assert!(scores["hoster-0"] > 0, "epoch {e}: {scores:?}");
+                let rewards = o.rewards(e);
+                let liar = rewards.get(&o.id("hoster-2")).copied().unwrap_or(0);
+                assert!(liar < rewards[&o.id("hoster-0")], "epoch {e}: {rewards:?}");
+            }
+        },
+    );
+}
+
+#[test]
 fn a_validator_whose_reveal_does_not_match_its_commit_scores_zero() {
     let nodes = with(subnet(4, 4), "validator-0", Behaviour::LyingReveal);
     for_seeds(
