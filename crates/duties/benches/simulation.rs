@@ -11,8 +11,7 @@ mod harness;
 
 use std::time::Instant;
 
-use harness::{BLOCK_MS, Change, Faults, NodeSpec, Sim, Spec, subnet};
-use hypertensor_duties::byzantine::Behaviour;
+use harness::{BLOCK_MS, Change, Faults, Sim, Spec, newcomer, subnet};
 
 /// Blocks each run simulates: four consensus epochs, settled.
 const HEIGHTS: u64 = 101;
@@ -30,12 +29,7 @@ fn honest() -> Spec {
 
 fn churn() -> Spec {
     let mut nodes = subnet(3, 4);
-    nodes.push(NodeSpec {
-        name: "hoster-4".into(),
-        hosts: true,
-        class: None,
-        behaviour: Behaviour::Honest,
-    });
+    nodes.push(newcomer("hoster-4"));
     Spec {
         nodes,
         until_height: HEIGHTS,

@@ -111,6 +111,17 @@ pub(crate) fn subnet(validators: usize, hosters: usize) -> Vec<NodeSpec> {
     nodes
 }
 
+/// An honest hoster that is not on chain at genesis (it joins through a
+/// [`Change::Join`]).
+pub(crate) fn newcomer(name: &str) -> NodeSpec {
+    NodeSpec {
+        name: name.into(),
+        hosts: true,
+        class: None,
+        behaviour: Behaviour::Honest,
+    }
+}
+
 struct SimNode {
     spec: NodeSpec,
     owner: Keypair,

@@ -8,7 +8,9 @@ use hypertensor_duties::byzantine::Behaviour;
 use hypertensor_primitives::Fixed;
 use hypertensor_runtime::{Event, NodeId, SettlementOutcome};
 
-use crate::harness::{Change, EPOCH_LENGTH, Faults, NodeSpec, Outcome, Spec, for_seeds, subnet};
+use crate::harness::{
+    Change, EPOCH_LENGTH, Faults, NodeSpec, Outcome, Spec, for_seeds, newcomer, subnet,
+};
 
 /// Seeds per scenario in the default test run.
 const SEEDS: u64 = 500;
@@ -71,6 +73,23 @@ impl Outcome {
             } else {
                 self.in_consensus(e);
             }
+        }
+    }
+
+    /// Every epoch is in consensus, the faulty hoster `name` scores zero
+    /// in each while honest `hoster-0` scores, and it is paid less.
+    fn hoster_scores_zero(&self, name: &str) {
+        for e in EPOCHS {
+            self.in_consensus(e);
+            let scores = self.scores(e);
+            assert_eq!(scores[name], 0, "epoch {e}: {scores:?}");
+            assert!(scores["hoster-0"] > 0, "epoch {e}: {scores:?}");
+            let rewards = self.rewards(e);
+            let faulty = rewards.get(&self.id(name)).copied().unwrap_or(0);
+            assert!(
+                faulty < rewards[&self.id("hoster-0")],
+                "epoch {e}: {rewards:?}"
+            );
         }
     }
 
@@ -192,16 +211,7 @@ fn a_hoster_republishing_another_commit_scores_zero() {
         SEEDS,
         |_| spec(nodes.clone()),
         |o| {
-            for e in EPOCHS {
-                o.in_consensus(e);
-                let scores = o.scores(e);
-                assert_eq!(scores["hoster-1"], 0, "epoch {e}: {scores:?}");
-                assert!(scores["hoster-0"] > 0, "epoch {e}: {scores:?}");
-                assert!(
-                    !o.rewards(e).contains_key(&o.id("hoster-1"))
-                        || o.rewards(e)[&o.id("hoster-1")] < o.rewards(e)[&o.id("hoster-0")]
-                );
-            }
+            o.hoster_scores_zero("hoster-1");
         },
     );
 }
@@ -214,15 +224,7 @@ fn a_hoster_whose_reveal_does_not_match_its_commit_scores_zero() {
         SEEDS,
         |_| spec(nodes.clone()),
         |o| {
-            for e in EPOCHS {
-                o.in_consensus(e);
-                let scores = o.scores(e);
-                assert_eq!(scores["hoster-2"], 0, "epoch {e}: {scores:?}");
-                assert!(scores["hoster-0"] > 0, "epoch {e}: {scores:?}");
-                let rewards = o.rewards(e);
-                let liar = rewards.get(&o.id("hoster-2")).copied().unwrap_or(0);
-                assert!(liar < rewards[&o.id("hoster-0")], "epoch {e}: {rewards:?}");
-            }
+            o.hoster_scores_zero("hoster-2");
         },
     );
 }
@@ -279,12 +281,7 @@ fn a_silent_elected_validator_is_penalized_and_the_emission_stays_in_the_vault()
 #[test]
 fn nodes_joining_and_leaving_mid_epoch_do_not_stop_consensus() {
     let mut nodes = subnet(3, 4);
-    nodes.push(NodeSpec {
-        name: "hoster-4".into(),
-        hosts: true,
-        class: None,
-        behaviour: Behaviour::Honest,
-    });
+    nodes.push(newcomer("hoster-4"));
     let spec = |seed: u64| {
         let mut s = spec(nodes.clone());
         // Mid-epoch, at a height that changes with the seed: a join in
