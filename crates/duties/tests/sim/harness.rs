@@ -11,7 +11,7 @@ use hypertensor_consensus::phase::PhaseParams;
 use hypertensor_consensus::records::{Challenge, SKETCH_LEN, Sketch};
 use hypertensor_duties::byzantine::{Behaviour, Byzantine};
 use hypertensor_duties::{
-    Action, Answer, Duties, DutyConfig, DutyMachine, EpochChain, Input, Notice, Query, Sketches,
+    Action, Answer, Duties, DutyConfig, DutyMachine, EpochChain, Input, Query, Sketches,
     SubmitError,
 };
 use hypertensor_primitives::{Balance, Keypair, PeerId, TENSOR};
@@ -128,7 +128,9 @@ struct SimNode {
     hotkey: Keypair,
     machine: Box<dyn DutyMachine>,
     online: bool,
-    notices: Vec<Notice>,
+    /// Named in `SIM_DUMP`: what it notices and asks for is printed as it
+    /// happens.
+    traced: bool,
 }
 
 enum Event {
@@ -146,8 +148,6 @@ pub(crate) struct Outcome {
     pub(crate) consensus: BTreeMap<u64, EpochConsensus>,
     /// Node ids by name (nodes that joined included).
     pub(crate) ids: BTreeMap<String, NodeId>,
-    /// What each node's machine noticed, by name.
-    pub(crate) notices: BTreeMap<String, Vec<Notice>>,
 }
 
 /// A simulation run.
@@ -216,6 +216,8 @@ impl Sim {
             active: true,
             nodes: Vec::new(),
         };
+        let dump = std::env::var("SIM_DUMP").unwrap_or_default();
+        let traced: Vec<&str> = dump.split(',').collect();
         let mut nodes = Vec::new();
         for node in &spec.nodes {
             let owner = key_of(&node.name, "owner");
@@ -255,7 +257,7 @@ impl Sim {
                 owner,
                 hotkey,
                 machine,
-                notices: Vec::new(),
+                traced: traced.iter().any(|t| *t == node.name),
             });
         }
         genesis.subnets.push(subnet);
@@ -363,11 +365,6 @@ impl Sim {
             events: self.log,
             consensus: self.consensus,
             ids,
-            notices: self
-                .nodes
-                .into_iter()
-                .map(|n| (n.spec.name, n.notices))
-                .collect(),
         }
     }
 
@@ -436,45 +433,32 @@ impl Sim {
         let actions = self.nodes[i].machine.handle(input);
         for action in actions {
             match action {
-                Action::Notice(notice) => {
-                    if std::env::var("SIM_DUMP")
-                        .is_ok_and(|d| d.split(',').any(|n| n == self.nodes[i].spec.name))
-                    {
-                        eprintln!(
-                            "t={} h={} {}: {notice:?}",
-                            self.now,
-                            self.state.height(),
-                            self.nodes[i].spec.name
-                        );
-                    }
-                    self.nodes[i].notices.push(notice)
-                }
-                Action::Read { .. } | Action::Write { .. } | Action::Submit { .. }
-                    if std::env::var("SIM_DUMP")
-                        .is_ok_and(|d| d.split(',').any(|n| n == self.nodes[i].spec.name)) =>
-                {
-                    eprintln!(
-                        "t={} h={} {}: {}",
-                        self.now,
-                        self.state.height(),
-                        self.nodes[i].spec.name,
-                        match &action {
-                            Action::Read { query, asked_at } =>
-                                format!("read {query:?} at {asked_at}"),
-                            Action::Write { key, .. } => format!("write {key}"),
-                            Action::Submit { epoch, .. } => format!("submit {epoch}"),
-                            _ => String::new(),
-                        }
-                    );
-                    let delay = self.latency();
-                    self.at(self.now + delay, Event::Serve(i, action));
-                }
+                Action::Notice(notice) => self.trace(i, &format!("{notice:?}")),
                 Action::Guard { .. } => {}
                 action => {
+                    if self.nodes[i].traced {
+                        let asked = match &action {
+                            Action::Read { query, asked_at } => {
+                                format!("read {query:?} at {asked_at}")
+                            }
+                            Action::Write { key, .. } => format!("write {key}"),
+                            Action::Submit { epoch, .. } => format!("submit {epoch}"),
+                            other => format!("{other:?}"),
+                        };
+                        self.trace(i, &asked);
+                    }
                     let delay = self.latency();
                     self.at(self.now + delay, Event::Serve(i, action));
                 }
             }
+        }
+    }
+
+    fn trace(&self, i: usize, what: &str) {
+        let node = &self.nodes[i];
+        if node.traced {
+            let (t, h) = (self.now, self.state.height());
+            eprintln!("t={t} h={h} {}: {what}", node.spec.name);
         }
     }
 
@@ -689,11 +673,6 @@ pub(crate) fn for_seeds(
     for seed in seeds {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let outcome = Sim::new(&spec(seed), seed).run();
-            if let Ok(names) = std::env::var("SIM_DUMP") {
-                for name in names.split(',') {
-                    dump(&outcome, name);
-                }
-            }
             check(&outcome);
         }));
         if let Err(panic) = outcome {
@@ -707,13 +686,5 @@ pub(crate) fn for_seeds(
                  rerun it alone: SIM_SEED={seed} cargo test -p hypertensor-duties --test sim {name}"
             );
         }
-    }
-}
-
-/// Prints what one node noticed (`SIM_DUMP=hoster-0,validator-1`, for
-/// debugging a seed).
-fn dump(outcome: &Outcome, name: &str) {
-    for n in &outcome.notices[name] {
-        eprintln!("{name}: {n:?}");
     }
 }
