@@ -102,6 +102,17 @@ const JOIN_WAIT: Duration = Duration::from_secs(10);
 /// Wait before retrying a failed announcement.
 const ANNOUNCE_RETRY: Duration = Duration::from_secs(1);
 
+/// Resolves when the next announcement is due: at `at`, or earlier when
+/// `alone` and a first peer joins.
+async fn next_attempt(p2p: &Client, at: tokio::time::Instant, alone: bool) {
+    if alone {
+        let left = at.saturating_duration_since(tokio::time::Instant::now());
+        p2p.wait_for_peers(left).await;
+    } else {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
 /// Decode steps timed to measure throughput.
 const MEASURE_STEPS: usize = 8;
 
@@ -219,16 +230,22 @@ impl BlockServer {
         p2p.wait_for_peers(JOIN_WAIT).await;
         let mut next_announce = tokio::time::Instant::now();
         let mut retry = ANNOUNCE_RETRY;
+        // Set after an announcement failed with no peer known: the next
+        // attempt is made as soon as one joins, not only when the backoff
+        // ends, so a lone server shows up to the first peer promptly.
+        let mut alone = false;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep_until(next_announce) => {
+                _ = next_attempt(&p2p, next_announce, alone) => {
                     next_announce = match self.announce(&p2p, ServerState::Online).await {
                         Ok(()) => {
                             retry = ANNOUNCE_RETRY;
+                            alone = false;
                             tokio::time::Instant::now() + refresh
                         }
                         Err(e) => {
                             tracing::info!(error = %e, ?retry, "announcement reached no peer; retrying");
+                            alone = p2p.routing_table_size().await.unwrap_or(0) == 0;
                             let next = tokio::time::Instant::now() + retry.min(refresh);
                             retry = (retry * 2).min(refresh);
                             next

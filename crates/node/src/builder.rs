@@ -43,8 +43,9 @@ use crate::tasks::TaskManager;
 const BOOTSTRAP_WAIT: Duration = Duration::from_secs(5);
 
 /// Longest a hoster choosing the weakest span waits for the swarm it
-/// joins to show an announcement.
-const ANNOUNCEMENT_WAIT: Duration = Duration::from_secs(3);
+/// joins to show an announcement (a lone server announces only once this
+/// node has joined it, which can take seconds on a loaded machine).
+const ANNOUNCEMENT_WAIT: Duration = Duration::from_secs(10);
 
 /// Pause between two reads of the announcements meanwhile.
 const ANNOUNCEMENT_POLL: Duration = Duration::from_millis(200);
