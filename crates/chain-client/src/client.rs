@@ -286,7 +286,8 @@ impl Client {
         let wait = async {
             while let Some(head) = heads.next().await {
                 let head = head?;
-                if let Some(found) = self.find_in_block(head.hash, submitted.hash).await? {
+                let block = BlockId::Hash(head.hash);
+                if let Some(found) = self.find_in_block(block, submitted.hash).await? {
                     return Ok(found);
                 }
             }
@@ -300,11 +301,13 @@ impl Client {
             })?
     }
 
-    /// Looks for extrinsic `hash` in block `block`.
-    pub async fn find_in_block(&self, block: H256, hash: H256) -> Result<Option<Inclusion>> {
-        let Some(info) = self.block(Some(BlockId::Hash(block))).await? else {
+    /// Looks for extrinsic `hash` in block `block` (by hash or height);
+    /// `None` when the block does not hold it or does not exist yet.
+    pub async fn find_in_block(&self, block: BlockId, hash: H256) -> Result<Option<Inclusion>> {
+        let Some(info) = self.block(Some(block)).await? else {
             return Ok(None);
         };
+        let block = info.hash;
         let Some(index) = info.block.extrinsics.iter().position(|x| x.hash() == hash) else {
             return Ok(None);
         };

@@ -227,8 +227,7 @@ impl NodeBuilder {
                 chain.clock.clone(),
                 hosting,
             )
-            .await
-            .map_err(|e| NodeError::Consensus(format!("{e:#}")))?;
+            .await?;
             status = Some(consensus_loop.status());
             metrics = Some(consensus_loop.metrics());
             self.tasks

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hypertensor_chain_client::Error as ChainError;
+use hypertensor_chain_client::{BlockId, Error as ChainError};
 use hypertensor_consensus::phase::PhaseParams;
 use hypertensor_consensus::records::{Challenge, Sketch};
 use hypertensor_consensus::scores::ScoreParams;
@@ -185,6 +185,9 @@ pub struct ConsensusLoop {
     machine: Box<dyn DutyMachine>,
     shared: Arc<Shared>,
     status: watch::Sender<LoopStatus>,
+    /// The node's heads, which submissions watch for their blocks (set
+    /// by [`ConsensusLoop::run`]).
+    heads: Option<watch::Receiver<u64>>,
 }
 
 /// What every action's task needs.
@@ -237,6 +240,7 @@ impl ConsensusLoop {
                 hosting,
             }),
             status: watch::Sender::new(LoopStatus::default()),
+            heads: None,
         })
     }
 
@@ -257,6 +261,7 @@ impl ConsensusLoop {
     pub async fn run(mut self, mut heads: watch::Receiver<u64>) {
         let (tx, mut outcomes) = mpsc::unbounded_channel::<Input>();
         let mut tasks = Actions::default();
+        self.heads = Some(heads.clone());
         let first = *heads.borrow_and_update();
         if first > 0 {
             self.feed(Input::Head(first), &tx, &mut tasks);
@@ -335,8 +340,13 @@ impl ConsensusLoop {
                     epoch,
                     result: Err(SubmitError::Lost("the submission task failed".into())),
                 };
+                let Some(heads) = self.heads.clone() else {
+                    // Only `run` feeds the machine, and it sets the heads.
+                    let _ = tx.send(failed);
+                    return;
+                };
                 tasks.spawn(failed, async move {
-                    let result = shared.submit(call).await;
+                    let result = shared.submit(call, heads).await;
                     let _ = tx.send(Input::Submitted { epoch, result });
                 });
             }
@@ -453,23 +463,46 @@ impl Shared {
         }
     }
 
-    /// Signs and submits `call`, then watches for its block: a refusal of
-    /// the pool or a failure in the block is `Refused`, anything else that
-    /// keeps the outcome unknown is `Lost`.
-    async fn submit(&self, call: Call) -> Result<(), SubmitError> {
+    /// Signs and submits `call`, then looks for it in each block the
+    /// node's head follower reports (`heads`), so a submission opens no
+    /// head subscription of its own: a refusal of the pool or a failure in
+    /// the block is `Refused`, anything else that keeps the outcome unknown
+    /// is `Lost`.
+    async fn submit(&self, call: Call, mut heads: watch::Receiver<u64>) -> Result<(), SubmitError> {
         let client = self.connection.client().await;
-        let watched = client.sign_and_watch(&self.config.hotkey, call);
-        let inclusion = match tokio::time::timeout(INCLUSION_LIMIT, watched).await {
+        // Blocks up to this height were built before the submission.
+        let mut checked = *heads.borrow_and_update();
+        let xt = match client.sign_and_submit(&self.config.hotkey, call).await {
+            Ok(xt) => xt,
+            Err(ChainError::Rpc(e)) => return Err(SubmitError::Refused(e.to_string())),
+            Err(e) => return Err(SubmitError::Lost(e.to_string())),
+        };
+        let hash = xt.hash();
+        let included = async {
+            loop {
+                if heads.changed().await.is_err() {
+                    return Err(SubmitError::Lost("the head follower stopped".into()));
+                }
+                let top = *heads.borrow_and_update();
+                // The follower may skip heights (it reports the latest):
+                // every block since the last one looked at is searched.
+                while checked < top {
+                    checked += 1;
+                    match client.find_in_block(BlockId::Height(checked), hash).await {
+                        Ok(Some(inclusion)) => return Ok(inclusion),
+                        Ok(None) => {}
+                        Err(e) => return Err(SubmitError::Lost(e.to_string())),
+                    }
+                }
+            }
+        };
+        let inclusion = match tokio::time::timeout(INCLUSION_LIMIT, included).await {
             Err(_) => {
                 return Err(SubmitError::Lost(format!(
                     "not seen in a block within {INCLUSION_LIMIT:?}"
                 )));
             }
-            Ok(Err(ChainError::Rpc(e))) => return Err(SubmitError::Refused(e.to_string())),
-            // Reads notice a broken connection; a watch's own subscription
-            // ending says nothing about the connection.
-            Ok(Err(e)) => return Err(SubmitError::Lost(e.to_string())),
-            Ok(Ok(inclusion)) => inclusion,
+            Ok(result) => result?,
         };
         match inclusion.events.iter().find_map(|r| match &r.event {
             Event::ExtrinsicFailed { error } => Some(error.to_string()),
