@@ -68,6 +68,13 @@ pub enum Error {
         /// The panic's message.
         reason: String,
     },
+    /// A task of the node ended while the node was running (its sockets
+    /// or its producer went away without an error of their own).
+    #[error("{what} stopped unexpectedly")]
+    Stopped {
+        /// Which task.
+        what: String,
+    },
     /// Stored data could not be decoded or is inconsistent.
     #[error("corrupt database: {0}")]
     Corrupt(String),

@@ -261,7 +261,9 @@ impl Node {
 
 fn flatten(r: std::result::Result<Result<()>, tokio::task::JoinError>, what: &str) -> Result<()> {
     match r {
-        Ok(Ok(())) => Err(Error::Config(format!("{what} stopped unexpectedly"))),
+        Ok(Ok(())) => Err(Error::Stopped {
+            what: what.to_string(),
+        }),
         Ok(Err(e)) => Err(e),
         Err(e) => Err(Error::Panicked {
             what: what.to_string(),

@@ -441,6 +441,23 @@ mod tests {
     }
 
     #[test]
+    fn a_panic_inside_the_store_is_reported_as_damage_naming_the_file() {
+        let path = Path::new("/data/chain/chain.redb");
+        let err = guarded::<()>(path, || panic!("page 7: invalid checksum")).unwrap_err();
+        let text = err.to_string();
+        assert!(!text.contains("configuration"), "{text}");
+        assert!(text.contains("/data/chain/chain.redb"), "{text}");
+        match bad_problem(err) {
+            DatabaseProblem::Damaged(reason) => {
+                assert!(reason.contains("page 7: invalid checksum"), "{reason}")
+            }
+            other => panic!("expected damage, got {other}"),
+        }
+        // What does not panic passes through untouched.
+        assert_eq!(guarded(path, || Ok(7)).unwrap(), 7);
+    }
+
+    #[test]
     fn damaged_pages_are_refused_as_damaged_not_as_configuration() {
         let dir = temp_dir("damaged");
         let genesis = GenesisConfig::dev().build().unwrap();

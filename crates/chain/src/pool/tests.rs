@@ -190,10 +190,16 @@ fn future_nonces_from_many_cheap_accounts_cannot_keep_an_honest_transfer_out() {
     };
     let mut pool = Pool::new(config.clone());
     let mut admitted = 0;
+    let mut first_two = Vec::new();
     for k in &keys {
         for n in 1..=64 {
             match pool.submit(&state, transfer(k, n, 1, &state)) {
-                Ok(_) => admitted += 1,
+                Ok((hash, _)) => {
+                    if first_two.len() < 2 {
+                        first_two.push(hash);
+                    }
+                    admitted += 1;
+                }
                 Err(PoolError::TooManyFuture { .. } | PoolError::Full { .. }) => {}
                 Err(e) => panic!("{e}"),
             }
@@ -209,6 +215,12 @@ fn future_nonces_from_many_cheap_accounts_cannot_keep_an_honest_transfer_out() {
         .unwrap();
     assert!(ready);
     assert_eq!(pool.len(), config.capacity);
+    // The one evicted is the oldest future one, the next oldest stays.
+    assert!(!pool.hashes.contains(&first_two[0]), "the oldest was kept");
+    assert!(
+        pool.hashes.contains(&first_two[1]),
+        "a younger one was evicted"
+    );
     // Another future one is refused while the pool is full.
     let late = Keypair::dev("charlie");
     assert_eq!(
