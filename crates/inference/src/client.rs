@@ -32,6 +32,7 @@ use serde_json::json;
 use tokio::runtime::Handle;
 
 use crate::announce::{ServerInfo, ServerState, block_key};
+use crate::bans::{BanPolicy, Bans};
 use crate::error::{InferenceError, Result};
 use crate::routing::{Candidate, largest_reservation, shortest_route};
 use crate::wire::{
@@ -94,33 +95,6 @@ pub struct ClientStats {
     pub bans: u64,
 }
 
-/// A server's record of faults.
-#[derive(Debug, Clone, Copy)]
-struct Ban {
-    until: Instant,
-    strikes: u32,
-    last_fault: Instant,
-}
-
-/// A server's strikes after a new fault at `now`: its earlier strikes, less
-/// one for each `decay` since its last fault, plus this one.
-fn strikes_after_fault(previous: Option<&Ban>, now: Instant, decay: Duration) -> u32 {
-    let decay = decay.max(Duration::from_millis(1));
-    let kept = previous.map_or(0, |ban| {
-        let quiet = now.saturating_duration_since(ban.last_fault);
-        let forgiven = (quiet.as_nanos() / decay.as_nanos()).min(u32::MAX as u128) as u32;
-        ban.strikes.saturating_sub(forgiven)
-    });
-    kept.saturating_add(1)
-}
-
-/// The ban for a server with `strikes`: `base` doubled for each strike past
-/// the first, at most `max`.
-fn ban_length(strikes: u32, base: Duration, max: Duration) -> Duration {
-    let factor = 1u32 << strikes.saturating_sub(1).min(16);
-    base.saturating_mul(factor).min(max)
-}
-
 /// Announced servers with their announcements.
 type Servers = Vec<(PeerId, ServerInfo)>;
 
@@ -143,7 +117,7 @@ struct Offer {
 
 #[derive(Debug, Default)]
 struct Shared {
-    bans: HashMap<PeerId, Ban>,
+    bans: Bans,
     /// Free cache tokens servers reported when refusing, and when.
     reported_free: HashMap<PeerId, (u64, Instant)>,
     latencies: HashMap<PeerId, Duration>,
@@ -271,40 +245,28 @@ impl SwarmClient {
     }
 
     fn is_banned(&self, peer: &PeerId) -> bool {
-        self.lock()
-            .bans
-            .get(peer)
-            .is_some_and(|ban| ban.until > Instant::now())
+        self.lock().bans.is_banned(peer, Instant::now())
     }
 
     /// Bans `peer` for a fault, for a time doubling with each strike; a
     /// strike is forgiven for each [`ClientConfig::ban_decay`] without one.
     fn ban(&self, peer: PeerId, error: &InferenceError) {
-        let now = Instant::now();
-        let decay = self.config.ban_decay;
+        let policy = BanPolicy {
+            base: self.config.ban_base,
+            max: self.config.ban_max,
+            decay: self.config.ban_decay,
+        };
         let mut shared = self.lock();
         shared.stats.failures += 1;
         shared.stats.bans += 1;
-        let strikes = strikes_after_fault(shared.bans.get(&peer), now, decay);
-        let length = ban_length(strikes, self.config.ban_base, self.config.ban_max);
-        shared.bans.insert(
-            peer,
-            Ban {
-                until: now + length,
-                strikes,
-                last_fault: now,
-            },
-        );
+        let (strikes, length) = shared.bans.fault(peer, Instant::now(), &policy);
         shared.latencies.remove(&peer);
         tracing::info!(%peer, %error, ban = ?length, strikes, "server banned");
     }
 
     /// Forgets `peer`'s strikes: it just served a step.
     fn served(&self, peer: &PeerId) {
-        let mut shared = self.lock();
-        if !shared.bans.is_empty() {
-            shared.bans.remove(peer);
-        }
+        self.lock().bans.served(peer);
     }
 
     /// Notes a refusal without fault; a full server's report of its free
@@ -323,7 +285,7 @@ impl SwarmClient {
     /// The strikes `peer` has now (0 when it has none), for tests and
     /// status views.
     pub fn strikes(&self, peer: &PeerId) -> u32 {
-        self.lock().bans.get(peer).map_or(0, |ban| ban.strikes)
+        self.lock().bans.strikes(peer)
     }
 
     /// The free cache of `peer` as best known: its announcement, or its
@@ -936,38 +898,5 @@ mod tests {
             let reason = check_hidden_states(&out, 2, 3).unwrap_err();
             assert!(reason.contains("not finite"), "{reason}");
         }
-    }
-
-    #[test]
-    fn bans_double_with_strikes_and_strikes_decay_while_quiet() {
-        let (base, max) = (Duration::from_secs(5), Duration::from_secs(600));
-        assert_eq!(ban_length(1, base, max), Duration::from_secs(5));
-        assert_eq!(ban_length(2, base, max), Duration::from_secs(10));
-        assert_eq!(ban_length(4, base, max), Duration::from_secs(40));
-        assert_eq!(ban_length(30, base, max), max);
-
-        let decay = Duration::from_secs(60);
-        let t0 = Instant::now();
-        assert_eq!(strikes_after_fault(None, t0, decay), 1);
-        let ban = Ban {
-            until: t0 + base,
-            strikes: 5,
-            last_fault: t0,
-        };
-        // A fault soon after: one more strike.
-        assert_eq!(
-            strikes_after_fault(Some(&ban), t0 + Duration::from_secs(1), decay),
-            6
-        );
-        // Two quiet minutes forgive two strikes.
-        assert_eq!(
-            strikes_after_fault(Some(&ban), t0 + Duration::from_secs(121), decay),
-            4
-        );
-        // A long quiet spell forgives them all: the next ban is the first.
-        assert_eq!(
-            strikes_after_fault(Some(&ban), t0 + Duration::from_secs(3600), decay),
-            1
-        );
     }
 }

@@ -29,6 +29,7 @@
 
 pub mod announce;
 mod backend;
+mod bans;
 mod client;
 mod error;
 mod node;

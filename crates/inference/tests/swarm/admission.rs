@@ -99,6 +99,35 @@ async fn requests_beyond_the_free_cache_are_fitted_and_ban_no_one() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_without_max_tokens_runs_to_the_room_that_fits_and_ends_with_length() {
+    // Room for the chat template, the question and a few dozen tokens:
+    // the story asked for cannot end inside it.
+    const ROOM: usize = 96;
+    let (swarm, servers) = small_swarm("unbounded", ROOM).await;
+    let client = swarm.client(|_| {}).await;
+    let addr = serve_api(client.clone()).await;
+    for _ in 0..2 {
+        let (status, v) = post(
+            addr,
+            "/v1/chat/completions",
+            json!({"model": MODEL, "temperature": 0, "messages": [{"role": "user",
+                   "content": "Tell me a long story about a dragon and a knight."}]}),
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["choices"][0]["finish_reason"], "length", "{v}");
+        assert_eq!(v["usage"]["total_tokens"], ROOM, "{v}");
+        let generated = v["usage"]["completion_tokens"].as_u64().unwrap();
+        assert!(generated > 8, "{v}");
+    }
+    // Fitting is not a fault: no strike against any server.
+    assert_eq!(client.stats().bans, 0);
+    for s in &servers {
+        assert_eq!(client.strikes(&s.peer), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn abandoned_requests_free_every_servers_cache_at_once() {
     let swarm = Swarm::new("abandon").await;
     let mut servers = Vec::new();
