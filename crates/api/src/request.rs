@@ -427,6 +427,31 @@ mod tests {
     }
 
     #[test]
+    fn zero_max_tokens_is_named_as_such_not_as_a_context_overflow() {
+        for body in [
+            json!({"model": "m", "prompt": "x", "max_tokens": 0}),
+            json!({"model": "m", "messages": [{"role": "user", "content": "x"}],
+                   "max_completion_tokens": 0}),
+        ] {
+            let chat = body.get("messages").is_some();
+            let e = if chat {
+                ChatRequest::parse(body).unwrap_err()
+            } else {
+                CompletionRequest::parse(body).unwrap_err()
+            };
+            let text = e.to_string();
+            assert!(text.contains("must be at least 1, got 0"), "{text}");
+            assert!(!text.contains("context"), "{text}");
+            let name = if chat {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            };
+            assert_eq!(param_of(e).as_deref(), Some(name));
+        }
+    }
+
+    #[test]
     fn defaults_follow_openai() {
         let r = CompletionRequest::parse(
             json!({"model": "m", "prompt": ["hi"], "seed": 7, "stop": "\n"}),
