@@ -41,6 +41,9 @@ pub(crate) struct Faults {
     pub(crate) max_latency_ms: u64,
     /// Per mille of reads, writes and submissions lost.
     pub(crate) drop_per_mille: u32,
+    /// Whether a retry right after a loss may be lost too (else losses
+    /// are transient and every duty's retries fit their windows).
+    pub(crate) losses_can_repeat: bool,
 }
 
 impl Default for Faults {
@@ -48,6 +51,7 @@ impl Default for Faults {
         Faults {
             max_latency_ms: 400,
             drop_per_mille: 50,
+            losses_can_repeat: false,
         }
     }
 }
@@ -141,6 +145,7 @@ enum Event {
 }
 
 /// What a run left behind, for the scenario's checks.
+#[derive(Debug, PartialEq)]
 pub(crate) struct Outcome {
     /// Every block's events, with the block's height.
     pub(crate) events: Vec<(u64, EventRecord)>,
@@ -300,11 +305,12 @@ impl Sim {
         self.rng.next_u64() % (self.faults.max_latency_ms + 1)
     }
 
-    /// Whether this attempt of `what` by node `i` is lost. Losses are
-    /// transient: an attempt right after a lost one goes through, so the
-    /// retries of the duties always fit their windows.
+    /// Whether this attempt of `what` by node `i` is lost. Unless
+    /// [`Faults::losses_can_repeat`], losses are transient: an attempt
+    /// right after a lost one goes through, so the retries of the duties
+    /// always fit their windows.
     fn dropped(&mut self, i: usize, what: String) -> bool {
-        if self.dropped_last.remove(&(i, what.clone())) {
+        if self.dropped_last.remove(&(i, what.clone())) && !self.faults.losses_can_repeat {
             return false;
         }
         let lost = self.rng.next_u32() % 1000 < self.faults.drop_per_mille;
@@ -653,13 +659,14 @@ impl Sim {
 
 /// Runs `check` on `spec` for every seed of the run (`SIM_SEEDS` of them,
 /// default `default_seeds`; or only `SIM_SEED`), naming the scenario and
-/// the failing seed, and how to rerun it alone.
+/// the failing seed, and how to rerun it alone. Returns how many seeds
+/// ran.
 pub(crate) fn for_seeds(
     name: &str,
     default_seeds: u64,
     spec: impl Fn(u64) -> Spec,
     check: impl Fn(&Outcome),
-) {
+) -> usize {
     let seeds: Vec<u64> = match std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
         Some(seed) => vec![seed],
         None => {
@@ -670,6 +677,7 @@ pub(crate) fn for_seeds(
             (0..n).collect()
         }
     };
+    let runs = seeds.len();
     for seed in seeds {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             let outcome = Sim::new(&spec(seed), seed).run();
@@ -687,4 +695,5 @@ pub(crate) fn for_seeds(
             );
         }
     }
+    runs
 }

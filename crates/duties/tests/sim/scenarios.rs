@@ -2,6 +2,7 @@
 //! silent elected validator, nodes joining and leaving, and a node removed
 //! between the proposal and the attestations.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use hypertensor_duties::byzantine::Behaviour;
@@ -9,7 +10,7 @@ use hypertensor_primitives::Fixed;
 use hypertensor_runtime::{Event, NodeId, SettlementOutcome};
 
 use crate::harness::{
-    Change, EPOCH_LENGTH, Faults, NodeSpec, Outcome, Spec, for_seeds, newcomer, subnet,
+    Change, EPOCH_LENGTH, Faults, NodeSpec, Outcome, Sim, Spec, for_seeds, newcomer, subnet,
 };
 
 /// Seeds per scenario in the default test run.
@@ -18,6 +19,8 @@ const SEEDS: u64 = 500;
 const EPOCHS: std::ops::RangeInclusive<u64> = 1..=4;
 /// Long enough for the last checked epoch to be settled.
 const UNTIL: u64 = (5 * EPOCH_LENGTH) + 1;
+/// The churn scenario runs longer, until a newcomer is scored.
+const CHURN_EPOCHS: u64 = 6;
 
 fn spec(nodes: Vec<NodeSpec>) -> Spec {
     Spec {
@@ -252,7 +255,10 @@ fn a_validator_whose_reveal_does_not_match_its_commit_scores_zero() {
 #[test]
 fn a_silent_elected_validator_is_penalized_and_the_emission_stays_in_the_vault() {
     let nodes = with(subnet(3, 4), "validator-0", Behaviour::SilentWhenElected);
-    for_seeds(
+    // Elections are seeded by the chain: count those the silent validator
+    // won, so the scenario cannot pass without testing its point.
+    let elected = Cell::new(0usize);
+    let runs = for_seeds(
         "silent",
         SEEDS,
         |_| spec(nodes.clone()),
@@ -261,6 +267,7 @@ fn a_silent_elected_validator_is_penalized_and_the_emission_stays_in_the_vault()
             for e in EPOCHS {
                 let consensus = &o.consensus[&e];
                 if consensus.validator == silent {
+                    elected.set(elected.get() + 1);
                     assert_eq!(o.settled(e), &SettlementOutcome::NoProposal, "epoch {e}");
                     assert!(o.penalties_at(e, silent) > 0, "epoch {e}: not penalized");
                     assert!(
@@ -276,6 +283,14 @@ fn a_silent_elected_validator_is_penalized_and_the_emission_stays_in_the_vault()
             }
         },
     );
+    // One validator in three is elected: about 4/3 elections per seed.
+    if runs >= 20 {
+        assert!(
+            elected.get() * 2 >= runs,
+            "the silent validator was elected {} times in {runs} seeds",
+            elected.get()
+        );
+    }
 }
 
 #[test]
@@ -284,6 +299,7 @@ fn nodes_joining_and_leaving_mid_epoch_do_not_stop_consensus() {
     nodes.push(newcomer("hoster-4"));
     let spec = |seed: u64| {
         let mut s = spec(nodes.clone());
+        s.until_height = (CHURN_EPOCHS + 1) * EPOCH_LENGTH + 1;
         // Mid-epoch, at a height that changes with the seed: a join in
         // epoch 1 and a leave in epoch 2 before its proposal window (a
         // removal after the proposal is the next scenario).
@@ -313,10 +329,22 @@ fn nodes_joining_and_leaving_mid_epoch_do_not_stop_consensus() {
                 "epoch {e}: the removed node was paid"
             );
         }
-        // The newcomer is Idle (not scored) while it waits for promotion.
+        // The newcomer is Idle (not scored) while it waits for promotion
+        // (two epochs in consensus), then takes part like everyone else.
         let newcomer = o.id("hoster-4");
         let proposal = o.consensus[&2].proposal.clone().unwrap_or_default();
         assert!(proposal.iter().all(|(n, _)| *n != newcomer), "{proposal:?}");
+        for e in (*EPOCHS.end() + 1)..=CHURN_EPOCHS {
+            o.in_consensus(e);
+            // (The genesis hosters are Validator class by then and are
+            // scored for validating too, so only positivity compares.)
+            let scores = o.scores(e);
+            assert!(scores["hoster-4"] > 0, "epoch {e}: {scores:?}");
+            assert!(
+                o.rewards(e)[&newcomer] > 0,
+                "epoch {e}: the newcomer was not paid"
+            );
+        }
     });
 }
 
@@ -341,4 +369,93 @@ fn a_node_removed_between_proposal_and_attestation_leaves_the_epoch_in_consensus
             assert!(scores["hoster-0"] > 0, "{scores:?}");
         }
     });
+}
+
+#[test]
+fn the_same_seed_replays_the_same_run() {
+    let mut nodes = with(subnet(3, 4), "hoster-1", Behaviour::CopyCommit);
+    nodes.push(newcomer("hoster-4"));
+    let spec = |seed: u64| {
+        let mut s = spec(nodes.clone());
+        s.changes = vec![(EPOCH_LENGTH + 3 + seed % 7, Change::Join("hoster-4".into()))];
+        s.faults = harsh_network();
+        s
+    };
+    for seed in 0..20 {
+        let first = Sim::new(&spec(seed), seed).run();
+        let second = Sim::new(&spec(seed), seed).run();
+        assert!(first == second, "seed {seed} ran two ways");
+    }
+    // And the seed matters: two seeds do not run the same way.
+    assert!(Sim::new(&spec(0), 0).run() != Sim::new(&spec(0), 1).run());
+}
+
+/// The epochs before the genesis hosters can be promoted to Validator
+/// (two epochs in consensus with a positive score).
+const BEFORE_PROMOTION: std::ops::Range<u64> = 1..3;
+
+/// Answers up to a block late (the grace every window keeps for late
+/// writes), and one attempt in seven lost, retries included.
+fn harsh_network() -> Faults {
+    Faults {
+        max_latency_ms: 1_000,
+        drop_per_mille: 150,
+        losses_can_repeat: true,
+    }
+}
+
+#[test]
+fn an_honest_subnet_on_a_harsh_network_mostly_agrees_and_pays_honest_hosters_alike() {
+    let agreed = Cell::new(0usize);
+    let runs = for_seeds(
+        "harsh_network",
+        SEEDS,
+        |_| Spec {
+            faults: harsh_network(),
+            ..spec(subnet(3, 4))
+        },
+        |o| {
+            for e in EPOCHS {
+                if matches!(o.settled(e), SettlementOutcome::InConsensus { .. }) {
+                    agreed.set(agreed.get() + 1);
+                }
+            }
+            // Before any hoster is promoted to Validator (and scored for
+            // validating too), a hoster whose records were lost scores
+            // zero and every other honest hoster scores the same.
+            for e in BEFORE_PROMOTION.start..BEFORE_PROMOTION.end {
+                if !matches!(o.settled(e), SettlementOutcome::InConsensus { .. }) {
+                    continue;
+                }
+                let scores = o.scores(e);
+                let best = HOSTERS.iter().map(|h| scores[*h]).max().unwrap_or(0);
+                for h in HOSTERS {
+                    assert!(scores[h] == 0 || scores[h] == best, "epoch {e}: {scores:?}");
+                }
+                let rewards = o.rewards(e);
+                let paid: Vec<u128> = HOSTERS
+                    .iter()
+                    .filter(|h| scores[**h] > 0)
+                    .map(|h| rewards[&o.id(h)])
+                    .collect();
+                assert!(paid.iter().all(|r| *r == paid[0]), "epoch {e}: {paid:?}");
+            }
+        },
+    );
+    let epochs = runs * EPOCHS.count();
+    eprintln!(
+        "harsh network: {} of {epochs} epochs in consensus",
+        agreed.get()
+    );
+    // Measured: 1,725 of 2,000 (86%) over the 500 default seeds. The rest
+    // fall short of attestations: a proposal that lands late leaves the
+    // attesters a few blocks, and a lost attestation retried a block
+    // later can miss the epoch's end (see docs/consensus.md).
+    if runs >= 20 {
+        assert!(
+            agreed.get() * 10 >= epochs * 8,
+            "only {} of {epochs} epochs in consensus",
+            agreed.get()
+        );
+    }
 }
