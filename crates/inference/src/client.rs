@@ -104,6 +104,9 @@ const SERVERS_TTL: Duration = Duration::from_secs(1);
 /// How long a server's own report of its free cache (in a refusal) is
 /// trusted over its announcement, which is refreshed less often.
 const REPORTED_FREE_TTL: Duration = Duration::from_secs(5);
+/// Longest [`SwarmSession::open_route`] waits for room to free before a
+/// request is refused for capacity.
+const CAPACITY_WAIT: Duration = Duration::from_secs(2);
 /// Times [`SwarmSession::open_route`] plans again after servers turned out
 /// fuller than announced.
 const PLAN_ATTEMPTS: usize = 4;
@@ -525,7 +528,33 @@ impl SwarmSession<'_> {
     /// out fuller than they announced are avoided and the route planned
     /// again. Returns the positions reserved, which
     /// [`LanguageModel::context_length`] reports from then on.
+    ///
+    /// When no route has room, it waits up to [`CAPACITY_WAIT`] (pauses
+    /// doubling from 100 ms) for room to free before giving up: sessions
+    /// that just ended (a client's previous request among them) release
+    /// their reservations a moment after they close.
     pub async fn open_route(&mut self, min_tokens: usize) -> Result<usize> {
+        let deadline = tokio::time::Instant::now() + CAPACITY_WAIT;
+        let mut pause = Duration::from_millis(100);
+        let wanted = self.reserve;
+        loop {
+            self.reserve = wanted;
+            match self.try_open_route(min_tokens).await {
+                Err(
+                    e @ (InferenceError::InsufficientCapacity { .. }
+                    | InferenceError::NoRoute { .. }),
+                ) if tokio::time::Instant::now() + pause <= deadline => {
+                    tracing::debug!(error = %e, ?pause, "no room yet; waiting for some to free");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    /// One attempt of [`SwarmSession::open_route`], without waiting.
+    async fn try_open_route(&mut self, min_tokens: usize) -> Result<usize> {
         let total = self.client.model.n_blocks;
         let wanted = self.reserve;
         let mut failures = 0;

@@ -220,38 +220,18 @@ impl BlockServer {
     }
 
     /// Serves sessions arriving on `events` and refreshes the announcement
-    /// until `events` closes. Cancel-safe: dropping the future drops every
-    /// session (their caches and reservations are freed).
+    /// until `events` closes. Sessions are accepted from the start, while
+    /// the announcement waits for a first peer and is retried on its own
+    /// (a slow DHT never holds back a session). Cancel-safe: dropping the
+    /// future drops every session (their caches and reservations are
+    /// freed).
     pub async fn run(self: Arc<Self>, p2p: Client, mut events: mpsc::Receiver<Event>) {
         let mut sessions = JoinSet::new();
-        let refresh =
-            (self.config.announce_ttl.min(ANNOUNCE_MAX_TTL) / 3).max(Duration::from_millis(100));
-        // Announcing before we know any peer would reach no one.
-        p2p.wait_for_peers(JOIN_WAIT).await;
-        let mut next_announce = tokio::time::Instant::now();
-        let mut retry = ANNOUNCE_RETRY;
-        // Set after an announcement failed with no peer known: the next
-        // attempt is made as soon as one joins, not only when the backoff
-        // ends, so a lone server shows up to the first peer promptly.
-        let mut alone = false;
+        let announcing = self.clone().keep_announced(p2p);
+        tokio::pin!(announcing);
         loop {
             tokio::select! {
-                _ = next_attempt(&p2p, next_announce, alone) => {
-                    next_announce = match self.announce(&p2p, ServerState::Online).await {
-                        Ok(()) => {
-                            retry = ANNOUNCE_RETRY;
-                            alone = false;
-                            tokio::time::Instant::now() + refresh
-                        }
-                        Err(e) => {
-                            tracing::info!(error = %e, ?retry, "announcement reached no peer; retrying");
-                            alone = p2p.routing_table_size().await.unwrap_or(0) == 0;
-                            let next = tokio::time::Instant::now() + retry.min(refresh);
-                            retry = (retry * 2).min(refresh);
-                            next
-                        }
-                    };
-                }
+                () = &mut announcing => {}
                 event = events.recv() => match event {
                     Some(Event::InboundSession { method, body, session }) if method == SESSION_METHOD => {
                         sessions.spawn(self.clone().serve_session(body, session));
@@ -267,6 +247,38 @@ impl BlockServer {
                     }
                 }
             }
+        }
+    }
+
+    /// Announces the server and refreshes the announcement forever: after
+    /// a first peer joins (announcing before would reach no one), then
+    /// every third of the announcement's lifetime, retrying a failure with
+    /// a doubling pause (at once when it failed for want of any peer and
+    /// one joins).
+    async fn keep_announced(self: Arc<Self>, p2p: Client) {
+        let refresh =
+            (self.config.announce_ttl.min(ANNOUNCE_MAX_TTL) / 3).max(Duration::from_millis(100));
+        p2p.wait_for_peers(JOIN_WAIT).await;
+        let mut next_announce = tokio::time::Instant::now();
+        let mut retry = ANNOUNCE_RETRY;
+        // Set after an announcement failed with no peer known.
+        let mut alone = false;
+        loop {
+            next_attempt(&p2p, next_announce, alone).await;
+            next_announce = match self.announce(&p2p, ServerState::Online).await {
+                Ok(()) => {
+                    retry = ANNOUNCE_RETRY;
+                    alone = false;
+                    tokio::time::Instant::now() + refresh
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, ?retry, "announcement reached no peer; retrying");
+                    alone = p2p.routing_table_size().await.unwrap_or(0) == 0;
+                    let next = tokio::time::Instant::now() + retry.min(refresh);
+                    retry = (retry * 2).min(refresh);
+                    next
+                }
+            };
         }
     }
 

@@ -53,11 +53,17 @@ async fn open(p2p: &Client, server: PeerId, dtype: Dtype) -> RpcSession {
         dtype,
         max_tokens: 4 * TOKENS as u32,
     };
-    let mut session = p2p
-        .open_session(server, SESSION_METHOD, request.encode())
+    let opened = async {
+        let mut session = p2p
+            .open_session(server, SESSION_METHOD, request.encode())
+            .await
+            .unwrap();
+        let reply = session.recv().await.unwrap().unwrap();
+        (session, reply)
+    };
+    let (session, reply) = tokio::time::timeout(Duration::from_secs(30), opened)
         .await
-        .unwrap();
-    let reply = session.recv().await.unwrap().unwrap();
+        .expect("the server answers the opening within 30 s");
     decode_open_reply(&reply).unwrap().unwrap();
     session
 }
