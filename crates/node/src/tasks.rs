@@ -14,6 +14,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinSet};
 
+/// How long [`TaskManager::wait_for_failure`] looks for the cause of a
+/// task that returned: another task's failure or panic.
+const CAUSE_WAIT: Duration = Duration::from_millis(200);
+
 /// Why a critical task stopped.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TaskExit {
@@ -161,9 +165,26 @@ impl TaskManager {
     }
 
     /// Waits until a critical task stops and says which and how; pending
-    /// forever if there are none. Cancel-safe: a task that stops while the
-    /// future is dropped is reported by the next call.
+    /// forever if there are none. A task that merely returned is often the
+    /// consequence of another's failure (the channel it read closed when
+    /// that one panicked), so a failure or panic that follows within
+    /// [`CAUSE_WAIT`] is reported instead. Cancel-safe: a task that stops
+    /// while the future is dropped is reported by the next call.
     pub async fn wait_for_failure(&mut self) -> TaskFailure {
+        let first = self.next_exit().await;
+        if first.exit != TaskExit::Returned {
+            return first;
+        }
+        match tokio::time::timeout(CAUSE_WAIT, self.next_exit()).await {
+            Ok(cause) if cause.exit != TaskExit::Returned => {
+                tracing::debug!(task = %first.name, "stopped after another task's failure");
+                cause
+            }
+            _ => first,
+        }
+    }
+
+    async fn next_exit(&mut self) -> TaskFailure {
         loop {
             let Some(joined) = self.tasks.join_next_with_id().await else {
                 return std::future::pending().await;
@@ -285,6 +306,30 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
+
+    #[tokio::test]
+    async fn the_task_that_failed_is_named_not_the_one_that_stopped_because_of_it() {
+        let mut tasks = TaskManager::new();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        // Reads what the other one sends; returns when it is gone.
+        tasks.spawn_critical("reader", async move { while rx.recv().await.is_some() {} });
+        // Its channel closes before its panic is reported (as when a
+        // panic unwinds through the event loop that owned the sender).
+        tasks.spawn_critical("doomed", async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(tx);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            if true {
+                panic!("the socket is on fire");
+            }
+        });
+        let failure = tasks.wait_for_failure().await;
+        assert_eq!(failure.name, "doomed");
+        assert_eq!(
+            failure.exit,
+            TaskExit::Panicked("the socket is on fire".into())
+        );
+    }
 
     #[tokio::test]
     async fn a_panicking_task_stops_the_manager_with_its_name() {
