@@ -225,13 +225,13 @@ impl NodeBuilder {
                 p2p.clone(),
                 chain.connection.clone(),
                 chain.clock.clone(),
+                heads.clone(),
                 hosting,
             )
             .await?;
             status = Some(consensus_loop.status());
             metrics = Some(consensus_loop.metrics());
-            self.tasks
-                .spawn_critical("consensus", consensus_loop.run(heads.clone()));
+            self.tasks.spawn_critical("consensus", consensus_loop.run());
         }
 
         let swarm = match options.swarm_client || options.api.is_some() {

@@ -185,9 +185,10 @@ pub struct ConsensusLoop {
     machine: Box<dyn DutyMachine>,
     shared: Arc<Shared>,
     status: watch::Sender<LoopStatus>,
-    /// The node's heads, which submissions watch for their blocks (set
-    /// by [`ConsensusLoop::run`]).
-    heads: Option<watch::Receiver<u64>>,
+    /// The node's shared head follower (see [`crate::HeadFollower`]):
+    /// the loop is fed its heads, and submissions look for their blocks
+    /// in them.
+    heads: watch::Receiver<u64>,
 }
 
 /// What every action's task needs.
@@ -200,13 +201,14 @@ struct Shared {
 
 impl ConsensusLoop {
     /// A loop for the node behind `p2p`, reading the chain through
-    /// `connection`; `clock` (the DHT's phase clock, moved by the head
-    /// follower) gives the epoch length.
+    /// `connection` and following `heads`; `clock` (the DHT's phase clock,
+    /// moved by the head follower) gives the epoch length.
     pub async fn new(
         config: ConsensusConfig,
         p2p: Client,
         connection: Arc<ChainConnection>,
         clock: Arc<ChainClock>,
+        heads: watch::Receiver<u64>,
         hosting: Option<Hosting>,
     ) -> NodeResult<Self> {
         let me = crate::stake::chain_peer_id(&p2p.peer_id()).map_err(NodeError::Consensus)?;
@@ -240,7 +242,7 @@ impl ConsensusLoop {
                 hosting,
             }),
             status: watch::Sender::new(LoopStatus::default()),
-            heads: None,
+            heads,
         })
     }
 
@@ -254,14 +256,13 @@ impl ConsensusLoop {
         self.status.subscribe()
     }
 
-    /// Runs until `heads` (the node's shared head follower, see
-    /// [`crate::HeadFollower`]) closes, feeding the machine every new head
-    /// and every action's outcome. Actions still running when it returns
-    /// are cancelled.
-    pub async fn run(mut self, mut heads: watch::Receiver<u64>) {
+    /// Runs until the heads it was built with close, feeding the machine
+    /// every new head and every action's outcome. Actions still running
+    /// when it returns are cancelled.
+    pub async fn run(mut self) {
         let (tx, mut outcomes) = mpsc::unbounded_channel::<Input>();
         let mut tasks = Actions::default();
-        self.heads = Some(heads.clone());
+        let mut heads = self.heads.clone();
         let first = *heads.borrow_and_update();
         if first > 0 {
             self.feed(Input::Head(first), &tx, &mut tasks);
@@ -340,11 +341,7 @@ impl ConsensusLoop {
                     epoch,
                     result: Err(SubmitError::Lost("the submission task failed".into())),
                 };
-                let Some(heads) = self.heads.clone() else {
-                    // Only `run` feeds the machine, and it sets the heads.
-                    let _ = tx.send(failed);
-                    return;
-                };
+                let heads = self.heads.clone();
                 tasks.spawn(failed, async move {
                     let result = shared.submit(call, heads).await;
                     let _ = tx.send(Input::Submitted { epoch, result });

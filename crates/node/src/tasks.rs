@@ -68,6 +68,9 @@ impl Shutdown {
 /// Owns a node's critical tasks. Dropping it aborts them all.
 pub struct TaskManager {
     tasks: JoinSet<TaskExit>,
+    /// A task that returned, while [`TaskManager::wait_for_failure`]
+    /// looks for its cause.
+    returned: Option<TaskFailure>,
     names: HashMap<tokio::task::Id, String>,
     graceful: Vec<tokio::task::Id>,
     shutdown: watch::Sender<bool>,
@@ -116,6 +119,7 @@ impl TaskManager {
     pub fn new() -> Self {
         TaskManager {
             tasks: JoinSet::new(),
+            returned: None,
             names: HashMap::new(),
             graceful: Vec::new(),
             shutdown: watch::Sender::new(false),
@@ -171,11 +175,18 @@ impl TaskManager {
     /// [`CAUSE_WAIT`] is reported instead. Cancel-safe: a task that stops
     /// while the future is dropped is reported by the next call.
     pub async fn wait_for_failure(&mut self) -> TaskFailure {
-        let first = self.next_exit().await;
+        let first = match self.returned.take() {
+            Some(returned) => returned,
+            None => self.next_exit().await,
+        };
         if first.exit != TaskExit::Returned {
             return first;
         }
-        match tokio::time::timeout(CAUSE_WAIT, self.next_exit()).await {
+        // Kept until the wait is over, for a call that is dropped meanwhile.
+        self.returned = Some(first.clone());
+        let cause = tokio::time::timeout(CAUSE_WAIT, self.next_exit()).await;
+        self.returned = None;
+        match cause {
             Ok(cause) if cause.exit != TaskExit::Returned => {
                 tracing::debug!(task = %first.name, "stopped after another task's failure");
                 cause
