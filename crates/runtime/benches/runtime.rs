@@ -87,6 +87,7 @@ fn big_genesis() -> GenesisConfig {
         timestamp_ms: 0,
         accounts,
         subnets,
+        validators: Vec::new(),
     }
 }
 

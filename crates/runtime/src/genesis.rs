@@ -35,6 +35,31 @@ pub struct GenesisAccount {
     pub balance: Balance,
 }
 
+/// A chain validator: one of the parties that finalize blocks (the BFT
+/// engine's participant set, fixed by the genesis).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainValidator {
+    /// Its ed25519 key as an account: it signs votes, and it is paid the
+    /// author share of the blocks it proposes.
+    pub account: AccountId,
+    /// Where the other validators reach it, `host:port` (its P2P socket).
+    pub address: String,
+}
+
+impl hypertensor_primitives::codec::Encode for ChainValidator {
+    fn encode_to(&self, out: &mut Vec<u8>) {
+        self.account.encode_to(out);
+        self.address.encode_to(out);
+    }
+}
+
+/// Longest accepted validator address.
+pub const MAX_VALIDATOR_ADDRESS_LEN: usize = 256;
+
+/// Most chain validators a genesis may name.
+pub const MAX_CHAIN_VALIDATORS: usize = 128;
+
 /// A node present at genesis (already activated).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -100,6 +125,10 @@ pub struct GenesisConfig {
     /// Initial subnets.
     #[serde(default)]
     pub subnets: Vec<GenesisSubnet>,
+    /// The chain validators that finalize blocks. Empty means the dev
+    /// default: `alice` alone (see [`GenesisConfig::effective_validators`]).
+    #[serde(default)]
+    pub validators: Vec<ChainValidator>,
 }
 
 impl GenesisConfig {
@@ -119,6 +148,21 @@ impl GenesisConfig {
                 })
                 .collect(),
             subnets: Vec::new(),
+            validators: Vec::new(),
+        }
+    }
+
+    /// The validator set this genesis starts with: the listed validators,
+    /// or `alice` alone at `127.0.0.1:0` when none are listed (the
+    /// one-validator development chain).
+    pub fn effective_validators(&self) -> Vec<ChainValidator> {
+        if self.validators.is_empty() {
+            vec![ChainValidator {
+                account: Keypair::dev("alice").account_id(),
+                address: "127.0.0.1:0".to_string(),
+            }]
+        } else {
+            self.validators.clone()
         }
     }
 
@@ -144,10 +188,32 @@ impl GenesisConfig {
             next_subnet_id: 1,
             unbonding: BTreeMap::new(),
             consensus: BTreeMap::new(),
+            chain_validators: Vec::new(),
             vault: 0,
             treasury: 0,
             total_issuance: 0,
         };
+        let validators = self.effective_validators();
+        if validators.len() > MAX_CHAIN_VALIDATORS {
+            return Err(bad(format!(
+                "{} chain validators; at most {MAX_CHAIN_VALIDATORS}",
+                validators.len()
+            )));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, v) in validators.iter().enumerate() {
+            if !seen.insert(v.account) {
+                return Err(bad(format!("validator {i}: {} listed twice", v.account)));
+            }
+            if v.address.is_empty() || v.address.len() > MAX_VALIDATOR_ADDRESS_LEN {
+                return Err(bad(format!(
+                    "validator {i}: address must be 1 to {MAX_VALIDATOR_ADDRESS_LEN} bytes"
+                )));
+            }
+        }
+        // Sorted, as the BFT engine orders its participants.
+        state.chain_validators = validators;
+        state.chain_validators.sort();
         let mut issuance: Balance = 0;
         let mut add_issuance = |amount: Balance| {
             issuance = issuance

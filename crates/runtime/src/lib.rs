@@ -72,7 +72,10 @@ pub use call::Call;
 pub use error::{Error, Result};
 pub use event::{Event, EventRecord, PenaltyReason, Phase, RemovalReason};
 pub use executive::{Applied, BlockBuilder, BuiltBlock, SignatureCheck, TxValidity, apply_block};
-pub use genesis::{GenesisAccount, GenesisConfig, GenesisNode, GenesisSubnet};
+pub use genesis::{
+    ChainValidator, GenesisAccount, GenesisConfig, GenesisNode, GenesisSubnet,
+    MAX_CHAIN_VALIDATORS, MAX_VALIDATOR_ADDRESS_LEN,
+};
 pub use params::Params;
 pub use state::State;
 pub use types::{

@@ -37,6 +37,9 @@ pub struct State {
     pub(crate) next_subnet_id: SubnetId,
     pub(crate) unbonding: BTreeMap<AccountId, Vec<UnbondingEntry>>,
     pub(crate) consensus: BTreeMap<SubnetId, BTreeMap<Epoch, EpochConsensus>>,
+    /// The chain validators (sorted by account), fixed by the genesis.
+    #[serde(default)]
+    pub(crate) chain_validators: Vec<crate::genesis::ChainValidator>,
     pub(crate) vault: Balance,
     pub(crate) treasury: Balance,
     pub(crate) total_issuance: Balance,
@@ -61,6 +64,11 @@ impl State {
     /// Height of the latest block.
     pub fn height(&self) -> BlockNumber {
         self.height
+    }
+
+    /// The chain validators that finalize blocks, sorted by account.
+    pub fn chain_validators(&self) -> &[crate::genesis::ChainValidator] {
+        &self.chain_validators
     }
 
     /// Timestamp of the latest block (ms).
@@ -216,6 +224,7 @@ impl State {
         self.next_subnet_id.encode_to(&mut out);
         self.unbonding.encode_to(&mut out);
         self.consensus.encode_to(&mut out);
+        self.chain_validators.encode_to(&mut out);
         self.vault.encode_to(&mut out);
         self.treasury.encode_to(&mut out);
         self.total_issuance.encode_to(&mut out);
