@@ -58,6 +58,10 @@ pub trait Host: Send + Sync + 'static {
 
     /// Told of conflicting votes by one validator (already verified).
     fn evidence(&self, _evidence: crate::evidence::Evidence) {}
+
+    /// A transaction another validator's users submitted (its bytes as
+    /// sent, unchecked): check it and pool it like a submission.
+    fn gossiped(&self, _from: &AccountId, _transaction: &[u8]) {}
 }
 
 /// A block's execution: the state after it and its events.

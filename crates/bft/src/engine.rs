@@ -54,6 +54,8 @@ pub const CHANNEL_RESOLVER: u64 = 2;
 pub const CHANNEL_BACKFILL: u64 = 3;
 /// P2P channel of proposed blocks.
 pub const CHANNEL_BLOCKS: u64 = 4;
+/// P2P channel of submitted transactions (mempool gossip).
+pub const CHANNEL_TRANSACTIONS: u64 = 5;
 
 /// The consensus namespace of a chain: every vote binds its genesis hash,
 /// so validators of two chains can never count each other's votes.

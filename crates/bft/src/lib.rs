@@ -21,6 +21,7 @@ pub mod engine;
 pub mod evidence;
 pub mod finalizer;
 pub mod keys;
+pub mod process;
 
 pub use app::{ChainApp, Executed, Host, Speculative, account_of};
 pub use block::{BlockCodec, ChainBlock};
@@ -28,3 +29,4 @@ pub use engine::{
     Channels, StartError, Timing, Validator, ValidatorConfig, namespace, start_validator,
 };
 pub use evidence::{Evidence, EvidenceKind};
+pub use process::{ConsensusError, ConsensusThread, ProcessConfig};

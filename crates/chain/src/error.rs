@@ -81,6 +81,9 @@ pub enum Error {
     /// The configuration is unusable.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// Consensus stopped (its reason is in the message).
+    #[error("consensus stopped: {0}")]
+    Consensus(String),
 }
 
 /// What is wrong with a database file ([`Error::BadDatabase`]).

@@ -1,22 +1,26 @@
-//! The node: configuration, shared state, the block producer and the
-//! service lifecycle.
+//! The node: configuration, shared state, consensus and the service
+//! lifecycle.
 //!
 //! [`Node::start`] opens the store (checking the state root), binds the RPC
-//! listener and spawns two tasks: the RPC server and the block producer.
-//! Every `block_time` the producer builds a block on the best state from
-//! the pool's ready extrinsics (empty blocks too: epochs advance by
-//! height), commits it in one redb transaction, then publishes the new
-//! state and header. A block is visible over RPC only after its commit
-//! returned, so every block a client has seen survives `kill -9`.
+//! listener, and starts the RPC server and consensus: the genesis
+//! validators finalize every block with simplex BFT (`hypertensor-bft`);
+//! a one-validator chain (`--dev`) runs the same code with a quorum of
+//! one. The round's leader builds a block on its parent from the pool's
+//! ready extrinsics (empty blocks too: epochs advance by height) no
+//! sooner than `block_time` after the parent; every validator executes it
+//! before voting. Only a finalized block is committed (one redb
+//! transaction) and published, so every block a client has seen is final
+//! and survives `kill -9`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use hypertensor_bft::{ChainBlock, ConsensusThread, Evidence, Executed, Host, ProcessConfig};
 use hypertensor_chain_client::HeaderInfo;
 use hypertensor_primitives::{AccountId, H256, Keypair};
-use hypertensor_runtime::{BlockBuilder, GenesisConfig, State};
+use hypertensor_runtime::{BlockBuilder, BuiltBlock, GenesisConfig, State};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
@@ -81,11 +85,16 @@ pub struct ChainConfig {
     pub rpc_addr: SocketAddr,
     /// The chain's genesis.
     pub genesis: GenesisConfig,
-    /// Interval between blocks; `None` takes the genesis parameter
+    /// Least interval between blocks; `None` takes the genesis parameter
     /// `block_time_ms`.
     pub block_time: Option<Duration>,
-    /// Account credited with the author share of subsidy and fees.
-    pub author: AccountId,
+    /// This validator's key: one of the genesis validators. It signs
+    /// votes, and its account is paid the author share of the blocks it
+    /// proposes.
+    pub validator_key: Keypair,
+    /// The P2P socket between validators; `None` listens on this
+    /// validator's genesis address.
+    pub p2p_addr: Option<SocketAddr>,
     /// RPC limits.
     pub rpc: RpcLimits,
     /// The transaction pool's limits.
@@ -94,14 +103,15 @@ pub struct ChainConfig {
 
 impl ChainConfig {
     /// The development chain: [`GenesisConfig::dev`] at the block time of
-    /// its parameters, authored by `alice`, RPC on `rpc_addr`.
+    /// its parameters, `alice` its one validator, RPC on `rpc_addr`.
     pub fn dev(base_path: PathBuf, rpc_addr: SocketAddr) -> ChainConfig {
         ChainConfig {
             base_path,
             rpc_addr,
             block_time: None,
             genesis: GenesisConfig::dev(),
-            author: Keypair::dev("alice").account_id(),
+            validator_key: Keypair::dev("alice"),
+            p2p_addr: None,
             rpc: RpcLimits::default(),
             pool: PoolConfig::default(),
         }
@@ -121,7 +131,22 @@ pub(crate) struct Shared {
     /// Turns true at shutdown (WebSocket connections outlive the HTTP
     /// server's graceful shutdown, so they watch this themselves).
     pub(crate) stopping: watch::Receiver<bool>,
+    /// Highest height consensus has finalized (the committed height can
+    /// trail it while blocks are fetched and committed).
+    pub(crate) finalized_tip: std::sync::atomic::AtomicU64,
+    /// Transactions submitted here, for the other validators' pools.
+    pub(crate) gossip: tokio::sync::mpsc::Sender<Vec<u8>>,
+    /// Conflicting votes seen, newest last (at most [`MAX_EVIDENCE`]).
+    pub(crate) evidence: Mutex<std::collections::VecDeque<Evidence>>,
 }
+
+/// Submitted transactions waiting to be sent to the other validators
+/// (beyond it they are not gossiped; they still reach blocks this
+/// validator proposes).
+const GOSSIP_QUEUE: usize = 4096;
+
+/// Most evidence records a node keeps.
+pub const MAX_EVIDENCE: usize = 1024;
 
 impl Shared {
     /// The best state.
@@ -143,7 +168,8 @@ pub struct Node {
     rpc_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<Result<()>>,
-    producer: JoinHandle<Result<()>>,
+    consensus: ConsensusThread,
+    validator: AccountId,
 }
 
 impl std::fmt::Debug for Node {
@@ -156,7 +182,7 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// Opens the store (creating the genesis, or reloading and checking
-    /// the state root), binds the RPC server and starts producing blocks.
+    /// the state root), binds the RPC server and starts consensus.
     pub async fn start(config: ChainConfig) -> Result<Node> {
         let block_time = config
             .block_time
@@ -165,6 +191,8 @@ impl Node {
             return Err(Error::Config("block time must be positive".into()));
         }
         let genesis = config.genesis.build()?;
+        let genesis_block = ChainBlock::new(genesis.block.clone());
+        let validators = genesis.state.chain_validators().to_vec();
         let base = config.base_path.clone();
         let (store, state) = tokio::task::spawn_blocking(move || Store::open(&base, &genesis))
             .await
@@ -187,6 +215,7 @@ impl Node {
             .map_err(|e| Error::io("cannot read the RPC address", e))?;
         let (heads, _) = broadcast::channel(256);
         let (shutdown, stop) = watch::channel(false);
+        let (gossip, outgoing) = tokio::sync::mpsc::channel(GOSSIP_QUEUE);
         let shared = Arc::new(Shared {
             state: RwLock::new(Arc::new(state)),
             pool: Mutex::new(Pool::new(config.pool.clone())),
@@ -196,27 +225,46 @@ impl Node {
             connections: Arc::new(tokio::sync::Semaphore::new(config.rpc.max_connections)),
             limits: config.rpc.clone(),
             stopping: stop.clone(),
+            finalized_tip: std::sync::atomic::AtomicU64::new(0),
+            gossip,
+            evidence: Mutex::new(std::collections::VecDeque::new()),
         });
+        let consensus = ConsensusThread::spawn(
+            ProcessConfig {
+                key: config.validator_key.clone(),
+                validators,
+                genesis: genesis_block,
+                listen: config.p2p_addr,
+                storage_dir: config.base_path.join("consensus"),
+                block_time,
+                block_codec: hypertensor_bft::BlockCodec::default(),
+            },
+            Arc::new(ChainHost {
+                shared: Arc::clone(&shared),
+            }),
+            outgoing,
+        )
+        .map_err(|e| Error::Config(e.to_string()))?;
         let server = tokio::spawn(rpc::serve(Arc::clone(&shared), listener, stop.clone()));
-        let producer = tokio::spawn(produce_blocks(
-            Arc::clone(&shared),
-            config.author,
-            block_time,
-            stop,
-        ));
         tracing::info!(%rpc_addr, "JSON-RPC listening (HTTP and WebSocket)");
         Ok(Node {
             shared,
             rpc_addr,
             shutdown,
             server,
-            producer,
+            consensus,
+            validator: config.validator_key.account_id(),
         })
     }
 
     /// The address the RPC server listens on.
     pub fn rpc_addr(&self) -> SocketAddr {
         self.rpc_addr
+    }
+
+    /// This validator's account and its P2P socket.
+    pub fn validator(&self) -> String {
+        format!("{} (P2P {})", self.validator, self.consensus.listen_addr())
     }
 
     /// The chain's genesis hash.
@@ -235,14 +283,14 @@ impl Node {
         let result = tokio::select! {
             () = stop => Ok(()),
             r = &mut self.server => flatten(r, "RPC server"),
-            r = &mut self.producer => flatten(r, "block producer"),
+            e = self.consensus.wait() => Err(Error::Consensus(e.to_string())),
         };
         let _ = self.shutdown.send(true);
+        self.consensus.stop().await;
         let max = self.shared.limits.max_connections;
         let connections = Arc::clone(&self.shared.connections);
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
             let _ = (&mut self.server).await;
-            let _ = (&mut self.producer).await;
             // Every WebSocket connection gone: the database is released
             // when `self` drops below.
             while connections.available_permits() < max {
@@ -272,57 +320,79 @@ fn flatten(r: std::result::Result<Result<()>, tokio::task::JoinError>, what: &st
     }
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+/// The chain node as consensus sees it: the finalized state, the pool,
+/// and the store that finalized blocks are committed to.
+struct ChainHost {
+    shared: Arc<Shared>,
 }
 
-/// The producer loop: one block per tick until shutdown. A storage failure
-/// stops the node (it must not run ahead of its disk).
-async fn produce_blocks(
-    shared: Arc<Shared>,
-    author: AccountId,
-    block_time: Duration,
-    mut stop: watch::Receiver<bool>,
-) -> Result<()> {
-    let mut ticks = tokio::time::interval(block_time);
-    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticks.tick().await;
-    loop {
-        tokio::select! {
-            _ = ticks.tick() => {}
-            _ = stop.changed() => return Ok(()),
+impl Host for ChainHost {
+    fn finalized(&self) -> Arc<State> {
+        self.shared.state()
+    }
+
+    fn build(
+        &self,
+        parent: &State,
+        author: AccountId,
+        timestamp_ms: u64,
+    ) -> hypertensor_runtime::Result<BuiltBlock> {
+        let mut builder = BlockBuilder::new(parent, author, timestamp_ms)?;
+        self.shared.pool().build_block(&mut builder);
+        Ok(builder.finish())
+    }
+
+    fn commit(&self, block: &ChainBlock, executed: &Executed) -> std::result::Result<(), String> {
+        commit_finalized(&self.shared, block, executed).map_err(|e| e.to_string())
+    }
+
+    fn finalized_tip(&self, height: u64) {
+        self.shared
+            .finalized_tip
+            .fetch_max(height, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn gossiped(&self, from: &AccountId, transaction: &[u8]) {
+        let xt: hypertensor_runtime::Extrinsic = match serde_json::from_slice(transaction) {
+            Ok(xt) => xt,
+            Err(e) => {
+                tracing::debug!(%from, error = %e, "gossiped transaction is not an extrinsic");
+                return;
+            }
+        };
+        let state = self.shared.state();
+        let result = crate::pool::Pool::check(&state, xt)
+            .and_then(|checked| self.shared.pool().insert(checked));
+        if let Err(e) = result {
+            tracing::debug!(%from, error = %e, "gossiped transaction not pooled");
         }
-        let shared2 = Arc::clone(&shared);
-        let head = tokio::task::spawn_blocking(move || produce_one(&shared2, author))
-            .await
-            .map_err(|e| Error::Panicked {
-                what: "block production".into(),
-                reason: e.to_string(),
-            })??;
-        // No receivers is fine.
-        let _ = shared.heads.send(head);
+    }
+
+    fn evidence(&self, evidence: Evidence) {
+        let mut kept = self
+            .shared
+            .evidence
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if kept.len() >= MAX_EVIDENCE {
+            kept.pop_front();
+        }
+        kept.push_back(evidence);
     }
 }
 
-/// Builds, commits and publishes one block; returns its header as JSON.
-pub(crate) fn produce_one(shared: &Shared, author: AccountId) -> Result<Arc<str>> {
+/// Commits a finalized block, then publishes its state and header.
+fn commit_finalized(shared: &Shared, block: &ChainBlock, executed: &Executed) -> Result<()> {
     let started = std::time::Instant::now();
-    let parent = shared.state();
-    let timestamp = now_ms().max(parent.timestamp_ms());
-    let mut builder = BlockBuilder::new(&parent, author, timestamp)?;
-    let dropped = shared.pool().build_block(&mut builder);
-    let built = builder.finish();
+    let raw = block.block();
     shared
         .store
-        .commit_block(&built.block, &built.events, &built.state)?;
+        .commit_block(raw, &executed.events, &executed.state)?;
     let info = HeaderInfo {
-        hash: built.block.hash(),
-        header: built.block.header.clone(),
+        hash: block.hash(),
+        header: raw.header.clone(),
     };
-    let count = built.block.extrinsics.len();
-    let new_state = Arc::new(built.state);
+    let new_state = Arc::clone(&executed.state);
     let revalidated = {
         let mut pool = shared.pool();
         match shared.state.write() {
@@ -331,18 +401,23 @@ pub(crate) fn produce_one(shared: &Shared, author: AccountId) -> Result<Arc<str>
         }
         pool.revalidate(&new_state)
     };
+    shared
+        .finalized_tip
+        .fetch_max(info.header.height, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(
         height = info.header.height,
         hash = %info.hash,
-        extrinsics = count,
-        dropped,
+        author = %info.header.author,
+        extrinsics = raw.extrinsics.len(),
         used = revalidated.used,
         unaffordable = revalidated.unaffordable,
         expired = revalidated.expired,
         ms = started.elapsed().as_millis() as u64,
-        "block committed"
+        "block finalized"
     );
     let json = serde_json::to_string(&info)
         .map_err(|e| Error::Corrupt(format!("cannot encode header: {e}")))?;
-    Ok(json.into())
+    // No receivers is fine.
+    let _ = shared.heads.send(json.into());
+    Ok(())
 }

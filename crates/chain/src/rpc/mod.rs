@@ -555,7 +555,14 @@ async fn dispatch(
                 tries += 1;
                 let checked = Pool::check(&app.state(), xt.clone()).map_err(|e| pool_error(&e))?;
                 match app.pool().insert(checked) {
-                    Ok((hash, ready)) => break to_raw(&SubmitResult { hash, ready }),
+                    Ok((hash, ready)) => {
+                        // The other validators pool it too, so the next
+                        // leader includes it whoever that is.
+                        if let Ok(bytes) = serde_json::to_vec(&xt) {
+                            let _ = app.gossip.try_send(bytes);
+                        }
+                        break to_raw(&SubmitResult { hash, ready });
+                    }
                     Err(PoolError::Stale { .. }) if tries < 3 => continue,
                     Err(e) => return Err(pool_error(&e)),
                 }

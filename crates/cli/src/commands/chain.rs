@@ -1,12 +1,15 @@
-//! `hypertensor chain`: run a chain node (block producer with JSON-RPC).
+//! `hypertensor chain`: run a chain validator (simplex BFT with the other
+//! genesis validators, JSON-RPC), and `hypertensor chain genesis`: write
+//! a genesis for a set of validators.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
+use clap::{Args, Subcommand};
 use hypertensor_chain::{ChainConfig, Node};
+use hypertensor_runtime::ChainValidator;
 use hypertensor_runtime::GenesisConfig;
 
 use super::query::parse_account;
@@ -14,10 +17,15 @@ use super::signal::shutdown_signal;
 
 /// Arguments of `hypertensor chain`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub(crate) struct ChainArgs {
-    /// Development chain: the dev genesis (alice, bob, ... funded) unless
-    /// --genesis is given, alice as author unless --author is given, and a
-    /// fresh temporary directory unless --base-path is given.
+    /// Another chain command instead of running a validator.
+    #[command(subcommand)]
+    pub(crate) action: Option<ChainAction>,
+    /// Development chain: the dev genesis (alice, bob, ... funded; alice
+    /// its one validator) unless --genesis is given, alice's key unless
+    /// --validator-key is given, and a fresh temporary directory unless
+    /// --base-path is given.
     #[arg(long)]
     pub(crate) dev: bool,
     /// Directory of the chain database (reused across restarts).
@@ -35,9 +43,15 @@ pub(crate) struct ChainArgs {
     /// that parameter.
     #[arg(long, value_name = "N")]
     pub(crate) block_time_ms: Option<u64>,
-    /// Account credited as block author: 0x-hex account id or a dev name.
-    #[arg(long, value_name = "ACCOUNT")]
-    pub(crate) author: Option<String>,
+    /// This validator's key file (`hypertensor keygen`); its account must
+    /// be one of the genesis validators. It signs votes and is paid the
+    /// author share of the blocks it proposes.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) validator_key: Option<PathBuf>,
+    /// The P2P socket to the other validators (default: this validator's
+    /// address in the genesis).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) p2p_addr: Option<SocketAddr>,
     /// Sustained RPC requests per second allowed per client address.
     #[arg(long, default_value_t = 20_000)]
     pub(crate) rpc_rate_limit: u32,
@@ -68,15 +82,86 @@ pub(crate) struct ChainArgs {
     pub(crate) pool_future_lifetime_blocks: u64,
 }
 
+/// Other chain commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ChainAction {
+    /// Write a genesis naming the chain validators (each `ACCOUNT@IP:PORT`:
+    /// the account of its `keygen` key file and its P2P socket).
+    Genesis(GenesisArgs),
+}
+
+/// Arguments of `hypertensor chain genesis`.
+#[derive(Debug, Args)]
+pub(crate) struct GenesisArgs {
+    /// A validator, `ACCOUNT@IP:PORT` (repeat for each; the account is a
+    /// 0x-hex account id or a dev name).
+    #[arg(long = "validator", value_name = "ACCOUNT@IP:PORT", required = true)]
+    pub(crate) validators: Vec<String>,
+    /// Start from this genesis file (accounts, subnets, parameters)
+    /// instead of the development genesis.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) from: Option<PathBuf>,
+    /// Block time in milliseconds (sets the parameter block_time_ms).
+    #[arg(long, value_name = "N")]
+    pub(crate) block_time_ms: Option<u64>,
+    /// Where to write the genesis (JSON).
+    #[arg(long, short, value_name = "FILE")]
+    pub(crate) output: PathBuf,
+}
+
+/// Parses `ACCOUNT@IP:PORT`.
+fn parse_validator(text: &str) -> Result<ChainValidator> {
+    let (account, address) = text
+        .split_once('@')
+        .with_context(|| format!("validator `{text}` is not ACCOUNT@IP:PORT"))?;
+    let account = parse_account(account)?;
+    address
+        .parse::<SocketAddr>()
+        .with_context(|| format!("validator `{text}`: `{address}` is not IP:PORT"))?;
+    Ok(ChainValidator {
+        account,
+        address: address.to_string(),
+    })
+}
+
+/// Writes a genesis for the given validators.
+fn write_genesis(args: GenesisArgs) -> Result<()> {
+    let mut genesis = match &args.from {
+        Some(path) => read_genesis(path)?,
+        None => GenesisConfig::dev(),
+    };
+    genesis.validators = args
+        .validators
+        .iter()
+        .map(|v| parse_validator(v))
+        .collect::<Result<_>>()?;
+    if let Some(ms) = args.block_time_ms {
+        genesis.params.block_time_ms = ms;
+    }
+    let built = genesis.build().context("the genesis is invalid")?;
+    let json = serde_json::to_string_pretty(&genesis)?;
+    std::fs::write(&args.output, json + "\n")
+        .with_context(|| format!("cannot write {}", args.output.display()))?;
+    println!("genesis:    {}", built.state.genesis_hash());
+    println!("validators: {}", genesis.validators.len());
+    println!("written to: {}", args.output.display());
+    Ok(())
+}
+
+fn read_genesis(path: &std::path::Path) -> Result<GenesisConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read genesis file {}", path.display()))?;
+    GenesisConfig::from_json(&text)
+        .with_context(|| format!("invalid genesis file {}", path.display()))
+}
+
 /// Starts the node and runs it until Ctrl-C or SIGTERM.
 pub(crate) async fn run(args: ChainArgs) -> Result<()> {
+    if let Some(ChainAction::Genesis(genesis)) = args.action {
+        return write_genesis(genesis);
+    }
     let mut genesis = match &args.genesis {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read genesis file {}", path.display()))?;
-            GenesisConfig::from_json(&text)
-                .with_context(|| format!("invalid genesis file {}", path.display()))?
-        }
+        Some(path) => read_genesis(path)?,
         None if args.dev => GenesisConfig::dev(),
         None => bail!("give --genesis FILE, or --dev for a development chain"),
     };
@@ -90,15 +175,18 @@ pub(crate) async fn run(args: ChainArgs) -> Result<()> {
         }
         (None, false) => bail!("give --base-path DIR for the chain database"),
     };
-    let author = match (&args.author, args.dev) {
-        (Some(author), _) => parse_account(author)?,
-        (None, true) => parse_account("alice")?,
-        (None, false) => bail!("give --author ACCOUNT (the account paid the author share)"),
+    let validator_key = match (&args.validator_key, args.dev) {
+        (Some(path), _) => super::keygen::read_key_file(path)?,
+        (None, true) => hypertensor_primitives::Keypair::dev("alice"),
+        (None, false) => {
+            bail!("give --validator-key FILE (a key of one of the genesis validators)")
+        }
     };
     let block_time_ms = args.block_time_ms.unwrap_or(genesis.params.block_time_ms);
     let mut config = ChainConfig::dev(base_path.clone(), args.rpc_addr);
     config.genesis = genesis;
-    config.author = author;
+    config.validator_key = validator_key;
+    config.p2p_addr = args.p2p_addr;
     config.block_time = Some(Duration::from_millis(block_time_ms));
     config.rpc.requests_per_second = args.rpc_rate_limit;
     config.rpc.burst = args.rpc_rate_limit.saturating_mul(2);
@@ -117,6 +205,7 @@ pub(crate) async fn run(args: ChainArgs) -> Result<()> {
     println!("genesis:   {}", node.genesis_hash());
     println!("base path: {}", base_path.display());
     println!("block time: {block_time_ms} ms");
+    println!("validator: {}", node.validator());
     println!(
         "RPC listening on http://{} (HTTP and WebSocket)",
         node.rpc_addr()

@@ -29,7 +29,7 @@ impl NodeProcess {
             .arg(base)
             .arg("--genesis")
             .arg(genesis)
-            .args(["--rpc-addr", "127.0.0.1:0", "--author", "alice"])
+            .args(["--rpc-addr", "127.0.0.1:0", "--dev"])
             .args(["--block-time-ms", &block_ms.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

@@ -9,4 +9,5 @@ mod node;
 mod process;
 #[path = "../../../api/tests/api/python_env.rs"]
 mod python_env;
+mod replicated;
 mod supervision;

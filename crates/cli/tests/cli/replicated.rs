@@ -1,0 +1,254 @@
+//! Four chain validators as real processes on loopback, each with its own
+//! store, finalizing with simplex over real sockets: transfers submitted
+//! round-robin to all four, `kill -9` of one mid-load, its restart and
+//! catch-up, and the same blocks and state roots everywhere.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hypertensor_chain_client::{BlockId, Client};
+use hypertensor_primitives::{H256, Keypair, TENSOR};
+use hypertensor_runtime::Call;
+
+use crate::process::stdout_lines;
+
+const VALIDATORS: usize = 4;
+const BLOCK_MS: u64 = 250;
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "hypertensor-cli-replicated-{name}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn write_key(path: &Path, key: &Keypair) {
+    std::fs::write(path, key.to_protobuf_encoding()).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
+/// A running validator process; killed (SIGKILL) on drop.
+struct Validator {
+    child: Child,
+    url: String,
+}
+
+impl Validator {
+    fn start(dir: &Path, index: usize, genesis: &Path, rpc_port: u16) -> Validator {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hypertensor"))
+            .arg("chain")
+            .arg("--genesis")
+            .arg(genesis)
+            .arg("--validator-key")
+            .arg(dir.join(format!("validator-{index}.key")))
+            .arg("--base-path")
+            .arg(dir.join(format!("db-{index}")))
+            .args(["--rpc-addr", &format!("127.0.0.1:{rpc_port}")])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary starts");
+        let lines = stdout_lines(&mut child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let url = loop {
+            let line = lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .expect("the validator prints its RPC address");
+            if let Some(rest) = line.strip_prefix("RPC listening on http://") {
+                break format!("ws://{}", rest.split_whitespace().next().unwrap());
+            }
+        };
+        Validator { child, url }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Validator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn height(client: &Client) -> u64 {
+    client
+        .header(None)
+        .await
+        .unwrap()
+        .map_or(0, |h| h.header.height)
+}
+
+async fn wait_for_height(clients: &[&Client], target: u64, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut lowest = u64::MAX;
+        for c in clients {
+            lowest = lowest.min(height(c).await);
+        }
+        if lowest >= target {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "finality stalled at {lowest} (target {target})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The hash and state root of block `height` on `client`.
+async fn block_at(client: &Client, height: u64) -> (H256, H256) {
+    let info = client
+        .header(Some(BlockId::Height(height)))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no block {height}"));
+    (info.hash, info.header.state_root)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_validators_finalize_the_same_chain_through_a_kill_and_a_restart() {
+    let dir = temp_dir("four");
+    let keys: Vec<Keypair> = (0..VALIDATORS)
+        .map(|i| Keypair::dev(&format!("chain-validator-{i}")))
+        .collect();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hypertensor"));
+    command.args(["chain", "genesis", "--block-time-ms", &BLOCK_MS.to_string()]);
+    for (i, key) in keys.iter().enumerate() {
+        write_key(&dir.join(format!("validator-{i}.key")), key);
+        command.args([
+            "--validator",
+            &format!("{}@127.0.0.1:{}", key.account_id(), free_port()),
+        ]);
+    }
+    let genesis = dir.join("genesis.json");
+    let status = command.arg("--output").arg(&genesis).status().unwrap();
+    assert!(status.success(), "chain genesis failed");
+
+    let rpc_ports: Vec<u16> = (0..VALIDATORS).map(|_| free_port()).collect();
+    let mut validators: Vec<Validator> = (0..VALIDATORS)
+        .map(|i| Validator::start(&dir, i, &genesis, rpc_ports[i]))
+        .collect();
+    let mut clients = Vec::new();
+    for v in &validators {
+        clients.push(Client::connect(&v.url).await.unwrap());
+    }
+    wait_for_height(
+        &clients.iter().collect::<Vec<_>>(),
+        3,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // Transfers round-robin to all four, one sender per validator so
+    // nonces never race; the third validator is killed halfway.
+    let senders = ["alice", "bob", "charlie", "dave"].map(Keypair::dev);
+    let recipient = Keypair::dev("eve").account_id();
+    let mut included = Vec::new();
+    let killed = 2;
+    for round in 0..6 {
+        if round == 3 {
+            validators[killed].kill();
+        }
+        for (i, sender) in senders.iter().enumerate() {
+            if round >= 3 && i == killed {
+                continue;
+            }
+            let inclusion = clients[i]
+                .sign_and_watch(
+                    sender,
+                    Call::Transfer {
+                        to: recipient,
+                        amount: TENSOR,
+                    },
+                )
+                .await
+                .unwrap_or_else(|e| panic!("transfer {round} via validator {i}: {e}"));
+            included.push(inclusion);
+        }
+    }
+    let target = {
+        let survivors: Vec<&Client> = clients
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != killed)
+            .map(|(_, c)| c)
+            .collect();
+        let before = height(survivors[0]).await;
+        wait_for_height(&survivors, before + 5, Duration::from_secs(60)).await;
+        height(survivors[0]).await + 3
+    };
+
+    // The killed validator comes back on its own store and catches up.
+    validators[killed] = Validator::start(&dir, killed, &genesis, rpc_ports[killed]);
+    clients[killed] = Client::connect(&validators[killed].url).await.unwrap();
+    wait_for_height(
+        &clients.iter().collect::<Vec<_>>(),
+        target,
+        Duration::from_secs(90),
+    )
+    .await;
+
+    // The same blocks and state roots at every height, on all four.
+    for h in 1..=target {
+        let expected = block_at(&clients[0], h).await;
+        for (i, c) in clients.iter().enumerate().skip(1) {
+            assert_eq!(
+                block_at(c, h).await,
+                expected,
+                "validator {i} differs at {h}"
+            );
+        }
+    }
+    // Every reported inclusion is in that block on all four.
+    for inclusion in &included {
+        for (i, c) in clients.iter().enumerate() {
+            let found = c
+                .find_in_block(BlockId::Hash(inclusion.block), inclusion.extrinsic)
+                .await
+                .unwrap();
+            assert!(
+                found.is_some(),
+                "validator {i} lacks transfer {} of block {}",
+                inclusion.extrinsic,
+                inclusion.height
+            );
+        }
+    }
+    let eve = clients[killed].account(&recipient).await.unwrap();
+    assert_eq!(
+        eve.free,
+        1_000_000 * TENSOR + included.len() as u128 * TENSOR
+    );
+    // Blocks came from more than one proposer.
+    let mut authors = std::collections::BTreeSet::new();
+    for h in 1..=target {
+        let info = clients[0]
+            .header(Some(BlockId::Height(h)))
+            .await
+            .unwrap()
+            .unwrap();
+        authors.insert(info.header.author);
+    }
+    assert!(authors.len() >= 3, "authors: {authors:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
