@@ -132,10 +132,10 @@ pub struct Channels<S, R> {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The key is not one of the validators'.
-    #[error("key {key} is not in the genesis validator set")]
+    #[error("account {account} is not in the genesis validator set")]
     NotAValidator {
-        /// The key's public half.
-        key: PublicKey,
+        /// The key's account.
+        account: hypertensor_primitives::AccountId,
     },
     /// A storage archive would not open.
     #[error("cannot open the consensus store ({what}): {reason}")]
@@ -207,7 +207,9 @@ where
         config.participants.clone(),
         config.key.clone(),
     )
-    .ok_or(StartError::NotAValidator { key: me.clone() })?;
+    .ok_or_else(|| StartError::NotAValidator {
+        account: crate::app::account_of(&me),
+    })?;
     let prefix = config.partition_prefix.clone();
     let page_cache = CacheRef::new(NZU16!(4096), NZUsize!(1024));
     let speculative = Speculative::default();

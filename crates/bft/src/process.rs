@@ -148,8 +148,8 @@ impl ConsensusThread {
                     .with_storage_directory(storage)
                     .with_catch_panics(false);
                 commonware_runtime::tokio::Runner::new(runtime).start(|context| async move {
-                    let result =
-                        run(context, config, set, peers, listen, host, outgoing, stop_rx).await;
+                    let wiring = Wiring { set, peers, listen };
+                    let result = run(context, config, wiring, host, outgoing, stop_rx).await;
                     let _ = done_tx.send(result);
                 });
             })
@@ -189,12 +189,17 @@ impl ConsensusThread {
     }
 }
 
-async fn run(
-    context: commonware_runtime::tokio::Context,
-    config: ProcessConfig,
+/// The validator set and sockets, checked before the thread starts.
+struct Wiring {
     set: commonware_utils::ordered::Set<commonware_cryptography::ed25519::PublicKey>,
     peers: Vec<(commonware_cryptography::ed25519::PublicKey, Address)>,
     listen: SocketAddr,
+}
+
+async fn run(
+    context: commonware_runtime::tokio::Context,
+    config: ProcessConfig,
+    Wiring { set, peers, listen }: Wiring,
     host: Arc<dyn Host>,
     outgoing: mpsc::Receiver<Vec<u8>>,
     stop: oneshot::Receiver<()>,

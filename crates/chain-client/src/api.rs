@@ -76,6 +76,8 @@ pub mod methods {
     pub const PARAMETERS: &str = "system_parameters";
     /// Node health.
     pub const HEALTH: &str = "system_health";
+    /// Conflicting votes this node has seen (newest last).
+    pub const GET_EVIDENCE: &str = "chain_getEvidence";
 }
 
 /// Stable error codes.
@@ -252,8 +254,32 @@ pub struct Health {
     pub genesis_hash: H256,
     /// Extrinsics waiting in the pool.
     pub pending_extrinsics: u64,
-    /// Whether this node produces blocks.
+    /// Whether this node is a validator (it votes on every block).
     pub producing: bool,
+    /// Highest height consensus has finalized; `height` (what this node
+    /// has committed and serves) trails it by the finality lag.
+    #[serde(default)]
+    pub finalized_tip: BlockNumber,
+    /// Number of chain validators (the genesis set).
+    #[serde(default)]
+    pub validators: u32,
+}
+
+/// A record of one validator's conflicting votes (`chain_getEvidence`):
+/// both signed messages in commonware's encoding, verifiable by anyone
+/// holding the genesis.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EvidenceInfo {
+    /// `conflicting_notarize`, `conflicting_finalize` or `nullify_finalize`.
+    pub kind: String,
+    /// The validator that signed both messages.
+    pub validator: AccountId,
+    /// Consensus epoch of the round.
+    pub epoch: u64,
+    /// View of the round.
+    pub view: u64,
+    /// Both signed messages, hex.
+    pub encoded: String,
 }
 
 /// Where an extrinsic was included and what it did.

@@ -23,7 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::api::{
-    AccountInfo, BlockId, BlockInfo, HeaderInfo, Health, Inclusion, RpcError, SubmitResult, methods,
+    AccountInfo, BlockId, BlockInfo, EvidenceInfo, HeaderInfo, Health, Inclusion, RpcError,
+    SubmitResult, methods,
 };
 use crate::{Error, Result};
 
@@ -98,8 +99,26 @@ impl<T: DeserializeOwned> Subscription<T> {
 
 impl Client {
     /// Connects to `url` (`ws://host:port`; `http://` is accepted and
-    /// means the same port over WebSocket).
+    /// means the same port over WebSocket). `url` may list several chain
+    /// nodes separated by commas (`ws://a:9944,ws://b:9944`): they are
+    /// tried in order and the first that answers is used, so a client
+    /// fails over when a validator is down (reconnecting callers such as
+    /// subnet nodes reach the next one).
     pub async fn connect(url: &str) -> Result<Client> {
+        let mut last = None;
+        for one in url.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+            match Client::connect_one(one).await {
+                Ok(client) => return Ok(client),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::Connect {
+            url: url.to_string(),
+            reason: "no URL given".to_string(),
+        }))
+    }
+
+    async fn connect_one(url: &str) -> Result<Client> {
         let ws_url = if let Some(rest) = url.strip_prefix("http://") {
             format!("ws://{rest}")
         } else {
@@ -114,6 +133,11 @@ impl Client {
             commands,
             url: url.into(),
         })
+    }
+
+    /// Conflicting votes by chain validators that this node has seen.
+    pub async fn evidence(&self) -> Result<Vec<EvidenceInfo>> {
+        self.call(methods::GET_EVIDENCE, "[]".into()).await
     }
 
     /// Calls `method` with positional `params` (a JSON array's text) and

@@ -39,7 +39,8 @@ mod client;
 mod error;
 
 pub use api::{
-    AccountInfo, BlockId, BlockInfo, HeaderInfo, Health, Inclusion, RpcError, SubmitResult,
+    AccountInfo, BlockId, BlockInfo, EvidenceInfo, HeaderInfo, Health, Inclusion, RpcError,
+    SubmitResult,
 };
 pub use client::{Client, Subscription};
 pub use error::{Error, Result};

@@ -39,6 +39,10 @@ pub const NODE_STAKE: Balance = 1_000 * TENSOR;
 /// majority of honest answers.
 pub const DEFAULT_HOSTERS_PER_BLOCK: usize = 3;
 
+/// Chain validators of a devnet unless told otherwise: four tolerate one
+/// down (simplex needs 3 of 4).
+pub const DEFAULT_CHAIN_VALIDATORS: usize = 4;
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct DevnetConfig {
@@ -58,6 +62,9 @@ pub struct DevnetConfig {
     pub epoch_length: u64,
     /// Milliseconds between chain blocks.
     pub block_time_ms: u64,
+    /// Chain validators finalizing the chain (each its own store, RPC
+    /// and P2P socket on loopback).
+    pub chain_validators: usize,
     /// The gateway's API address (port 0 picks one).
     pub api_addr: SocketAddr,
     /// The gateway API's limits.
@@ -85,6 +92,7 @@ impl DevnetConfig {
             blocks_per_hoster: 10,
             epoch_length: 20,
             block_time_ms: 1000,
+            chain_validators: DEFAULT_CHAIN_VALIDATORS,
             api_addr: SocketAddr::from(([127, 0, 0, 1], 8000)),
             api_config: hypertensor_api::ApiConfig::default(),
             faults: BTreeMap::new(),
@@ -160,7 +168,8 @@ pub fn roster(
 
 /// A running devnet. Dropping it stops everything.
 pub struct Devnet {
-    /// The chain's RPC URL.
+    /// The chain validators' RPC URLs, comma-separated (clients fail over
+    /// from one to the next).
     pub chain_url: String,
     /// The subnet.
     pub subnet: SubnetId,
@@ -172,9 +181,7 @@ pub struct Devnet {
     pub api_addr: SocketAddr,
     /// The chain client the devnet set things up with.
     pub chain: ChainClient,
-    chain_config: ChainConfig,
-    chain_task: Option<JoinHandle<()>>,
-    chain_stop: Option<tokio::sync::oneshot::Sender<()>>,
+    chains: Vec<ChainValidator>,
     activation: Option<JoinHandle<Result<()>>>,
 }
 
@@ -194,6 +201,46 @@ fn failed(what: &str, reason: impl std::fmt::Display) -> NodeError {
         what: what.to_string(),
         reason: reason.to_string(),
     }
+}
+
+/// One of the devnet's chain validators.
+struct ChainValidator {
+    config: ChainConfig,
+    task: Option<JoinHandle<()>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl ChainValidator {
+    async fn start(&mut self) -> Result<()> {
+        let (addr, task, stop) = spawn_chain(self.config.clone()).await?;
+        // A restart binds the same port, so clients find it again.
+        self.config.rpc_addr = addr;
+        self.task = Some(task);
+        self.stop = Some(stop);
+        Ok(())
+    }
+
+    async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}", self.config.rpc_addr)
+    }
+}
+
+/// A free TCP port on loopback (for a validator's P2P socket, which the
+/// genesis names before the validator starts).
+fn free_port() -> Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| invalid(format!("no free port on loopback: {e}")))
 }
 
 /// Runs a chain node until told to stop.
@@ -267,16 +314,43 @@ impl Devnet {
             }
         }
 
-        let mut chain_config = ChainConfig::dev(
-            config.dir.join("chain"),
-            SocketAddr::from(([127, 0, 0, 1], 0)),
-        );
-        chain_config.genesis = genesis(&config, &members);
-        chain_config.block_time = Some(Duration::from_millis(config.block_time_ms));
-        let (rpc_addr, chain_task, chain_stop) = spawn_chain(chain_config.clone()).await?;
-        // A restart binds the same port, so nodes find the chain again.
-        chain_config.rpc_addr = rpc_addr;
-        let chain_url = format!("ws://{rpc_addr}");
+        if config.chain_validators == 0 {
+            return Err(invalid("--chain-validators must be at least 1".into()));
+        }
+        let mut genesis = genesis(&config, &members);
+        let keys: Vec<Keypair> = (0..config.chain_validators)
+            .map(|i| Keypair::dev(&format!("devnet/chain-validator-{i}")))
+            .collect();
+        for key in &keys {
+            genesis
+                .validators
+                .push(hypertensor_runtime::ChainValidator {
+                    account: key.account_id(),
+                    address: format!("127.0.0.1:{}", free_port()?),
+                });
+        }
+        let mut chains = Vec::with_capacity(keys.len());
+        for (i, key) in keys.into_iter().enumerate() {
+            let mut chain_config = ChainConfig::dev(
+                config.dir.join(format!("chain-{i}")),
+                SocketAddr::from(([127, 0, 0, 1], 0)),
+            );
+            chain_config.genesis = genesis.clone();
+            chain_config.validator_key = key;
+            chain_config.block_time = Some(Duration::from_millis(config.block_time_ms));
+            let mut validator = ChainValidator {
+                config: chain_config,
+                task: None,
+                stop: None,
+            };
+            validator.start().await?;
+            chains.push(validator);
+        }
+        let chain_url = chains
+            .iter()
+            .map(ChainValidator::url)
+            .collect::<Vec<_>>()
+            .join(",");
         let chain = ChainClient::connect(&chain_url).await?;
         let subnet = register(&chain, &config, &members).await?;
 
@@ -340,9 +414,7 @@ impl Devnet {
             gateway,
             api_addr,
             chain,
-            chain_config,
-            chain_task: Some(chain_task),
-            chain_stop: Some(chain_stop),
+            chains,
             activation: Some(activation),
         })
     }
@@ -358,20 +430,43 @@ impl Devnet {
         Ok(())
     }
 
-    /// Stops the chain node (it finishes its block and closes its
-    /// database) and starts it again on the same directory and port, as an
-    /// operator restarting it would; the nodes reconnect by themselves.
+    /// Stops every chain validator (each closes its database) and starts
+    /// them again on the same directories and ports, as operators
+    /// restarting them would; the nodes reconnect by themselves.
     pub async fn restart_chain(&mut self) -> Result<()> {
-        if let Some(stop) = self.chain_stop.take() {
-            let _ = stop.send(());
+        for chain in &mut self.chains {
+            chain.stop().await;
         }
-        if let Some(task) = self.chain_task.take() {
-            let _ = task.await;
+        for chain in &mut self.chains {
+            chain.start().await?;
         }
-        let (_, task, stop) = spawn_chain(self.chain_config.clone()).await?;
-        self.chain_task = Some(task);
-        self.chain_stop = Some(stop);
         self.chain = ChainClient::connect(&self.chain_url).await?;
+        Ok(())
+    }
+
+    /// Stops chain validator `index` (as if its machine went down); the
+    /// others go on finalizing while a quorum remains.
+    pub async fn stop_chain_validator(&mut self, index: usize) -> Result<()> {
+        let chain = self
+            .chains
+            .get_mut(index)
+            .ok_or_else(|| invalid(format!("no chain validator {index}")))?;
+        chain.stop().await;
+        // The devnet's own client may have been on that one.
+        self.chain = ChainClient::connect(&self.chain_url).await?;
+        Ok(())
+    }
+
+    /// Starts chain validator `index` again on its store; it catches up
+    /// on the blocks finalized meanwhile.
+    pub async fn start_chain_validator(&mut self, index: usize) -> Result<()> {
+        let chain = self
+            .chains
+            .get_mut(index)
+            .ok_or_else(|| invalid(format!("no chain validator {index}")))?;
+        if chain.task.is_none() {
+            chain.start().await?;
+        }
         Ok(())
     }
 
@@ -390,11 +485,8 @@ impl Devnet {
         for (_, mut node) in self.nodes.drain(..) {
             node.stop().await;
         }
-        if let Some(stop) = self.chain_stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.chain_task.take() {
-            let _ = task.await;
+        for chain in &mut self.chains {
+            chain.stop().await;
         }
     }
 
@@ -408,6 +500,7 @@ impl Devnet {
     /// status display can run beside [`Devnet::wait_for_failure`].
     pub fn reporter(&self) -> EpochReporter {
         EpochReporter {
+            chain_urls: self.chains.iter().map(ChainValidator::url).collect(),
             chain: self.chain.clone(),
             subnet: self.subnet,
             members: self.nodes.iter().map(|(m, _)| m.clone()).collect(),
@@ -438,6 +531,7 @@ impl Devnet {
 /// Reads a devnet's epoch reports (see [`Devnet::reporter`]).
 #[derive(Clone)]
 pub struct EpochReporter {
+    chain_urls: Vec<String>,
     chain: ChainClient,
     subnet: SubnetId,
     members: Vec<Member>,
@@ -454,6 +548,20 @@ impl EpochReporter {
     pub fn chain(&self) -> &ChainClient {
         &self.chain
     }
+
+    /// Each chain validator's health (`None`: it does not answer within a
+    /// second), in validator order.
+    pub async fn chain_status(&self) -> Vec<Option<hypertensor_chain_client::Health>> {
+        let mut out = Vec::with_capacity(self.chain_urls.len());
+        for url in &self.chain_urls {
+            let health = tokio::time::timeout(Duration::from_secs(1), async {
+                ChainClient::connect(url).await?.health().await
+            })
+            .await;
+            out.push(health.ok().and_then(|h| h.ok()));
+        }
+        out
+    }
 }
 
 impl Drop for Devnet {
@@ -461,8 +569,10 @@ impl Drop for Devnet {
         if let Some(task) = &self.activation {
             task.abort();
         }
-        if let Some(stop) = self.chain_stop.take() {
-            let _ = stop.send(());
+        for chain in &mut self.chains {
+            if let Some(stop) = chain.stop.take() {
+                let _ = stop.send(());
+            }
         }
     }
 }

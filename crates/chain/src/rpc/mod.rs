@@ -657,7 +657,16 @@ async fn dispatch(
                 genesis_hash: state.genesis_hash(),
                 pending_extrinsics: pending,
                 producing: true,
+                finalized_tip: app
+                    .finalized_tip
+                    .load(std::sync::atomic::Ordering::Relaxed)
+                    .max(state.height()),
+                validators: state.chain_validators().len() as u32,
             })
+        }
+        methods::GET_EVIDENCE => {
+            let kept = app.evidence.lock().unwrap_or_else(|p| p.into_inner());
+            to_raw(&kept.iter().collect::<Vec<_>>())
         }
         other => Err(RpcError::new(
             codes::METHOD_NOT_FOUND,
@@ -674,7 +683,8 @@ fn arity(method: &str) -> Option<usize> {
         | methods::SUBSCRIBE_NEW_HEADS
         | methods::GET_EPOCH_INFO
         | methods::PARAMETERS
-        | methods::HEALTH => 0,
+        | methods::HEALTH
+        | methods::GET_EVIDENCE => 0,
         methods::SUBMIT_EXTRINSIC
         | methods::GET_HEADER
         | methods::GET_BLOCK

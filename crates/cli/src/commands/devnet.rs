@@ -40,6 +40,10 @@ pub(crate) struct DevnetArgs {
     /// Milliseconds between chain blocks.
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     pub(crate) block_time_ms: u64,
+    /// Chain validators finalizing the chain with simplex BFT (4 tolerate
+    /// one down).
+    #[arg(long, value_name = "N", default_value_t = hypertensor_node::devnet::DEFAULT_CHAIN_VALIDATORS)]
+    pub(crate) chain_validators: usize,
     /// Address of the OpenAI-compatible API (port 0 picks a free one).
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8000")]
     pub(crate) api_addr: SocketAddr,
@@ -69,6 +73,7 @@ pub(crate) async fn run(args: DevnetArgs) -> Result<()> {
     config.blocks_per_hoster = args.blocks_per_hoster;
     config.epoch_length = args.epoch_length;
     config.block_time_ms = args.block_time_ms;
+    config.chain_validators = args.chain_validators;
     config.api_addr = args.api_addr;
     config.api_config = args.api_limits.config();
     let outcome = run_devnet(config).await;
@@ -128,7 +133,10 @@ async fn status_loop(devnet: &EpochReporter) -> Result<()> {
         };
         if height > 0 && height % length == 0 {
             match devnet.epoch_report(height / length - 1).await {
-                Ok(report) => print_report(&report),
+                Ok(report) => {
+                    print_report(&report);
+                    print_chain_status(&devnet.chain_status().await);
+                }
                 Err(e) => eprintln!(
                     "warning: cannot read epoch {}'s report: {e:#}",
                     height / length - 1
@@ -137,6 +145,20 @@ async fn status_loop(devnet: &EpochReporter) -> Result<()> {
         }
     }
     anyhow::bail!("the chain's head subscription ended")
+}
+
+/// One line on the chain validators: the finalized height, the lag
+/// between what consensus finalized and what is committed, who is up.
+fn print_chain_status(validators: &[Option<hypertensor_chain_client::Health>]) {
+    let up: Vec<_> = validators.iter().flatten().collect();
+    let finalized = up.iter().map(|h| h.finalized_tip).max().unwrap_or(0);
+    let committed = up.iter().map(|h| h.height).min().unwrap_or(0);
+    println!(
+        "chain     | finalized #{finalized} | finality lag {} blocks | validators up {}/{}",
+        finalized.saturating_sub(committed),
+        up.len(),
+        validators.len()
+    );
 }
 
 fn percent(ratio: Fixed) -> String {

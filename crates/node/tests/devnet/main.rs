@@ -3,6 +3,7 @@
 //! validator and a peer without stake.
 
 mod adversaries;
+mod chain_validators;
 mod honest;
 mod phases;
 mod restart;
