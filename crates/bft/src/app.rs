@@ -59,6 +59,10 @@ pub trait Host: Send + Sync + 'static {
     /// Told of conflicting votes by one validator (already verified).
     fn evidence(&self, _evidence: crate::evidence::Evidence) {}
 
+    /// The finalization certificate of block `hash` (commonware's
+    /// encoding), as soon as consensus forms it.
+    fn finalization(&self, _hash: H256, _certificate: Vec<u8>) {}
+
     /// A transaction another validator's users submitted (its bytes as
     /// sent, unchecked): check it and pool it like a submission.
     fn gossiped(&self, _from: &AccountId, _transaction: &[u8]) {}

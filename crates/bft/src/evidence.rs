@@ -51,7 +51,8 @@ pub struct Evidence {
 }
 
 /// simplex's reporter that turns conflicting-vote activity into
-/// [`Evidence`] for the host.
+/// [`Evidence`] for the host, and hands it each finalization certificate
+/// (what full nodes verify finality with).
 #[derive(Clone)]
 pub struct EvidenceReporter {
     scheme: Scheme,
@@ -108,6 +109,11 @@ impl Reporter for EvidenceReporter {
             Activity::NullifyFinalize(c) => {
                 self.record(EvidenceKind::NullifyFinalize, c.signer(), &activity)
             }
+            // Certificates arrive verified; full nodes check them again.
+            Activity::Finalization(f) => self.host.finalization(
+                crate::block::hash_of(&f.proposal.payload),
+                f.encode().to_vec(),
+            ),
             _ => {}
         }
         Feedback::Ok

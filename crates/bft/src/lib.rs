@@ -20,6 +20,7 @@ pub mod block;
 pub mod engine;
 pub mod evidence;
 pub mod finalizer;
+pub mod follow;
 pub mod keys;
 pub mod process;
 
@@ -29,4 +30,5 @@ pub use engine::{
     Channels, StartError, Timing, Validator, ValidatorConfig, namespace, start_validator,
 };
 pub use evidence::{Evidence, EvidenceKind};
+pub use follow::{CertificateError, FinalityVerifier};
 pub use process::{ConsensusError, ConsensusThread, ProcessConfig};

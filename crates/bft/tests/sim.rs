@@ -22,8 +22,8 @@ use hypertensor_bft::engine::{
 };
 use hypertensor_bft::keys::{consensus_key, participants};
 use hypertensor_bft::{
-    BlockCodec, ChainBlock, Channels, Evidence, EvidenceKind, Executed, Host, Timing,
-    ValidatorConfig, namespace, start_validator,
+    BlockCodec, ChainBlock, Channels, Evidence, EvidenceKind, Executed, FinalityVerifier, Host,
+    Timing, ValidatorConfig, namespace, start_validator,
 };
 use hypertensor_primitives::{AccountId, H256, Keypair, TENSOR};
 use hypertensor_runtime::{
@@ -59,6 +59,7 @@ struct Ledger {
     evidence: Mutex<Vec<Evidence>>,
     corrupt: bool,
     proposals: std::sync::atomic::AtomicU64,
+    certificates: Mutex<Vec<(H256, Vec<u8>)>>,
 }
 
 impl Ledger {
@@ -70,6 +71,7 @@ impl Ledger {
             evidence: Mutex::new(Vec::new()),
             corrupt,
             proposals: Default::default(),
+            certificates: Mutex::new(Vec::new()),
         })
     }
 
@@ -118,6 +120,10 @@ impl Host for Ledger {
             block.block().header.author,
         ));
         Ok(())
+    }
+
+    fn finalization(&self, hash: H256, certificate: Vec<u8>) {
+        self.certificates.lock().unwrap().push((hash, certificate));
     }
 
     fn evidence(&self, evidence: Evidence) {
@@ -379,6 +385,26 @@ fn honest_validators_agree_under_latency_jitter_and_loss() {
         let (honest, setup, _) = run(seed, None, false);
         assert_eq!(honest.len(), VALIDATORS);
         assert_agreement(seed, &honest, &setup, None);
+        // What a full node checks: every certificate verifies against
+        // the genesis validators, for its block only.
+        let verifier = FinalityVerifier::new(
+            &setup.genesis.state.genesis_hash(),
+            setup.genesis.state.chain_validators(),
+        )
+        .unwrap();
+        let certificates = honest[0].certificates.lock().unwrap().clone();
+        assert!(!certificates.is_empty(), "seed {seed}: no certificates");
+        for (hash, certificate) in &certificates {
+            verifier.verify(hash, certificate).unwrap();
+            assert!(verifier.verify(&H256([1; 32]), certificate).is_err());
+            let mut forged = certificate.clone();
+            let last = forged.len() - 1;
+            forged[last] ^= 1;
+            assert!(
+                verifier.verify(hash, &forged).is_err(),
+                "seed {seed}: a forged signature passed"
+            );
+        }
     }
 }
 

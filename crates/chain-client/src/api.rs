@@ -78,6 +78,9 @@ pub mod methods {
     pub const HEALTH: &str = "system_health";
     /// Conflicting votes this node has seen (newest last).
     pub const GET_EVIDENCE: &str = "chain_getEvidence";
+    /// The finalization certificate of a recent block, by hash (hex of
+    /// commonware's encoding; null when this node has none for it).
+    pub const GET_FINALIZATION: &str = "chain_getFinalization";
 }
 
 /// Stable error codes.

@@ -135,6 +135,13 @@ impl Client {
         })
     }
 
+    /// The finalization certificate of block `hash` (hex), if this node
+    /// kept it (validators keep the last 1024).
+    pub async fn finalization(&self, hash: H256) -> Result<Option<String>> {
+        self.call(methods::GET_FINALIZATION, params(&[&to_json(&hash)]))
+            .await
+    }
+
     /// Conflicting votes by chain validators that this node has seen.
     pub async fn evidence(&self) -> Result<Vec<EvidenceInfo>> {
         self.call(methods::GET_EVIDENCE, "[]".into()).await

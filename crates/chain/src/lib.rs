@@ -27,6 +27,7 @@
 //! without touching it.
 
 mod error;
+mod follower;
 pub mod node;
 pub mod pool;
 mod rpc;

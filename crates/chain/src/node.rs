@@ -95,6 +95,12 @@ pub struct ChainConfig {
     /// The P2P socket between validators; `None` listens on this
     /// validator's genesis address.
     pub p2p_addr: Option<SocketAddr>,
+    /// Run as a full node instead of a validator: follow the finalized
+    /// blocks of the validators at these RPC URLs (comma-separated,
+    /// failing over), verifying each finalization certificate against
+    /// the genesis validators, and serve RPC. `validator_key` and
+    /// `p2p_addr` are then unused.
+    pub follow: Option<String>,
     /// RPC limits.
     pub rpc: RpcLimits,
     /// The transaction pool's limits.
@@ -112,6 +118,7 @@ impl ChainConfig {
             genesis: GenesisConfig::dev(),
             validator_key: Keypair::dev("alice"),
             p2p_addr: None,
+            follow: None,
             rpc: RpcLimits::default(),
             pool: PoolConfig::default(),
         }
@@ -136,6 +143,9 @@ pub(crate) struct Shared {
     pub(crate) finalized_tip: std::sync::atomic::AtomicU64,
     /// Transactions submitted here, for the other validators' pools.
     pub(crate) gossip: tokio::sync::mpsc::Sender<Vec<u8>>,
+    /// Finalization certificates of recent blocks (block hash, encoded),
+    /// newest last (at most [`MAX_EVIDENCE`]).
+    pub(crate) certificates: Mutex<std::collections::VecDeque<(H256, Vec<u8>)>>,
     /// Conflicting votes seen, newest last (at most [`MAX_EVIDENCE`]).
     pub(crate) evidence: Mutex<std::collections::VecDeque<Evidence>>,
 }
@@ -168,8 +178,45 @@ pub struct Node {
     rpc_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<Result<()>>,
-    consensus: ConsensusThread,
-    validator: AccountId,
+    driver: Driver,
+    role: String,
+}
+
+/// What advances the node's chain.
+enum Driver {
+    /// A validator's consensus.
+    Validator(ConsensusThread),
+    /// A full node's follower of the validators' finalized blocks.
+    Follower(JoinHandle<Result<()>>),
+}
+
+impl Driver {
+    /// Resolves when it stops on its own (always a failure).
+    async fn wait(&mut self) -> Error {
+        match self {
+            Driver::Validator(consensus) => Error::Consensus(consensus.wait().await.to_string()),
+            Driver::Follower(task) => match task.await {
+                Ok(Ok(())) => Error::Stopped {
+                    what: "the follower".into(),
+                },
+                Ok(Err(e)) => e,
+                Err(e) => Error::Panicked {
+                    what: "the follower".into(),
+                    reason: e.to_string(),
+                },
+            },
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Driver::Validator(consensus) => consensus.stop().await,
+            Driver::Follower(task) => {
+                // It watches the shutdown signal; give it a moment.
+                let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Node {
@@ -227,24 +274,48 @@ impl Node {
             stopping: stop.clone(),
             finalized_tip: std::sync::atomic::AtomicU64::new(0),
             gossip,
+            certificates: Mutex::new(std::collections::VecDeque::new()),
             evidence: Mutex::new(std::collections::VecDeque::new()),
         });
-        let consensus = ConsensusThread::spawn(
-            ProcessConfig {
-                key: config.validator_key.clone(),
-                validators,
-                genesis: genesis_block,
-                listen: config.p2p_addr,
-                storage_dir: config.base_path.join("consensus"),
-                block_time,
-                block_codec: hypertensor_bft::BlockCodec::default(),
-            },
-            Arc::new(ChainHost {
-                shared: Arc::clone(&shared),
-            }),
-            outgoing,
-        )
-        .map_err(|e| Error::Config(e.to_string()))?;
+        let (driver, role) = if let Some(urls) = &config.follow {
+            let verifier =
+                hypertensor_bft::FinalityVerifier::new(&shared.state().genesis_hash(), &validators)
+                    .map_err(|e| Error::Config(e.to_string()))?;
+            let task = tokio::spawn(crate::follower::follow(
+                Arc::clone(&shared),
+                urls.clone(),
+                verifier,
+                outgoing,
+                stop.clone(),
+            ));
+            (
+                Driver::Follower(task),
+                format!("full node following {urls}"),
+            )
+        } else {
+            let consensus = ConsensusThread::spawn(
+                ProcessConfig {
+                    key: config.validator_key.clone(),
+                    validators,
+                    genesis: genesis_block,
+                    listen: config.p2p_addr,
+                    storage_dir: config.base_path.join("consensus"),
+                    block_time,
+                    block_codec: hypertensor_bft::BlockCodec::default(),
+                },
+                Arc::new(ChainHost {
+                    shared: Arc::clone(&shared),
+                }),
+                outgoing,
+            )
+            .map_err(|e| Error::Config(e.to_string()))?;
+            let role = format!(
+                "validator {} (P2P {})",
+                config.validator_key.account_id(),
+                consensus.listen_addr()
+            );
+            (Driver::Validator(consensus), role)
+        };
         let server = tokio::spawn(rpc::serve(Arc::clone(&shared), listener, stop.clone()));
         tracing::info!(%rpc_addr, "JSON-RPC listening (HTTP and WebSocket)");
         Ok(Node {
@@ -252,8 +323,8 @@ impl Node {
             rpc_addr,
             shutdown,
             server,
-            consensus,
-            validator: config.validator_key.account_id(),
+            driver,
+            role,
         })
     }
 
@@ -262,9 +333,10 @@ impl Node {
         self.rpc_addr
     }
 
-    /// This validator's account and its P2P socket.
-    pub fn validator(&self) -> String {
-        format!("{} (P2P {})", self.validator, self.consensus.listen_addr())
+    /// What this node is: a validator (its account and P2P socket) or a
+    /// full node (whom it follows).
+    pub fn role(&self) -> &str {
+        &self.role
     }
 
     /// The chain's genesis hash.
@@ -283,10 +355,10 @@ impl Node {
         let result = tokio::select! {
             () = stop => Ok(()),
             r = &mut self.server => flatten(r, "RPC server"),
-            e = self.consensus.wait() => Err(Error::Consensus(e.to_string())),
+            e = self.driver.wait() => Err(e),
         };
         let _ = self.shutdown.send(true);
-        self.consensus.stop().await;
+        self.driver.stop().await;
         let max = self.shared.limits.max_connections;
         let connections = Arc::clone(&self.shared.connections);
         let _ = tokio::time::timeout(Duration::from_secs(5), async {
@@ -368,6 +440,18 @@ impl Host for ChainHost {
         }
     }
 
+    fn finalization(&self, hash: H256, certificate: Vec<u8>) {
+        let mut kept = self
+            .shared
+            .certificates
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if kept.len() >= MAX_EVIDENCE {
+            kept.pop_front();
+        }
+        kept.push_back((hash, certificate));
+    }
+
     fn evidence(&self, evidence: Evidence) {
         let mut kept = self
             .shared
@@ -382,7 +466,11 @@ impl Host for ChainHost {
 }
 
 /// Commits a finalized block, then publishes its state and header.
-fn commit_finalized(shared: &Shared, block: &ChainBlock, executed: &Executed) -> Result<()> {
+pub(crate) fn commit_finalized(
+    shared: &Shared,
+    block: &ChainBlock,
+    executed: &Executed,
+) -> Result<()> {
     let started = std::time::Instant::now();
     let raw = block.block();
     shared

@@ -39,7 +39,7 @@ use hypertensor_chain_client::{
     AccountInfo, BlockInfo, HeaderInfo, Health, RpcError, SubmitResult,
 };
 use hypertensor_http::client_key;
-use hypertensor_primitives::{AccountId, PeerId, Signature};
+use hypertensor_primitives::{AccountId, H256, PeerId, Signature};
 use hypertensor_runtime::{Call, Epoch, Extrinsic, NodeClass, SubnetId};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -664,6 +664,16 @@ async fn dispatch(
                 validators: state.chain_validators().len() as u32,
             })
         }
+        methods::GET_FINALIZATION => {
+            let hash: H256 = required(&p, 0, "hash")?;
+            let kept = app.certificates.lock().unwrap_or_else(|p| p.into_inner());
+            let found = kept
+                .iter()
+                .rev()
+                .find(|(h, _)| *h == hash)
+                .map(|(_, c)| hex::encode(c));
+            to_raw(&found)
+        }
         methods::GET_EVIDENCE => {
             let kept = app.evidence.lock().unwrap_or_else(|p| p.into_inner());
             to_raw(&kept.iter().collect::<Vec<_>>())
@@ -686,6 +696,7 @@ fn arity(method: &str) -> Option<usize> {
         | methods::HEALTH
         | methods::GET_EVIDENCE => 0,
         methods::SUBMIT_EXTRINSIC
+        | methods::GET_FINALIZATION
         | methods::GET_HEADER
         | methods::GET_BLOCK
         | methods::GET_EVENTS

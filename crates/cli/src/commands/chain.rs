@@ -52,6 +52,15 @@ pub(crate) struct ChainArgs {
     /// address in the genesis).
     #[arg(long, value_name = "ADDR")]
     pub(crate) p2p_addr: Option<SocketAddr>,
+    /// Run a full node: no vote, follow the finalized blocks of the
+    /// validators at --chain (verifying each finalization certificate
+    /// against the genesis validators) and serve RPC.
+    #[arg(long, requires = "chain", conflicts_with_all = ["validator_key", "p2p_addr"])]
+    pub(crate) full_node: bool,
+    /// The validators' RPC URLs a full node follows, comma-separated
+    /// (it fails over from one to the next).
+    #[arg(long, value_name = "URLS")]
+    pub(crate) chain: Option<String>,
     /// Sustained RPC requests per second allowed per client address.
     #[arg(long, default_value_t = 20_000)]
     pub(crate) rpc_rate_limit: u32,
@@ -175,18 +184,22 @@ pub(crate) async fn run(args: ChainArgs) -> Result<()> {
         }
         (None, false) => bail!("give --base-path DIR for the chain database"),
     };
-    let validator_key = match (&args.validator_key, args.dev) {
+    let validator_key = match (&args.validator_key, args.dev || args.full_node) {
         (Some(path), _) => super::keygen::read_key_file(path)?,
         (None, true) => hypertensor_primitives::Keypair::dev("alice"),
-        (None, false) => {
-            bail!("give --validator-key FILE (a key of one of the genesis validators)")
-        }
+        (None, false) => bail!(
+            "give --validator-key FILE (a key of one of the genesis validators), \
+             or --full-node --chain URLS to follow the validators"
+        ),
     };
     let block_time_ms = args.block_time_ms.unwrap_or(genesis.params.block_time_ms);
     let mut config = ChainConfig::dev(base_path.clone(), args.rpc_addr);
     config.genesis = genesis;
     config.validator_key = validator_key;
     config.p2p_addr = args.p2p_addr;
+    if args.full_node {
+        config.follow = args.chain.clone();
+    }
     config.block_time = Some(Duration::from_millis(block_time_ms));
     config.rpc.requests_per_second = args.rpc_rate_limit;
     config.rpc.burst = args.rpc_rate_limit.saturating_mul(2);
@@ -205,7 +218,7 @@ pub(crate) async fn run(args: ChainArgs) -> Result<()> {
     println!("genesis:   {}", node.genesis_hash());
     println!("base path: {}", base_path.display());
     println!("block time: {block_time_ms} ms");
-    println!("validator: {}", node.validator());
+    println!("role: {}", node.role());
     println!(
         "RPC listening on http://{} (HTTP and WebSocket)",
         node.rpc_addr()

@@ -51,7 +51,8 @@ struct Validator {
 
 impl Validator {
     fn start(dir: &Path, index: usize, genesis: &Path, rpc_port: u16) -> Validator {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hypertensor"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hypertensor"));
+        command
             .arg("chain")
             .arg("--genesis")
             .arg(genesis)
@@ -59,7 +60,26 @@ impl Validator {
             .arg(dir.join(format!("validator-{index}.key")))
             .arg("--base-path")
             .arg(dir.join(format!("db-{index}")))
-            .args(["--rpc-addr", &format!("127.0.0.1:{rpc_port}")])
+            .args(["--rpc-addr", &format!("127.0.0.1:{rpc_port}")]);
+        Validator::spawn(command)
+    }
+
+    /// A full node following `urls`.
+    fn full_node(dir: &Path, genesis: &Path, urls: &str) -> Validator {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_hypertensor"));
+        command
+            .arg("chain")
+            .arg("--genesis")
+            .arg(genesis)
+            .args(["--full-node", "--chain", urls])
+            .arg("--base-path")
+            .arg(dir.join("db-full"))
+            .args(["--rpc-addr", "127.0.0.1:0"]);
+        Validator::spawn(command)
+    }
+
+    fn spawn(mut command: Command) -> Validator {
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -158,6 +178,14 @@ async fn four_validators_finalize_the_same_chain_through_a_kill_and_a_restart() 
         Duration::from_secs(60),
     )
     .await;
+    // A full node follows all four (failing over), verifying certificates.
+    let urls = validators
+        .iter()
+        .map(|v| v.url.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let full = Validator::full_node(&dir, &genesis, &urls);
+    let full_client = Client::connect(&full.url).await.unwrap();
 
     // Transfers round-robin to all four, one sender per validator so
     // nonces never race; the third validator is killed halfway.
@@ -208,7 +236,28 @@ async fn four_validators_finalize_the_same_chain_through_a_kill_and_a_restart() 
     )
     .await;
 
-    // The same blocks and state roots at every height, on all four.
+    // A transfer submitted to the full node reaches a block.
+    let via_full = full_client
+        .sign_and_watch(
+            &Keypair::dev("ferdie"),
+            Call::Transfer {
+                to: recipient,
+                amount: TENSOR,
+            },
+        )
+        .await
+        .expect("a transfer through the full node");
+    included.push(via_full);
+    let target = target.max(height(&clients[0]).await);
+    wait_for_height(
+        &clients.iter().chain([&full_client]).collect::<Vec<_>>(),
+        target,
+        Duration::from_secs(60),
+    )
+    .await;
+
+    // The same blocks and state roots at every height, on all four and
+    // on the full node.
     for h in 1..=target {
         let expected = block_at(&clients[0], h).await;
         for (i, c) in clients.iter().enumerate().skip(1) {
@@ -218,6 +267,11 @@ async fn four_validators_finalize_the_same_chain_through_a_kill_and_a_restart() 
                 "validator {i} differs at {h}"
             );
         }
+        assert_eq!(
+            block_at(&full_client, h).await,
+            expected,
+            "the full node differs at {h}"
+        );
     }
     // Every reported inclusion is in that block on all four.
     for inclusion in &included {
@@ -250,5 +304,6 @@ async fn four_validators_finalize_the_same_chain_through_a_kill_and_a_restart() 
         authors.insert(info.header.author);
     }
     assert!(authors.len() >= 3, "authors: {authors:?}");
+    drop(full);
     let _ = std::fs::remove_dir_all(&dir);
 }
