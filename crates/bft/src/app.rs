@@ -21,7 +21,7 @@ use commonware_cryptography::{Digested, Digestible};
 use commonware_runtime::Clock;
 use futures::StreamExt;
 use hypertensor_primitives::{AccountId, H256};
-use hypertensor_runtime::{BuiltBlock, EventRecord, State, apply_block};
+use hypertensor_runtime::{BuiltBlock, EventRecord, State, apply_block, apply_block_with};
 
 use crate::block::ChainBlock;
 
@@ -58,6 +58,13 @@ pub trait Host: Send + Sync + 'static {
 
     /// Told of conflicting votes by one validator (already verified).
     fn evidence(&self, _evidence: crate::evidence::Evidence) {}
+
+    /// Whether the extrinsic `hash` was already verified against this
+    /// chain (for example at admission to the pool), so executing a
+    /// proposal can skip its signature check.
+    fn verified(&self, _extrinsic: &H256) -> bool {
+        false
+    }
 
     /// The finalization certificate of block `hash` (commonware's
     /// encoding), as soon as consensus forms it.
@@ -263,7 +270,8 @@ impl<E: Clock + Send + Sync + 'static> Application<E> for ChainApp {
         let Some(parent) = self.state_after(ancestry).await else {
             return reject("the parent does not descend from the finalized chain");
         };
-        match apply_block(&parent, block.block()) {
+        let host = &self.host;
+        match apply_block_with(&parent, block.block(), &|hash| host.verified(hash)) {
             Ok((state, events)) => {
                 self.speculative.insert(
                     block.hash(),

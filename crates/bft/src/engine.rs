@@ -56,6 +56,8 @@ pub const CHANNEL_BACKFILL: u64 = 3;
 pub const CHANNEL_BLOCKS: u64 = 4;
 /// P2P channel of submitted transactions (mempool gossip).
 pub const CHANNEL_TRANSACTIONS: u64 = 5;
+/// P2P channel of genesis hellos (who runs which chain).
+pub const CHANNEL_HELLO: u64 = 6;
 
 /// The consensus namespace of a chain: every vote binds its genesis hash,
 /// so validators of two chains can never count each other's votes.

@@ -29,8 +29,9 @@ use hypertensor_runtime::ChainValidator;
 use crate::app::Host;
 use crate::block::{BlockCodec, ChainBlock};
 use crate::engine::{
-    CHANNEL_BACKFILL, CHANNEL_BLOCKS, CHANNEL_CERTIFICATES, CHANNEL_RESOLVER, CHANNEL_TRANSACTIONS,
-    CHANNEL_VOTES, Channels, StartError, Timing, ValidatorConfig, namespace, start_validator,
+    CHANNEL_BACKFILL, CHANNEL_BLOCKS, CHANNEL_CERTIFICATES, CHANNEL_HELLO, CHANNEL_RESOLVER,
+    CHANNEL_TRANSACTIONS, CHANNEL_VOTES, Channels, StartError, Timing, ValidatorConfig, namespace,
+    start_validator,
 };
 use crate::finalizer::FinalizerError;
 use crate::keys::{BadValidatorKey, consensus_key, participants, public_key};
@@ -88,6 +89,19 @@ pub enum ConsensusError {
     /// The thread could not be started.
     #[error("cannot start the consensus thread: {0}")]
     Thread(String),
+    /// The other validators run another chain.
+    #[error(
+        "genesis mismatch: this node's genesis is {ours}, but validators {peers} run genesis {theirs}; \
+         refusing to join (use the network's genesis file)"
+    )]
+    GenesisMismatch {
+        /// This node's genesis hash.
+        ours: hypertensor_primitives::H256,
+        /// Theirs.
+        theirs: hypertensor_primitives::H256,
+        /// Who said so.
+        peers: String,
+    },
 }
 
 /// Handle of the consensus thread.
@@ -204,6 +218,7 @@ async fn run(
     outgoing: mpsc::Receiver<Vec<u8>>,
     stop: oneshot::Receiver<()>,
 ) -> Result<(), ConsensusError> {
+    let set_len = set.len();
     let private = consensus_key(&config.key);
     let me = private.public_key();
     let genesis_hash = config.genesis.hash();
@@ -226,7 +241,9 @@ async fn run(
     ]);
     let mut p2p = lookup::Config::local(
         handshake,
-        &commonware_utils::union(&namespace, b"/p2p"),
+        // Not bound to the genesis (votes are): a validator of another
+        // genesis still connects, so it can be told so by name.
+        P2P_NAMESPACE,
         listen,
         commonware_p2p::authenticated::peer_set_limit(set.iter(), &me),
         max_message,
@@ -245,6 +262,7 @@ async fn run(
         blocks: network.register(CHANNEL_BLOCKS, quota),
     };
     let transactions = network.register(CHANNEL_TRANSACTIONS, Quota::per_second(NZU32!(10_000)));
+    let hello = network.register(CHANNEL_HELLO, Quota::per_second(NZU32!(16)));
     let network = network.start();
     let validator = start_validator(
         context.child("validator"),
@@ -266,6 +284,10 @@ async fn run(
     let gossip = context
         .child("transactions")
         .spawn(move |_| gossip_transactions(transactions, outgoing, host));
+    let quorum_others = (set_len - set_len.saturating_sub(1) / 3).saturating_sub(1);
+    let hellos = context
+        .child("hello")
+        .spawn(move |context| exchange_genesis(context, hello, genesis_hash, quorum_others.max(1)));
     tracing::info!(%listen, genesis = %genesis_hash, "consensus started");
     let mut engines = validator.engines;
     engines.push(network);
@@ -275,6 +297,10 @@ async fn run(
     futures::pin_mut!(finalizer);
     tokio::select! {
         _ = stop => Ok(()),
+        mismatch = hellos => match mismatch {
+            Ok(e) => Err(e),
+            Err(e) => Err(ConsensusError::Stopped(format!("the genesis check failed: {e:?}"))),
+        },
         r = finalizer => match r {
             Ok(Ok(())) => Err(ConsensusError::Stopped("marshal closed its queue".into())),
             Ok(Err(e)) => Err(e.into()),
@@ -283,6 +309,71 @@ async fn run(
         (r, index, _) = engines => Err(ConsensusError::Stopped(format!(
             "engine {index} ended: {r:?}"
         ))),
+    }
+}
+
+/// The P2P handshake namespace of every Hypertensor chain.
+const P2P_NAMESPACE: &[u8] = b"hypertensor/p2p/v1";
+
+/// Tells every validator this node's genesis hash, every second, and
+/// checks theirs. A validator on another genesis is named once (with
+/// both hashes); when as many validators as a quorum needs besides this
+/// one all run one other genesis and none runs ours, this node is the
+/// odd one out: it resolves with [`ConsensusError::GenesisMismatch`].
+/// Otherwise it runs for ever.
+async fn exchange_genesis<S, R>(
+    context: commonware_runtime::tokio::Context,
+    (mut sender, mut receiver): (S, R),
+    ours: hypertensor_primitives::H256,
+    quorum_others: usize,
+) -> ConsensusError
+where
+    S: commonware_p2p::Sender<PublicKey = commonware_cryptography::ed25519::PublicKey>,
+    R: commonware_p2p::Receiver<PublicKey = commonware_cryptography::ed25519::PublicKey>,
+{
+    use commonware_runtime::Clock as _;
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut agree = BTreeSet::new();
+    let mut other: BTreeMap<AccountId, hypertensor_primitives::H256> = BTreeMap::new();
+    loop {
+        sender.send(commonware_p2p::Recipients::All, ours.0.to_vec(), false);
+        let tick = context.sleep(Duration::from_secs(1));
+        futures::pin_mut!(tick);
+        loop {
+            tokio::select! {
+                () = &mut tick => break,
+                message = receiver.recv() => {
+                    let Ok((peer, bytes)) = message else {
+                        return ConsensusError::Stopped("the hello channel closed".into());
+                    };
+                    let peer = crate::app::account_of(&peer);
+                    let Ok(hash) = <[u8; 32]>::try_from(bytes.as_ref()) else {
+                        continue;
+                    };
+                    let theirs = hypertensor_primitives::H256(hash);
+                    if theirs == ours {
+                        agree.insert(peer);
+                        continue;
+                    }
+                    if other.insert(peer, theirs).is_none() {
+                        tracing::error!(
+                            validator = %peer,
+                            %theirs,
+                            %ours,
+                            "a validator runs another genesis; its votes do not count here"
+                        );
+                    }
+                    let distinct: BTreeSet<_> = other.values().collect();
+                    if agree.is_empty() && other.len() >= quorum_others && distinct.len() == 1 {
+                        return ConsensusError::GenesisMismatch {
+                            ours,
+                            theirs,
+                            peers: other.keys().map(|a| a.to_string()).collect::<Vec<_>>().join(", "),
+                        };
+                    }
+                }
+            }
+        }
     }
 }
 

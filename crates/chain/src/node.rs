@@ -440,6 +440,10 @@ impl Host for ChainHost {
         }
     }
 
+    fn verified(&self, extrinsic: &H256) -> bool {
+        self.shared.pool().contains(extrinsic)
+    }
+
     fn finalization(&self, hash: H256, certificate: Vec<u8>) {
         let mut kept = self
             .shared

@@ -83,6 +83,11 @@ impl Encode for Extrinsic {
 /// The root committing to a block's extrinsics, in order.
 pub fn extrinsics_root(extrinsics: &[Extrinsic]) -> H256 {
     let hashes: Vec<H256> = extrinsics.iter().map(Extrinsic::hash).collect();
+    extrinsics_root_of_hashes(&hashes)
+}
+
+/// [`extrinsics_root`] from the extrinsics' hashes.
+pub(crate) fn extrinsics_root_of_hashes(hashes: &[H256]) -> H256 {
     sha256(&[b"hypertensor/extrinsics/v1", &hashes.encode()])
 }
 

@@ -302,6 +302,19 @@ impl BlockBuilder {
 /// Returns the new state and the block's events; on any error `state` is
 /// untouched (it is only read) and the error names the reason.
 pub fn apply_block(state: &State, block: &Block) -> Result<(State, Vec<EventRecord>)> {
+    apply_block_with(state, block, &|_| false)
+}
+
+/// [`apply_block`] that skips the signature check of extrinsics for which
+/// `verified(hash)` is true: the caller already verified exactly those
+/// bytes against this chain (a validator's pool verified them at
+/// admission; the hash covers the signature). Everything else is checked
+/// as in [`apply_block`].
+pub fn apply_block_with(
+    state: &State,
+    block: &Block,
+    verified: &dyn Fn(&H256) -> bool,
+) -> Result<(State, Vec<EventRecord>)> {
     let header = &block.header;
     if header.height != state.height + 1 {
         return Err(Error::WrongHeight {
@@ -315,7 +328,8 @@ pub fn apply_block(state: &State, block: &Block) -> Result<(State, Vec<EventReco
             got: header.parent_hash,
         });
     }
-    let computed = extrinsics_root(&block.extrinsics);
+    let hashes: Vec<H256> = block.extrinsics.iter().map(Extrinsic::hash).collect();
+    let computed = crate::block::extrinsics_root_of_hashes(&hashes);
     if computed != header.extrinsics_root {
         return Err(Error::ExtrinsicsRootMismatch {
             header: header.extrinsics_root,
@@ -323,9 +337,14 @@ pub fn apply_block(state: &State, block: &Block) -> Result<(State, Vec<EventReco
         });
     }
     let mut builder = BlockBuilder::new(state, header.author, header.timestamp_ms)?;
-    for (index, xt) in block.extrinsics.iter().enumerate() {
+    for (index, (xt, hash)) in block.extrinsics.iter().zip(&hashes).enumerate() {
+        let check = if verified(hash) {
+            SignatureCheck::AlreadyVerified
+        } else {
+            SignatureCheck::Verify
+        };
         builder
-            .push(xt.clone())
+            .push_with(xt.clone(), check)
             .map_err(|reason| Error::InvalidExtrinsic {
                 index: u32::try_from(index).unwrap_or(u32::MAX),
                 reason: Box::new(reason),

@@ -71,7 +71,9 @@ pub use block::{Block, EXTRINSIC_PURPOSE, Extrinsic, Header, extrinsics_root};
 pub use call::Call;
 pub use error::{Error, Result};
 pub use event::{Event, EventRecord, PenaltyReason, Phase, RemovalReason};
-pub use executive::{Applied, BlockBuilder, BuiltBlock, SignatureCheck, TxValidity, apply_block};
+pub use executive::{
+    Applied, BlockBuilder, BuiltBlock, SignatureCheck, TxValidity, apply_block, apply_block_with,
+};
 pub use genesis::{
     ChainValidator, GenesisAccount, GenesisConfig, GenesisNode, GenesisSubnet,
     MAX_CHAIN_VALIDATORS, MAX_VALIDATOR_ADDRESS_LEN,

@@ -283,6 +283,12 @@ impl Pool {
         nonce
     }
 
+    /// Whether the extrinsic `hash` is pooled (so its signature was
+    /// verified against this chain at admission).
+    pub fn contains(&self, hash: &H256) -> bool {
+        self.hashes.contains(hash)
+    }
+
     /// Validates `xt` against `state` and admits it. Returns its hash and
     /// whether it is ready for the next block.
     pub fn submit(&mut self, state: &State, xt: Extrinsic) -> Result<(H256, bool), PoolError> {

@@ -304,6 +304,69 @@ async fn four_validators_finalize_the_same_chain_through_a_kill_and_a_restart() 
         authors.insert(info.header.author);
     }
     assert!(authors.len() >= 3, "authors: {authors:?}");
+
+    // Two of four down: no quorum, so nothing is finalized; one back and
+    // finality resumes on the same chain.
+    validators[0].kill();
+    validators[1].kill();
+    let stalled_at = height(&clients[2]).await;
+    tokio::time::sleep(Duration::from_millis(BLOCK_MS * 12)).await;
+    assert_eq!(
+        height(&clients[2]).await,
+        stalled_at,
+        "finalized without a quorum"
+    );
+    validators[0] = Validator::start(&dir, 0, &genesis, rpc_ports[0]);
+    clients[0] = Client::connect(&validators[0].url).await.unwrap();
+    wait_for_height(
+        &[&clients[0], &clients[2], &clients[3]],
+        stalled_at + 3,
+        Duration::from_secs(90),
+    )
+    .await;
+    assert_eq!(
+        block_at(&clients[0], stalled_at).await,
+        block_at(&clients[2], stalled_at).await
+    );
+
+    // A validator started on another genesis is told so by the others,
+    // named with both hashes, and refuses to join.
+    validators[3].kill();
+    let mut other: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&genesis).unwrap()).unwrap();
+    other["params"]["block_time_ms"] = serde_json::json!(BLOCK_MS + 1);
+    let other_genesis = dir.join("other-genesis.json");
+    std::fs::write(&other_genesis, other.to_string()).unwrap();
+    let ours = clients[0].health().await.unwrap().genesis_hash;
+    let mut odd = Command::new(env!("CARGO_BIN_EXE_hypertensor"))
+        .arg("chain")
+        .arg("--genesis")
+        .arg(&other_genesis)
+        .arg("--validator-key")
+        .arg(dir.join("validator-3.key"))
+        .arg("--base-path")
+        .arg(dir.join("db-odd"))
+        .args(["--rpc-addr", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = odd.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = odd.kill();
+            panic!("a validator on another genesis kept running");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(odd.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("genesis mismatch"), "{stderr}");
+    assert!(stderr.contains(&ours.to_string()), "{stderr}");
     drop(full);
     let _ = std::fs::remove_dir_all(&dir);
 }
