@@ -27,8 +27,8 @@ use hypertensor_primitives::{H256, Keypair, TENSOR};
 use hypertensor_runtime::{Call, ChainValidator, Extrinsic, GenesisAccount, GenesisConfig};
 
 const LATENCY_SAMPLES: usize = 20;
-const BURST_ACCOUNTS: usize = 256;
-const BURST_PER_ACCOUNT: u64 = 8;
+const BURST_ACCOUNTS: usize = 512;
+const BURST_PER_ACCOUNT: u64 = 64;
 
 struct Chain {
     nodes: Vec<Node>,

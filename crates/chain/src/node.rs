@@ -445,28 +445,21 @@ impl Host for ChainHost {
     }
 
     fn finalization(&self, hash: H256, certificate: Vec<u8>) {
-        let mut kept = self
-            .shared
-            .certificates
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if kept.len() >= MAX_EVIDENCE {
-            kept.pop_front();
-        }
-        kept.push_back((hash, certificate));
+        keep_recent(&self.shared.certificates, (hash, certificate));
     }
 
     fn evidence(&self, evidence: Evidence) {
-        let mut kept = self
-            .shared
-            .evidence
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if kept.len() >= MAX_EVIDENCE {
-            kept.pop_front();
-        }
-        kept.push_back(evidence);
+        keep_recent(&self.shared.evidence, evidence);
     }
+}
+
+/// Appends `item`, dropping the oldest beyond [`MAX_EVIDENCE`].
+fn keep_recent<T>(kept: &Mutex<std::collections::VecDeque<T>>, item: T) {
+    let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+    if kept.len() >= MAX_EVIDENCE {
+        kept.pop_front();
+    }
+    kept.push_back(item);
 }
 
 /// Commits a finalized block, then publishes its state and header.

@@ -444,14 +444,16 @@ impl Devnet {
         Ok(())
     }
 
+    fn chain_validator(&mut self, index: usize) -> Result<&mut ChainValidator> {
+        self.chains
+            .get_mut(index)
+            .ok_or_else(|| invalid(format!("no chain validator {index}")))
+    }
+
     /// Stops chain validator `index` (as if its machine went down); the
     /// others go on finalizing while a quorum remains.
     pub async fn stop_chain_validator(&mut self, index: usize) -> Result<()> {
-        let chain = self
-            .chains
-            .get_mut(index)
-            .ok_or_else(|| invalid(format!("no chain validator {index}")))?;
-        chain.stop().await;
+        self.chain_validator(index)?.stop().await;
         // The devnet's own client may have been on that one.
         self.chain = ChainClient::connect(&self.chain_url).await?;
         Ok(())
@@ -460,10 +462,7 @@ impl Devnet {
     /// Starts chain validator `index` again on its store; it catches up
     /// on the blocks finalized meanwhile.
     pub async fn start_chain_validator(&mut self, index: usize) -> Result<()> {
-        let chain = self
-            .chains
-            .get_mut(index)
-            .ok_or_else(|| invalid(format!("no chain validator {index}")))?;
+        let chain = self.chain_validator(index)?;
         if chain.task.is_none() {
             chain.start().await?;
         }
