@@ -26,7 +26,9 @@ pub(crate) enum Command {
     Chat(ChatArgs),
     /// Measure prefill and decode speed of a local model.
     Bench(BenchArgs),
-    /// Run a chain node: block producer with JSON-RPC (HTTP and WebSocket).
+    /// Run a chain validator (simplex BFT with the genesis validators) or a
+    /// full node, with JSON-RPC (HTTP and WebSocket); `chain genesis`
+    /// writes a genesis.
     Chain(crate::commands::ChainArgs),
     /// Generate a key file (a chain account and a libp2p identity).
     Keygen(crate::commands::KeygenArgs),
