@@ -9,6 +9,26 @@ use hypertensor_chain_client::{BlockId, Client};
 
 use crate::scenario::{BLOCK_MS, EPOCH_LENGTH, config, in_consensus_ratio, run};
 
+/// One chat completion through the gateway's API, raw HTTP/1.1; the
+/// whole response.
+async fn chat(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body =
+        r#"{"model":"smollm2","messages":[{"role":"user","content":"Hello"}],"max_tokens":4}"#;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_string(&mut reply))
+        .await
+        .expect("the API answers")
+        .unwrap();
+    reply
+}
+
 #[test]
 fn epochs_settle_with_a_chain_validator_down_and_it_catches_up() {
     let mut config = config("chain-validators");
@@ -42,6 +62,10 @@ fn epochs_settle_with_a_chain_validator_down_and_it_catches_up() {
             in_consensus_ratio(&report).is_some(),
             "epoch {target} with a chain validator down: {report:?}"
         );
+        // The API still answers a chat.
+        let reply = chat(devnet.api_addr).await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        assert!(reply.contains("\"choices\""), "{reply}");
 
         devnet.start_chain_validator(0).await.unwrap();
         let first = devnet.chain_url.split(',').next().unwrap().to_string();
