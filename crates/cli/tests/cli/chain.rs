@@ -3,10 +3,8 @@
 //! `kill -9`, and keygen / tx / query as a user runs them.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use hypertensor_chain_client::{BlockId, Client, HeaderInfo};
@@ -35,28 +33,9 @@ impl NodeProcess {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("the binary starts");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        // Keep draining stdout so the node never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(rest) = line.strip_prefix("RPC listening on http://") {
-                    let addr = rest
-                        .split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("the node prints its RPC address");
-        NodeProcess {
-            child,
-            url: format!("ws://{addr}"),
-        }
+        let lines = crate::process::stdout_lines(&mut child);
+        let url = crate::process::chain_rpc_url(&lines, Duration::from_secs(30));
+        NodeProcess { child, url }
     }
 
     fn kill(&mut self) {

@@ -11,7 +11,7 @@ use hypertensor_chain_client::{BlockId, Client};
 use hypertensor_primitives::{H256, Keypair, TENSOR};
 use hypertensor_runtime::Call;
 
-use crate::process::stdout_lines;
+use crate::process::{chain_rpc_url, stdout_lines};
 
 const VALIDATORS: usize = 4;
 const BLOCK_MS: u64 = 250;
@@ -85,15 +85,7 @@ impl Validator {
             .spawn()
             .expect("the binary starts");
         let lines = stdout_lines(&mut child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let url = loop {
-            let line = lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .expect("the validator prints its RPC address");
-            if let Some(rest) = line.strip_prefix("RPC listening on http://") {
-                break format!("ws://{}", rest.split_whitespace().next().unwrap());
-            }
-        };
+        let url = chain_rpc_url(&lines, Duration::from_secs(30));
         Validator { child, url }
     }
 
