@@ -4,7 +4,7 @@
 # usage: tools/bench/llama-bench.sh [GGUF] [llama-bench args...]
 #        tools/bench/llama-bench.sh --build-only
 #
-# Builds llama-bench once from the llama.cpp sources vendored in the PyPI
+# Builds llama-bench (and llama-server, for tools/bench/serve.sh) once from the llama.cpp sources vendored in the PyPI
 # sdist of llama-cpp-python (version and sha256 pinned in
 # tools/reference/env.sh) into $HYPERTENSOR_HOME/llama.cpp/<version>/
 # (default ~/.cache/hypertensor/...), then runs
@@ -24,9 +24,12 @@ BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$BENCH_DIR/../reference/env.sh"
 
 LLAMA_BENCH="$LLAMA_DIR/bin/llama-bench"
+LLAMA_SERVER="$LLAMA_DIR/bin/llama-server"
 
+# Builds llama-bench and llama-server (the baseline of `tools/bench/serve.sh`)
+# in one configured tree, once.
 build_llama_bench() {
-    if [[ -x "$LLAMA_BENCH" ]]; then
+    if [[ -x "$LLAMA_BENCH" && -x "$LLAMA_SERVER" ]]; then
         return 0
     fi
     ht_base_venv
@@ -42,7 +45,7 @@ build_llama_bench() {
             "llama_cpp_python-$LLAMA_VERSION/vendor/llama.cpp"
         touch "$src/.extracted"
     fi
-    ht_log "building llama-bench with $HT_BUILD_JOBS jobs (several minutes; log: $LLAMA_DIR/build.log)"
+    ht_log "building llama-bench and llama-server with $HT_BUILD_JOBS jobs (several minutes; log: $LLAMA_DIR/build.log)"
     {
         PATH="$HT_VENV/bin:$PATH" cmake -S "$src" -B "$build" -G Ninja \
             -DCMAKE_BUILD_TYPE=Release \
@@ -52,17 +55,20 @@ build_llama_bench() {
             -DLLAMA_OPENSSL=OFF \
             -DLLAMA_BUILD_TESTS=OFF \
             -DLLAMA_BUILD_EXAMPLES=OFF \
-            -DLLAMA_BUILD_SERVER=OFF \
+            -DLLAMA_BUILD_SERVER=ON \
             -DLLAMA_BUILD_TOOLS=ON
-        PATH="$HT_VENV/bin:$PATH" cmake --build "$build" --target llama-bench -j "$HT_BUILD_JOBS"
+        PATH="$HT_VENV/bin:$PATH" cmake --build "$build" --target llama-bench llama-server -j "$HT_BUILD_JOBS"
     } >"$LLAMA_DIR/build.log" 2>&1 || {
         tail -n 30 "$LLAMA_DIR/build.log" >&2
         ht_log "llama-bench build failed; full log in $LLAMA_DIR/build.log"
         return 1
     }
     mkdir -p "$LLAMA_DIR/bin"
-    cp "$build/bin/llama-bench" "$LLAMA_BENCH.tmp"
-    mv "$LLAMA_BENCH.tmp" "$LLAMA_BENCH"
+    local tool
+    for tool in llama-bench llama-server; do
+        cp "$build/bin/$tool" "$LLAMA_DIR/bin/$tool.tmp"
+        mv "$LLAMA_DIR/bin/$tool.tmp" "$LLAMA_DIR/bin/$tool"
+    done
 }
 
 # True when any of the given flag spellings occurs in the pass-through args.

@@ -114,13 +114,27 @@ impl TransformerBlock {
         .sum()
     }
 
-    /// Runs the block on `x` (`n` rows of hidden size, updated in place) at
-    /// the positions following those already in `cache`, appending to it.
-    pub(crate) fn forward(&self, x: &mut [f32], cache: &mut KvCache, rope: &RopeTable) {
+    /// Runs the block on `x`: the rows of several sequences one after the
+    /// other, `lens[s]` rows of hidden size for sequence `s`, each at the
+    /// positions following those already in its cache `caches[s]`, to which
+    /// its keys and values are appended. `rope` holds one rotation per row
+    /// of `x`, at that row's own position.
+    ///
+    /// Every product is row by row and every attention is within one
+    /// sequence, computed in the same order whatever else is in the batch,
+    /// so a sequence's outputs are bit for bit those of running it alone.
+    pub(crate) fn forward(
+        &self,
+        x: &mut [f32],
+        lens: &[usize],
+        caches: &mut [&mut KvCache],
+        rope: &RopeTable,
+    ) {
         let c = &*self.config;
         let (h, kv_dim) = (c.hidden_size, c.kv_dim());
         let n = x.len() / h;
-        let past = cache.len(kv_dim);
+        debug_assert_eq!(lens.iter().sum::<usize>(), n);
+        debug_assert_eq!(lens.len(), caches.len());
 
         let mut normed = vec![0.0; n * h];
         self.attn_norm.forward(x, &mut normed);
@@ -132,11 +146,24 @@ impl TransformerBlock {
         self.wv.matmul(&normed, &mut v);
         rope.apply(&mut q, h);
         rope.apply(&mut k, kv_dim);
-        cache.keys.extend_from_slice(&k);
-        cache.values.extend_from_slice(&v);
+        // Each row's sequence and how many positions it sees (causal).
+        let mut rows = Vec::with_capacity(n);
+        let mut first = 0;
+        for (s, (&len, cache)) in lens.iter().zip(caches.iter_mut()).enumerate() {
+            let past = cache.len(kv_dim);
+            cache
+                .keys
+                .extend_from_slice(&k[first * kv_dim..(first + len) * kv_dim]);
+            cache
+                .values
+                .extend_from_slice(&v[first * kv_dim..(first + len) * kv_dim]);
+            rows.extend((0..len).map(|t| (s, past + t + 1)));
+            first += len;
+        }
 
         let mut attn = vec![0.0; n * h];
-        self.attention(&q, cache, past, &mut attn);
+        let shared: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
+        self.attention(&q, &shared, &rows, &mut attn);
         let mut projected = vec![0.0; n * h];
         self.wo.matmul(&attn, &mut projected);
         add_into(x, &projected);
@@ -151,22 +178,24 @@ impl TransformerBlock {
         add_into(x, &projected);
     }
 
-    /// Causal attention of the `n` new queries over all cached positions.
-    fn attention(&self, q: &[f32], cache: &KvCache, past: usize, out: &mut [f32]) {
+    /// Causal attention of each query row over its own sequence's cache:
+    /// `rows[t]` is row `t`'s sequence (an index into `caches`) and the
+    /// number of that sequence's positions it sees.
+    fn attention(&self, q: &[f32], caches: &[&KvCache], rows: &[(usize, usize)], out: &mut [f32]) {
         let c = &*self.config;
         let (h, d, kv_dim) = (c.hidden_size, c.head_dim, c.kv_dim());
         let group = c.n_heads / c.n_kv_heads;
         let scale = 1.0 / (d as f32).sqrt();
-        let n = q.len() / h;
         // One task per (token, head): each writes its own `d` outputs.
         out.par_chunks_mut(d)
             .with_min_len(c.n_heads)
             .enumerate()
             .for_each(|(i, o)| {
                 let (t, head) = (i / c.n_heads, i % c.n_heads);
+                let (seq, visible) = rows[t];
+                let cache = caches[seq];
                 let kv_head = head / group;
                 let qh = &q[t * h + head * d..][..d];
-                let visible = past + t + 1;
                 let mut scores: Vec<f32> = (0..visible)
                     .map(|p| dot_f32(qh, &cache.keys[p * kv_dim + kv_head * d..][..d]) * scale)
                     .collect();
@@ -179,7 +208,7 @@ impl TransformerBlock {
                     }
                 }
             });
-        debug_assert_eq!(out.len(), n * h);
+        debug_assert_eq!(out.len(), rows.len() * h);
     }
 
     /// Drops cached positions from `positions` on.

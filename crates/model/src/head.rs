@@ -89,10 +89,27 @@ impl Head {
             )));
         }
         let last = hidden.row(hidden.n_tokens() - 1);
-        let mut normed = vec![0.0; self.hidden_size];
-        self.norm.forward(last, &mut normed);
-        let mut logits = vec![0.0; self.output.rows()];
+        Ok(self.forward_rows(&[last])?.pop().unwrap_or_default())
+    }
+
+    /// Logits after each of `rows` (hidden states of several sequences'
+    /// last tokens) in one product over the output matrix. Each row's
+    /// logits are bit for bit what [`Head::forward_last`] gives it alone.
+    pub fn forward_rows(&self, rows: &[&[f32]]) -> Result<Vec<Vec<f32>>> {
+        let h = self.hidden_size;
+        if let Some(bad) = rows.iter().find(|r| r.len() != h) {
+            return Err(ModelError::InvalidInput(format!(
+                "head needs rows of width {h}, got one of {}",
+                bad.len()
+            )));
+        }
+        let mut normed = vec![0.0; rows.len() * h];
+        for (row, out) in rows.iter().zip(normed.chunks_exact_mut(h)) {
+            self.norm.forward(row, out);
+        }
+        let vocab = self.output.rows();
+        let mut logits = vec![0.0; rows.len() * vocab];
         crate::pool::run(|| self.output.matmul(&normed, &mut logits));
-        Ok(logits)
+        Ok(logits.chunks_exact(vocab).map(<[f32]>::to_vec).collect())
     }
 }

@@ -83,6 +83,14 @@ impl Rope {
 }
 
 impl RopeTable {
+    /// Appends `other`'s rows after this table's (one table for a batch
+    /// of sequences at their own positions).
+    pub(crate) fn extend(&mut self, other: &RopeTable) {
+        debug_assert_eq!(self.half, other.half);
+        self.cos.extend_from_slice(&other.cos);
+        self.sin.extend_from_slice(&other.sin);
+    }
+
     /// Rotates every head of every row of `x` (rows of `n_heads * head_dim`).
     pub(crate) fn apply(&self, x: &mut [f32], row_width: usize) {
         let head_dim = self.half * 2;

@@ -20,6 +20,7 @@
 //! file's metadata ([`tokenizer`]); sampling and the generation loop are kept
 //! apart from the model ([`sampling`], [`generate`]).
 
+pub mod batch;
 mod block;
 pub mod config;
 mod embedding;
@@ -36,6 +37,7 @@ pub mod sampling;
 mod span;
 pub mod tokenizer;
 
+pub use batch::{BatchConfig, BatchStats, Batcher, OpenSequence, StepOutput};
 pub use block::KvCache;
 pub use config::LlamaConfig;
 pub use embedding::Embedding;
@@ -45,7 +47,7 @@ pub use gguf::GgufFile;
 pub use head::Head;
 pub use hidden::HiddenStates;
 pub use kernels::Precision;
-pub use model::{LanguageModel, LocalModel, LocalSession};
+pub use model::{BatchedModel, BatchedSession, LanguageModel, LocalModel, LocalSession};
 pub use sampling::{Sampler, SamplingParams};
 pub use span::{BlockSpan, SpanCache};
 pub use tokenizer::{ChatMessage, ChatTemplate, Tokenizer};

@@ -1,10 +1,12 @@
 //! A whole model in one process: embedding, every block, head, tokenizer.
 
 use std::path::Path;
+use std::sync::Arc;
 
+use crate::batch::{BatchConfig, Batcher, OpenSequence, StepOutput};
 use crate::config::LlamaConfig;
 use crate::embedding::Embedding;
-use crate::error::Result;
+use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::head::Head;
 use crate::kernels::Precision;
@@ -30,8 +32,8 @@ pub trait LanguageModel {
 pub struct LocalModel {
     config: LlamaConfig,
     embedding: Embedding,
-    blocks: BlockSpan,
-    head: Head,
+    blocks: Arc<BlockSpan>,
+    head: Arc<Head>,
     tokenizer: Tokenizer,
     chat_template: Option<ChatTemplate>,
 }
@@ -54,8 +56,8 @@ impl LocalModel {
         Ok(Self {
             config,
             embedding,
-            blocks,
-            head,
+            blocks: Arc::new(blocks),
+            head: Arc::new(head),
             tokenizer,
             chat_template,
         })
@@ -82,6 +84,81 @@ impl LocalModel {
             model: self,
             cache: self.blocks.new_cache(),
         }
+    }
+
+    /// This model behind a batching thread: concurrent sequences share
+    /// each forward pass (see [`crate::batch`]).
+    pub fn batched(self, config: BatchConfig) -> BatchedModel {
+        let batcher = Batcher::start(self.blocks.clone(), Some(self.head.clone()), config);
+        BatchedModel {
+            model: self,
+            batcher,
+        }
+    }
+}
+
+/// A [`LocalModel`] whose sequences are run in shared batches: what a
+/// server answering many requests at once uses. Each sequence's logits
+/// are bit for bit those of [`LocalModel::session`].
+#[derive(Debug)]
+pub struct BatchedModel {
+    model: LocalModel,
+    batcher: Batcher,
+}
+
+impl BatchedModel {
+    /// The model underneath (tokenizer, chat template, configuration).
+    pub fn model(&self) -> &LocalModel {
+        &self.model
+    }
+
+    /// The batching thread (its parameters and counters).
+    pub fn batcher(&self) -> &Batcher {
+        &self.batcher
+    }
+
+    /// A fresh sequence, counted as open (batches wait for its steps)
+    /// until it drops.
+    pub fn session(&self) -> BatchedSession<'_> {
+        BatchedSession {
+            model: self,
+            cache: Some(self.model.blocks.new_cache()),
+            _open: self.batcher.open(),
+        }
+    }
+}
+
+/// One sequence of a [`BatchedModel`].
+#[derive(Debug)]
+pub struct BatchedSession<'a> {
+    model: &'a BatchedModel,
+    /// `None` only if a step lost it (the batching thread stopped).
+    cache: Option<crate::span::SpanCache>,
+    _open: OpenSequence,
+}
+
+impl LanguageModel for BatchedSession<'_> {
+    fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        let hidden = self.model.model.embedding.forward(tokens)?;
+        let cache = self.cache.take().ok_or_else(|| {
+            ModelError::Unavailable("the sequence's cache was lost with the batching thread".into())
+        })?;
+        let (cache, outcome) = self.model.batcher.run(cache, hidden);
+        self.cache = Some(cache);
+        match outcome? {
+            StepOutput::Logits(logits) => Ok(logits),
+            StepOutput::Hidden(_) => {
+                Err(ModelError::InvalidInput("the batcher has no head".into()))
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.cache = Some(self.model.model.blocks.new_cache());
+    }
+
+    fn context_length(&self) -> usize {
+        self.model.model.config.context_length
     }
 }
 

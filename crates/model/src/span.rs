@@ -107,6 +107,67 @@ impl BlockSpan {
     /// Fails, changing nothing, if the states have the wrong width or the
     /// sequence would outgrow the model's context.
     pub fn forward(&self, hidden: &mut HiddenStates, cache: &mut SpanCache) -> Result<()> {
+        self.forward_batch(&mut [(hidden, cache)])
+    }
+
+    /// Runs the next rows of several sequences through every block in one
+    /// pass over the weights: each entry is a sequence's new hidden states
+    /// (replaced by the span's outputs) and its cache. Decoding many
+    /// sequences at once reads the weights once instead of once per
+    /// sequence.
+    ///
+    /// Each sequence's outputs and cache are bit for bit what
+    /// [`BlockSpan::forward`] gives it alone: products are row by row and
+    /// attention stays within a sequence. Fails, changing nothing, if any
+    /// entry has the wrong width, belongs to another span, or would outgrow
+    /// the model's context (the error names the entry).
+    pub fn forward_batch(&self, batch: &mut [(&mut HiddenStates, &mut SpanCache)]) -> Result<()> {
+        for (i, (hidden, cache)) in batch.iter().enumerate() {
+            self.check_entry(hidden, cache).map_err(|e| match e {
+                ModelError::InvalidInput(m) if batch.len() > 1 => {
+                    ModelError::InvalidInput(format!("sequence {i} of the batch: {m}"))
+                }
+                other => other,
+            })?;
+        }
+        let h = self.config.hidden_size;
+        let lens: Vec<usize> = batch.iter().map(|(hidden, _)| hidden.n_tokens()).collect();
+        let mut x = Vec::with_capacity(lens.iter().sum::<usize>() * h);
+        let mut table = None::<crate::layers::RopeTable>;
+        for (hidden, cache) in batch.iter() {
+            x.extend_from_slice(hidden.as_slice());
+            let rows = self.rope.table(cache.positions, hidden.n_tokens());
+            match &mut table {
+                Some(t) => t.extend(&rows),
+                None => table = Some(rows),
+            }
+        }
+        let Some(table) = table else { return Ok(()) };
+        crate::pool::run(|| {
+            for (l, block) in self.blocks.iter().enumerate() {
+                let mut layer_caches: Vec<&mut KvCache> =
+                    batch.iter_mut().map(|(_, c)| &mut c.layers[l]).collect();
+                block.forward(&mut x, &lens, &mut layer_caches, &table);
+            }
+        });
+        let mut first = 0;
+        for ((hidden, cache), len) in batch.iter_mut().zip(&lens) {
+            hidden
+                .as_mut_slice()
+                .copy_from_slice(&x[first * h..(first + len) * h]);
+            cache.positions += len;
+            first += len;
+        }
+        Ok(())
+    }
+
+    /// Whether `cache` was made by a span of this one's size.
+    pub fn owns(&self, cache: &SpanCache) -> bool {
+        cache.layers.len() == self.blocks.len()
+    }
+
+    /// Why `hidden` cannot be run on `cache` by this span, if it cannot.
+    fn check_entry(&self, hidden: &HiddenStates, cache: &SpanCache) -> Result<()> {
         if hidden.width() != self.config.hidden_size {
             return Err(ModelError::InvalidInput(format!(
                 "hidden states have width {}, the model's is {}",
@@ -114,26 +175,18 @@ impl BlockSpan {
                 self.config.hidden_size
             )));
         }
-        if cache.layers.len() != self.blocks.len() {
+        if !self.owns(cache) {
             return Err(ModelError::InvalidInput(
                 "cache belongs to a span of another size".into(),
             ));
         }
-        let n = hidden.n_tokens();
-        let requested = cache.positions + n;
+        let requested = cache.positions + hidden.n_tokens();
         if requested > self.config.context_length {
             return Err(ModelError::ContextOverflow {
                 requested,
                 limit: self.config.context_length,
             });
         }
-        let table = self.rope.table(cache.positions, n);
-        crate::pool::run(|| {
-            for (block, layer_cache) in self.blocks.iter().zip(&mut cache.layers) {
-                block.forward(hidden.as_mut_slice(), layer_cache, &table);
-            }
-        });
-        cache.positions = requested;
         Ok(())
     }
 
@@ -168,7 +221,7 @@ impl BlockSpan {
                 .map(|block| {
                     let mut hidden = input.clone();
                     let mut cache = KvCache::default();
-                    block.forward(hidden.as_mut_slice(), &mut cache, &table);
+                    block.forward(hidden.as_mut_slice(), &[n], &mut [&mut cache], &table);
                     hidden
                 })
                 .collect()

@@ -1,6 +1,7 @@
 //! End-to-end tests of the model engine on the real default model.
 
 mod bad_input;
+mod batching;
 mod generation;
 mod malformed;
 mod raw_gguf;
