@@ -25,6 +25,10 @@ pub enum ApiError {
     /// with the reason.
     #[error("{0}")]
     Unavailable(String),
+    /// The server has no room for the request now (its key/value cache is
+    /// taken by running generations): a 503 with the reason, at once.
+    #[error("{0}")]
+    Full(String),
     /// The prompt and `max_tokens` together ask for more positions than
     /// the model's context holds.
     #[error(
@@ -108,7 +112,7 @@ impl ApiError {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::UnknownModel(_) => StatusCode::NOT_FOUND,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Full(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::ContextLength { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -141,6 +145,12 @@ impl ApiError {
                 "service_unavailable",
                 None,
                 Some("no_route"),
+            ),
+            ApiError::Full(_) => (
+                self.to_string(),
+                "service_unavailable",
+                None,
+                Some("server_full"),
             ),
             ApiError::ContextLength { param, .. } => (
                 self.to_string(),

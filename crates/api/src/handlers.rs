@@ -74,6 +74,7 @@ impl From<BackendError> for ApiError {
                 param: None,
             },
             BackendError::Unavailable(m) => ApiError::Unavailable(m),
+            BackendError::Full(m) => ApiError::Full(m),
             BackendError::Failed(m) => ApiError::Internal(m),
         }
     }

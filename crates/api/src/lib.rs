@@ -43,7 +43,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 pub use error::{ApiError, Result};
-pub use hypertensor_backend::{Backend, BackendError, LocalBackend};
+pub use hypertensor_backend::{Backend, BackendError, BatchedBackend, LocalBackend};
 
 /// How the HTTP server behaves: how much work it takes on and how long it
 /// waits for a client (see `docs/inference.md` for why each default).

@@ -22,7 +22,11 @@ pub use hypertensor_model::{
     ChatTemplate, FinishReason, Flow, Generation, GenerationRequest, SamplingParams, Tokenizer,
 };
 
-use hypertensor_model::{LocalModel, ModelError, generate};
+use std::sync::{Arc, Mutex};
+
+use hypertensor_model::{
+    BatchedModel, BatchedSession, LanguageModel, LocalModel, ModelError, generate,
+};
 
 /// Why a backend could not generate.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -35,6 +39,10 @@ pub enum BackendError {
     /// servers running the blocks failed or went away): retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// The server is at capacity (no room for the request's cache): retry
+    /// when a generation ends.
+    #[error("{0}")]
+    Full(String),
     /// Anything else (a bug, a broken model file).
     #[error("{0}")]
     Failed(String),
@@ -127,6 +135,157 @@ impl Backend for LocalBackend {
             request,
             on_text,
         )?)
+    }
+}
+
+/// A whole model in this process serving many requests at once: their
+/// steps run in shared batches ([`BatchedModel`]), and each generation
+/// reserves its key/value cache in a budget first. What `hypertensor
+/// serve` runs.
+#[derive(Debug)]
+pub struct BatchedBackend {
+    id: String,
+    model: BatchedModel,
+    budget: Arc<CacheBudget>,
+}
+
+/// Token positions of key/value cache the running generations may hold.
+#[derive(Debug)]
+struct CacheBudget {
+    capacity: usize,
+    used: Mutex<usize>,
+}
+
+/// A generation's positions, returned to the budget when dropped.
+#[derive(Debug)]
+struct CacheReservation {
+    budget: Arc<CacheBudget>,
+    positions: usize,
+}
+
+impl Drop for CacheReservation {
+    fn drop(&mut self) {
+        let mut used = self.budget.used.lock().unwrap_or_else(|p| p.into_inner());
+        *used = used.saturating_sub(self.positions);
+    }
+}
+
+impl CacheBudget {
+    /// Reserves `wanted` positions, or as many as are free if at least
+    /// `needed`; else says how many are free.
+    fn reserve(self: &Arc<Self>, wanted: usize, needed: usize) -> Result<CacheReservation, usize> {
+        let mut used = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        let free = self.capacity.saturating_sub(*used);
+        if free < needed {
+            return Err(free);
+        }
+        let positions = wanted.min(free);
+        *used += positions;
+        Ok(CacheReservation {
+            budget: self.clone(),
+            positions,
+        })
+    }
+}
+
+impl BatchedBackend {
+    /// Serves `model` under the name `id`, with `cache_bytes` of key/value
+    /// cache for all generations together.
+    pub fn new(id: impl Into<String>, model: BatchedModel, cache_bytes: usize) -> Self {
+        let per_token = model.model().cache_bytes_per_token().max(1);
+        Self {
+            id: id.into(),
+            budget: Arc::new(CacheBudget {
+                capacity: cache_bytes / per_token,
+                used: Mutex::new(0),
+            }),
+            model,
+        }
+    }
+
+    /// The batched model (its batcher's counters among others).
+    pub fn model(&self) -> &BatchedModel {
+        &self.model
+    }
+
+    /// Token positions of cache not reserved now.
+    pub fn free_cache_tokens(&self) -> usize {
+        let used = self.budget.used.lock().unwrap_or_else(|p| p.into_inner());
+        self.budget.capacity.saturating_sub(*used)
+    }
+}
+
+/// A batched sequence that reports its reservation as its context, so a
+/// generation fitted to the free cache ends with `length` at its edge.
+struct Reserved<'a> {
+    session: BatchedSession<'a>,
+    positions: usize,
+}
+
+impl LanguageModel for Reserved<'_> {
+    fn forward(&mut self, tokens: &[u32]) -> hypertensor_model::Result<Vec<f32>> {
+        self.session.forward(tokens)
+    }
+
+    fn reset(&mut self) {
+        self.session.reset();
+    }
+
+    fn context_length(&self) -> usize {
+        self.positions
+    }
+}
+
+impl Backend for BatchedBackend {
+    fn model_id(&self) -> &str {
+        &self.id
+    }
+
+    fn tokenizer(&self) -> &Tokenizer {
+        self.model.model().tokenizer()
+    }
+
+    fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.model.model().chat_template()
+    }
+
+    fn context_length(&self) -> usize {
+        self.model.model().config().context_length
+    }
+
+    /// Reserves the request's positions (prompt plus completion), fitted to
+    /// the free cache when there is room for the prompt and one token;
+    /// when there is not, fails at once with [`BackendError::Full`]
+    /// naming the free room, rather than queueing.
+    fn generate(
+        &self,
+        request: &GenerationRequest,
+        on_text: &mut dyn FnMut(&str) -> Flow,
+    ) -> Result<Generation, BackendError> {
+        let context = self.context_length();
+        let wanted = request
+            .prompt
+            .len()
+            .saturating_add(request.max_tokens)
+            .min(context);
+        let needed = request.prompt.len().saturating_add(1).min(context);
+        let reservation = self.budget.reserve(wanted, needed).map_err(|free| {
+            BackendError::Full(format!(
+                "the server is full: the request needs {needed} positions of key/value cache and {free} are free; retry when a generation ends"
+            ))
+        })?;
+        let mut session = Reserved {
+            session: self.model.session(),
+            positions: reservation.positions,
+        };
+        let out = generate(
+            &mut session,
+            self.model.model().tokenizer(),
+            request,
+            on_text,
+        )?;
+        drop(reservation);
+        Ok(out)
     }
 }
 

@@ -43,6 +43,9 @@ pub(crate) enum Command {
     /// validators and a gateway serving the OpenAI-compatible API, with a
     /// live status of every epoch.
     Devnet(crate::commands::DevnetArgs),
+    /// Serve the OpenAI-compatible API on a local model, batching
+    /// concurrent requests (no swarm, no chain).
+    Serve(crate::commands::ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,9 +62,10 @@ pub(crate) enum ModelCommand {
 /// Where the model comes from.
 #[derive(Debug, Args)]
 pub(crate) struct ModelArgs {
-    /// A GGUF file of the llama family; the default model is fetched when
-    /// this is not given.
-    #[arg(long, value_name = "PATH")]
+    /// A GGUF file of the llama family, or a known model's name
+    /// (`smollm2`, the default model, fetched when needed); the default
+    /// model when not given.
+    #[arg(long, value_name = "PATH|NAME")]
     pub(crate) model: Option<PathBuf>,
 }
 
@@ -136,8 +140,14 @@ pub(crate) struct BenchArgs {
 /// `docs/inference.md`, "HTTP limits").
 #[derive(Debug, Clone, Args)]
 pub(crate) struct ApiLimitArgs {
-    /// Most generations running at once; further requests wait.
-    #[arg(long, value_name = "N", default_value_t = 64)]
+    /// Most generations running at once (`--parallel` for short); further
+    /// requests wait.
+    #[arg(
+        long,
+        visible_alias = "parallel",
+        value_name = "N",
+        default_value_t = 64
+    )]
     pub(crate) api_max_concurrent: usize,
     /// Most requests waiting for a generation; beyond, 429.
     #[arg(long, value_name = "N", default_value_t = 256)]

@@ -33,8 +33,12 @@ pub struct ServerInfo {
     pub start: u32,
     /// One past the last block served.
     pub end: u32,
-    /// Decode steps per second through the whole span, as measured.
+    /// Decode steps per second a session sees through the whole span, as
+    /// measured under the server's current load.
     pub throughput: f64,
+    /// Sessions open on the server when it announced.
+    #[serde(default)]
+    pub sessions: u32,
     /// Token positions its cache budget can still reserve.
     pub free_cache_tokens: u64,
     /// Software version.

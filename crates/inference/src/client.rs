@@ -19,13 +19,13 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use hypertensor_model::{
-    ChatTemplate, Embedding, GgufFile, Head, HiddenStates, LanguageModel, LlamaConfig, ModelError,
-    Tokenizer,
+    ChatTemplate, Embedding, GgufFile, Head, HeadBatcher, HiddenStates, LanguageModel, LlamaConfig,
+    ModelError, Tokenizer,
 };
 use hypertensor_p2p::{Client, Multiaddr, PeerId, RpcSession};
 use serde_json::json;
@@ -135,7 +135,11 @@ pub struct SwarmClient {
     config: ClientConfig,
     model: LlamaConfig,
     embedding: Embedding,
-    head: Head,
+    /// The head, its products combined across concurrent sequences.
+    head: HeadBatcher,
+    /// Hops this client has open now, per server: load its announcements
+    /// may not show yet (see [`Candidate::own_sessions`]).
+    open_hops: Arc<Mutex<HashMap<PeerId, u32>>>,
     tokenizer: Tokenizer,
     chat_template: Option<ChatTemplate>,
     shared: Mutex<Shared>,
@@ -162,7 +166,7 @@ impl SwarmClient {
         let tokenizer = Tokenizer::from_gguf(gguf.metadata()).map_err(ModelError::from)?;
         let chat_template = ChatTemplate::from_gguf(gguf.metadata()).ok();
         let embedding = Embedding::load(&gguf)?;
-        let head = Head::load(&gguf, Some(&embedding))?;
+        let head = HeadBatcher::new(Arc::new(Head::load(&gguf, Some(&embedding))?));
         Ok(Self {
             p2p,
             handle,
@@ -170,6 +174,7 @@ impl SwarmClient {
             model,
             embedding,
             head,
+            open_hops: Arc::default(),
             tokenizer,
             chat_template,
             shared: Mutex::new(Shared::default()),
@@ -351,6 +356,7 @@ impl SwarmClient {
         let mut out = Vec::new();
         for (peer, info, latency) in join_all(probes).await {
             let free_tokens = self.free_tokens(&peer, info.free_cache_tokens);
+            let own_sessions = self.own_sessions(&peer);
             match latency {
                 Ok(latency) => out.push(Offer {
                     free_tokens,
@@ -359,6 +365,8 @@ impl SwarmClient {
                         start: info.start as usize,
                         end: info.end as usize,
                         throughput: info.throughput,
+                        sessions: info.sessions,
+                        own_sessions,
                         latency,
                     },
                 }),
@@ -366,6 +374,22 @@ impl SwarmClient {
             }
         }
         Ok(out)
+    }
+
+    /// Hops this client has open on `peer` now.
+    fn own_sessions(&self, peer: &PeerId) -> u32 {
+        let open = self.open_hops.lock().unwrap_or_else(|p| p.into_inner());
+        open.get(peer).copied().unwrap_or(0)
+    }
+
+    /// Counts a hop open on `peer` until the returned guard drops.
+    fn hop_opened(&self, peer: PeerId) -> HopLoad {
+        let mut open = self.open_hops.lock().unwrap_or_else(|p| p.into_inner());
+        *open.entry(peer).or_default() += 1;
+        HopLoad {
+            open: self.open_hops.clone(),
+            peer,
+        }
     }
 
     /// The measured round trip to `peer` (cached), dialing its announced
@@ -483,6 +507,25 @@ struct Hop {
     start: usize,
     end: usize,
     session: RpcSession,
+    _load: HopLoad,
+}
+
+/// A hop counted in its client's load on a server while it lives.
+struct HopLoad {
+    open: Arc<Mutex<HashMap<PeerId, u32>>>,
+    peer: PeerId,
+}
+
+impl Drop for HopLoad {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.peer);
+            }
+        }
+    }
 }
 
 /// One sequence generated through the swarm.
@@ -807,6 +850,7 @@ impl SwarmSession<'_> {
             start: target.start,
             end: target.end,
             session,
+            _load: self.client.hop_opened(peer),
         };
         let width = self.client.model.hidden_size;
         let mut outputs = Vec::with_capacity(steps.len());
@@ -893,9 +937,8 @@ impl LanguageModel for SwarmSession<'_> {
         // A swarm failure keeps its kind: see `From<InferenceError> for
         // ModelError` (the swarm unable to serve is `Unavailable`).
         let out = handle.block_on(self.step(hidden.into_vec(), tokens.len()))?;
-        self.client
-            .head
-            .forward_last(&HiddenStates::new(width, out)?)
+        let last = HiddenStates::new(width, out)?.last_rows(1)?;
+        self.client.head.logits(last.into_vec())
     }
 
     fn reset(&mut self) {

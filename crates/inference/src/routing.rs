@@ -3,8 +3,20 @@
 //!
 //! Blocks `0..=n` are the vertices; a server holding `start..end` is an
 //! edge `start -> end` weighing its measured round-trip latency plus the
-//! time of one decode step at its announced throughput. Dijkstra finds the
-//! cheapest path; ties break on the peer id so routes are reproducible.
+//! time of one decode step there ([`Candidate::cost_ms`]). Dijkstra finds
+//! the cheapest path; ties break on the peer id so routes are
+//! reproducible.
+//!
+//! # Load
+//!
+//! A server announces the decode rate a session sees under its current
+//! load (measured over its recent batches, so it falls as sessions share
+//! them) and how many sessions it had open. Sessions this client opened
+//! there since are not in that figure yet: each adds [`LOAD_MARGINAL`] of
+//! a step to the estimate. Between replicas of a span, new sessions thus
+//! go to the server where a step is expected to be quickest, which spreads
+//! them by load (Petals weighs servers by throughput alone and counts no
+//! load, which a batching server needs).
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -21,16 +33,32 @@ pub struct Candidate {
     pub start: usize,
     /// One past its last block.
     pub end: usize,
-    /// Announced decode steps per second.
+    /// Announced decode steps per second, under the announced load.
     pub throughput: f64,
+    /// Sessions open on the server when it announced.
+    pub sessions: u32,
+    /// Sessions this client has open there now.
+    pub own_sessions: u32,
     /// Measured round-trip time.
     pub latency: Duration,
 }
 
+/// The share of one step a session not yet in a server's announced load
+/// adds to each step there. Batching makes a session's marginal cost the
+/// rows it adds to a batch, not a step of its own: on the default model a
+/// row costs about a third of a lone step (prefill rate ≈ 3x decode rate);
+/// a half errs toward spreading sessions.
+pub const LOAD_MARGINAL: f64 = 0.5;
+
 impl Candidate {
-    /// The edge weight in milliseconds.
+    /// The edge weight in milliseconds: the round trip plus the expected
+    /// step time, `1000 / throughput * (1 + LOAD_MARGINAL * unseen)` where
+    /// `unseen` is how many more sessions this client has open there than
+    /// the server announced.
     pub fn cost_ms(&self) -> f64 {
-        self.latency.as_secs_f64() * 1e3 + 1e3 / self.throughput.max(1e-9)
+        let unseen = f64::from(self.own_sessions.saturating_sub(self.sessions));
+        self.latency.as_secs_f64() * 1e3
+            + 1e3 / self.throughput.max(1e-9) * (1.0 + LOAD_MARGINAL * unseen)
     }
 }
 
@@ -182,8 +210,45 @@ mod tests {
             start,
             end,
             throughput,
+            sessions: 0,
+            own_sessions: 0,
             latency: Duration::from_millis(latency_ms),
         }
+    }
+
+    #[test]
+    fn sessions_spread_over_replicas_by_load() {
+        // Two replicas of the whole model, equally fast and near.
+        let mut servers = [cand(0, 0, 30, 100.0, 1), cand(1, 0, 30, 100.0, 1)];
+        let mut placed = [0u32; 2];
+        for _ in 0..8 {
+            let route = shortest_route(&servers, 0, 30).unwrap();
+            let i = servers
+                .iter()
+                .position(|c| c.peer == route[0].peer)
+                .unwrap();
+            placed[i] += 1;
+            servers[i].own_sessions += 1;
+        }
+        assert_eq!(placed, [4, 4], "a client's own new sessions alternate");
+        // A server announcing a slower step under its load gets fewer.
+        let mut servers = [cand(0, 0, 30, 100.0, 1), cand(1, 0, 30, 50.0, 2)];
+        servers[1].sessions = 6;
+        servers[1].own_sessions = 6;
+        let mut placed = [0u32; 2];
+        for _ in 0..6 {
+            let route = shortest_route(&servers, 0, 30).unwrap();
+            let i = servers
+                .iter()
+                .position(|c| c.peer == route[0].peer)
+                .unwrap();
+            placed[i] += 1;
+            servers[i].own_sessions += 1;
+        }
+        // Estimates: server 0 at 1 + 10 * (1 + n/2) ms = 11, 16, 21, 26,
+        // 31, ...; server 1 at 2 + 20 * (1 + m/2) = 22, 32, ... (its six
+        // announced sessions are already in its rate).
+        assert_eq!(placed, [5, 1]);
     }
 
     fn spans(route: &[Candidate]) -> Vec<(usize, usize)> {

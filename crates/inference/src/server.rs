@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use hypertensor_model::{BlockSpan, HiddenStates, SpanCache};
+use hypertensor_model::{
+    BatchConfig, BatchStats, Batcher, BlockSpan, HiddenStates, SpanCache, StepOutput,
+};
 use hypertensor_p2p::{Client, Event, RpcSession, now_ms};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -28,10 +30,13 @@ pub struct ServerConfig {
     pub announce_ttl: Duration,
     /// Throughput to announce instead of measuring (decode steps/s).
     pub throughput: Option<f64>,
+    /// How the sessions' steps are batched (see `hypertensor_model::batch`).
+    pub batch: BatchConfig,
 }
 
 impl ServerConfig {
-    /// Defaults: 256 MiB of cache, 5 min idle timeout, 60 s announcements.
+    /// Defaults: 256 MiB of cache, 5 min idle timeout, 60 s announcements,
+    /// the default batching.
     pub fn new(model: impl Into<String>) -> Self {
         Self {
             model: model.into(),
@@ -39,6 +44,7 @@ impl ServerConfig {
             session_idle_timeout: Duration::from_secs(300),
             announce_ttl: Duration::from_secs(60),
             throughput: None,
+            batch: BatchConfig::default(),
         }
     }
 }
@@ -84,14 +90,18 @@ impl Drop for Reservation {
     }
 }
 
-/// One span served to many sessions.
+/// One span served to many sessions, their steps run in shared batches.
 #[derive(Debug)]
 pub struct BlockServer {
     span: Arc<BlockSpan>,
+    batcher: Batcher,
     config: ServerConfig,
     budget: Arc<Budget>,
+    /// Decode steps/s of one session alone, measured at start (or given).
     throughput: f64,
     sessions: Mutex<usize>,
+    /// Signalled when a session opens or closes (to re-announce the load).
+    load_changed: tokio::sync::Notify,
     /// This epoch's consensus challenge input, refused as a step's input.
     challenge: RwLock<Option<Arc<Vec<f32>>>>,
 }
@@ -116,23 +126,39 @@ async fn next_attempt(p2p: &Client, at: tokio::time::Instant, alone: bool) {
 /// Decode steps timed to measure throughput.
 const MEASURE_STEPS: usize = 8;
 
+/// Shortest pause between announcements made because the load changed.
+const LOAD_REANNOUNCE: Duration = Duration::from_millis(500);
+
+/// Batches older than this no longer describe the server's load.
+const LOAD_WINDOW: Duration = Duration::from_secs(10);
+
 impl BlockServer {
     /// Wraps a loaded span; measures its decode throughput unless the
     /// configuration gives one.
+    ///
+    /// The cache budget is reserved per session at open, and every step is
+    /// checked against its session's reservation before it joins a batch,
+    /// so no batch grows the caches beyond the budget; a batch's working
+    /// memory is bounded apart from it by the batch size
+    /// ([`Batcher::batch_bytes`]).
     pub fn new(span: BlockSpan, config: ServerConfig) -> Result<Self> {
         let throughput = match config.throughput {
             Some(t) => t,
             None => measure_throughput(&span)?,
         };
+        let span = Arc::new(span);
+        let batcher = Batcher::start(span.clone(), None, config.batch.clone());
         Ok(Self {
             budget: Arc::new(Budget {
                 capacity: config.cache_budget_bytes,
                 used: Mutex::new(0),
             }),
-            span: Arc::new(span),
+            span,
+            batcher,
             config,
             throughput,
             sessions: Mutex::new(0),
+            load_changed: tokio::sync::Notify::new(),
             challenge: RwLock::new(None),
         })
     }
@@ -168,9 +194,26 @@ impl BlockServer {
             .clone()
     }
 
-    /// Announced decode steps per second.
+    /// Decode steps per second a session sees now: measured over the
+    /// recent batches while the server is busy (so it falls as sessions
+    /// share the batches), else the solo figure measured at start. A
+    /// configured throughput is announced as it is.
     pub fn throughput(&self) -> f64 {
-        self.throughput
+        if self.config.throughput.is_some() {
+            return self.throughput;
+        }
+        let stats = self.batcher.stats();
+        match stats.last_batch {
+            Some(at) if at.elapsed() < LOAD_WINDOW && stats.recent_steps_per_sec > 0.0 => {
+                stats.recent_steps_per_sec.min(self.throughput)
+            }
+            _ => self.throughput,
+        }
+    }
+
+    /// The batching counters (batches, rows, largest batch, recent rates).
+    pub fn batch_stats(&self) -> BatchStats {
+        self.batcher.stats()
     }
 
     /// Sessions open now.
@@ -190,7 +233,8 @@ impl BlockServer {
             state,
             start: range.start as u32,
             end: range.end as u32,
-            throughput: self.throughput,
+            throughput: self.throughput(),
+            sessions: self.active_sessions() as u32,
             free_cache_tokens: self.free_cache_tokens(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             addrs,
@@ -252,9 +296,11 @@ impl BlockServer {
 
     /// Announces the server and refreshes the announcement forever: after
     /// a first peer joins (announcing before would reach no one), then
-    /// every third of the announcement's lifetime, retrying a failure with
-    /// a doubling pause (at once when it failed for want of any peer and
-    /// one joins).
+    /// every third of the announcement's lifetime, and sooner (at most
+    /// every [`LOAD_REANNOUNCE`]) when the number of open sessions changed,
+    /// so clients route by the load as it is; a failure is retried with a
+    /// doubling pause (at once when it failed for want of any peer and one
+    /// joins).
     async fn keep_announced(self: Arc<Self>, p2p: Client) {
         let refresh =
             (self.config.announce_ttl.min(ANNOUNCE_MAX_TTL) / 3).max(Duration::from_millis(100));
@@ -263,17 +309,38 @@ impl BlockServer {
         let mut retry = ANNOUNCE_RETRY;
         // Set after an announcement failed with no peer known.
         let mut alone = false;
+        let mut announced_sessions = None;
+        let mut last_announce = tokio::time::Instant::now();
         loop {
+            if announced_sessions.is_some() {
+                // Refresh when due, or sooner once the load has changed
+                // (a session opened or closed), but not more often than
+                // every `LOAD_REANNOUNCE`.
+                tokio::select! {
+                    () = tokio::time::sleep_until(next_announce) => {}
+                    () = self.load_changed.notified() => {
+                        if announced_sessions == Some(self.active_sessions()) {
+                            continue;
+                        }
+                        tokio::time::sleep_until(last_announce + LOAD_REANNOUNCE).await;
+                        next_announce = tokio::time::Instant::now();
+                    }
+                }
+            }
             next_attempt(&p2p, next_announce, alone).await;
+            let sessions = self.active_sessions();
+            last_announce = tokio::time::Instant::now();
             next_announce = match self.announce(&p2p, ServerState::Online).await {
                 Ok(()) => {
                     retry = ANNOUNCE_RETRY;
                     alone = false;
+                    announced_sessions = Some(sessions);
                     tokio::time::Instant::now() + refresh
                 }
                 Err(e) => {
                     tracing::info!(error = %e, ?retry, "announcement reached no peer; retrying");
                     alone = p2p.routing_table_size().await.unwrap_or(0) == 0;
+                    announced_sessions = None;
                     let next = tokio::time::Instant::now() + retry.min(refresh);
                     retry = (retry * 2).min(refresh);
                     next
@@ -285,6 +352,7 @@ impl BlockServer {
     fn set_sessions(&self, delta: isize) {
         let mut n = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         *n = n.saturating_add_signed(delta);
+        self.load_changed.notify_one();
     }
 
     /// Opens, runs and closes one session.
@@ -305,6 +373,8 @@ impl BlockServer {
             return;
         }
         tracing::debug!(%peer, tokens = open.max_tokens, "session opened");
+        // Counted open so batches wait (briefly) for this session's steps.
+        let _open = self.batcher.open();
         let mut cache = Some(self.span.new_cache());
         loop {
             let frame = match tokio::time::timeout(self.config.session_idle_timeout, session.recv())
@@ -371,8 +441,9 @@ impl BlockServer {
         Ok((open, reservation))
     }
 
-    /// Runs one step on a blocking thread. Returns the cache (none if the
-    /// thread died) and the output or the reason for refusing the step.
+    /// Checks one step and runs it in the next batch. Returns the cache
+    /// (none if the batching thread is gone) and the output or the reason
+    /// for refusing the step (a refused step leaves the cache unchanged).
     async fn step(
         self: Arc<Self>,
         mut cache: SpanCache,
@@ -381,24 +452,40 @@ impl BlockServer {
         reserved: u32,
     ) -> (Option<SpanCache>, std::result::Result<Vec<f32>, Refusal>) {
         let width = self.span.config().hidden_size;
-        let span = self.span.clone();
         let challenge = self.challenge_input();
-        let joined = tokio::task::spawn_blocking(move || {
-            let outcome = run_step(
-                &span,
-                &mut cache,
-                &frame,
-                dtype,
-                width,
-                reserved,
-                challenge.as_deref().map(Vec::as_slice),
-            );
-            (cache, outcome)
-        })
-        .await;
-        match joined {
-            Ok((cache, outcome)) => (Some(cache), outcome),
-            Err(e) => (None, Err(Refusal::Failed(format!("the step failed: {e}")))),
+        let hidden = match check_step(
+            &self.span,
+            &mut cache,
+            &frame,
+            dtype,
+            width,
+            reserved,
+            challenge.as_deref().map(Vec::as_slice),
+        ) {
+            Ok(hidden) => hidden,
+            Err(refusal) => return (Some(cache), Err(refusal)),
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.batcher.submit(
+            cache,
+            hidden,
+            Box::new(move |result| {
+                let _ = tx.send(result);
+            }),
+        );
+        match rx.await {
+            Ok((cache, Ok(StepOutput::Hidden(out)))) => (Some(cache), Ok(out.into_vec())),
+            Ok((cache, Ok(StepOutput::Logits(_)))) => (
+                Some(cache),
+                Err(Refusal::Failed(
+                    "the server's batcher returned logits".into(),
+                )),
+            ),
+            Ok((cache, Err(e))) => (Some(cache), Err(Refusal::Failed(e.to_string()))),
+            Err(_) => (
+                None,
+                Err(Refusal::Failed("the batching thread stopped".into())),
+            ),
         }
     }
 }
@@ -427,7 +514,10 @@ fn is_challenge_input(position: u32, values: &[f32], width: usize, challenge: &[
             .all(|(a, b)| (a - b).abs() <= 2e-3 * b.abs() + 1e-6)
 }
 
-fn run_step(
+/// Decodes and checks a step frame against the session, rewinding the
+/// cache to the step's position; returns the step's input rows. A refused
+/// step changes nothing.
+fn check_step(
     span: &BlockSpan,
     cache: &mut SpanCache,
     frame: &[u8],
@@ -435,7 +525,7 @@ fn run_step(
     width: usize,
     reserved: u32,
     challenge: Option<&[f32]>,
-) -> std::result::Result<Vec<f32>, Refusal> {
+) -> std::result::Result<HiddenStates, Refusal> {
     let step = Step::decode(frame, dtype, width).map_err(|e| Refusal::Rejected(e.to_string()))?;
     // Before anything touches the cache: a refused step changes nothing.
     if let Some(challenge) = challenge
@@ -456,14 +546,12 @@ fn run_step(
             position + step.n_tokens as usize
         )));
     }
+    let hidden =
+        HiddenStates::new(width, step.values).map_err(|e| Refusal::Rejected(e.to_string()))?;
     if position < cache.positions() {
         span.truncate(cache, position);
     }
-    let mut hidden =
-        HiddenStates::new(width, step.values).map_err(|e| Refusal::Rejected(e.to_string()))?;
-    span.forward(&mut hidden, cache)
-        .map_err(|e| Refusal::Failed(e.to_string()))?;
-    Ok(hidden.into_vec())
+    Ok(hidden)
 }
 
 fn measure_throughput(span: &BlockSpan) -> Result<f64> {

@@ -103,6 +103,8 @@ pub struct BatchStats {
     pub recent_steps_per_sec: f64,
     /// Rows per second over recent batches, all sequences together.
     pub recent_rows_per_sec: f64,
+    /// When the last batch finished.
+    pub last_batch: Option<Instant>,
 }
 
 /// Weight of the newest batch in the recent averages.
@@ -516,6 +518,7 @@ impl Worker {
         s.steps += steps as u64;
         s.busy_secs += secs;
         s.largest_batch = s.largest_batch.max(rows);
+        s.last_batch = Some(Instant::now());
         let (step_rate, row_rate) = (1.0 / secs, rows as f64 / secs);
         if s.batches == 1 {
             s.recent_steps_per_sec = step_rate;
@@ -524,5 +527,63 @@ impl Worker {
             s.recent_steps_per_sec += RECENT_WEIGHT * (step_rate - s.recent_steps_per_sec);
             s.recent_rows_per_sec += RECENT_WEIGHT * (row_rate - s.recent_rows_per_sec);
         }
+    }
+}
+
+/// The head shared by many sequences' threads, its products combined:
+/// whoever asks while another product runs waits for it, and the first to
+/// get the head next computes every waiting row at once (one pass over
+/// the output matrix for all of them). Nobody waits when alone.
+pub struct HeadBatcher {
+    head: Arc<Head>,
+    pending: Mutex<Vec<(Vec<f32>, std::sync::mpsc::SyncSender<Result<Vec<f32>>>)>>,
+    running: Mutex<()>,
+}
+
+impl std::fmt::Debug for HeadBatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeadBatcher").finish_non_exhaustive()
+    }
+}
+
+impl HeadBatcher {
+    /// Shares `head`.
+    pub fn new(head: Arc<Head>) -> Self {
+        Self {
+            head,
+            pending: Mutex::new(Vec::new()),
+            running: Mutex::new(()),
+        }
+    }
+
+    /// Logits after `row` (one sequence's last hidden state), bit for bit
+    /// what [`Head::forward_rows`] gives it alone.
+    pub fn logits(&self, row: Vec<f32>) -> Result<Vec<f32>> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((row, tx));
+        let _running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        // The one who held the head before may have done ours.
+        if let Ok(done) = rx.try_recv() {
+            return done;
+        }
+        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        let rows: Vec<&[f32]> = batch.iter().map(|(r, _)| r.as_slice()).collect();
+        match self.head.forward_rows(&rows) {
+            Ok(all) => {
+                for ((_, tx), logits) in batch.iter().zip(all) {
+                    let _ = tx.send(Ok(logits));
+                }
+            }
+            Err(e) => {
+                for (_, tx) in &batch {
+                    let _ = tx.send(Err(ModelError::InvalidInput(e.to_string())));
+                }
+            }
+        }
+        rx.recv()
+            .unwrap_or_else(|_| Err(ModelError::InvalidInput("the head product was lost".into())))
     }
 }

@@ -37,7 +37,7 @@ pub mod sampling;
 mod span;
 pub mod tokenizer;
 
-pub use batch::{BatchConfig, BatchStats, Batcher, OpenSequence, StepOutput};
+pub use batch::{BatchConfig, BatchStats, Batcher, HeadBatcher, OpenSequence, StepOutput};
 pub use block::KvCache;
 pub use config::LlamaConfig;
 pub use embedding::Embedding;

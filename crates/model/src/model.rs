@@ -78,6 +78,11 @@ impl LocalModel {
         self.chat_template.as_ref()
     }
 
+    /// Bytes of key/value cache one token position takes.
+    pub fn cache_bytes_per_token(&self) -> usize {
+        self.blocks.cache_bytes_per_token()
+    }
+
     /// A fresh sequence over this model.
     pub fn session(&self) -> LocalSession<'_> {
         LocalSession {

@@ -9,6 +9,7 @@ mod keygen;
 mod model;
 mod node;
 mod query;
+mod serve;
 mod signal;
 mod swarm;
 mod tx;
@@ -20,6 +21,7 @@ pub(crate) use devnet::DevnetArgs;
 pub(crate) use keygen::KeygenArgs;
 pub(crate) use node::NodeArgs;
 pub(crate) use query::QueryArgs;
+pub(crate) use serve::ServeArgs;
 pub(crate) use swarm::SwarmArgs;
 pub(crate) use tx::TxArgs;
 
@@ -46,6 +48,7 @@ pub(crate) fn run(command: Command) -> Result<()> {
         Command::Query(args) => runtime.block_on(query::run(args)),
         Command::Node(args) => runtime.block_on(node::run(args)),
         Command::Devnet(args) => runtime.block_on(devnet::run(args)),
+        Command::Serve(args) => runtime.block_on(serve::run(args)),
     };
     // Whatever still runs (a blocking read, a task that ignored its abort)
     // must not hold the process past its answer.

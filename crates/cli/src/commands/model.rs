@@ -15,9 +15,16 @@ pub(crate) fn fetch(quiet: bool) -> Result<()> {
     Ok(())
 }
 
-/// The GGUF file to use: `--model`, or the default model (fetched if needed).
+/// The name `--model` takes for the default model.
+pub(crate) const DEFAULT_MODEL_NAME: &str = "smollm2";
+
+/// The GGUF file to use: `--model` (a path, or a known model's name), or
+/// the default model (fetched if needed).
 pub(crate) fn resolve(args: &ModelArgs) -> Result<PathBuf> {
     match &args.model {
+        Some(path) if !path.exists() && path.as_os_str() == DEFAULT_MODEL_NAME => {
+            Ok(hypertensor_fetch::default_model_path(false)?)
+        }
         Some(path) => Ok(path.clone()),
         None => Ok(hypertensor_fetch::default_model_path(false)?),
     }

@@ -173,7 +173,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
 pub(crate) fn default_model_name(path: &std::path::Path) -> String {
     let file = path.file_name().and_then(|s| s.to_str());
     if file == Some(hypertensor_fetch::DEFAULT_MODEL.file_name()) {
-        return "smollm2".to_string();
+        return super::model::DEFAULT_MODEL_NAME.to_string();
     }
     path.file_stem()
         .and_then(|s| s.to_str())

@@ -10,4 +10,5 @@ mod process;
 #[path = "../../../api/tests/api/python_env.rs"]
 mod python_env;
 mod replicated;
+mod serve;
 mod supervision;

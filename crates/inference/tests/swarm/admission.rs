@@ -43,6 +43,22 @@ async fn requests_beyond_the_free_cache_are_fitted_and_ban_no_one() {
     // The official client's plainest call (no max_tokens, no temperature)
     // three times, then a normal call: each is served.
     run_openai_client(vec!["--plainest-url".into(), format!("http://{addr}/v1")]).await;
+    // Their sessions close a moment after the answers, and the servers
+    // announce their room again as they do.
+    let start = Instant::now();
+    while client
+        .servers(0)
+        .await
+        .unwrap()
+        .iter()
+        .any(|(_, info)| info.free_cache_tokens < ROOM as u64)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "room never announced free"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // An explicit max_tokens within the model's context but beyond what
     // any route holds is fitted to the route: it ends with `length` at

@@ -336,6 +336,7 @@ impl Swarm {
             start: range.start as u32,
             end: range.end as u32,
             throughput: 1e6,
+            sessions: 0,
             free_cache_tokens: u64::MAX,
             version: version.into(),
             addrs,

@@ -3,6 +3,7 @@
 
 mod admission;
 mod bad_states;
+mod batching;
 mod challenge;
 mod harness;
 mod openai_python;

@@ -1,0 +1,74 @@
+//! `hypertensor serve`: the OpenAI-compatible API on a local model, its
+//! concurrent requests decoded in shared batches (what `llama-server` is
+//! to llama.cpp), for whoever wants the API without a swarm.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use hypertensor_api::BatchedBackend;
+use hypertensor_model::{BatchConfig, LocalModel};
+
+use crate::cli::{ApiLimitArgs, ModelArgs};
+use crate::commands::model;
+use crate::commands::node::default_model_name;
+use crate::commands::signal::shutdown_signal;
+
+/// Arguments of `serve`.
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    /// Address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub(crate) addr: SocketAddr,
+    /// Megabytes of key/value cache all generations together may hold; a
+    /// request finding no room for its prompt is answered 503 at once.
+    #[arg(long, value_name = "MB", default_value_t = 4096)]
+    pub(crate) cache_mb: usize,
+    /// Most rows (tokens) in one batched forward pass.
+    #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_batch_tokens: u64,
+    /// Most prompt tokens one request adds to a batch: longer prompts run a
+    /// chunk per batch beside the others' decoding.
+    #[arg(long, value_name = "N", default_value_t = 128, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) chunk_tokens: u64,
+    /// The API's limits (`--parallel N` is how many generations run at
+    /// once).
+    #[command(flatten)]
+    pub(crate) api_limits: ApiLimitArgs,
+}
+
+pub(crate) async fn run(args: ServeArgs) -> Result<()> {
+    let path = model::resolve(&args.model)?;
+    let name = default_model_name(&path);
+    let batch = BatchConfig {
+        max_batch_tokens: args.max_batch_tokens as usize,
+        chunk_tokens: args.chunk_tokens as usize,
+        ..BatchConfig::default()
+    };
+    let load_path = path.clone();
+    let model = tokio::task::spawn_blocking(move || LocalModel::load(&load_path))
+        .await
+        .context("loading the model stopped")?
+        .with_context(|| format!("cannot load {}", path.display()))?;
+    let backend = Arc::new(BatchedBackend::new(
+        &name,
+        model.batched(batch),
+        args.cache_mb.saturating_mul(1 << 20),
+    ));
+    let listener = tokio::net::TcpListener::bind(args.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.addr))?;
+    let addr = listener.local_addr()?;
+    let config = args.api_limits.config();
+    println!(
+        "serving `{name}` ({}) on http://{addr}/v1: {} generations at once, {} cache tokens",
+        path.display(),
+        config.max_concurrent,
+        backend.free_cache_tokens()
+    );
+    hypertensor_api::serve(listener, backend, &config, shutdown_signal()).await?;
+    Ok(())
+}
