@@ -73,7 +73,7 @@ stop_all() {
 # run_load LABEL URL N: a warm-up request, then N clients; JSON to $OUT.
 run_load() {
     local label="$1" url="$2" n="$3"
-    "${LOAD[@]}" --url "$url" --clients 1 --tokens 8 --label warmup >/dev/null
+    "${LOAD[@]}" --url "$url" --clients 1 --tokens 8 --first 1000 --label warmup >/dev/null
     echo "[serve-bench] $label: $n clients" >&2
     "${LOAD[@]}" --url "$url" --clients "$n" --label "$label" >"$OUT/$label-$n.json"
     cat "$OUT/$label-$n.json" >&2
@@ -122,7 +122,7 @@ if [[ "$SWARM" == 1 ]]; then
     wait_http "http://127.0.0.1:$port/v1/models"
     # Until every block is announced the gateway answers 503.
     for _ in $(seq 1 300); do
-        "${LOAD[@]}" --url "http://127.0.0.1:$port/v1" --clients 1 --tokens 2 --label probe \
+        "${LOAD[@]}" --url "http://127.0.0.1:$port/v1" --clients 1 --tokens 2 --first 2000 --label probe \
             | python3 -c 'import json, sys; sys.exit(json.load(sys.stdin)["errors"])' && break
         sleep 0.5
     done

@@ -126,7 +126,7 @@ async def one_client(url, model, prompt, tokens, t0):
 async def main_async(a):
     t0 = time.perf_counter()
     tasks = [one_client(a.url, a.model,
-                        f"Story {i + 1}. Once upon a time, {TOPICS[i % len(TOPICS)]}",
+                        f"Story {a.first + i}. Once upon a time, {TOPICS[i % len(TOPICS)]}",
                         a.tokens, t0)
              for i in range(a.clients)]
     results = await asyncio.gather(*tasks, return_exceptions=True)
@@ -159,6 +159,9 @@ def main():
     p.add_argument("--tokens", type=int, default=128)
     p.add_argument("--model", default="smollm2")
     p.add_argument("--label", default="")
+    p.add_argument("--first", type=int, default=1,
+                   help="number of the first client's story (a warm-up uses others, "
+                        "so no server answers from a cached prompt)")
     a = p.parse_args()
     print(json.dumps(asyncio.run(main_async(a))))
     sys.stdout.flush()

@@ -124,6 +124,8 @@ struct Shared {
     /// Free cache tokens servers reported when refusing, and when.
     reported_free: HashMap<PeerId, (u64, Instant)>,
     latencies: HashMap<PeerId, Duration>,
+    /// One lock per server being probed, so concurrent probes share one.
+    probing: HashMap<PeerId, Arc<tokio::sync::Mutex<()>>>,
     dialed: HashSet<PeerId>,
     stats: ClientStats,
 }
@@ -370,6 +372,9 @@ impl SwarmClient {
                         latency,
                     },
                 }),
+                // A server whose probe failed while this one waited is
+                // banned already: one fault, one strike.
+                Err(_) if self.is_banned(&peer) => {}
                 Err(e) => self.ban(peer, &e),
             }
         }
@@ -393,10 +398,25 @@ impl SwarmClient {
     }
 
     /// The measured round trip to `peer` (cached), dialing its announced
-    /// addresses the first time.
+    /// addresses the first time. Concurrent sequences asking about the same
+    /// server wait for one probe (a burst of first requests would otherwise
+    /// probe it over a connection still being dialed, and ban it when those
+    /// probes fail).
     async fn latency(&self, peer: PeerId, addrs: &[String]) -> Result<Duration> {
         if let Some(l) = self.lock().latencies.get(&peer) {
             return Ok(*l);
+        }
+        let probing = self.lock().probing.entry(peer).or_default().clone();
+        let _one_at_a_time = probing.lock().await;
+        if let Some(l) = self.lock().latencies.get(&peer) {
+            return Ok(*l);
+        }
+        if self.is_banned(&peer) {
+            // The probe this one waited for failed.
+            return Err(InferenceError::ServerFailed {
+                peer,
+                reason: "its latency probe failed".into(),
+            });
         }
         self.dial(peer, addrs).await;
         // A probe whose connection closed under it (one of two

@@ -57,14 +57,17 @@ pub struct BatchConfig {
 }
 
 impl Default for BatchConfig {
-    /// 512 rows per batch, 128-row prefill chunks, 2 ms gathering: a
-    /// chunk of 128 is where prefill reaches its full rate, and 2 ms is a
-    /// fraction of one decode step (7-8 ms for the default model).
+    /// 512 rows per batch, 128-row prefill chunks, 5 ms gathering: a
+    /// chunk of 128 is where prefill reaches its full rate; the wait only
+    /// runs while an open sequence has no step in (a lone sequence never
+    /// waits), and 5 ms lets sequences whose steps come back through a
+    /// chain of servers, a few milliseconds apart, join the same batch
+    /// instead of splitting into two that each read the weights.
     fn default() -> Self {
         Self {
             max_batch_tokens: 512,
             chunk_tokens: 128,
-            gather_wait: Duration::from_millis(2),
+            gather_wait: Duration::from_millis(5),
         }
     }
 }
@@ -530,13 +533,16 @@ impl Worker {
     }
 }
 
+/// A row waiting for the head, and where its logits go.
+type HeadRequest = (Vec<f32>, std::sync::mpsc::SyncSender<Result<Vec<f32>>>);
+
 /// The head shared by many sequences' threads, its products combined:
 /// whoever asks while another product runs waits for it, and the first to
 /// get the head next computes every waiting row at once (one pass over
 /// the output matrix for all of them). Nobody waits when alone.
 pub struct HeadBatcher {
     head: Arc<Head>,
-    pending: Mutex<Vec<(Vec<f32>, std::sync::mpsc::SyncSender<Result<Vec<f32>>>)>>,
+    pending: Mutex<Vec<HeadRequest>>,
     running: Mutex<()>,
 }
 
