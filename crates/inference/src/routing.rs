@@ -216,39 +216,39 @@ mod tests {
         }
     }
 
+    /// Routes `n` new sessions of one client over `servers` (whole-model
+    /// replicas) in turn; returns how many each got.
+    fn place(servers: &mut [Candidate], n: usize) -> Vec<u32> {
+        let mut placed = vec![0; servers.len()];
+        for _ in 0..n {
+            let route = shortest_route(servers, 0, 30).unwrap();
+            let i = servers
+                .iter()
+                .position(|c| c.peer == route[0].peer)
+                .unwrap();
+            placed[i] += 1;
+            servers[i].own_sessions += 1;
+        }
+        placed
+    }
+
     #[test]
     fn sessions_spread_over_replicas_by_load() {
         // Two replicas of the whole model, equally fast and near.
         let mut servers = [cand(0, 0, 30, 100.0, 1), cand(1, 0, 30, 100.0, 1)];
-        let mut placed = [0u32; 2];
-        for _ in 0..8 {
-            let route = shortest_route(&servers, 0, 30).unwrap();
-            let i = servers
-                .iter()
-                .position(|c| c.peer == route[0].peer)
-                .unwrap();
-            placed[i] += 1;
-            servers[i].own_sessions += 1;
-        }
-        assert_eq!(placed, [4, 4], "a client's own new sessions alternate");
+        assert_eq!(
+            place(&mut servers, 8),
+            [4, 4],
+            "a client's own new sessions alternate"
+        );
         // A server announcing a slower step under its load gets fewer.
         let mut servers = [cand(0, 0, 30, 100.0, 1), cand(1, 0, 30, 50.0, 2)];
         servers[1].sessions = 6;
         servers[1].own_sessions = 6;
-        let mut placed = [0u32; 2];
-        for _ in 0..6 {
-            let route = shortest_route(&servers, 0, 30).unwrap();
-            let i = servers
-                .iter()
-                .position(|c| c.peer == route[0].peer)
-                .unwrap();
-            placed[i] += 1;
-            servers[i].own_sessions += 1;
-        }
         // Estimates: server 0 at 1 + 10 * (1 + n/2) ms = 11, 16, 21, 26,
         // 31, ...; server 1 at 2 + 20 * (1 + m/2) = 22, 32, ... (its six
         // announced sessions are already in its rate).
-        assert_eq!(placed, [5, 1]);
+        assert_eq!(place(&mut servers, 6), [5, 1]);
     }
 
     fn spans(route: &[Candidate]) -> Vec<(usize, usize)> {
