@@ -397,9 +397,14 @@ async fn json_rpc_is_followed_exactly_and_errors_name_the_real_fault() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_foreign_and_damaged_database_files_stop_the_node_naming_the_file() {
     let dir = temp_dir("bad-db");
-    // A chain with a block, then stopped.
+    // A chain with a block, then stopped (on a busy machine the first
+    // block can take longer than a few block times: wait for it).
     let (node, client) = start(config(dir.clone(), 50)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while client.header(None).await.unwrap().unwrap().header.height == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no block in 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(client);
     node.stop().await.unwrap();
     let file = dir.join(hypertensor_chain::store::DATABASE_FILE);
