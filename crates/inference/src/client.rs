@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use hypertensor_model::{
-    ChatTemplate, Embedding, GgufFile, Head, HeadBatcher, HiddenStates, LanguageModel, LlamaConfig,
+    ChatTemplate, Embedding, GgufFile, Head, HeadBatcher, HiddenStates, LanguageModel, ModelConfig,
     ModelError, Tokenizer,
 };
 use hypertensor_p2p::{Client, Multiaddr, PeerId, RpcSession};
@@ -135,7 +135,7 @@ pub struct SwarmClient {
     p2p: Client,
     handle: Handle,
     config: ClientConfig,
-    model: LlamaConfig,
+    model: ModelConfig,
     embedding: Embedding,
     /// The head, its products combined across concurrent sequences.
     head: HeadBatcher,
@@ -185,7 +185,7 @@ impl SwarmClient {
     }
 
     /// The model hyper-parameters.
-    pub fn model_config(&self) -> &LlamaConfig {
+    pub fn model_config(&self) -> &ModelConfig {
         &self.model
     }
 

@@ -1,15 +1,17 @@
-//! One transformer block: pre-norm grouped-query attention and a SiLU-gated
-//! MLP, each added to the residual stream.
+//! One transformer block: pre-norm grouped-query attention and a gated MLP,
+//! each added to the residual stream, with the variations of the supported
+//! families: Q/K/V biases (Qwen 2), RMS-normed queries and keys, norms on
+//! the attention and MLP outputs and sliding-window layers (Gemma 3).
 
 use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::config::LlamaConfig;
+use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::kernels::{Precision, QMatrix, dot_f32};
-use crate::layers::{RmsNorm, RopeTable, softmax, swiglu};
+use crate::layers::{RmsNorm, RopeTable, gated, load_vector, softmax};
 
 /// Keys and values of every position a block has seen, for one sequence.
 #[derive(Debug, Clone, Default)]
@@ -37,28 +39,39 @@ impl KvCache {
 /// The weights of one transformer block.
 #[derive(Debug, Clone)]
 pub(crate) struct TransformerBlock {
-    config: Arc<LlamaConfig>,
+    config: Arc<ModelConfig>,
     attn_norm: RmsNorm,
     wq: QMatrix,
     wk: QMatrix,
     wv: QMatrix,
+    /// Biases added to the Q, K and V projections (Qwen 2).
+    qkv_bias: Option<[Vec<f32>; 3]>,
+    /// RMS norms of each query and key head, before RoPE (Gemma 3).
+    qk_norm: Option<[RmsNorm; 2]>,
     wo: QMatrix,
+    /// Norm of the attention output before it joins the residual (Gemma 3).
+    post_attn_norm: Option<RmsNorm>,
     ffn_norm: RmsNorm,
     w_gate: QMatrix,
     w_up: QMatrix,
     w_down: QMatrix,
+    /// Norm of the MLP output before it joins the residual (Gemma 3).
+    post_ffn_norm: Option<RmsNorm>,
+    /// Positions a query sees in a sliding-window layer (None: all).
+    window: Option<usize>,
 }
 
 impl TransformerBlock {
     /// Reads block `index`'s tensors (`blk.<index>.*`) and checks their shapes.
     pub(crate) fn load(
         gguf: &GgufFile,
-        config: Arc<LlamaConfig>,
+        config: Arc<ModelConfig>,
         index: usize,
         precision: Precision,
     ) -> Result<Self> {
         let c = &config;
-        let h = c.hidden_size;
+        let (h, q_dim, kv_dim, eps) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.rms_norm_eps);
+        let name = |suffix: &str| format!("blk.{index}.{suffix}");
         let matrix = |suffix: &str, rows: usize, cols: usize| -> Result<QMatrix> {
             let name = format!("blk.{index}.{suffix}");
             let m = QMatrix::from_qtensor(&name, &gguf.read_tensor(&name)?)?;
@@ -74,26 +87,48 @@ impl TransformerBlock {
             }
             Ok(m.with_precision(precision))
         };
+        let qkv_bias = if gguf.has_tensor(&name("attn_q.bias")) {
+            Some([
+                load_vector(gguf, &name("attn_q.bias"), q_dim)?,
+                load_vector(gguf, &name("attn_k.bias"), kv_dim)?,
+                load_vector(gguf, &name("attn_v.bias"), kv_dim)?,
+            ])
+        } else {
+            None
+        };
+        let qk_norm = match (
+            RmsNorm::load_optional(gguf, &name("attn_q_norm.weight"), c.head_dim, eps)?,
+            RmsNorm::load_optional(gguf, &name("attn_k_norm.weight"), c.head_dim, eps)?,
+        ) {
+            (Some(q), Some(k)) => Some([q, k]),
+            (None, None) => None,
+            _ => {
+                return Err(ModelError::Tensor {
+                    name: name("attn_k_norm.weight"),
+                    problem: "queries and keys must both be normed or neither".into(),
+                });
+            }
+        };
         Ok(Self {
-            attn_norm: RmsNorm::load(
+            attn_norm: RmsNorm::load(gguf, &name("attn_norm.weight"), h, eps)?,
+            wq: matrix("attn_q.weight", q_dim, h)?,
+            wk: matrix("attn_k.weight", kv_dim, h)?,
+            wv: matrix("attn_v.weight", kv_dim, h)?,
+            qkv_bias,
+            qk_norm,
+            wo: matrix("attn_output.weight", h, q_dim)?,
+            post_attn_norm: RmsNorm::load_optional(
                 gguf,
-                &format!("blk.{index}.attn_norm.weight"),
+                &name("post_attention_norm.weight"),
                 h,
-                c.rms_norm_eps,
+                eps,
             )?,
-            wq: matrix("attn_q.weight", h, h)?,
-            wk: matrix("attn_k.weight", c.kv_dim(), h)?,
-            wv: matrix("attn_v.weight", c.kv_dim(), h)?,
-            wo: matrix("attn_output.weight", h, h)?,
-            ffn_norm: RmsNorm::load(
-                gguf,
-                &format!("blk.{index}.ffn_norm.weight"),
-                h,
-                c.rms_norm_eps,
-            )?,
+            ffn_norm: RmsNorm::load(gguf, &name("ffn_norm.weight"), h, eps)?,
             w_gate: matrix("ffn_gate.weight", c.intermediate_size, h)?,
             w_up: matrix("ffn_up.weight", c.intermediate_size, h)?,
             w_down: matrix("ffn_down.weight", h, c.intermediate_size)?,
+            post_ffn_norm: RmsNorm::load_optional(gguf, &name("post_ffw_norm.weight"), h, eps)?,
+            window: c.window_of(index),
             config,
         })
     }
@@ -131,20 +166,29 @@ impl TransformerBlock {
         rope: &RopeTable,
     ) {
         let c = &*self.config;
-        let (h, kv_dim) = (c.hidden_size, c.kv_dim());
+        let (h, q_dim, kv_dim) = (c.hidden_size, c.q_dim(), c.kv_dim());
         let n = x.len() / h;
         debug_assert_eq!(lens.iter().sum::<usize>(), n);
         debug_assert_eq!(lens.len(), caches.len());
 
         let mut normed = vec![0.0; n * h];
         self.attn_norm.forward(x, &mut normed);
-        let mut q = vec![0.0; n * h];
+        let mut q = vec![0.0; n * q_dim];
         let mut k = vec![0.0; n * kv_dim];
         let mut v = vec![0.0; n * kv_dim];
         self.wq.matmul(&normed, &mut q);
         self.wk.matmul(&normed, &mut k);
         self.wv.matmul(&normed, &mut v);
-        rope.apply(&mut q, h);
+        if let Some([qb, kb, vb]) = &self.qkv_bias {
+            add_rows(&mut q, qb);
+            add_rows(&mut k, kb);
+            add_rows(&mut v, vb);
+        }
+        if let Some([qn, kn]) = &self.qk_norm {
+            qn.forward_in_place(&mut q);
+            kn.forward_in_place(&mut k);
+        }
+        rope.apply(&mut q, q_dim);
         rope.apply(&mut k, kv_dim);
         // Each row's sequence and how many positions it sees (causal).
         let mut rows = Vec::with_capacity(n);
@@ -161,11 +205,14 @@ impl TransformerBlock {
             first += len;
         }
 
-        let mut attn = vec![0.0; n * h];
+        let mut attn = vec![0.0; n * q_dim];
         let shared: Vec<&KvCache> = caches.iter().map(|c| &**c).collect();
         self.attention(&q, &shared, &rows, &mut attn);
         let mut projected = vec![0.0; n * h];
         self.wo.matmul(&attn, &mut projected);
+        if let Some(norm) = &self.post_attn_norm {
+            norm.forward_in_place(&mut projected);
+        }
         add_into(x, &projected);
 
         self.ffn_norm.forward(x, &mut normed);
@@ -173,17 +220,21 @@ impl TransformerBlock {
         let mut up = vec![0.0; n * c.intermediate_size];
         self.w_gate.matmul(&normed, &mut gate);
         self.w_up.matmul(&normed, &mut up);
-        swiglu(&mut gate, &up);
+        gated(c.activation, &mut gate, &up);
         self.w_down.matmul(&gate, &mut projected);
+        if let Some(norm) = &self.post_ffn_norm {
+            norm.forward_in_place(&mut projected);
+        }
         add_into(x, &projected);
     }
 
     /// Causal attention of each query row over its own sequence's cache:
     /// `rows[t]` is row `t`'s sequence (an index into `caches`) and the
-    /// number of that sequence's positions it sees.
+    /// number of that sequence's positions it sees (in a sliding-window
+    /// layer, only the last `window` of them).
     fn attention(&self, q: &[f32], caches: &[&KvCache], rows: &[(usize, usize)], out: &mut [f32]) {
         let c = &*self.config;
-        let (h, d, kv_dim) = (c.hidden_size, c.head_dim, c.kv_dim());
+        let (h, d, kv_dim) = (c.q_dim(), c.head_dim, c.kv_dim());
         let group = c.n_heads / c.n_kv_heads;
         let scale = 1.0 / (d as f32).sqrt();
         // One task per (token, head): each writes its own `d` outputs.
@@ -193,15 +244,16 @@ impl TransformerBlock {
             .for_each(|(i, o)| {
                 let (t, head) = (i / c.n_heads, i % c.n_heads);
                 let (seq, visible) = rows[t];
+                let first = self.window.map_or(0, |w| visible.saturating_sub(w));
                 let cache = caches[seq];
                 let kv_head = head / group;
                 let qh = &q[t * h + head * d..][..d];
-                let mut scores: Vec<f32> = (0..visible)
+                let mut scores: Vec<f32> = (first..visible)
                     .map(|p| dot_f32(qh, &cache.keys[p * kv_dim + kv_head * d..][..d]) * scale)
                     .collect();
                 softmax(&mut scores);
                 o.fill(0.0);
-                for (p, w) in scores.iter().enumerate() {
+                for (p, w) in (first..).zip(&scores) {
                     let vh = &cache.values[p * kv_dim + kv_head * d..][..d];
                     for (oi, vi) in o.iter_mut().zip(vh) {
                         *oi += w * vi;
@@ -219,6 +271,13 @@ impl TransformerBlock {
     /// Number of positions in `cache`.
     pub(crate) fn cache_len(&self, cache: &KvCache) -> usize {
         cache.len(self.config.kv_dim())
+    }
+}
+
+/// Adds `bias` to every row of `x`.
+fn add_rows(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        add_into(row, bias);
     }
 }
 

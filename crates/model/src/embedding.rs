@@ -14,6 +14,8 @@ pub(crate) const EMBEDDING_TENSOR: &str = "token_embd.weight";
 #[derive(Debug, Clone)]
 pub struct Embedding {
     table: Arc<QMatrix>,
+    /// Factor applied to every looked-up row (Gemma scales by sqrt(width)).
+    scale: Option<f32>,
 }
 
 impl Embedding {
@@ -35,6 +37,7 @@ impl Embedding {
         }
         Ok(Self {
             table: Arc::new(table),
+            scale: config.embedding_scale,
         })
     }
 
@@ -56,6 +59,9 @@ impl Embedding {
                 )));
             }
             self.table.dequantize_row(id, row);
+            if let Some(scale) = self.scale {
+                row.iter_mut().for_each(|v| *v *= scale);
+            }
         }
         HiddenStates::new(width, data)
     }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::config::LlamaConfig;
+use crate::config::ModelConfig;
 use crate::embedding::{EMBEDDING_TENSOR, Embedding};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
@@ -34,7 +34,7 @@ impl Head {
         embedding: Option<&Embedding>,
         precision: Precision,
     ) -> Result<Self> {
-        let config: LlamaConfig = gguf.config()?;
+        let config: ModelConfig = gguf.config()?;
         let norm = RmsNorm::load(
             gguf,
             "output_norm.weight",

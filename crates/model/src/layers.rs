@@ -1,8 +1,31 @@
 //! The small pieces a transformer block is made of: RMS norm, rotary
-//! position embedding, and numerically careful softmax and SiLU.
+//! position embedding, and numerically careful softmax, SiLU and GELU.
 
+use crate::config::{Activation, RopeLayout};
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
+
+/// Reads the vector tensor `name`, which must have `width` entries.
+pub(crate) fn load_vector(gguf: &GgufFile, name: &str, width: usize) -> Result<Vec<f32>> {
+    let t = gguf.read_tensor(name)?;
+    let values: Vec<f32> = t
+        .dequantize(&candle_core::Device::Cpu)?
+        .flatten_all()?
+        .to_vec1()?;
+    if values.len() != width {
+        return Err(ModelError::Tensor {
+            name: name.into(),
+            problem: format!("expected {width} values, found {}", values.len()),
+        });
+    }
+    if let Some(bad) = values.iter().find(|v| !v.is_finite()) {
+        return Err(ModelError::Tensor {
+            name: name.into(),
+            problem: format!("holds the non-finite value {bad}"),
+        });
+    }
+    Ok(values)
+}
 
 /// Root-mean-square layer norm with a learned per-channel gain.
 #[derive(Debug, Clone)]
@@ -14,18 +37,37 @@ pub(crate) struct RmsNorm {
 impl RmsNorm {
     /// Loads the gain vector `name`, which must have `width` entries.
     pub(crate) fn load(gguf: &GgufFile, name: &str, width: usize, eps: f32) -> Result<Self> {
-        let t = gguf.read_tensor(name)?;
-        let weight: Vec<f32> = t
-            .dequantize(&candle_core::Device::Cpu)?
-            .flatten_all()?
-            .to_vec1()?;
-        if weight.len() != width {
-            return Err(ModelError::Tensor {
-                name: name.into(),
-                problem: format!("expected {width} values, found {}", weight.len()),
-            });
+        Ok(Self {
+            weight: load_vector(gguf, name, width)?,
+            eps,
+        })
+    }
+
+    /// Whether the file has the gain vector `name` (optional norms).
+    pub(crate) fn load_optional(
+        gguf: &GgufFile,
+        name: &str,
+        width: usize,
+        eps: f32,
+    ) -> Result<Option<Self>> {
+        if gguf.has_tensor(name) {
+            Self::load(gguf, name, width, eps).map(Some)
+        } else {
+            Ok(None)
         }
-        Ok(Self { weight, eps })
+    }
+
+    /// Normalizes each row of `x` in place (rows of the gain's width; a
+    /// per-head norm passes rows of one head).
+    pub(crate) fn forward_in_place(&self, x: &mut [f32]) {
+        let w = self.weight.len();
+        for row in x.chunks_exact_mut(w) {
+            let ms = row.iter().map(|v| v * v).sum::<f32>() / w as f32;
+            let scale = 1.0 / (ms + self.eps).sqrt();
+            for (v, g) in row.iter_mut().zip(&self.weight) {
+                *v = *v * scale * g;
+            }
+        }
     }
 
     /// Normalizes each row of `x` into `out`.
@@ -41,29 +83,45 @@ impl RmsNorm {
     }
 }
 
-/// Rotary position embedding on adjacent pairs `(x[2i], x[2i+1])`, the
-/// layout llama.cpp's GGUF conversion produces for Llama models.
-#[derive(Debug, Clone)]
+/// Rotary position embedding, on adjacent pairs `(x[2i], x[2i+1])` (the
+/// layout llama.cpp's GGUF conversion produces for Llama models) or on the
+/// halves `(x[i], x[i + d/2])` of each head.
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Rope {
     inv_freq: Vec<f64>,
+    layout: RopeLayout,
 }
 
-/// Cosines and sines for a run of positions, shared by every block.
+/// Cosines and sines for a run of positions, shared by every block with
+/// the same [`Rope`].
 #[derive(Debug, Clone)]
 pub(crate) struct RopeTable {
     half: usize,
+    layout: RopeLayout,
     cos: Vec<f32>,
     sin: Vec<f32>,
 }
 
 impl Rope {
-    /// Frequencies for heads of `head_dim` with base `theta`.
-    pub(crate) fn new(head_dim: usize, theta: f32) -> Self {
+    /// Frequencies for heads of `head_dim` with base `theta`, positions
+    /// divided by `scale` (linear scaling), and each frequency divided by
+    /// its factor in `freq_factors` when given (Llama 3's `rope_freqs`).
+    pub(crate) fn new(
+        head_dim: usize,
+        theta: f32,
+        scale: f32,
+        freq_factors: Option<&[f32]>,
+        layout: RopeLayout,
+    ) -> Self {
         let half = head_dim / 2;
         let inv_freq = (0..half)
-            .map(|i| f64::from(theta).powf(-2.0 * i as f64 / head_dim as f64))
+            .map(|i| {
+                let base = f64::from(theta).powf(-2.0 * i as f64 / head_dim as f64);
+                let factor = freq_factors.map_or(1.0, |f| f64::from(f[i]));
+                base / factor / f64::from(scale)
+            })
             .collect();
-        Self { inv_freq }
+        Self { inv_freq, layout }
     }
 
     /// The rotation table for positions `start..start + n`.
@@ -78,7 +136,12 @@ impl Rope {
                 sin.push(angle.sin() as f32);
             }
         }
-        RopeTable { half, cos, sin }
+        RopeTable {
+            half,
+            layout: self.layout,
+            cos,
+            sin,
+        }
     }
 }
 
@@ -98,10 +161,22 @@ impl RopeTable {
             let cos = &self.cos[t * self.half..(t + 1) * self.half];
             let sin = &self.sin[t * self.half..(t + 1) * self.half];
             for head in row.chunks_exact_mut(head_dim) {
-                for (i, pair) in head.chunks_exact_mut(2).enumerate() {
-                    let (a, b) = (pair[0], pair[1]);
-                    pair[0] = a * cos[i] - b * sin[i];
-                    pair[1] = a * sin[i] + b * cos[i];
+                match self.layout {
+                    RopeLayout::Adjacent => {
+                        for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+                            let (a, b) = (pair[0], pair[1]);
+                            pair[0] = a * cos[i] - b * sin[i];
+                            pair[1] = a * sin[i] + b * cos[i];
+                        }
+                    }
+                    RopeLayout::Halves => {
+                        let (first, second) = head.split_at_mut(self.half);
+                        for (i, (a, b)) in first.iter_mut().zip(second).enumerate() {
+                            let (x, y) = (*a, *b);
+                            *a = x * cos[i] - y * sin[i];
+                            *b = x * sin[i] + y * cos[i];
+                        }
+                    }
                 }
             }
         }
@@ -121,9 +196,22 @@ pub(crate) fn softmax(x: &mut [f32]) {
     }
 }
 
-/// `silu(gate) * up`, written into `gate`.
-pub(crate) fn swiglu(gate: &mut [f32], up: &[f32]) {
-    for (g, u) in gate.iter_mut().zip(up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
+/// `act(gate) * up`, written into `gate`.
+pub(crate) fn gated(activation: Activation, gate: &mut [f32], up: &[f32]) {
+    match activation {
+        Activation::Silu => {
+            for (g, u) in gate.iter_mut().zip(up) {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
+        }
+        Activation::GeluTanh => {
+            // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), as ggml's gelu.
+            const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+            for (g, u) in gate.iter_mut().zip(up) {
+                let x = *g;
+                let inner = SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x);
+                *g = 0.5 * x * (1.0 + inner.tanh()) * u;
+            }
+        }
     }
 }

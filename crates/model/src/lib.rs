@@ -39,14 +39,14 @@ pub mod tokenizer;
 
 pub use batch::{BatchConfig, BatchStats, Batcher, HeadBatcher, OpenSequence, StepOutput};
 pub use block::KvCache;
-pub use config::LlamaConfig;
+pub use config::{Activation, Architecture, ModelConfig, RopeLayout, SlidingWindow};
 pub use embedding::Embedding;
 pub use error::{ModelError, Result};
 pub use generate::{FinishReason, Flow, Generation, GenerationRequest, generate};
 pub use gguf::GgufFile;
 pub use head::Head;
 pub use hidden::HiddenStates;
-pub use kernels::Precision;
+pub use kernels::{Precision, WeightFormat};
 pub use model::{BatchedModel, BatchedSession, LanguageModel, LocalModel, LocalSession};
 pub use sampling::{Sampler, SamplingParams};
 pub use span::{BlockSpan, SpanCache};

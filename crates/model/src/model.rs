@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::batch::{BatchConfig, Batcher, OpenSequence, StepOutput};
-use crate::config::LlamaConfig;
+use crate::config::ModelConfig;
 use crate::embedding::Embedding;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
@@ -30,7 +30,7 @@ pub trait LanguageModel {
 /// Every part of a GGUF model, loaded locally.
 #[derive(Debug)]
 pub struct LocalModel {
-    config: LlamaConfig,
+    config: ModelConfig,
     embedding: Embedding,
     blocks: Arc<BlockSpan>,
     head: Arc<Head>,
@@ -64,7 +64,7 @@ impl LocalModel {
     }
 
     /// The model hyper-parameters.
-    pub fn config(&self) -> &LlamaConfig {
+    pub fn config(&self) -> &ModelConfig {
         &self.config
     }
 

@@ -7,20 +7,26 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::block::{KvCache, TransformerBlock};
-use crate::config::LlamaConfig;
+use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::hidden::HiddenStates;
 use crate::kernels::Precision;
-use crate::layers::Rope;
+use crate::layers::{Rope, RopeTable, load_vector};
+
+/// GGUF name of Llama 3's RoPE frequency factors.
+const ROPE_FREQS_TENSOR: &str = "rope_freqs.weight";
 
 /// Blocks `start..end` of a model.
 #[derive(Debug, Clone)]
 pub struct BlockSpan {
-    config: Arc<LlamaConfig>,
+    config: Arc<ModelConfig>,
     range: Range<usize>,
     blocks: Vec<TransformerBlock>,
-    rope: Rope,
+    /// The distinct rotations the span's blocks use (one, or a local and a
+    /// global one), and which one each block uses.
+    ropes: Vec<Rope>,
+    rope_of_block: Vec<usize>,
 }
 
 /// The key/value caches of one sequence in one span.
@@ -66,8 +72,34 @@ impl BlockSpan {
             .clone()
             .map(|i| TransformerBlock::load(gguf, config.clone(), i, precision))
             .collect::<Result<Vec<_>>>()?;
+        // Llama 3's per-frequency factors, shared by every block.
+        let freq_factors = if gguf.has_tensor(ROPE_FREQS_TENSOR) {
+            Some(load_vector(gguf, ROPE_FREQS_TENSOR, config.head_dim / 2)?)
+        } else {
+            None
+        };
+        let mut ropes: Vec<Rope> = Vec::new();
+        let mut rope_of_block = Vec::with_capacity(blocks.len());
+        for i in range.clone() {
+            let rope = Rope::new(
+                config.head_dim,
+                config.rope_theta_of(i),
+                config.rope_scale_of(i),
+                freq_factors.as_deref(),
+                config.rope_layout,
+            );
+            let at = match ropes.iter().position(|r| *r == rope) {
+                Some(at) => at,
+                None => {
+                    ropes.push(rope);
+                    ropes.len() - 1
+                }
+            };
+            rope_of_block.push(at);
+        }
         Ok(Self {
-            rope: Rope::new(config.head_dim, config.rope_theta),
+            ropes,
+            rope_of_block,
             config,
             range,
             blocks,
@@ -75,7 +107,7 @@ impl BlockSpan {
     }
 
     /// The model configuration.
-    pub fn config(&self) -> &LlamaConfig {
+    pub fn config(&self) -> &ModelConfig {
         &self.config
     }
 
@@ -132,22 +164,33 @@ impl BlockSpan {
         }
         let h = self.config.hidden_size;
         let lens: Vec<usize> = batch.iter().map(|(hidden, _)| hidden.n_tokens()).collect();
-        let mut x = Vec::with_capacity(lens.iter().sum::<usize>() * h);
-        let mut table = None::<crate::layers::RopeTable>;
-        for (hidden, cache) in batch.iter() {
-            x.extend_from_slice(hidden.as_slice());
-            let rows = self.rope.table(cache.positions, hidden.n_tokens());
-            match &mut table {
-                Some(t) => t.extend(&rows),
-                None => table = Some(rows),
-            }
+        if batch.is_empty() {
+            return Ok(());
         }
-        let Some(table) = table else { return Ok(()) };
+        let mut x = Vec::with_capacity(lens.iter().sum::<usize>() * h);
+        for (hidden, _) in batch.iter() {
+            x.extend_from_slice(hidden.as_slice());
+        }
+        let tables: Vec<RopeTable> = self
+            .ropes
+            .iter()
+            .map(|rope| {
+                let mut entries = batch
+                    .iter()
+                    .map(|(hidden, cache)| rope.table(cache.positions, hidden.n_tokens()));
+                let mut table = entries.next().expect("the batch is not empty");
+                for rows in entries {
+                    table.extend(&rows);
+                }
+                table
+            })
+            .collect();
         crate::pool::run(|| {
             for (l, block) in self.blocks.iter().enumerate() {
                 let mut layer_caches: Vec<&mut KvCache> =
                     batch.iter_mut().map(|(_, c)| &mut c.layers[l]).collect();
-                block.forward(&mut x, &lens, &mut layer_caches, &table);
+                let table = &tables[self.rope_of_block[l]];
+                block.forward(&mut x, &lens, &mut layer_caches, table);
             }
         });
         let mut first = 0;
@@ -214,14 +257,20 @@ impl BlockSpan {
                 limit: self.config.context_length,
             });
         }
-        let table = self.rope.table(0, n);
+        let tables: Vec<RopeTable> = self.ropes.iter().map(|r| r.table(0, n)).collect();
         let outputs = crate::pool::run(|| {
             self.blocks
                 .iter()
-                .map(|block| {
+                .zip(&self.rope_of_block)
+                .map(|(block, &rope)| {
                     let mut hidden = input.clone();
                     let mut cache = KvCache::default();
-                    block.forward(hidden.as_mut_slice(), &[n], &mut [&mut cache], &table);
+                    block.forward(
+                        hidden.as_mut_slice(),
+                        &[n],
+                        &mut [&mut cache],
+                        &tables[rope],
+                    );
                     hidden
                 })
                 .collect()

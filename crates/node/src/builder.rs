@@ -22,7 +22,7 @@ use hypertensor_inference::{
     AdmitAll, BlockServer, ClientConfig, ServerConfig, SwarmBackend, SwarmClient,
     announced_servers, p2p_config, routing::weakest_span,
 };
-use hypertensor_model::{BlockSpan, GgufFile, LlamaConfig};
+use hypertensor_model::{BlockSpan, GgufFile, ModelConfig};
 use hypertensor_p2p::{CachingStakeOracle, Client, Event, Multiaddr};
 use hypertensor_primitives::{H256, Keypair};
 use hypertensor_runtime::{NodeClass, SubnetId};
@@ -310,7 +310,7 @@ impl NodeBuilder {
         &mut self,
         host: &HostOptions,
         gguf: &GgufFile,
-        model: &LlamaConfig,
+        model: &ModelConfig,
         p2p: &Client,
         events: mpsc::Receiver<Event>,
     ) -> NodeResult<Arc<BlockServer>> {

@@ -14,7 +14,7 @@ use candle_core::Device;
 use candle_core::quantized::gguf_file::{TensorInfo, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 
-use crate::config::LlamaConfig;
+use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 
 mod error;
@@ -83,8 +83,8 @@ impl GgufFile {
     }
 
     /// The model hyper-parameters, checking that the architecture is llama.
-    pub fn config(&self) -> Result<LlamaConfig> {
-        LlamaConfig::from_metadata(self.metadata())
+    pub fn config(&self) -> Result<ModelConfig> {
+        ModelConfig::from_metadata(self.metadata())
     }
 
     /// Whether the file holds a tensor of this name.

@@ -1,15 +1,19 @@
 //! Matrix-vector and matrix-matrix products over quantized weights.
 //!
-//! Weights stay in their GGUF block format (Q4_0, Q4_1, Q8_0) so decoding
-//! streams as few bytes as possible; activations are quantized per row to
-//! 8-bit blocks of 32 ([`QuantizedRows`]) and multiplied with integer dot
-//! products, as llama.cpp does. Other weight types (F32, F16, K-quants, ...)
-//! are dequantized to f32 once at load time.
+//! Weights stay in their GGUF block format (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
+//! and the K-quants Q2_K to Q6_K) so decoding streams as few bytes as
+//! possible; activations are quantized per row to 8-bit blocks of 32
+//! ([`QuantizedRows`]) and multiplied with integer dot products, as
+//! llama.cpp does. F16 and BF16 weights are widened in the kernel and met
+//! with f32 activations; F32 weights are used as they are. Any other GGUF
+//! type is refused by name at load.
 //!
-//! The hot loops have an AVX2 implementation chosen at run time and a
-//! portable scalar one that is also the test oracle.
+//! The hot loops have an AVX2 implementation (with AVX-512 VNNI's fused
+//! dot product where the CPU has it) chosen at run time, and a portable
+//! scalar one that is also the test oracle.
 
 mod avx2;
+mod chunks;
 mod scalar;
 
 use candle_core::Device;
@@ -29,20 +33,118 @@ pub enum WeightFormat {
     Q4_0,
     /// 4-bit with a scale and a minimum per block of 32 (GGUF Q4_1, 20 bytes).
     Q4_1,
+    /// 5-bit with a scale per block of 32 (GGUF Q5_0, 22 bytes).
+    Q5_0,
+    /// 5-bit with a scale and a minimum per block of 32 (GGUF Q5_1, 24 bytes).
+    Q5_1,
     /// 8-bit with a scale per block of 32 (GGUF Q8_0, 34 bytes).
     Q8_0,
-    /// Plain f32 (any other GGUF type is dequantized to this).
+    /// 2-bit K-quant: 256 values in 16 groups with 4-bit scales and
+    /// minimums (GGUF Q2_K, 84 bytes).
+    Q2K,
+    /// 3-bit K-quant: 256 values in 16 groups with 6-bit scales (GGUF Q3_K,
+    /// 110 bytes).
+    Q3K,
+    /// 4-bit K-quant: 256 values in 8 groups with 6-bit scales and minimums
+    /// (GGUF Q4_K, 144 bytes).
+    Q4K,
+    /// 5-bit K-quant: as Q4_K with a fifth bit plane (GGUF Q5_K, 176 bytes).
+    Q5K,
+    /// 6-bit K-quant: 256 values in 16 groups with 8-bit scales (GGUF Q6_K,
+    /// 210 bytes).
+    Q6K,
+    /// IEEE half precision, widened to f32 in the kernel.
+    F16,
+    /// bfloat16, widened to f32 in the kernel.
+    BF16,
+    /// Plain f32.
     F32,
 }
 
 impl WeightFormat {
+    /// The format of a GGUF tensor type, or None for a type no kernel runs.
+    fn of(dtype: GgmlDType) -> Option<Self> {
+        Some(match dtype {
+            GgmlDType::Q4_0 => Self::Q4_0,
+            GgmlDType::Q4_1 => Self::Q4_1,
+            GgmlDType::Q5_0 => Self::Q5_0,
+            GgmlDType::Q5_1 => Self::Q5_1,
+            GgmlDType::Q8_0 => Self::Q8_0,
+            GgmlDType::Q2K => Self::Q2K,
+            GgmlDType::Q3K => Self::Q3K,
+            GgmlDType::Q4K => Self::Q4K,
+            GgmlDType::Q5K => Self::Q5K,
+            GgmlDType::Q6K => Self::Q6K,
+            GgmlDType::F16 => Self::F16,
+            GgmlDType::BF16 => Self::BF16,
+            GgmlDType::F32 => Self::F32,
+            GgmlDType::Q8_1 | GgmlDType::Q8K => return None,
+        })
+    }
+
+    /// The name llama.cpp gives this type.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Q4_0 => "Q4_0",
+            Self::Q4_1 => "Q4_1",
+            Self::Q5_0 => "Q5_0",
+            Self::Q5_1 => "Q5_1",
+            Self::Q8_0 => "Q8_0",
+            Self::Q2K => "Q2_K",
+            Self::Q3K => "Q3_K",
+            Self::Q4K => "Q4_K",
+            Self::Q5K => "Q5_K",
+            Self::Q6K => "Q6_K",
+            Self::F16 => "F16",
+            Self::BF16 => "BF16",
+            Self::F32 => "F32",
+        }
+    }
+
+    /// Values per stored block.
+    fn block_values(self) -> usize {
+        match self {
+            Self::Q2K | Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K => chunks::QK_K,
+            _ => QK,
+        }
+    }
+
+    /// Bytes per stored block.
     fn block_bytes(self) -> usize {
         match self {
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
+            Self::Q5_0 => 22,
+            Self::Q5_1 => 24,
             Self::Q8_0 => 34,
+            Self::Q2K => 84,
+            Self::Q3K => 110,
+            Self::Q4K => 144,
+            Self::Q5K => 176,
+            Self::Q6K => 210,
+            Self::F16 | Self::BF16 => QK * 2,
             Self::F32 => QK * 4,
         }
+    }
+
+    /// Whether the format is read through [`chunks`] (32-value chunks with
+    /// per-half scales) rather than a kernel of its own.
+    fn is_chunked(self) -> bool {
+        matches!(
+            self,
+            Self::Q5_0 | Self::Q5_1 | Self::Q2K | Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K
+        )
+    }
+
+    /// Whether activations meet this format as f32 rather than 8-bit blocks.
+    fn is_half(self) -> bool {
+        matches!(self, Self::F16 | Self::BF16)
+    }
+}
+
+impl std::fmt::Display for WeightFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -61,7 +163,7 @@ pub enum Precision {
 /// The stored values of a matrix.
 #[derive(Debug, Clone)]
 enum Data {
-    /// Raw GGUF blocks (Q4_0, Q4_1, Q8_0), row after row.
+    /// Raw GGUF blocks (quantized, F16 or BF16), row after row.
     Blocks(Vec<u8>),
     /// Plain values, row after row.
     F32(Vec<f32>),
@@ -88,25 +190,35 @@ impl QMatrix {
                 });
             }
         };
-        let format = match t.dtype() {
-            GgmlDType::Q4_0 => WeightFormat::Q4_0,
-            GgmlDType::Q4_1 => WeightFormat::Q4_1,
-            GgmlDType::Q8_0 => WeightFormat::Q8_0,
-            _ => WeightFormat::F32,
+        let Some(format) = WeightFormat::of(t.dtype()) else {
+            return Err(ModelError::Tensor {
+                name: name.into(),
+                problem: format!(
+                    "type {:?} is not a weight type this engine runs (it runs F32, F16, \
+                     BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K to Q6_K)",
+                    t.dtype()
+                ),
+            });
         };
-        if format != WeightFormat::F32 {
-            if cols % QK != 0 {
-                return Err(ModelError::Tensor {
-                    name: name.into(),
-                    problem: format!("{cols} columns is not a multiple of the block size {QK}"),
-                });
-            }
-            let bytes = t.data()?.into_owned();
-            if bytes.len() != rows * cols / QK * format.block_bytes() {
+        // Half-precision rows not a whole number of blocks (no model has
+        // them) are widened to f32 rather than refused.
+        let native = format.is_half() && cols % QK == 0 || !format.is_half();
+        if format != WeightFormat::F32 && native {
+            let block = format.block_values();
+            if cols % block != 0 {
                 return Err(ModelError::Tensor {
                     name: name.into(),
                     problem: format!(
-                        "{} bytes of data for a [{rows}, {cols}] matrix",
+                        "{cols} columns is not a multiple of {format}'s block size {block}"
+                    ),
+                });
+            }
+            let bytes = t.data()?.into_owned();
+            if bytes.len() != rows * cols / block * format.block_bytes() {
+                return Err(ModelError::Tensor {
+                    name: name.into(),
+                    problem: format!(
+                        "{} bytes of {format} data for a [{rows}, {cols}] matrix",
                         bytes.len()
                     ),
                 });
@@ -175,11 +287,11 @@ impl QMatrix {
         }
     }
 
-    /// Row `r`'s quantized blocks (empty for f32 matrices).
+    /// Row `r`'s stored blocks (empty for f32 matrices).
     fn row(&self, r: usize) -> &[u8] {
         match &self.data {
             Data::Blocks(b) => {
-                let n = self.cols / QK * self.format.block_bytes();
+                let n = self.cols / self.format.block_values() * self.format.block_bytes();
                 &b[r * n..(r + 1) * n]
             }
             Data::F32(_) => &[],
@@ -189,6 +301,9 @@ impl QMatrix {
     /// Dequantizes row `r` into `out` (length `cols`); used for embeddings.
     pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
         match &self.data {
+            Data::Blocks(_) if self.format.is_chunked() => {
+                chunks::dequantize_row(self.format, self.row(r), out)
+            }
             Data::Blocks(_) => scalar::dequantize_row(self.format, self.row(r), out),
             Data::F32(v) => out.copy_from_slice(&v[r * self.cols..(r + 1) * self.cols]),
         }
@@ -212,21 +327,35 @@ impl QMatrix {
                     }
                 });
             }
+            Data::Blocks(_) if self.format.is_half() => {
+                let format = self.format;
+                self.par_rows(out, n, |r, values| {
+                    let row = self.row(r);
+                    let x = |t: usize| &x[t * cols..(t + 1) * cols];
+                    let mut t = 0;
+                    while t + 4 <= n {
+                        let rows = [x(t), x(t + 1), x(t + 2), x(t + 3)];
+                        values[t..t + 4].copy_from_slice(&(kernels.dot4_half)(format, row, rows));
+                        t += 4;
+                    }
+                    for (i, v) in values[t..].iter_mut().enumerate() {
+                        *v = (kernels.dot_half)(format, row, x(t + i));
+                    }
+                });
+            }
             Data::Blocks(_) => {
-                let Some((dot, dot4)) = kernels.dots_for(self.format) else {
-                    unreachable!("block data always has a quantized format");
-                };
+                let format = self.format;
                 let q = QuantizedRows::quantize(x, cols, kernels);
                 self.par_rows(out, n, |r, values| {
                     let row = self.row(r);
                     let mut t = 0;
                     while t + 4 <= n {
                         let rows = [q.row(t), q.row(t + 1), q.row(t + 2), q.row(t + 3)];
-                        values[t..t + 4].copy_from_slice(&dot4(row, rows));
+                        values[t..t + 4].copy_from_slice(&kernels.dot4(format, row, rows));
                         t += 4;
                     }
                     for (i, v) in values[t..].iter_mut().enumerate() {
-                        *v = dot(row, q.row(t + i));
+                        *v = kernels.dot(format, row, q.row(t + i));
                     }
                 });
             }
@@ -329,6 +458,12 @@ pub(crate) struct QRow<'a> {
 
 type DotQ = fn(&[u8], QRow<'_>) -> f32;
 type DotQ4 = for<'a> fn(&[u8], [QRow<'a>; 4]) -> [f32; 4];
+/// A product for any format: the format is passed along (the chunked and
+/// half kernels serve several formats).
+type DotAny = fn(WeightFormat, &[u8], QRow<'_>) -> f32;
+type DotAny4 = for<'a> fn(WeightFormat, &[u8], [QRow<'a>; 4]) -> [f32; 4];
+type DotHalf = fn(WeightFormat, &[u8], &[f32]) -> f32;
+type DotHalf4 = for<'a> fn(WeightFormat, &[u8], [&'a [f32]; 4]) -> [f32; 4];
 
 /// The kernel set for this CPU.
 #[derive(Clone, Copy)]
@@ -340,6 +475,10 @@ struct Kernels {
     dot4_q4_0: DotQ4,
     dot4_q4_1: DotQ4,
     dot4_q8_0: DotQ4,
+    dot_chunked: DotAny,
+    dot4_chunked: DotAny4,
+    dot_half: DotHalf,
+    dot4_half: DotHalf4,
     dot_f32: fn(&[f32], &[f32]) -> f32,
 }
 
@@ -355,14 +494,33 @@ impl Kernels {
         })
     }
 
-    /// The single-row and four-row dot products for a quantized format
-    /// (None for f32 weights, which use `dot_f32`).
-    fn dots_for(self, format: WeightFormat) -> Option<(DotQ, DotQ4)> {
+    /// One weight row of `format` against one 8-bit activation row.
+    fn dot(self, format: WeightFormat, w: &[u8], x: QRow<'_>) -> f32 {
+        if format.is_chunked() {
+            (self.dot_chunked)(format, w, x)
+        } else {
+            (self.dots_for(format).0)(w, x)
+        }
+    }
+
+    /// One weight row of `format` against four 8-bit activation rows, each
+    /// summed exactly as [`Kernels::dot`] sums it.
+    fn dot4(self, format: WeightFormat, w: &[u8], xs: [QRow<'_>; 4]) -> [f32; 4] {
+        if format.is_chunked() {
+            (self.dot4_chunked)(format, w, xs)
+        } else {
+            (self.dots_for(format).1)(w, xs)
+        }
+    }
+
+    /// The single-row and four-row dot products of a format that meets
+    /// 8-bit activations (not F16, BF16 or F32).
+    fn dots_for(self, format: WeightFormat) -> (DotQ, DotQ4) {
         match format {
-            WeightFormat::Q4_0 => Some((self.dot_q4_0, self.dot4_q4_0)),
-            WeightFormat::Q4_1 => Some((self.dot_q4_1, self.dot4_q4_1)),
-            WeightFormat::Q8_0 => Some((self.dot_q8_0, self.dot4_q8_0)),
-            WeightFormat::F32 => None,
+            WeightFormat::Q4_0 => (self.dot_q4_0, self.dot4_q4_0),
+            WeightFormat::Q4_1 => (self.dot_q4_1, self.dot4_q4_1),
+            WeightFormat::Q8_0 => (self.dot_q8_0, self.dot4_q8_0),
+            _ => unreachable!("{format} has no 8-bit activation kernel of its own"),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Portable kernels: the fallback on CPUs without AVX2, and the oracle the
 //! SIMD kernels are tested against.
 
-use super::{Kernels, QK, QRow, WeightFormat, f16_at};
+use half::{bf16, f16};
+
+use super::{Kernels, QK, QRow, WeightFormat, chunks, f16_at};
 
 pub(super) const KERNELS: Kernels = Kernels {
     quantize,
@@ -11,8 +13,29 @@ pub(super) const KERNELS: Kernels = Kernels {
     dot4_q4_0: |w, xs| xs.map(|x| dot_q4_0(w, x)),
     dot4_q4_1: |w, xs| xs.map(|x| dot_q4_1(w, x)),
     dot4_q8_0: |w, xs| xs.map(|x| dot_q8_0(w, x)),
+    dot_chunked: chunks::dot,
+    dot4_chunked: |f, w, xs| xs.map(|x| chunks::dot(f, w, x)),
+    dot_half,
+    dot4_half: |f, w, xs| xs.map(|x| dot_half(f, w, x)),
     dot_f32,
 };
+
+/// An F16 or BF16 row against an f32 row.
+pub(super) fn dot_half(format: WeightFormat, w: &[u8], x: &[f32]) -> f32 {
+    let mut wide = vec![0.0f32; x.len()];
+    widen_half(format, w, &mut wide);
+    dot_f32(&wide, x)
+}
+
+/// Widens an F16 or BF16 row to f32.
+fn widen_half(format: WeightFormat, w: &[u8], out: &mut [f32]) {
+    for (o, b) in out.iter_mut().zip(w.chunks_exact(2)) {
+        *o = match format {
+            WeightFormat::BF16 => bf16::from_le_bytes([b[0], b[1]]).to_f32(),
+            _ => f16::from_le_bytes([b[0], b[1]]).to_f32(),
+        };
+    }
+}
 
 /// Quantizes `x` in blocks of 32 to `round(x / d)` with `d = max|x| / 127`.
 pub(super) fn quantize(x: &[f32], scale_sums: &mut [[f32; 2]], values: &mut [i8]) {
@@ -123,6 +146,7 @@ pub(super) fn dequantize_row(format: WeightFormat, row: &[u8], out: &mut [f32]) 
                 }
             }
         }
-        WeightFormat::F32 => unreachable!("f32 rows are copied, not dequantized"),
+        WeightFormat::F16 | WeightFormat::BF16 => widen_half(format, row, out),
+        _ => unreachable!("{format} rows are not dequantized here"),
     }
 }

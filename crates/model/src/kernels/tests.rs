@@ -5,6 +5,20 @@ use super::*;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// Every format that meets 8-bit activations.
+const QUANTIZED: [GgmlDType; 10] = [
+    GgmlDType::Q4_0,
+    GgmlDType::Q4_1,
+    GgmlDType::Q5_0,
+    GgmlDType::Q5_1,
+    GgmlDType::Q8_0,
+    GgmlDType::Q2K,
+    GgmlDType::Q3K,
+    GgmlDType::Q4K,
+    GgmlDType::Q5K,
+    GgmlDType::Q6K,
+];
+
 fn random_values(rng: &mut ChaCha8Rng, n: usize) -> Vec<f32> {
     (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
 }
@@ -49,23 +63,40 @@ fn simd_kernels_match_scalar_oracle() {
     let q_simd = QuantizedRows::quantize(&x, cols, avx2::kernels());
     assert_eq!(q.values, q_simd.values, "SIMD quantization differs");
     assert_eq!(q.scale_sums, q_simd.scale_sums, "SIMD quantization differs");
-    for dtype in [GgmlDType::Q4_0, GgmlDType::Q4_1, GgmlDType::Q8_0] {
+    for dtype in QUANTIZED {
         let m = quantized(rows, cols, &random_values(&mut rng, rows * cols), dtype);
         for r in 0..rows {
             for t in 0..3 {
-                let (scalar_dot, _) = scalar::KERNELS.dots_for(m.format).unwrap();
-                let (simd_dot, simd_dot4) = avx2::kernels().dots_for(m.format).unwrap();
-                let s = scalar_dot(m.row(r), q.row(t));
-                let v = simd_dot(m.row(r), q.row(t));
+                let s = scalar::KERNELS.dot(m.format, m.row(r), q.row(t));
+                let v = avx2::kernels().dot(m.format, m.row(r), q.row(t));
                 assert!(
                     (s - v).abs() <= 1e-4 * s.abs().max(1.0),
                     "{dtype:?}: {s} vs {v}"
                 );
-                let four = simd_dot4(m.row(r), [q.row(t); 4]);
+                // The four-row kernel sums each row exactly as the one-row
+                // kernel does (batch invariance), whatever its neighbours.
+                let rows4 = [q.row(t), q.row((t + 1) % 3), q.row(t), q.row((t + 2) % 3)];
+                let four = avx2::kernels().dot4(m.format, m.row(r), rows4);
+                assert_eq!(four[0].to_bits(), v.to_bits(), "{dtype:?} four-row kernel");
+                assert_eq!(four[2].to_bits(), v.to_bits(), "{dtype:?} four-row kernel");
+            }
+        }
+    }
+    for dtype in [GgmlDType::F16, GgmlDType::BF16] {
+        let m = quantized(rows, cols, &random_values(&mut rng, rows * cols), dtype);
+        let xr = |t: usize| &x[t * cols..(t + 1) * cols];
+        for r in 0..rows {
+            for t in 0..3 {
+                let s = (scalar::KERNELS.dot_half)(m.format, m.row(r), xr(t));
+                let v = (avx2::kernels().dot_half)(m.format, m.row(r), xr(t));
                 assert!(
-                    four.iter()
-                        .all(|f| (f - v).abs() <= 1e-4 * v.abs().max(1.0))
+                    (s - v).abs() <= 1e-4 * s.abs().max(1.0),
+                    "{dtype:?}: {s} vs {v}"
                 );
+                let four =
+                    (avx2::kernels().dot4_half)(m.format, m.row(r), [xr(t), xr(0), xr(t), xr(1)]);
+                assert_eq!(four[0].to_bits(), v.to_bits(), "{dtype:?} four-row kernel");
+                assert_eq!(four[2].to_bits(), v.to_bits(), "{dtype:?} four-row kernel");
             }
         }
     }
@@ -81,13 +112,11 @@ fn simd_kernels_match_scalar_oracle() {
 #[test]
 fn quantized_matmul_matches_dequantized_f32_math() {
     let mut rng = ChaCha8Rng::seed_from_u64(11);
-    let (rows, cols) = (300, 576);
-    for dtype in [
-        GgmlDType::Q4_0,
-        GgmlDType::Q4_1,
-        GgmlDType::Q8_0,
-        GgmlDType::F16,
-    ] {
+    let (rows, cols) = (300, 768);
+    for dtype in QUANTIZED
+        .into_iter()
+        .chain([GgmlDType::F16, GgmlDType::BF16])
+    {
         let m = quantized(rows, cols, &random_values(&mut rng, rows * cols), dtype);
         let w = dequantized(&m);
         for n in [1, 5] {
@@ -124,4 +153,47 @@ fn quantize_round_trips_within_half_a_step() {
         }
         assert!((s - d * sum).abs() < 1e-5);
     }
+}
+
+#[test]
+fn stored_formats_dequantize_as_ggml_does() {
+    // candle's dequantizers follow ggml's reference code; ours must give
+    // the same weights for every format we multiply natively.
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let (rows, cols) = (4, 512);
+    for dtype in QUANTIZED
+        .into_iter()
+        .chain([GgmlDType::F16, GgmlDType::BF16])
+    {
+        let values = random_values(&mut rng, rows * cols);
+        let t = candle_core::Tensor::from_slice(&values, (rows, cols), &Device::Cpu).unwrap();
+        let q = QTensor::quantize(&t, dtype).unwrap();
+        let expected: Vec<f32> = q
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let m = QMatrix::from_qtensor("test", &q).unwrap();
+        assert_ne!(
+            m.format,
+            WeightFormat::F32,
+            "{dtype:?} is kept in its format"
+        );
+        assert_eq!(dequantized(&m), expected, "{dtype:?}");
+    }
+}
+
+#[test]
+fn unsupported_types_are_refused_by_name() {
+    let values = vec![0.5f32; 2 * 256];
+    let t = candle_core::Tensor::from_slice(&values, (2, 256), &Device::Cpu).unwrap();
+    let q = QTensor::quantize(&t, GgmlDType::Q8K).unwrap();
+    let err = QMatrix::from_qtensor("blk.0.attn_q.weight", &q).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("blk.0.attn_q.weight") && text.contains("Q8K"),
+        "{text}"
+    );
 }

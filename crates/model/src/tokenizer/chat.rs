@@ -56,6 +56,20 @@ impl ChatMessage {
 
 const TEMPLATE_NAME: &str = "chat_template";
 
+/// Gemma's turn format, for Gemma GGUF files that carry no template (the
+/// one llama.cpp falls back to for them): a system message is folded into
+/// the first user turn, the assistant's role is called `model`, and the
+/// tokenizer adds BOS itself.
+const GEMMA_TEMPLATE: &str = "\
+{%- if messages and messages[0]['role'] == 'system' -%}\
+{%- set prefix = messages[0]['content'] ~ '\\n\\n' -%}{%- set turns = messages[1:] -%}\
+{%- else -%}{%- set prefix = '' -%}{%- set turns = messages -%}{%- endif -%}\
+{%- for m in turns -%}\
+{{- '<start_of_turn>' ~ ('model' if m['role'] == 'assistant' else m['role']) ~ '\\n' -}}\
+{{- (prefix if loop.first else '') ~ (m['content'] | trim) ~ '<end_of_turn>\\n' -}}\
+{%- endfor -%}\
+{%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}";
+
 /// A compiled chat template with the special-token strings it may use.
 #[derive(Debug)]
 pub struct ChatTemplate {
@@ -67,9 +81,15 @@ pub struct ChatTemplate {
 
 impl ChatTemplate {
     /// Reads `tokenizer.chat_template` and the BOS/EOS token texts from GGUF
-    /// metadata and compiles the template.
+    /// metadata and compiles the template. A Gemma file without a template
+    /// gets Gemma's turn format.
     pub fn from_gguf(metadata: &Metadata) -> TokenizerResult<ChatTemplate> {
-        let source = metadata::string(metadata, keys::CHAT_TEMPLATE)?;
+        let gemma = metadata::optional_string(metadata, "general.architecture")?
+            .is_some_and(|arch| arch.starts_with("gemma"));
+        let source = match metadata::optional_string(metadata, keys::CHAT_TEMPLATE)? {
+            None if gemma => GEMMA_TEMPLATE,
+            _ => metadata::string(metadata, keys::CHAT_TEMPLATE)?,
+        };
         let tokens = metadata::string_array(metadata, keys::TOKENS)?;
         // SentencePiece vocabularies default to BOS 1 and EOS 2, as in the tokenizer.
         let sentencepiece = metadata::optional_string(metadata, keys::MODEL)? == Some("llama");

@@ -7,7 +7,7 @@ use std::sync::OnceLock;
 
 use hypertensor_model::gguf::{GgufError, GgufHeader, GgufLimits};
 use hypertensor_model::{
-    ChatMessage, ChatTemplate, LlamaConfig, LocalModel, ModelError, Tokenizer,
+    ChatMessage, ChatTemplate, LocalModel, ModelConfig, ModelError, Tokenizer,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -436,7 +436,7 @@ fn read_and_validate(bytes: &[u8], file_len: u64) {
         }
     };
     let md = header.metadata();
-    if let Ok(config) = LlamaConfig::from_metadata(md) {
+    if let Ok(config) = ModelConfig::from_metadata(md) {
         assert!(config.rms_norm_eps.is_finite() && config.rms_norm_eps > 0.0);
         assert!(config.rope_theta.is_finite() && config.rope_theta > 0.0);
         assert_eq!(config.n_heads * config.head_dim, config.hidden_size);

@@ -6,10 +6,17 @@
 //! blocks per iteration keep independent accumulators in flight.
 
 #[cfg(target_arch = "x86_64")]
+mod chunks;
+#[cfg(target_arch = "x86_64")]
+mod half;
+#[cfg(target_arch = "x86_64")]
+use imp::{DotU8I8, hsum};
+
+#[cfg(target_arch = "x86_64")]
 mod imp {
     use std::arch::x86_64::*;
 
-    use super::super::{Kernels, QK, QRow};
+    use super::super::{Kernels, QK, QRow, WeightFormat};
 
     pub(in super::super) fn available() -> bool {
         is_x86_feature_detected!("avx2")
@@ -36,6 +43,10 @@ mod imp {
         dot4_q4_0: dot4_q4_0_avx2,
         dot4_q4_1: dot4_q4_1_avx2,
         dot4_q8_0: dot4_q8_0_avx2,
+        dot_chunked: dot_chunked_avx2,
+        dot4_chunked: dot4_chunked_avx2,
+        dot_half,
+        dot4_half,
         dot_f32,
     };
 
@@ -47,6 +58,10 @@ mod imp {
         dot4_q4_0: dot4_q4_0_vnni,
         dot4_q4_1: dot4_q4_1_vnni,
         dot4_q8_0: dot4_q8_0_vnni,
+        dot_chunked: dot_chunked_vnni,
+        dot4_chunked: dot4_chunked_vnni,
+        dot_half,
+        dot4_half,
         dot_f32,
     };
 
@@ -60,7 +75,7 @@ mod imp {
     }
 
     /// Integer dot products of 32 unsigned by 32 signed bytes, as 8 i32 lanes.
-    trait DotU8I8 {
+    pub(in super::super) trait DotU8I8 {
         /// # Safety
         /// The CPU must have the features the implementation is for.
         unsafe fn dot(u: __m256i, s: __m256i) -> __m256i;
@@ -98,7 +113,7 @@ mod imp {
     }
 
     #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
+    pub(in super::super) unsafe fn hsum(v: __m256) -> f32 {
         // SAFETY: the caller runs with AVX enabled.
         unsafe {
             let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -346,6 +361,99 @@ mod imp {
         VnniDot,
         Format::Q8_0
     );
+
+    /// One chunked-format row against `R` activation rows, with the
+    /// format a constant in each arm so its decoding folds away.
+    #[inline(always)]
+    unsafe fn chunked<D: DotU8I8, const R: usize>(
+        format: WeightFormat,
+        w: &[u8],
+        xs: [QRow<'_>; R],
+    ) -> [f32; R] {
+        use super::chunks::dot_rows;
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            match format {
+                WeightFormat::Q5_0 => dot_rows::<D, R>(WeightFormat::Q5_0, w, xs),
+                WeightFormat::Q5_1 => dot_rows::<D, R>(WeightFormat::Q5_1, w, xs),
+                WeightFormat::Q2K => dot_rows::<D, R>(WeightFormat::Q2K, w, xs),
+                WeightFormat::Q3K => dot_rows::<D, R>(WeightFormat::Q3K, w, xs),
+                WeightFormat::Q4K => dot_rows::<D, R>(WeightFormat::Q4K, w, xs),
+                WeightFormat::Q5K => dot_rows::<D, R>(WeightFormat::Q5K, w, xs),
+                WeightFormat::Q6K => dot_rows::<D, R>(WeightFormat::Q6K, w, xs),
+                _ => unreachable!("{format:?} is not a chunked format"),
+            }
+        }
+    }
+
+    macro_rules! chunked_kernel {
+        ($name:ident, $features:literal, $dot:ty, $rows:literal) => {
+            fn $name(format: WeightFormat, w: &[u8], xs: [QRow<'_>; $rows]) -> [f32; $rows] {
+                #[target_feature(enable = $features)]
+                unsafe fn inner(
+                    format: WeightFormat,
+                    w: &[u8],
+                    xs: [QRow<'_>; $rows],
+                ) -> [f32; $rows] {
+                    // SAFETY: forwarded from the caller.
+                    unsafe { chunked::<$dot, $rows>(format, w, xs) }
+                }
+                // SAFETY: this kernel set is only chosen when the CPU has
+                // these features (`available()` / `vnni_available()`).
+                unsafe { inner(format, w, xs) }
+            }
+        };
+    }
+
+    chunked_kernel!(dot4_chunked_avx2, "avx2,fma,f16c", Avx2Dot, 4);
+    chunked_kernel!(dot1_chunked_avx2, "avx2,fma,f16c", Avx2Dot, 1);
+    chunked_kernel!(
+        dot4_chunked_vnni,
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        VnniDot,
+        4
+    );
+    chunked_kernel!(
+        dot1_chunked_vnni,
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        VnniDot,
+        1
+    );
+
+    fn dot_chunked_avx2(format: WeightFormat, w: &[u8], x: QRow<'_>) -> f32 {
+        dot1_chunked_avx2(format, w, [x])[0]
+    }
+
+    fn dot_chunked_vnni(format: WeightFormat, w: &[u8], x: QRow<'_>) -> f32 {
+        dot1_chunked_vnni(format, w, [x])[0]
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn half_rows<const R: usize>(
+        format: WeightFormat,
+        w: &[u8],
+        xs: [&[f32]; R],
+    ) -> [f32; R] {
+        use super::half::dot_rows;
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            if format == WeightFormat::BF16 {
+                dot_rows::<R>(WeightFormat::BF16, w, xs)
+            } else {
+                dot_rows::<R>(WeightFormat::F16, w, xs)
+            }
+        }
+    }
+
+    fn dot_half(format: WeightFormat, w: &[u8], x: &[f32]) -> f32 {
+        // SAFETY: only chosen when `available()`.
+        unsafe { half_rows::<1>(format, w, [x])[0] }
+    }
+
+    fn dot4_half(format: WeightFormat, w: &[u8], xs: [&[f32]; 4]) -> [f32; 4] {
+        // SAFETY: only chosen when `available()`.
+        unsafe { half_rows::<4>(format, w, xs) }
+    }
 
     fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         assert_eq!(a.len(), b.len(), "dot of unequal lengths");

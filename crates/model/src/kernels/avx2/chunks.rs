@@ -1,0 +1,197 @@
+//! SIMD products for the chunked formats (Q5_0, Q5_1, Q2_K to Q6_K).
+//!
+//! A block's scales are unpacked once (the scalar [`header`]); then each
+//! chunk's 32 codes are unpacked into one register and met with every
+//! activation row in turn. A chunk costs one integer dot product, one
+//! conversion and one FMA per row, the same as a Q4_1 block; the scale of
+//! each 16-value half sits in its own four lanes, since an i32 lane of the
+//! dot product sums four neighbouring values.
+//!
+//! One generic loop serves one row and four rows, so every row's sum is
+//! accumulated in the same order whatever the batch: batch invariance.
+
+use std::arch::x86_64::*;
+
+use super::super::chunks::{MinKind, header};
+use super::super::{QK, QRow, WeightFormat};
+use super::{DotU8I8, hsum};
+
+/// The byte at each position set where bit `i` of `bits` is set.
+#[inline(always)]
+unsafe fn bytes_from_bits(bits: u32) -> __m256i {
+    // SAFETY: the caller runs with AVX2.
+    unsafe {
+        let spread = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(bits as i32),
+            _mm256_setr_epi64x(
+                0x0000_0000_0000_0000,
+                0x0101_0101_0101_0101,
+                0x0202_0202_0202_0202,
+                0x0303_0303_0303_0303,
+            ),
+        );
+        let others = _mm256_set1_epi64x(0x7fbf_dfef_f7fb_fdfe);
+        _mm256_cmpeq_epi8(_mm256_or_si256(spread, others), _mm256_set1_epi64x(-1))
+    }
+}
+
+/// Bits `shift..shift + width` of every byte of `v` (width 1 or 2 given
+/// by `mask`), at the bottom of each byte.
+#[inline(always)]
+unsafe fn bit_field(v: __m256i, shift: u32, mask: i8) -> __m256i {
+    // SAFETY: the caller runs with AVX2.
+    unsafe {
+        _mm256_and_si256(
+            _mm256_srl_epi16(v, _mm_cvtsi32_si128(shift as i32)),
+            _mm256_set1_epi8(mask),
+        )
+    }
+}
+
+/// The low (`high == false`) or high nibbles of 32 bytes at `p`.
+#[inline(always)]
+unsafe fn nibble(p: *const u8, high: bool) -> __m256i {
+    // SAFETY: the caller guarantees 32 readable bytes and AVX2.
+    unsafe {
+        let v = _mm256_loadu_si256(p.cast());
+        let v = if high { _mm256_srli_epi16(v, 4) } else { v };
+        _mm256_and_si256(v, _mm256_set1_epi8(0x0F))
+    }
+}
+
+/// 32 bytes at `p`.
+#[inline(always)]
+unsafe fn bytes(p: *const u8) -> __m256i {
+    // SAFETY: the caller guarantees 32 readable bytes and AVX.
+    unsafe { _mm256_loadu_si256(p.cast()) }
+}
+
+/// The 32 unsigned codes of chunk `k` of the block at `blk`.
+#[inline(always)]
+unsafe fn codes(format: WeightFormat, blk: *const u8, k: usize) -> __m256i {
+    // SAFETY: the caller guarantees a whole block at `blk` and AVX2.
+    unsafe {
+        let load = |at: usize| blk.add(at);
+        match format {
+            WeightFormat::Q5_0 | WeightFormat::Q5_1 => {
+                let at = if format == WeightFormat::Q5_0 { 2 } else { 4 };
+                let qh = blk.add(at).cast::<u32>().read_unaligned();
+                let qs = _mm_loadu_si128(blk.add(at + 4).cast());
+                let mask = _mm_set1_epi8(0x0F);
+                let low = _mm256_set_m128i(
+                    _mm_and_si128(_mm_srli_epi16(qs, 4), mask),
+                    _mm_and_si128(qs, mask),
+                );
+                let high = _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10));
+                _mm256_or_si256(low, high)
+            }
+            WeightFormat::Q4K => nibble(load(16 + 32 * (k / 2)), k % 2 == 1),
+            WeightFormat::Q5K => {
+                let low = nibble(load(48 + 32 * (k / 2)), k % 2 == 1);
+                let high = _mm256_slli_epi16(bit_field(bytes(load(16)), k as u32, 1), 4);
+                _mm256_or_si256(low, high)
+            }
+            WeightFormat::Q6K => {
+                let (n, c) = (k / 4, k % 4);
+                let low = nibble(load(64 * n + 32 * (c % 2)), c >= 2);
+                let high =
+                    _mm256_slli_epi16(bit_field(bytes(load(128 + 32 * n)), 2 * c as u32, 3), 4);
+                _mm256_or_si256(low, high)
+            }
+            WeightFormat::Q3K => {
+                let (n, j) = (k / 4, k % 4);
+                let low = bit_field(bytes(load(32 + 32 * n)), 2 * j as u32, 3);
+                let high = _mm256_slli_epi16(bit_field(bytes(load(0)), k as u32, 1), 2);
+                _mm256_or_si256(low, high)
+            }
+            WeightFormat::Q2K => bit_field(bytes(load(16 + 32 * (k / 4))), 2 * (k % 4) as u32, 3),
+            _ => unreachable!("{format:?} is not a chunked format"),
+        }
+    }
+}
+
+/// The per-lane scales of a chunk: lanes 0..4 cover its first 16 values,
+/// lanes 4..8 its last 16.
+#[inline(always)]
+unsafe fn lanes(values: &[f32; 16], k: usize, per_half: bool) -> __m256 {
+    // SAFETY: the caller runs with AVX.
+    unsafe {
+        if per_half {
+            _mm256_set_m128(_mm_set1_ps(values[2 * k + 1]), _mm_set1_ps(values[2 * k]))
+        } else {
+            _mm256_set1_ps(values[2 * k])
+        }
+    }
+}
+
+/// Row sums of one weight row of a chunked format against `R` activation
+/// rows.
+#[inline(always)]
+pub(super) unsafe fn dot_rows<D: DotU8I8, const R: usize>(
+    format: WeightFormat,
+    w: &[u8],
+    xs: [QRow<'_>; R],
+) -> [f32; R] {
+    let block_bytes = format.block_bytes();
+    let chunks = format.block_values() / QK;
+    let nb = w.len() / block_bytes;
+    for x in &xs {
+        assert!(
+            w.len() == nb * block_bytes
+                && x.scale_sums.len() == nb * chunks
+                && x.values.len() == nb * chunks * QK,
+            "quantized row shapes disagree"
+        );
+    }
+    let offset = format.code_offset();
+    let min_kind = format.min_kind();
+    let per_half = format.scale_per_half();
+    // SAFETY: the shapes were checked above: nb blocks of weights and
+    // nb * chunks activation blocks per row; the caller enabled the CPU
+    // features the intrinsics need.
+    unsafe {
+        let mut acc = [[_mm256_setzero_ps(); 2]; R];
+        let mut min_acc = [_mm256_setzero_ps(); R];
+        let mut min_sum = [0.0f32; R];
+        for s in 0..nb {
+            let blk = w.as_ptr().add(s * block_bytes);
+            let h = header(format, std::slice::from_raw_parts(blk, block_bytes));
+            for k in 0..chunks {
+                let code = codes(format, blk, k);
+                let signed = _mm256_sub_epi8(code, _mm256_set1_epi8(offset as i8));
+                let magnitude = _mm256_sign_epi8(signed, signed);
+                let scale = lanes(&h.scale, k, per_half);
+                let min = lanes(&h.min, k, true);
+                let b = s * chunks + k;
+                for t in 0..R {
+                    let a = _mm256_loadu_si256(xs[t].values.as_ptr().add(b * QK).cast());
+                    let [dx, dsum] = *xs[t].scale_sums.get_unchecked(b);
+                    let p = if offset == 0 {
+                        D::dot(code, a)
+                    } else {
+                        D::dot(magnitude, _mm256_sign_epi8(a, signed))
+                    };
+                    let f = _mm256_mul_ps(scale, _mm256_set1_ps(dx));
+                    acc[t][k % 2] = _mm256_fmadd_ps(f, _mm256_cvtepi32_ps(p), acc[t][k % 2]);
+                    match min_kind {
+                        MinKind::None => {}
+                        MinKind::PerChunk => min_sum[t] += h.min[2 * k] * dsum,
+                        MinKind::PerHalf => {
+                            let sums = D::dot(_mm256_set1_epi8(1), a);
+                            let f = _mm256_mul_ps(min, _mm256_set1_ps(dx));
+                            min_acc[t] = _mm256_fmadd_ps(f, _mm256_cvtepi32_ps(sums), min_acc[t]);
+                        }
+                    }
+                }
+            }
+        }
+        let mut out = [0.0; R];
+        for t in 0..R {
+            out[t] = hsum(_mm256_add_ps(
+                _mm256_add_ps(acc[t][0], acc[t][1]),
+                min_acc[t],
+            )) + min_sum[t];
+        }
+        out
+    }
+}
