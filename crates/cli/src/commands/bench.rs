@@ -25,7 +25,7 @@ struct BenchResult {
 }
 
 pub(crate) fn run(args: BenchArgs) -> Result<()> {
-    let path = model::resolve(&args.model)?;
+    let path = model::resolve(&args.model, false)?;
     let llm = LocalModel::load(&path)?;
     let threads = rayon_threads();
     let mut rng = ChaCha8Rng::seed_from_u64(1);

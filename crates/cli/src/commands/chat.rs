@@ -11,7 +11,7 @@ use crate::commands::model;
 use crate::commands::swarm::Engine;
 
 pub(crate) fn run(args: ChatArgs, runtime: &tokio::runtime::Handle) -> Result<()> {
-    let llm = Engine::open(&model::resolve(&args.model)?, &args.swarm, runtime)?;
+    let llm = Engine::open(&model::resolve(&args.model, false)?, &args.swarm, runtime)?;
     let Some(template) = llm.chat_template() else {
         bail!("this model has no chat template in its GGUF metadata; use `generate` instead");
     };

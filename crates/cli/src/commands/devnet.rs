@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 use hypertensor_node::devnet::{Devnet, DevnetConfig, EpochReport, EpochReporter, Role};
 use hypertensor_primitives::Fixed;
@@ -21,10 +21,8 @@ pub(crate) struct DevnetArgs {
     /// directory, removed at exit).
     #[arg(long, value_name = "DIR")]
     pub(crate) dir: Option<PathBuf>,
-    /// A GGUF file of the llama family, or `default` for the default model
-    /// (fetched into the per-user cache).
-    #[arg(long, value_name = "PATH|default", default_value = "default")]
-    pub(crate) model: String,
+    #[command(flatten)]
+    pub(crate) model: crate::cli::ModelArgs,
     /// Hosters (default: 3 per block).
     #[arg(long, value_name = "N")]
     pub(crate) hosters: Option<usize>,
@@ -54,11 +52,7 @@ pub(crate) struct DevnetArgs {
 
 /// Runs the devnet until Ctrl-C or SIGTERM.
 pub(crate) async fn run(args: DevnetArgs) -> Result<()> {
-    let model_path = if args.model == "default" {
-        hypertensor_fetch::default_model_path(true).context("cannot fetch the default model")?
-    } else {
-        PathBuf::from(&args.model)
-    };
+    let model_path = super::model::resolve(&args.model, true)?;
     let (dir, temporary) = match &args.dir {
         Some(dir) => (dir.clone(), false),
         None => (

@@ -11,7 +11,7 @@ use crate::commands::model;
 use crate::commands::swarm::Engine;
 
 pub(crate) fn run(args: GenerateArgs, runtime: &tokio::runtime::Handle) -> Result<()> {
-    let llm = Engine::open(&model::resolve(&args.model)?, &args.swarm, runtime)?;
+    let llm = Engine::open(&model::resolve(&args.model, false)?, &args.swarm, runtime)?;
     let tokenizer = llm.tokenizer();
     let request = GenerationRequest {
         prompt: tokenizer.encode_with_bos(&args.prompt, false)?,

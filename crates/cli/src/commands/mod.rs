@@ -38,7 +38,8 @@ pub(crate) fn run(command: Command) -> Result<()> {
         .context("cannot start the async runtime")?;
     let handle = runtime.handle();
     let outcome = match command {
-        Command::Model(ModelCommand::Fetch { quiet }) => model::fetch(quiet),
+        Command::Model(ModelCommand::Fetch { name, quiet }) => model::fetch(name.as_deref(), quiet),
+        Command::Model(ModelCommand::List) => model::list(),
         Command::Generate(args) => generate::run(args, handle),
         Command::Chat(args) => chat::run(args, handle),
         Command::Bench(args) => bench::run(args),

@@ -36,13 +36,11 @@ pub(crate) struct NodeArgs {
     /// What this node does.
     #[arg(long, value_enum)]
     pub(crate) role: Role,
-    /// A GGUF file of the llama family, or `default` for the default model
-    /// (fetched into the per-user cache).
-    #[arg(long, value_name = "PATH|default", default_value = "default")]
-    pub(crate) model: String,
-    /// The model's name in DHT keys (default: `smollm2` for the default
-    /// model, else the file name without extension). Every node of a swarm
-    /// must use the same name.
+    #[command(flatten)]
+    pub(crate) model: crate::cli::ModelArgs,
+    /// The model's name in DHT keys (default: the name of a model known by
+    /// name, such as `smollm2`, else the file name without extension).
+    /// Every node of a swarm must use the same name.
     #[arg(long, value_name = "NAME")]
     pub(crate) model_name: Option<String>,
     /// Hoster: serve blocks A..B (written A:B).
@@ -94,11 +92,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
         bail!("--role validator needs --chain URL: validators score and attest on chain");
     }
     let stop = shutdown_signal();
-    let path = if args.model == "default" {
-        hypertensor_fetch::default_model_path(true).context("cannot fetch the default model")?
-    } else {
-        PathBuf::from(&args.model)
-    };
+    let path = super::model::resolve(&args.model, true)?;
     let name = args
         .model_name
         .clone()
@@ -168,12 +162,13 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
     Ok(())
 }
 
-/// The model's name in DHT keys when none is given: `smollm2` for the
-/// default model, else the file name without its extension.
+/// The model's name in DHT keys when none is given: the name of the model
+/// known by name whose file this is (`smollm2` for the default model),
+/// else the file name without its extension.
 pub(crate) fn default_model_name(path: &std::path::Path) -> String {
     let file = path.file_name().and_then(|s| s.to_str());
-    if file == Some(hypertensor_fetch::DEFAULT_MODEL.file_name()) {
-        return super::model::DEFAULT_MODEL_NAME.to_string();
+    if let Some(model) = file.and_then(hypertensor_fetch::model_by_file_name) {
+        return model.name.to_string();
     }
     path.file_stem()
         .and_then(|s| s.to_str())

@@ -41,7 +41,7 @@ pub(crate) struct ServeArgs {
 }
 
 pub(crate) async fn run(args: ServeArgs) -> Result<()> {
-    let path = model::resolve(&args.model)?;
+    let path = model::resolve(&args.model, false)?;
     let name = default_model_name(&path);
     let batch = BatchConfig {
         max_batch_tokens: args.max_batch_tokens as usize,

@@ -5,6 +5,7 @@ mod devnet;
 mod http;
 mod key_files;
 mod local_model;
+mod model_names;
 mod node;
 mod process;
 #[path = "../../../api/tests/api/python_env.rs"]

