@@ -4,7 +4,8 @@
 # usage: tools/bench/llama-bench.sh [GGUF] [llama-bench args...]
 #        tools/bench/llama-bench.sh --build-only
 #
-# Builds llama-bench (and llama-server, for tools/bench/serve.sh) once from the llama.cpp sources vendored in the PyPI
+# Builds llama-bench (with llama-server, for tools/bench/serve.sh, and
+# llama-quantize, for tools/reference/quantize.sh) once from the llama.cpp sources vendored in the PyPI
 # sdist of llama-cpp-python (version and sha256 pinned in
 # tools/reference/env.sh) into $HYPERTENSOR_HOME/llama.cpp/<version>/
 # (default ~/.cache/hypertensor/...), then runs
@@ -25,11 +26,15 @@ source "$BENCH_DIR/../reference/env.sh"
 
 LLAMA_BENCH="$LLAMA_DIR/bin/llama-bench"
 LLAMA_SERVER="$LLAMA_DIR/bin/llama-server"
+LLAMA_QUANTIZE="$LLAMA_DIR/bin/llama-quantize"
 
-# Builds llama-bench and llama-server (the baseline of `tools/bench/serve.sh`)
+# Builds llama-bench, llama-server (the baseline of `tools/bench/serve.sh`)
+# and llama-quantize (the reference files of `tools/reference/quantize.sh`)
 # in one configured tree, once.
 build_llama_bench() {
-    if [[ -x "$LLAMA_BENCH" && -x "$LLAMA_SERVER" ]]; then
+    local stamp="$LLAMA_DIR/bin/.flags"
+    if [[ -x "$LLAMA_BENCH" && -x "$LLAMA_SERVER" && -x "$LLAMA_QUANTIZE" && -f "$stamp" \
+        && "$(cat "$stamp")" == "$(ht_ggml_cmake_flags)" ]]; then
         return 0
     fi
     ht_base_venv
@@ -45,11 +50,11 @@ build_llama_bench() {
             "llama_cpp_python-$LLAMA_VERSION/vendor/llama.cpp"
         touch "$src/.extracted"
     fi
-    ht_log "building llama-bench and llama-server with $HT_BUILD_JOBS jobs (several minutes; log: $LLAMA_DIR/build.log)"
+    ht_log "building llama-bench, llama-server and llama-quantize with $HT_BUILD_JOBS jobs (several minutes; log: $LLAMA_DIR/build.log)"
     {
         PATH="$HT_VENV/bin:$PATH" cmake -S "$src" -B "$build" -G Ninja \
             -DCMAKE_BUILD_TYPE=Release \
-            -DGGML_NATIVE=ON \
+            $(ht_ggml_cmake_flags) \
             -DBUILD_SHARED_LIBS=OFF \
             -DLLAMA_CURL=OFF \
             -DLLAMA_OPENSSL=OFF \
@@ -57,7 +62,7 @@ build_llama_bench() {
             -DLLAMA_BUILD_EXAMPLES=OFF \
             -DLLAMA_BUILD_SERVER=ON \
             -DLLAMA_BUILD_TOOLS=ON
-        PATH="$HT_VENV/bin:$PATH" cmake --build "$build" --target llama-bench llama-server -j "$HT_BUILD_JOBS"
+        PATH="$HT_VENV/bin:$PATH" cmake --build "$build" --target llama-bench llama-server llama-quantize -j "$HT_BUILD_JOBS"
     } >"$LLAMA_DIR/build.log" 2>&1 || {
         tail -n 30 "$LLAMA_DIR/build.log" >&2
         ht_log "llama-bench build failed; full log in $LLAMA_DIR/build.log"
@@ -65,10 +70,11 @@ build_llama_bench() {
     }
     mkdir -p "$LLAMA_DIR/bin"
     local tool
-    for tool in llama-bench llama-server; do
+    for tool in llama-bench llama-server llama-quantize; do
         cp "$build/bin/$tool" "$LLAMA_DIR/bin/$tool.tmp"
         mv "$LLAMA_DIR/bin/$tool.tmp" "$LLAMA_DIR/bin/$tool"
     done
+    ht_ggml_cmake_flags >"$stamp"
 }
 
 # True when any of the given flag spellings occurs in the pass-through args.

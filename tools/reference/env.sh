@@ -81,21 +81,53 @@ ht_llama_sdist() {
     echo "$file"
 }
 
+# CMake flags for ggml: every SIMD extension this CPU lists in /proc/cpuinfo
+# (what GGML_NATIVE=ON would pick), except AMX. Firecracker VMs such as
+# this project's CI list amx_tile/amx_int8 but fault on the first AMX
+# instruction (ldtilecfg: general protection fault in ggml's AMX matmul),
+# so a native build crashes on its first product; without AMX, ggml uses
+# its AVX-512 VNNI kernels, its fastest path on these machines.
+ht_ggml_cmake_flags() {
+    local flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
+    local out="-DGGML_NATIVE=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+    local pair feature option
+    for pair in sse4_2:SSE42 f16c:F16C fma:FMA bmi2:BMI2 avx:AVX avx2:AVX2 \
+        avx_vnni:AVX_VNNI avx512vbmi:AVX512_VBMI avx512_vnni:AVX512_VNNI \
+        avx512_bf16:AVX512_BF16; do
+        feature="${pair%%:*}"
+        option="${pair##*:}"
+        if [[ "$flags" == *" $feature "* ]]; then
+            out+=" -DGGML_$option=ON"
+        else
+            out+=" -DGGML_$option=OFF"
+        fi
+    done
+    if [[ "$flags" == *" avx512f "* && "$flags" == *" avx512bw "* && "$flags" == *" avx512vl "* \
+        && "$flags" == *" avx512dq "* && "$flags" == *" avx512cd "* ]]; then
+        out+=" -DGGML_AVX512=ON"
+    else
+        out+=" -DGGML_AVX512=OFF"
+    fi
+    echo "$out"
+}
+
 # The base venv plus llama-cpp-python compiled from the checked sdist with
-# GGML_NATIVE=ON (the CPU features of this machine), two build jobs.
+# this CPU's SIMD extensions (ht_ggml_cmake_flags), two build jobs.
 ht_full_venv() {
     ht_base_venv
     local stamp="$HT_VENV/.hypertensor-llama"
-    if [[ -f "$stamp" && "$(cat "$stamp")" == "$LLAMA_SDIST_SHA256" ]]; then
+    local want
+    want="$LLAMA_SDIST_SHA256 $(ht_ggml_cmake_flags)"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
         return 0
     fi
     local sdist
     sdist="$(ht_llama_sdist)"
     ht_log "building llama-cpp-python $LLAMA_VERSION from source (several minutes)"
-    CMAKE_ARGS="-DGGML_NATIVE=ON" \
+    CMAKE_ARGS="$(ht_ggml_cmake_flags)" \
         CMAKE_BUILD_PARALLEL_LEVEL="$HT_BUILD_JOBS" \
         PATH="$HT_VENV/bin:$PATH" \
         "$HT_VENV/bin/python" -m pip install --no-deps --no-build-isolation \
-        --no-cache-dir "$sdist" >&2
-    echo "$LLAMA_SDIST_SHA256" >"$stamp"
+        --no-cache-dir --force-reinstall "$sdist" >&2
+    echo "$want" >"$stamp"
 }

@@ -22,6 +22,10 @@ struct BenchResult {
     tokens_per_second_mean: f64,
     tokens_per_second_stddev: f64,
     samples: Vec<f64>,
+    /// The process's resident memory after the test (VmRSS), in bytes.
+    resident_bytes: Option<u64>,
+    /// The most the process has held resident so far (VmHWM), in bytes.
+    peak_resident_bytes: Option<u64>,
 }
 
 pub(crate) fn run(args: BenchArgs) -> Result<()> {
@@ -38,6 +42,7 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         let mut session = llm.session();
         session.forward(&prompt).map(|_| ())
     })?;
+    let prefill_memory = resident_memory();
     let decode = measure(args.repetitions, args.gen_tokens, || {
         let mut session = llm.session();
         let mut token = prompt[0];
@@ -47,27 +52,41 @@ pub(crate) fn run(args: BenchArgs) -> Result<()> {
         }
         Ok(())
     })?;
+    let decode_memory = resident_memory();
     let results = vec![
         result(
             format!("pp{}", args.prompt_tokens),
             args.prompt_tokens,
             threads,
             prefill,
+            prefill_memory,
         ),
         result(
             format!("tg{}", args.gen_tokens),
             args.gen_tokens,
             threads,
             decode,
+            decode_memory,
         ),
     ];
     println!("model: {}", path.display());
-    println!("| engine      | test  | threads | tokens/s        |");
-    println!("|-------------|-------|---------|-----------------|");
+    println!("| engine      | test  | threads | tokens/s        | resident MiB | peak MiB |");
+    println!("|-------------|-------|---------|-----------------|--------------|----------|");
+    let mib = |bytes: Option<u64>| {
+        bytes.map_or_else(
+            || "-".to_string(),
+            |b| format!("{:.0}", b as f64 / 1048576.0),
+        )
+    };
     for r in &results {
         println!(
-            "| hypertensor | {:<5} | {:>7} | {:>7.1} ± {:<5.1} |",
-            r.test, r.threads, r.tokens_per_second_mean, r.tokens_per_second_stddev
+            "| hypertensor | {:<5} | {:>7} | {:>7.1} ± {:<5.1} | {:>12} | {:>8} |",
+            r.test,
+            r.threads,
+            r.tokens_per_second_mean,
+            r.tokens_per_second_stddev,
+            mib(r.resident_bytes),
+            mib(r.peak_resident_bytes),
         );
     }
     if let Some(json) = &args.json {
@@ -100,7 +119,30 @@ fn measure(
     Ok(samples)
 }
 
-fn result(test: String, n_tokens: usize, threads: usize, samples: Vec<f64>) -> BenchResult {
+/// The process's resident and peak resident memory in bytes, from
+/// `/proc/self/status` (None where there is no such file).
+fn resident_memory() -> (Option<u64>, Option<u64>) {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return (None, None);
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim().strip_suffix("kB"))
+            .and_then(|kb| kb.trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn result(
+    test: String,
+    n_tokens: usize,
+    threads: usize,
+    samples: Vec<f64>,
+    (resident_bytes, peak_resident_bytes): (Option<u64>, Option<u64>),
+) -> BenchResult {
     let n = samples.len() as f64;
     let mean = samples.iter().sum::<f64>() / n;
     let var = samples.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
@@ -111,5 +153,7 @@ fn result(test: String, n_tokens: usize, threads: usize, samples: Vec<f64>) -> B
         tokens_per_second_mean: mean,
         tokens_per_second_stddev: var.sqrt(),
         samples,
+        resident_bytes,
+        peak_resident_bytes,
     }
 }

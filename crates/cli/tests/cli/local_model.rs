@@ -197,3 +197,55 @@ fn generate_refuses_a_crafted_model_file_with_a_clear_error() {
     assert!(stdout(&out).is_empty());
     std::fs::remove_file(&path).unwrap();
 }
+
+#[test]
+fn bench_reports_speed_and_resident_memory_for_a_named_model() {
+    let json = std::env::temp_dir().join(format!("bench-{}.json", std::process::id()));
+    let out = run(&[
+        "bench",
+        "--model",
+        "gemma3-270m",
+        "--prompt-tokens",
+        "16",
+        "--gen-tokens",
+        "4",
+        "--repetitions",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(table.contains("resident MiB"), "{table}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&json);
+    let rows = results.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{results}");
+    // Gemma 3 270M's file is 241 MiB, most of it the Q8_0 embedding table
+    // that the model keeps packed: resident memory is of that order, not
+    // the 4x an f32 expansion would take.
+    let file = std::fs::metadata(dirs_model("gemma-3-270m-q4_k_m.gguf"))
+        .unwrap()
+        .len();
+    for row in rows {
+        assert!(
+            row["tokens_per_second_mean"].as_f64().unwrap() > 0.0,
+            "{row}"
+        );
+        let resident = row["resident_bytes"].as_u64().unwrap();
+        assert!(
+            resident > file / 2 && resident < 2 * file,
+            "resident {resident} bytes for a {file}-byte file"
+        );
+    }
+}
+
+/// A model file in the per-user cache (where `model fetch` puts it).
+fn dirs_model(name: &str) -> std::path::PathBuf {
+    let out = run(&["model", "fetch", "gemma3-270m", "--quiet"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = std::path::PathBuf::from(stdout(&out).trim());
+    assert_eq!(path.file_name().unwrap().to_str().unwrap(), name);
+    path
+}

@@ -51,12 +51,41 @@ pub(crate) fn local_greedy(prompt: &str, max_tokens: usize) -> Vec<u32> {
 }
 
 pub(crate) fn span(range: Range<usize>) -> BlockSpan {
-    let gguf = GgufFile::open(model_path()).unwrap();
+    span_of(&model_path(), range)
+}
+
+fn span_of(path: &std::path::Path, range: Range<usize>) -> BlockSpan {
+    let gguf = GgufFile::open(path).unwrap();
     BlockSpan::load(&gguf, range).unwrap()
 }
 
-fn node_config(name: &str, bootstrap: Option<&Multiaddr>) -> Config {
-    let mut cfg = p2p_config(Keypair::dev(name), 1, GENESIS, MODEL, Arc::new(AdmitAll));
+/// A model a swarm serves: its name in DHT keys and its file.
+#[derive(Debug, Clone)]
+pub(crate) struct TestModel {
+    pub(crate) name: &'static str,
+    pub(crate) path: PathBuf,
+}
+
+impl TestModel {
+    /// The default model.
+    pub(crate) fn default_model() -> TestModel {
+        TestModel {
+            name: MODEL,
+            path: model_path(),
+        }
+    }
+
+    /// Gemma 3 270M (Q4_K_M), fetched by name.
+    pub(crate) fn gemma() -> TestModel {
+        TestModel {
+            name: "gemma3-270m",
+            path: hypertensor_fetch::named_model_path("gemma3-270m", true).expect("Gemma 3"),
+        }
+    }
+}
+
+fn node_config(name: &str, model: &str, bootstrap: Option<&Multiaddr>) -> Config {
+    let mut cfg = p2p_config(Keypair::dev(name), 1, GENESIS, model, Arc::new(AdmitAll));
     cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().unwrap()];
     cfg.bootstrap = bootstrap.into_iter().cloned().collect();
     cfg.query_timeout = Duration::from_secs(5);
@@ -112,6 +141,7 @@ pub(crate) struct Swarm {
     tasks: std::sync::Mutex<Vec<AbortHandle>>,
     servers: std::sync::Mutex<Vec<PeerId>>,
     count: AtomicUsize,
+    model: TestModel,
 }
 
 impl Drop for Swarm {
@@ -124,8 +154,13 @@ impl Drop for Swarm {
 
 impl Swarm {
     pub(crate) async fn new(name: &str) -> Swarm {
+        Self::serving(name, TestModel::default_model()).await
+    }
+
+    /// A swarm of its own (a bootstrap node) for `model`.
+    pub(crate) async fn serving(name: &str, model: TestModel) -> Swarm {
         let (boot, _events, event_loop) =
-            hypertensor_p2p::new(node_config(&format!("{name}-boot"), None)).unwrap();
+            hypertensor_p2p::new(node_config(&format!("{name}-boot"), model.name, None)).unwrap();
         let task = tokio::spawn(event_loop.run());
         let addr = boot.listen_addrs().await.unwrap()[0]
             .clone()
@@ -138,6 +173,7 @@ impl Swarm {
             tasks: std::sync::Mutex::new(vec![task.abort_handle()]),
             servers: std::sync::Mutex::new(Vec::new()),
             count: Default::default(),
+            model,
         }
     }
 
@@ -148,17 +184,23 @@ impl Swarm {
         tweak: impl FnOnce(&mut ServerConfig),
     ) -> ServerNode {
         let i = self.count.fetch_add(1, Ordering::SeqCst);
-        let cfg = node_config(&format!("{}-server{i}", self.name), Some(&self.boot_addr));
+        let model = &self.model;
+        let cfg = node_config(
+            &format!("{}-server{i}", self.name),
+            model.name,
+            Some(&self.boot_addr),
+        );
         let (p2p, events, event_loop) = hypertensor_p2p::new(cfg).unwrap();
         let net = tokio::spawn(event_loop.run());
-        let mut config = ServerConfig::new(MODEL);
+        let mut config = ServerConfig::new(model.name);
         tweak(&mut config);
-        let server = Arc::new(BlockServer::new(span(range.clone()), config).unwrap());
+        let server =
+            Arc::new(BlockServer::new(span_of(&model.path, range.clone()), config).unwrap());
         let peer = p2p.peer_id();
         let run = tokio::spawn(server.clone().run(p2p, events));
         self.servers.lock().unwrap().push(peer);
         // Wait until the bootstrap node sees its announcement.
-        let key = hypertensor_inference::block_key(MODEL, range.start);
+        let key = hypertensor_inference::block_key(model.name, range.start);
         let start = tokio::time::Instant::now();
         loop {
             let dict = self.boot.get(&key).await.unwrap_or_default();
@@ -305,7 +347,11 @@ impl Swarm {
         Vec<AbortHandle>,
     ) {
         let i = self.count.fetch_add(1, Ordering::SeqCst);
-        let cfg = node_config(&format!("{}-{kind}{i}", self.name), Some(&self.boot_addr));
+        let cfg = node_config(
+            &format!("{}-{kind}{i}", self.name),
+            self.model.name,
+            Some(&self.boot_addr),
+        );
         let (p2p, events, event_loop) = hypertensor_p2p::new(cfg).unwrap();
         let tasks = vec![tokio::spawn(event_loop.run()).abort_handle()];
         (p2p, events, tasks)
@@ -343,11 +389,15 @@ impl Swarm {
         };
         let expiration = hypertensor_p2p::now_ms() + 60_000;
         for block in range.clone() {
-            p2p.store(&block_key(MODEL, block), info.encode(), expiration)
-                .await
-                .unwrap();
+            p2p.store(
+                &block_key(self.model.name, block),
+                info.encode(),
+                expiration,
+            )
+            .await
+            .unwrap();
         }
-        let key = block_key(MODEL, range.start);
+        let key = block_key(self.model.name, range.start);
         let start = tokio::time::Instant::now();
         while self
             .boot
@@ -367,18 +417,22 @@ impl Swarm {
     /// A client whose DHT view includes every server started so far.
     pub(crate) async fn client(&self, tweak: impl FnOnce(&mut ClientConfig)) -> Arc<SwarmClient> {
         let i = self.count.fetch_add(1, Ordering::SeqCst);
-        let cfg = node_config(&format!("{}-client{i}", self.name), Some(&self.boot_addr));
+        let cfg = node_config(
+            &format!("{}-client{i}", self.name),
+            self.model.name,
+            Some(&self.boot_addr),
+        );
         let (p2p, _events, event_loop) = hypertensor_p2p::new(cfg).unwrap();
         self.tasks
             .lock()
             .unwrap()
             .push(tokio::spawn(event_loop.run()).abort_handle());
-        let mut config = ClientConfig::new(MODEL);
+        let mut config = ClientConfig::new(self.model.name);
         config.step_timeout = Duration::from_secs(10);
         config.ban_base = Duration::from_secs(120);
         tweak(&mut config);
         let client = SwarmClient::load(
-            &model_path(),
+            &self.model.path,
             p2p,
             tokio::runtime::Handle::current(),
             config,
