@@ -4,8 +4,12 @@
 #
 # usage: tools/reference/quantize.sh [--model GGUF] [TYPE...]
 #
-# TYPEs are llama-quantize's names; the default list is
-#   F16 Q8_0 Q6_K Q5_K_M Q4_K_M Q3_K_M Q2_K Q5_0 Q5_1
+# TYPEs are llama-quantize's names, or NAME-pure for `--pure` (every
+# tensor in that type where its width allows, not llama.cpp's mix); the
+# default list is
+#   F16 BF16 Q8_0 Q6_K Q5_K_M Q4_K_M Q3_K_M Q2_K Q2_K-pure Q5_0 Q5_1
+# (Q2_K's mix holds Q3_K down-projections and no Q2_K tensor at this width;
+# Q2_K-pure has Q2_K ones).
 # Files go to $HT_HOME/reference/quantized/<model stem>.<TYPE>.gguf (made once;
 # delete one to remake it) and their paths are printed on stdout, one per
 # line. The default model is Q4_1, so every file is a requantization
@@ -32,7 +36,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 if [[ ${#TYPES[@]} -eq 0 ]]; then
-    TYPES=(F16 Q8_0 Q6_K Q5_K_M Q4_K_M Q3_K_M Q2_K Q5_0 Q5_1)
+    TYPES=(F16 BF16 Q8_0 Q6_K Q5_K_M Q4_K_M Q3_K_M Q2_K Q2_K-pure Q5_0 Q5_1)
 fi
 
 "$ROOT/tools/bench/llama-bench.sh" --build-only >/dev/null
@@ -48,7 +52,11 @@ for type in "${TYPES[@]}"; do
     file="$OUT/$stem.$type.gguf"
     if [[ ! -f "$file" ]]; then
         ht_log "quantizing $(basename "$MODEL") to $type"
-        "$QUANTIZE" --allow-requantize "$MODEL" "$file.tmp" "$type" 2 >"$file.log" 2>&1 || {
+        flags=(--allow-requantize)
+        if [[ "$type" == *-pure ]]; then
+            flags+=(--pure)
+        fi
+        "$QUANTIZE" "${flags[@]}" "$MODEL" "$file.tmp" "${type%-pure}" 2 >"$file.log" 2>&1 || {
             tail -n 20 "$file.log" >&2
             exit 1
         }

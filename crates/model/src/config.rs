@@ -205,14 +205,17 @@ impl ModelConfig {
             Some(other) => return Err(wrong_type(&key("rope.scaling.type"), "a string", other)),
         };
         let gemma = architecture == Architecture::Gemma3;
-        let sliding_window = match (gemma, optional_usize("attention.sliding_window")?) {
-            (true, Some(size)) => Some(SlidingWindow {
-                size,
+        // Gemma 3 alternates local and global layers; a file without the
+        // window size is not one llama.cpp would load either.
+        let sliding_window = if gemma {
+            Some(SlidingWindow {
+                size: usize_key("attention.sliding_window")?,
                 // llama.cpp: five local layers, then a global one.
                 period: 6,
                 rope_theta: 10_000.0,
-            }),
-            _ => None,
+            })
+        } else {
+            None
         };
         let config = Self {
             architecture,

@@ -149,7 +149,11 @@ pub(super) fn codes(format: WeightFormat, blk: &[u8], k: usize, out: &mut [u8; Q
         WeightFormat::Q4K => {
             let qs = &blk[16 + 32 * (k / 2)..][..32];
             for (o, q) in out.iter_mut().zip(qs) {
-                *o = if k.is_multiple_of(2) { q & 0x0F } else { q >> 4 };
+                *o = if k.is_multiple_of(2) {
+                    q & 0x0F
+                } else {
+                    q >> 4
+                };
             }
         }
         WeightFormat::Q5K => {

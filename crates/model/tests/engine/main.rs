@@ -4,6 +4,7 @@ mod bad_input;
 mod batching;
 mod generation;
 mod malformed;
+mod other_files;
 mod raw_gguf;
 mod reference;
 
