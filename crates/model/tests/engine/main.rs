@@ -10,6 +10,7 @@ mod reference;
 
 mod each_block;
 mod spans;
+mod synthetic;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;

@@ -38,7 +38,7 @@ use serde_json::Value;
 const QUANTIZED_TOLERANCE: f32 = 1.0;
 const HALF_TOLERANCE: f32 = 0.25;
 
-fn fixture(name: &str) -> Value {
+pub(crate) fn fixture(name: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(name);
@@ -85,7 +85,7 @@ fn reference_home() -> PathBuf {
 /// The largest difference, over the entry's prompts and llama.cpp's top-5
 /// tokens, between `model`'s logits and `other`'s (llama.cpp's own when
 /// `other` is None).
-fn distance(model: &LocalModel, other: Option<&LocalModel>, entry: &Value) -> f32 {
+pub(crate) fn distance(model: &LocalModel, other: Option<&LocalModel>, entry: &Value) -> f32 {
     let mut worst = 0.0f32;
     for prompt in entry["prompts"].as_array().unwrap() {
         let prompt_ids = ids(&prompt["ids"]);
@@ -109,7 +109,7 @@ fn distance(model: &LocalModel, other: Option<&LocalModel>, entry: &Value) -> f3
 
 /// Checks one model against its fixture entry: tokenization, top-5
 /// logits, greedy tokens where llama.cpp's winner is clear.
-fn check_against_llama_cpp(model: &LocalModel, entry: &Value, tolerance: f32) {
+pub(crate) fn check_against_llama_cpp(model: &LocalModel, entry: &Value, tolerance: f32) {
     let label = entry["label"].as_str().unwrap();
     for prompt in entry["prompts"].as_array().unwrap() {
         let name = format!("{label}/{}", prompt["name"].as_str().unwrap());
@@ -188,6 +188,13 @@ fn requantized_default_model_files_agree_with_llama_cpp() {
         let theirs = distance(&exact, None, entry);
         let ours = distance(&model, Some(&exact), entry);
         let tolerance = floor.max(2.0 * theirs);
+        // llama.cpp's distance from our exact math is its rounding noise
+        // only if our exact math is the same network: beyond 1.5 (the
+        // noisiest file measures 1.29) it is a mistake of ours.
+        assert!(
+            theirs <= 1.5,
+            "{label}: llama.cpp is {theirs} from our exact math"
+        );
         eprintln!(
             "{label}: from exact f32 math, llama.cpp is within {theirs:.3}, we are within \
              {ours:.3}; tolerance {tolerance:.3}"
