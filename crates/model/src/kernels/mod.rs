@@ -136,6 +136,12 @@ impl WeightFormat {
         )
     }
 
+    /// Whether the format is a K-quant (blocks of 256, run by the chunked
+    /// kernel); the 32-value formats have kernels of their own.
+    fn is_superblock(self) -> bool {
+        self.block_values() == chunks::QK_K
+    }
+
     /// Whether activations meet this format as f32 rather than 8-bit blocks.
     fn is_half(self) -> bool {
         matches!(self, Self::F16 | Self::BF16)
@@ -475,6 +481,10 @@ struct Kernels {
     dot4_q4_0: DotQ4,
     dot4_q4_1: DotQ4,
     dot4_q8_0: DotQ4,
+    dot_q5_0: DotQ,
+    dot_q5_1: DotQ,
+    dot4_q5_0: DotQ4,
+    dot4_q5_1: DotQ4,
     dot_chunked: DotAny,
     dot4_chunked: DotAny4,
     dot_half: DotHalf,
@@ -496,7 +506,7 @@ impl Kernels {
 
     /// One weight row of `format` against one 8-bit activation row.
     fn dot(self, format: WeightFormat, w: &[u8], x: QRow<'_>) -> f32 {
-        if format.is_chunked() {
+        if format.is_superblock() {
             (self.dot_chunked)(format, w, x)
         } else {
             (self.dots_for(format).0)(w, x)
@@ -506,7 +516,7 @@ impl Kernels {
     /// One weight row of `format` against four 8-bit activation rows, each
     /// summed exactly as [`Kernels::dot`] sums it.
     fn dot4(self, format: WeightFormat, w: &[u8], xs: [QRow<'_>; 4]) -> [f32; 4] {
-        if format.is_chunked() {
+        if format.is_superblock() {
             (self.dot4_chunked)(format, w, xs)
         } else {
             (self.dots_for(format).1)(w, xs)
@@ -520,6 +530,8 @@ impl Kernels {
             WeightFormat::Q4_0 => (self.dot_q4_0, self.dot4_q4_0),
             WeightFormat::Q4_1 => (self.dot_q4_1, self.dot4_q4_1),
             WeightFormat::Q8_0 => (self.dot_q8_0, self.dot4_q8_0),
+            WeightFormat::Q5_0 => (self.dot_q5_0, self.dot4_q5_0),
+            WeightFormat::Q5_1 => (self.dot_q5_1, self.dot4_q5_1),
             _ => unreachable!("{format} has no 8-bit activation kernel of its own"),
         }
     }

@@ -18,7 +18,7 @@ use super::{DotU8I8, hsum};
 
 /// The byte at each position set where bit `i` of `bits` is set.
 #[inline(always)]
-unsafe fn bytes_from_bits(bits: u32) -> __m256i {
+pub(super) unsafe fn bytes_from_bits(bits: u32) -> __m256i {
     // SAFETY: the caller runs with AVX2.
     unsafe {
         let spread = _mm256_shuffle_epi8(

@@ -17,6 +17,7 @@ mod imp {
     use std::arch::x86_64::*;
 
     use super::super::{Kernels, QK, QRow, WeightFormat};
+    use super::chunks::bytes_from_bits;
 
     pub(in super::super) fn available() -> bool {
         is_x86_feature_detected!("avx2")
@@ -43,6 +44,10 @@ mod imp {
         dot4_q4_0: dot4_q4_0_avx2,
         dot4_q4_1: dot4_q4_1_avx2,
         dot4_q8_0: dot4_q8_0_avx2,
+        dot_q5_0: dot_q5_0_avx2,
+        dot_q5_1: dot_q5_1_avx2,
+        dot4_q5_0: dot4_q5_0_avx2,
+        dot4_q5_1: dot4_q5_1_avx2,
         dot_chunked: dot_chunked_avx2,
         dot4_chunked: dot4_chunked_avx2,
         dot_half,
@@ -58,6 +63,10 @@ mod imp {
         dot4_q4_0: dot4_q4_0_vnni,
         dot4_q4_1: dot4_q4_1_vnni,
         dot4_q8_0: dot4_q8_0_vnni,
+        dot_q5_0: dot_q5_0_vnni,
+        dot_q5_1: dot_q5_1_vnni,
+        dot4_q5_0: dot4_q5_0_vnni,
+        dot4_q5_1: dot4_q5_1_vnni,
         dot_chunked: dot_chunked_vnni,
         dot4_chunked: dot4_chunked_vnni,
         dot_half,
@@ -112,6 +121,16 @@ mod imp {
         }
     }
 
+    /// The fifth bits of a Q5 block (the u32 at `p`) as 0x10 in each byte.
+    #[inline(always)]
+    unsafe fn fifth_bit(p: *const u8) -> __m256i {
+        // SAFETY: the caller guarantees 4 readable bytes and AVX2.
+        unsafe {
+            let qh = p.cast::<u32>().read_unaligned();
+            _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10))
+        }
+    }
+
     #[inline(always)]
     pub(in super::super) unsafe fn hsum(v: __m256) -> f32 {
         // SAFETY: the caller runs with AVX enabled.
@@ -128,18 +147,33 @@ mod imp {
     enum Format {
         Q4_0,
         Q4_1,
+        Q5_0,
+        Q5_1,
         Q8_0,
+    }
+
+    impl Format {
+        fn block_bytes(self) -> usize {
+            match self {
+                Format::Q4_0 => 18,
+                Format::Q4_1 => 20,
+                Format::Q5_0 => 22,
+                Format::Q5_1 => 24,
+                Format::Q8_0 => 34,
+            }
+        }
+
+        /// Whether blocks carry a minimum (and so unsigned codes).
+        fn with_min(self) -> bool {
+            matches!(self, Format::Q4_1 | Format::Q5_1)
+        }
     }
 
     /// The shared loop: two blocks per iteration, independent accumulators.
     #[inline(always)]
     unsafe fn dot_blocks<D: DotU8I8>(w: &[u8], x: QRow<'_>, format: Format) -> f32 {
-        let block_bytes = match format {
-            Format::Q4_0 => 18,
-            Format::Q4_1 => 20,
-            Format::Q8_0 => 34,
-        };
-        let with_min = matches!(format, Format::Q4_1);
+        let block_bytes = format.block_bytes();
+        let with_min = format.with_min();
         let nb = check(w, block_bytes, x);
         // SAFETY: `check` proved nb blocks of weights and activations; the
         // caller enabled the CPU features the intrinsics need.
@@ -202,6 +236,17 @@ mod imp {
                     _mm256_sub_epi8(nibbles(blk.add(2)), _mm256_set1_epi8(8)),
                     false,
                 ),
+                Format::Q5_1 => (
+                    _mm256_or_si256(nibbles(blk.add(8)), fifth_bit(blk.add(4))),
+                    true,
+                ),
+                Format::Q5_0 => (
+                    _mm256_sub_epi8(
+                        _mm256_or_si256(nibbles(blk.add(6)), fifth_bit(blk.add(2))),
+                        _mm256_set1_epi8(16),
+                    ),
+                    false,
+                ),
                 Format::Q8_0 => (_mm256_loadu_si256(blk.add(2).cast()), false),
             };
             let bits = if with_min {
@@ -240,16 +285,12 @@ mod imp {
     /// result does not depend on how many tokens share its batch.
     #[inline(always)]
     unsafe fn dot_blocks_x4<D: DotU8I8>(w: &[u8], xs: [QRow<'_>; 4], format: Format) -> [f32; 4] {
-        let block_bytes = match format {
-            Format::Q4_0 => 18,
-            Format::Q4_1 => 20,
-            Format::Q8_0 => 34,
-        };
+        let block_bytes = format.block_bytes();
         let nb = check(w, block_bytes, xs[0]);
         for x in &xs[1..] {
             check(w, block_bytes, *x);
         }
-        let with_min = matches!(format, Format::Q4_1);
+        let with_min = format.with_min();
         // SAFETY: `check` proved nb blocks in the weights and in every
         // activation row; the caller enabled the CPU features.
         unsafe {
@@ -324,6 +365,20 @@ mod imp {
         VnniDot,
         Format::Q8_0
     );
+    dot4_kernel!(dot4_q5_0_avx2, "avx2,fma,f16c", Avx2Dot, Format::Q5_0);
+    dot4_kernel!(dot4_q5_1_avx2, "avx2,fma,f16c", Avx2Dot, Format::Q5_1);
+    dot4_kernel!(
+        dot4_q5_0_vnni,
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        VnniDot,
+        Format::Q5_0
+    );
+    dot4_kernel!(
+        dot4_q5_1_vnni,
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        VnniDot,
+        Format::Q5_1
+    );
 
     macro_rules! dot_kernel {
         ($name:ident, $features:literal, $dot:ty, $format:expr) => {
@@ -360,6 +415,20 @@ mod imp {
         "avx2,fma,f16c,avx512vnni,avx512vl",
         VnniDot,
         Format::Q8_0
+    );
+    dot_kernel!(dot_q5_0_avx2, "avx2,fma,f16c", Avx2Dot, Format::Q5_0);
+    dot_kernel!(dot_q5_1_avx2, "avx2,fma,f16c", Avx2Dot, Format::Q5_1);
+    dot_kernel!(
+        dot_q5_0_vnni,
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        VnniDot,
+        Format::Q5_0
+    );
+    dot_kernel!(
+        dot_q5_1_vnni,
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        VnniDot,
+        Format::Q5_1
     );
 
     /// One chunked-format row against `R` activation rows, with the
