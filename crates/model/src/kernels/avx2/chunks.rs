@@ -12,7 +12,7 @@
 
 use std::arch::x86_64::*;
 
-use super::super::chunks::{MinKind, header};
+use super::super::chunks::{Header, MinKind, header};
 use super::super::{QK, QRow, WeightFormat};
 use super::{DotU8I8, hsum};
 
@@ -110,6 +110,88 @@ unsafe fn codes(format: WeightFormat, blk: *const u8, k: usize) -> __m256i {
     }
 }
 
+/// The f16 at `p` as f32.
+#[inline(always)]
+unsafe fn f16_at(p: *const u8) -> f32 {
+    // SAFETY: the caller guarantees 2 readable bytes and F16C.
+    unsafe {
+        let bits = i32::from(p.cast::<u16>().read_unaligned());
+        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
+    }
+}
+
+/// Eight bytes (two little-endian words) as eight f32.
+#[inline(always)]
+unsafe fn widen(pair: [u32; 2]) -> __m256 {
+    // SAFETY: the caller runs with AVX2.
+    unsafe {
+        _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_set_epi32(
+            0,
+            0,
+            pair[1] as i32,
+            pair[0] as i32,
+        )))
+    }
+}
+
+/// Eight f32 values written twice each: `[v0, v0, v1, v1, ...]` over 16.
+#[inline(always)]
+unsafe fn store_doubled(v: __m256, out: &mut [f32; 16]) {
+    // SAFETY: the caller runs with AVX2; `out` holds 16 values.
+    unsafe {
+        let low = _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3));
+        let high = _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(4, 4, 5, 5, 6, 6, 7, 7));
+        _mm256_storeu_ps(out.as_mut_ptr(), low);
+        _mm256_storeu_ps(out.as_mut_ptr().add(8), high);
+    }
+}
+
+/// The block's scales, unpacked with SIMD for the common K-quants (the
+/// same values as the scalar [`header`], which serves the rest).
+#[inline(always)]
+unsafe fn fast_header(format: WeightFormat, blk: *const u8) -> Header {
+    // SAFETY: the caller guarantees a whole block at `blk` and AVX2 + F16C.
+    unsafe {
+        match format {
+            WeightFormat::Q4K | WeightFormat::Q5K => {
+                // ggml's unpacking of the twelve bytes of 6-bit scales and
+                // minimums into eight bytes of each.
+                const LOW6: u32 = 0x3f3f_3f3f;
+                const LOW4: u32 = 0x0f0f_0f0f;
+                const LOW2: u32 = 0x0303_0303;
+                let word = |i: usize| blk.add(4 + 4 * i).cast::<u32>().read_unaligned();
+                let (w0, w1, w2) = (word(0), word(1), word(2));
+                let scales = [w0 & LOW6, (w2 & LOW4) | (((w0 >> 6) & LOW2) << 4)];
+                let mins = [w1 & LOW6, ((w2 >> 4) & LOW4) | (((w1 >> 6) & LOW2) << 4)];
+                let mut h = Header::default();
+                store_doubled(
+                    _mm256_mul_ps(widen(scales), _mm256_set1_ps(f16_at(blk))),
+                    &mut h.scale,
+                );
+                store_doubled(
+                    _mm256_mul_ps(widen(mins), _mm256_set1_ps(-f16_at(blk.add(2)))),
+                    &mut h.min,
+                );
+                h
+            }
+            WeightFormat::Q6K => {
+                let d = _mm256_set1_ps(f16_at(blk.add(208)));
+                let packed = _mm_loadu_si128(blk.add(192).cast());
+                let low = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(packed));
+                let high = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(packed, 8)));
+                let mut h = Header::default();
+                _mm256_storeu_ps(h.scale.as_mut_ptr(), _mm256_mul_ps(low, d));
+                _mm256_storeu_ps(h.scale.as_mut_ptr().add(8), _mm256_mul_ps(high, d));
+                h
+            }
+            _ => header(
+                format,
+                std::slice::from_raw_parts(blk, format.block_bytes()),
+            ),
+        }
+    }
+}
+
 /// The per-lane scales of a chunk: lanes 0..4 cover its first 16 values,
 /// lanes 4..8 its last 16.
 #[inline(always)]
@@ -155,7 +237,7 @@ pub(super) unsafe fn dot_rows<D: DotU8I8, const R: usize>(
         let mut min_sum = [0.0f32; R];
         for s in 0..nb {
             let blk = w.as_ptr().add(s * block_bytes);
-            let h = header(format, std::slice::from_raw_parts(blk, block_bytes));
+            let h = fast_header(format, blk);
             for k in 0..chunks {
                 let code = codes(format, blk, k);
                 let signed = _mm256_sub_epi8(code, _mm256_set1_epi8(offset as i8));
