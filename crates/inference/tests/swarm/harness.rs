@@ -76,6 +76,7 @@ impl TestModel {
     }
 
     /// Gemma 3 270M (Q4_K_M), fetched by name.
+    #[allow(dead_code)] // used by tests/two_models.rs, which shares this file
     pub(crate) fn gemma() -> TestModel {
         TestModel {
             name: "gemma3-270m",

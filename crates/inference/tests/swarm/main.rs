@@ -72,64 +72,6 @@ async fn three_servers_give_the_local_models_greedy_tokens() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_subnets_serve_two_models_each_with_its_own_local_tokens() {
-    use harness::TestModel;
-    // Gemma 3 (K-quants, sliding-window layers) in three spans, split
-    // between local and global layers, beside the default model in two.
-    let gemma = Swarm::serving("two-gemma", TestModel::gemma()).await;
-    for span in [0..6, 6..11, 11..18] {
-        gemma.add_server(span, |_| {}).await;
-    }
-    let smol = Swarm::new("two-smol").await;
-    for span in [0..15, 15..30] {
-        smol.add_server(span, |_| {}).await;
-    }
-    let gemma_client = gemma.client(|_| {}).await;
-    let smol_client = smol.client(|_| {}).await;
-    let gemma_local = hypertensor_model::LocalModel::load(TestModel::gemma().path).unwrap();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let run = |client: &hypertensor_inference::SwarmClient,
-                   tokenizer: &hypertensor_model::Tokenizer,
-                   local: Option<&hypertensor_model::LocalModel>| {
-            let prompt = tokenizer.encode_with_bos(PROMPTS[0], false).unwrap();
-            // Reserve what the generation needs (Gemma's context is 32k).
-            let mut session = client.session_for(prompt.len() + 10);
-            let swarm = generate(&mut session, tokenizer, &request(&prompt, 10), |_| {
-                Flow::Continue
-            })
-            .unwrap()
-            .tokens;
-            let local = local.map(|model| {
-                let mut session = model.session();
-                generate(&mut session, tokenizer, &request(&prompt, 10), |_| {
-                    Flow::Continue
-                })
-                .unwrap()
-                .tokens
-            });
-            (swarm, local, session.route())
-        };
-        let gemma = run(&gemma_client, gemma_client.tokenizer(), Some(&gemma_local));
-        let smol = run(&smol_client, smol_client.tokenizer(), None);
-        (gemma, smol)
-    })
-    .await
-    .unwrap();
-    let ((gemma_swarm, gemma_local, gemma_route), (smol_swarm, _, smol_route)) = outcome;
-    assert_eq!(Some(gemma_swarm), gemma_local, "Gemma through its swarm");
-    assert_eq!(
-        smol_swarm,
-        local_greedy(PROMPTS[0], 10),
-        "SmolLM2 through its swarm"
-    );
-    let spans = |route: &[(hypertensor_p2p::PeerId, std::ops::Range<usize>)]| {
-        route.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>()
-    };
-    assert_eq!(spans(&gemma_route), vec![0..6, 6..11, 11..18]);
-    assert_eq!(spans(&smol_route), vec![0..15, 15..30]);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_killed_mid_generation_is_replaced_without_changing_tokens() {
     let swarm = Swarm::new("midfail").await;
     swarm.add_server(0..10, |_| {}).await;
@@ -207,7 +149,7 @@ async fn a_server_killed_before_the_first_token_is_routed_around() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_server_refuses_a_session_and_the_client_routes_around_it() {
+async fn a_full_server_is_routed_around() {
     let swarm = Swarm::new("full").await;
     const TOKENS: usize = 64;
     let per_token = harness::span(0..10).cache_bytes_per_token();
@@ -252,7 +194,12 @@ async fn a_full_server_refuses_a_session_and_the_client_routes_around_it() {
     assert_eq!(tokens, expected);
     assert_eq!(first_route[0].0, small.peer);
     assert_eq!(second_route[0].0, other.peer);
-    assert_eq!(stats.refusals, 1, "{stats:?}");
+    // Servers re-announce their free cache as sessions open, so the client
+    // may learn that the small server is full before it asks (no refusal)
+    // or be refused by it once; either way the second session lands on the
+    // other server. (A server that claims room it does not have is refused
+    // around in admission.rs, which asserts the refusal.)
+    assert!(stats.refusals <= 1, "{stats:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

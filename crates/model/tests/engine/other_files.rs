@@ -33,6 +33,7 @@ use hypertensor_model::{
 };
 
 use crate::raw_gguf::{RawGguf, RawTensor, RawValue};
+use crate::reference::{floats, ids};
 use serde_json::Value;
 
 const QUANTIZED_TOLERANCE: f32 = 1.0;
@@ -43,32 +44,6 @@ pub(crate) fn fixture(name: &str) -> Value {
         .join("tests/fixtures")
         .join(name);
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn floats(v: &Value) -> Vec<f32> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_f64().unwrap() as f32)
-        .collect()
-}
-
-fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, v) in logits.iter().enumerate() {
-        if *v > logits[best] {
-            best = i;
-        }
-    }
-    best as u32
 }
 
 /// The cache root the reference scripts write under.
@@ -137,7 +112,7 @@ pub(crate) fn check_against_llama_cpp(model: &LocalModel, entry: &Value, toleran
         let mut next = logits;
         let mut agreed = 0;
         for (step, (&expected, &margin)) in greedy.iter().zip(&margins).enumerate() {
-            let token = argmax(&next);
+            let token = hypertensor_model::sampling::argmax(&next);
             if token != expected {
                 assert!(
                     margin <= 2.0 * tolerance,

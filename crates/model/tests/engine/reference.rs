@@ -46,7 +46,8 @@ fn prompts() -> &'static [Value] {
     fixture()["prompts"].as_array().unwrap()
 }
 
-fn ids(v: &Value) -> Vec<u32> {
+/// A JSON array of token ids.
+pub(crate) fn ids(v: &Value) -> Vec<u32> {
     v.as_array()
         .unwrap()
         .iter()
@@ -54,7 +55,8 @@ fn ids(v: &Value) -> Vec<u32> {
         .collect()
 }
 
-fn floats(v: &Value) -> Vec<f32> {
+/// A JSON array of numbers as f32.
+pub(crate) fn floats(v: &Value) -> Vec<f32> {
     v.as_array()
         .unwrap()
         .iter()
