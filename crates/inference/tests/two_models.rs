@@ -7,20 +7,11 @@
 #[path = "swarm/harness.rs"]
 mod harness;
 
-use hypertensor_model::{Flow, GenerationRequest, SamplingParams, generate};
+use hypertensor_model::{Flow, generate};
 
-use harness::{Swarm, local_greedy};
+use harness::{Swarm, local_greedy, request};
 
 const PROMPT: &str = "The capital of France is";
-
-fn request(prompt: &[u32], max_tokens: usize) -> GenerationRequest {
-    GenerationRequest {
-        prompt: prompt.to_vec(),
-        max_tokens,
-        sampling: SamplingParams::default(),
-        stop: vec![],
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_subnets_serve_two_models_each_with_its_own_local_tokens() {

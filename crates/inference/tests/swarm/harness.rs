@@ -33,19 +33,27 @@ pub(crate) fn local_model() -> &'static LocalModel {
     MODEL.get_or_init(|| LocalModel::load(model_path()).expect("model loads"))
 }
 
-/// Greedy tokens of the whole local model.
-pub(crate) fn local_greedy(prompt: &str, max_tokens: usize) -> Vec<u32> {
-    let model = local_model();
-    let request = GenerationRequest {
-        prompt: model.tokenizer().encode_with_bos(prompt, false).unwrap(),
+/// A greedy generation of `max_tokens` after `prompt`.
+pub(crate) fn request(prompt: &[u32], max_tokens: usize) -> GenerationRequest {
+    GenerationRequest {
+        prompt: prompt.to_vec(),
         max_tokens,
         sampling: SamplingParams::default(),
         stop: vec![],
-    };
+    }
+}
+
+/// Greedy tokens of the whole local model.
+pub(crate) fn local_greedy(prompt: &str, max_tokens: usize) -> Vec<u32> {
+    let model = local_model();
+    let prompt = model.tokenizer().encode_with_bos(prompt, false).unwrap();
     let mut session = model.session();
-    generate(&mut session, model.tokenizer(), &request, |_| {
-        Flow::Continue
-    })
+    generate(
+        &mut session,
+        model.tokenizer(),
+        &request(&prompt, max_tokens),
+        |_| Flow::Continue,
+    )
     .unwrap()
     .tokens
 }

@@ -17,22 +17,13 @@ use hypertensor_api::Backend;
 use hypertensor_inference::SwarmBackend;
 use hypertensor_model::{Flow, GenerationRequest, LanguageModel, SamplingParams, generate};
 
-use harness::{Swarm, local_greedy};
+use harness::{Swarm, local_greedy, request};
 
 const PROMPTS: [&str; 3] = [
     "The capital of France is",
     "def fibonacci(n):",
     "Once upon a time, in a small village,",
 ];
-
-fn request(prompt: &[u32], max_tokens: usize) -> GenerationRequest {
-    GenerationRequest {
-        prompt: prompt.to_vec(),
-        max_tokens,
-        sampling: SamplingParams::default(),
-        stop: vec![],
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_servers_give_the_local_models_greedy_tokens() {

@@ -1,4 +1,5 @@
-//! SIMD products for the chunked formats (Q5_0, Q5_1, Q2_K to Q6_K).
+//! SIMD products for the K-quants (Q2_K to Q6_K); Q5_0 and Q5_1 have
+//! per-block kernels of their own in the parent module.
 //!
 //! A block's scales are unpacked once (the scalar [`header`]); then each
 //! chunk's 32 codes are unpacked into one register and met with every
@@ -73,18 +74,6 @@ unsafe fn codes(format: WeightFormat, blk: *const u8, k: usize) -> __m256i {
     unsafe {
         let load = |at: usize| blk.add(at);
         match format {
-            WeightFormat::Q5_0 | WeightFormat::Q5_1 => {
-                let at = if format == WeightFormat::Q5_0 { 2 } else { 4 };
-                let qh = blk.add(at).cast::<u32>().read_unaligned();
-                let qs = _mm_loadu_si128(blk.add(at + 4).cast());
-                let mask = _mm_set1_epi8(0x0F);
-                let low = _mm256_set_m128i(
-                    _mm_and_si128(_mm_srli_epi16(qs, 4), mask),
-                    _mm_and_si128(qs, mask),
-                );
-                let high = _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10));
-                _mm256_or_si256(low, high)
-            }
             WeightFormat::Q4K => nibble(load(16 + 32 * (k / 2)), k % 2 == 1),
             WeightFormat::Q5K => {
                 let low = nibble(load(48 + 32 * (k / 2)), k % 2 == 1);

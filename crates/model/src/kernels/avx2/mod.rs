@@ -443,8 +443,6 @@ mod imp {
         // SAFETY: forwarded from the caller.
         unsafe {
             match format {
-                WeightFormat::Q5_0 => dot_rows::<D, R>(WeightFormat::Q5_0, w, xs),
-                WeightFormat::Q5_1 => dot_rows::<D, R>(WeightFormat::Q5_1, w, xs),
                 WeightFormat::Q2K => dot_rows::<D, R>(WeightFormat::Q2K, w, xs),
                 WeightFormat::Q3K => dot_rows::<D, R>(WeightFormat::Q3K, w, xs),
                 WeightFormat::Q4K => dot_rows::<D, R>(WeightFormat::Q4K, w, xs),
