@@ -326,85 +326,103 @@ impl QMatrix {
         let cols = self.cols;
         match &self.data {
             Data::F32(w) => {
-                self.par_rows(out, n, |r, values| {
-                    for (t, v) in values.iter_mut().enumerate() {
-                        *v =
-                            (kernels.dot_f32)(&w[r * cols..(r + 1) * cols], &x[t * cols..][..cols]);
+                self.par_rows(out, n, |r0, nr, t0, nt, values| {
+                    for (i, row) in values.iter_mut().enumerate().take(nr) {
+                        let w = &w[(r0 + i) * cols..(r0 + i + 1) * cols];
+                        for (j, v) in row.iter_mut().enumerate().take(nt) {
+                            *v = (kernels.dot_f32)(w, &x[(t0 + j) * cols..][..cols]);
+                        }
                     }
                 });
             }
             Data::Blocks(_) if self.format.is_half() => {
                 let format = self.format;
-                self.par_rows(out, n, |r, values| {
-                    let row = self.row(r);
-                    let x = |t: usize| &x[t * cols..(t + 1) * cols];
-                    let mut t = 0;
-                    while t + 4 <= n {
-                        let rows = [x(t), x(t + 1), x(t + 2), x(t + 3)];
-                        values[t..t + 4].copy_from_slice(&(kernels.dot4_half)(format, row, rows));
-                        t += 4;
-                    }
-                    for (i, v) in values[t..].iter_mut().enumerate() {
-                        *v = (kernels.dot_half)(format, row, x(t + i));
+                let x = |t: usize| &x[t * cols..(t + 1) * cols];
+                self.par_rows(out, n, |r0, nr, t0, nt, values| {
+                    for (i, row) in values.iter_mut().enumerate().take(nr) {
+                        let w = self.row(r0 + i);
+                        if nt == TILE {
+                            let xs = [x(t0), x(t0 + 1), x(t0 + 2), x(t0 + 3)];
+                            *row = (kernels.dot4_half)(format, w, xs);
+                        } else {
+                            for (j, v) in row.iter_mut().enumerate().take(nt) {
+                                *v = (kernels.dot_half)(format, w, x(t0 + j));
+                            }
+                        }
                     }
                 });
             }
             Data::Blocks(_) => {
                 let format = self.format;
                 let q = QuantizedRows::quantize(x, cols, kernels);
-                self.par_rows(out, n, |r, values| {
-                    let row = self.row(r);
-                    let mut t = 0;
-                    while t + 4 <= n {
-                        let rows = [q.row(t), q.row(t + 1), q.row(t + 2), q.row(t + 3)];
-                        values[t..t + 4].copy_from_slice(&kernels.dot4(format, row, rows));
-                        t += 4;
+                self.par_rows(out, n, |r0, nr, t0, nt, values| {
+                    // Whole tiles share unpacked weights and activations;
+                    // a single input row (decoding) runs row by row, which
+                    // streams the weights fastest.
+                    if nr == TILE && nt == TILE {
+                        let ws = [r0, r0 + 1, r0 + 2, r0 + 3].map(|r| self.row(r));
+                        let xs = [q.row(t0), q.row(t0 + 1), q.row(t0 + 2), q.row(t0 + 3)];
+                        *values = kernels.tile(format, ws, xs);
+                        return;
                     }
-                    for (i, v) in values[t..].iter_mut().enumerate() {
-                        *v = kernels.dot(format, row, q.row(t + i));
+                    for (i, row) in values.iter_mut().enumerate().take(nr) {
+                        let w = self.row(r0 + i);
+                        if nt == TILE {
+                            let xs = [q.row(t0), q.row(t0 + 1), q.row(t0 + 2), q.row(t0 + 3)];
+                            *row = kernels.dot4(format, w, xs);
+                        } else {
+                            for (j, v) in row.iter_mut().enumerate().take(nt) {
+                                *v = kernels.dot(format, w, q.row(t0 + j));
+                            }
+                        }
                     }
                 });
             }
         }
     }
 
-    /// Fills the output by weight row: `row_values(r, values)` computes
-    /// row `r`'s products with all `n` input rows. Bands of weight rows are
-    /// split across threads, so each weight row is read once.
-    fn par_rows(&self, out: &mut [f32], n: usize, row_values: impl Fn(usize, &mut [f32]) + Sync) {
+    /// Fills the output tile by tile: `tile(r0, nr, t0, nt, values)` sets
+    /// `values[i][j]` to weight row `r0 + i`'s product with input row
+    /// `t0 + j`, for `i < nr` and `j < nt` (each [`TILE`], or fewer at the
+    /// ends). Bands of weight rows are split across threads; within a band,
+    /// each group of input rows meets every weight row of the band before
+    /// the next group, so the band's weights and the group's activations
+    /// stay in L1.
+    fn par_rows(
+        &self,
+        out: &mut [f32],
+        n: usize,
+        tile: impl Fn(usize, usize, usize, usize, &mut [[f32; TILE]; TILE]) + Sync,
+    ) {
         const ROWS_PER_TASK: usize = 64;
         let rows = self.rows;
-        if n == 1 {
-            out.par_chunks_mut(ROWS_PER_TASK)
-                .enumerate()
-                .for_each(|(chunk, o)| {
-                    let r0 = chunk * ROWS_PER_TASK;
-                    for (i, v) in o.iter_mut().enumerate() {
-                        row_values(r0 + i, std::slice::from_mut(v));
-                    }
-                });
-            return;
-        }
         let out_ptr = SendPtr(out.as_mut_ptr());
         (0..rows.div_ceil(ROWS_PER_TASK))
             .into_par_iter()
-            .for_each_init(
-                || vec![0.0; n],
-                |values, chunk| {
-                    let r0 = chunk * ROWS_PER_TASK;
-                    for r in r0..(r0 + ROWS_PER_TASK).min(rows) {
-                        row_values(r, values);
-                        for (t, v) in values.iter().enumerate() {
-                            // SAFETY: tasks own disjoint bands of weight rows,
-                            // so each output element is written once; `out`
-                            // outlives the parallel loop.
-                            unsafe { *out_ptr.get().add(t * rows + r) = *v };
+            .for_each(|band| {
+                let (start, end) = (band * ROWS_PER_TASK, ((band + 1) * ROWS_PER_TASK).min(rows));
+                let mut values = [[0.0; TILE]; TILE];
+                for t0 in (0..n).step_by(TILE) {
+                    let nt = TILE.min(n - t0);
+                    for r0 in (start..end).step_by(TILE) {
+                        let nr = TILE.min(end - r0);
+                        tile(r0, nr, t0, nt, &mut values);
+                        for (i, row) in values.iter().enumerate().take(nr) {
+                            for (j, v) in row.iter().enumerate().take(nt) {
+                                // SAFETY: tasks own disjoint bands of weight
+                                // rows, so each output element is written
+                                // once; `out` outlives the parallel loop.
+                                unsafe { *out_ptr.get().add((t0 + j) * rows + r0 + i) = *v };
+                            }
                         }
                     }
-                },
-            );
+                }
+            });
     }
 }
+
+/// The most weight rows, and the most input rows, one kernel call meets.
+const TILE: usize = 4;
 
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
@@ -462,29 +480,27 @@ pub(crate) struct QRow<'a> {
     values: &'a [i8],
 }
 
-type DotQ = fn(&[u8], QRow<'_>) -> f32;
-type DotQ4 = for<'a> fn(&[u8], [QRow<'a>; 4]) -> [f32; 4];
-/// A product for any format: the format is passed along (the chunked and
-/// half kernels serve several formats).
+/// A product for any format: the format is passed along (each kernel
+/// serves several formats).
 type DotAny = fn(WeightFormat, &[u8], QRow<'_>) -> f32;
-type DotAny4 = for<'a> fn(WeightFormat, &[u8], [QRow<'a>; 4]) -> [f32; 4];
+type DotAny4 = for<'a> fn(WeightFormat, &[u8], [QRow<'a>; TILE]) -> [f32; TILE];
+type DotTile =
+    for<'a, 'b> fn(WeightFormat, [&'a [u8]; TILE], [QRow<'b>; TILE]) -> [[f32; TILE]; TILE];
 type DotHalf = fn(WeightFormat, &[u8], &[f32]) -> f32;
-type DotHalf4 = for<'a> fn(WeightFormat, &[u8], [&'a [f32]; 4]) -> [f32; 4];
+type DotHalf4 = for<'a> fn(WeightFormat, &[u8], [&'a [f32]; TILE]) -> [f32; TILE];
 
-/// The kernel set for this CPU.
+/// The kernel set for this CPU. Every kernel of a set sums a given (weight
+/// row, activation row) pair in the same way, whatever else it computes
+/// alongside it.
 #[derive(Clone, Copy)]
 struct Kernels {
     quantize: fn(&[f32], &mut [[f32; 2]], &mut [i8]),
-    dot_q4_0: DotQ,
-    dot_q4_1: DotQ,
-    dot_q8_0: DotQ,
-    dot4_q4_0: DotQ4,
-    dot4_q4_1: DotQ4,
-    dot4_q8_0: DotQ4,
-    dot_q5_0: DotQ,
-    dot_q5_1: DotQ,
-    dot4_q5_0: DotQ4,
-    dot4_q5_1: DotQ4,
+    /// 32-value block formats: one weight row by one activation row.
+    dot_block: DotAny,
+    /// ... one weight row by four activation rows.
+    dot4_block: DotAny4,
+    /// ... four weight rows by four activation rows.
+    tile_block: DotTile,
     dot_chunked: DotAny,
     dot4_chunked: DotAny4,
     dot_half: DotHalf,
@@ -509,30 +525,32 @@ impl Kernels {
         if format.is_superblock() {
             (self.dot_chunked)(format, w, x)
         } else {
-            (self.dots_for(format).0)(w, x)
+            (self.dot_block)(format, w, x)
         }
     }
 
     /// One weight row of `format` against four 8-bit activation rows, each
     /// summed exactly as [`Kernels::dot`] sums it.
-    fn dot4(self, format: WeightFormat, w: &[u8], xs: [QRow<'_>; 4]) -> [f32; 4] {
+    fn dot4(self, format: WeightFormat, w: &[u8], xs: [QRow<'_>; TILE]) -> [f32; TILE] {
         if format.is_superblock() {
             (self.dot4_chunked)(format, w, xs)
         } else {
-            (self.dots_for(format).1)(w, xs)
+            (self.dot4_block)(format, w, xs)
         }
     }
 
-    /// The single-row and four-row dot products of a format that meets
-    /// 8-bit activations (not F16, BF16 or F32).
-    fn dots_for(self, format: WeightFormat) -> (DotQ, DotQ4) {
-        match format {
-            WeightFormat::Q4_0 => (self.dot_q4_0, self.dot4_q4_0),
-            WeightFormat::Q4_1 => (self.dot_q4_1, self.dot4_q4_1),
-            WeightFormat::Q8_0 => (self.dot_q8_0, self.dot4_q8_0),
-            WeightFormat::Q5_0 => (self.dot_q5_0, self.dot4_q5_0),
-            WeightFormat::Q5_1 => (self.dot_q5_1, self.dot4_q5_1),
-            _ => unreachable!("{format} has no 8-bit activation kernel of its own"),
+    /// Four weight rows against four activation rows (`[row][token]`), each
+    /// as [`Kernels::dot`].
+    fn tile(
+        self,
+        format: WeightFormat,
+        ws: [&[u8]; TILE],
+        xs: [QRow<'_>; TILE],
+    ) -> [[f32; TILE]; TILE] {
+        if format.is_superblock() {
+            ws.map(|w| (self.dot4_chunked)(format, w, xs))
+        } else {
+            (self.tile_block)(format, ws, xs)
         }
     }
 }

@@ -7,22 +7,26 @@ use super::{Kernels, QK, QRow, WeightFormat, chunks, f16_at};
 
 pub(super) const KERNELS: Kernels = Kernels {
     quantize,
-    dot_q4_0,
-    dot_q4_1,
-    dot_q8_0,
-    dot4_q4_0: |w, xs| xs.map(|x| dot_q4_0(w, x)),
-    dot4_q4_1: |w, xs| xs.map(|x| dot_q4_1(w, x)),
-    dot4_q8_0: |w, xs| xs.map(|x| dot_q8_0(w, x)),
-    dot_q5_0: |w, x| chunks::dot(WeightFormat::Q5_0, w, x),
-    dot_q5_1: |w, x| chunks::dot(WeightFormat::Q5_1, w, x),
-    dot4_q5_0: |w, xs| xs.map(|x| chunks::dot(WeightFormat::Q5_0, w, x)),
-    dot4_q5_1: |w, xs| xs.map(|x| chunks::dot(WeightFormat::Q5_1, w, x)),
+    dot_block,
+    dot4_block: |f, w, xs| xs.map(|x| dot_block(f, w, x)),
+    tile_block: |f, ws, xs| ws.map(|w| xs.map(|x| dot_block(f, w, x))),
     dot_chunked: chunks::dot,
     dot4_chunked: |f, w, xs| xs.map(|x| chunks::dot(f, w, x)),
     dot_half,
     dot4_half: |f, w, xs| xs.map(|x| dot_half(f, w, x)),
     dot_f32,
 };
+
+/// A row of a 32-value block format against an 8-bit activation row.
+fn dot_block(format: WeightFormat, w: &[u8], x: QRow<'_>) -> f32 {
+    match format {
+        WeightFormat::Q4_0 => dot_q4_0(w, x),
+        WeightFormat::Q4_1 => dot_q4_1(w, x),
+        WeightFormat::Q8_0 => dot_q8_0(w, x),
+        WeightFormat::Q5_0 | WeightFormat::Q5_1 => chunks::dot(format, w, x),
+        _ => unreachable!("{format} is not a 32-value block format"),
+    }
+}
 
 /// An F16 or BF16 row against an f32 row.
 pub(super) fn dot_half(format: WeightFormat, w: &[u8], x: &[f32]) -> f32 {

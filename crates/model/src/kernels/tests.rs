@@ -81,6 +81,24 @@ fn simd_kernels_match_scalar_oracle() {
                 assert_eq!(four[2].to_bits(), v.to_bits(), "{dtype:?} four-row kernel");
             }
         }
+        // A tile of four weight rows by four activation rows sums each
+        // pair exactly as the one-by-one kernel does.
+        for r0 in [0, rows - TILE] {
+            let ws = [r0, r0 + 1, r0 + 2, r0 + 3].map(|r| m.row(r));
+            let ts = [2, 0, 1, 2];
+            let tile = avx2::kernels().tile(m.format, ws, ts.map(|t| q.row(t)));
+            for (i, w) in ws.iter().enumerate() {
+                for (j, &t) in ts.iter().enumerate() {
+                    let v = avx2::kernels().dot(m.format, w, q.row(t));
+                    assert_eq!(tile[i][j].to_bits(), v.to_bits(), "{dtype:?} tile");
+                    let s = scalar::KERNELS.tile(m.format, ws, ts.map(|t| q.row(t)))[i][j];
+                    assert!(
+                        (s - v).abs() <= 1e-4 * s.abs().max(1.0),
+                        "{dtype:?}: {s} vs {v}"
+                    );
+                }
+            }
+        }
     }
     for dtype in [GgmlDType::F16, GgmlDType::BF16] {
         let m = quantized(rows, cols, &random_values(&mut rng, rows * cols), dtype);

@@ -18,7 +18,7 @@
 //! continuations are different texts and are not compared). For F16 and
 //! BF16 weights llama.cpp rounds activations to f16 (11 significant bits)
 //! and we keep them in f32: the noise is far smaller; the floor is 0.25.
-//! Gemma 3 is held to the fixed 1.0.
+//! Gemma 3 is held to the same rule.
 //!
 //! The requantized files are made by a separate command (they need
 //! llama.cpp built); a test whose file is absent says so and checks
@@ -204,7 +204,21 @@ fn gemma3_agrees_with_llama_cpp() {
         path.file_name().unwrap().to_str().unwrap(),
         entry["file"].as_str().unwrap()
     );
-    check_against_llama_cpp(gemma(), entry, QUANTIZED_TOLERANCE);
+    // The same rule as the requantized files: exact f32 math on the same
+    // weights decides how much 8-bit activation noise this network
+    // amplifies (its activations are larger than SmolLM2's).
+    let exact = LocalModel::load_with_precision(&path, Precision::F32).unwrap();
+    let theirs = distance(&exact, None, entry);
+    let ours = distance(gemma(), Some(&exact), entry);
+    drop(exact);
+    let tolerance = QUANTIZED_TOLERANCE.max(2.0 * theirs);
+    eprintln!(
+        "gemma3-270m: from exact f32 math, llama.cpp is within {theirs:.3}, we are within \
+         {ours:.3}; tolerance {tolerance:.3}"
+    );
+    assert!(theirs <= 1.5, "llama.cpp is {theirs} from our exact math");
+    assert!(ours <= tolerance, "{ours} from exact math");
+    check_against_llama_cpp(gemma(), entry, tolerance);
 }
 
 #[test]

@@ -15,6 +15,7 @@ use std::arch::x86_64::*;
 
 use super::super::chunks::{Header, MinKind, header};
 use super::super::{QK, QRow, WeightFormat};
+use super::blocks::PREFETCH_AHEAD;
 use super::{DotU8I8, hsum};
 
 /// The byte at each position set where bit `i` of `bits` is set.
@@ -226,6 +227,9 @@ pub(super) unsafe fn dot_rows<D: DotU8I8, const R: usize>(
         let mut min_sum = [0.0f32; R];
         for s in 0..nb {
             let blk = w.as_ptr().add(s * block_bytes);
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH_AHEAD).cast());
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH_AHEAD + 64).cast());
+            _mm_prefetch::<_MM_HINT_T0>(blk.wrapping_add(PREFETCH_AHEAD + 128).cast());
             let h = fast_header(format, blk);
             for k in 0..chunks {
                 let code = codes(format, blk, k);

@@ -6,6 +6,7 @@
 use std::arch::x86_64::*;
 
 use super::super::WeightFormat;
+use super::blocks::PREFETCH_AHEAD;
 use super::hsum;
 
 /// Eight weights at `p` (16 bytes) as f32.
@@ -43,6 +44,11 @@ pub(super) unsafe fn dot_rows<const R: usize>(
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
         let mut i = 0;
         while i < n {
+            if i % 32 == 0 {
+                _mm_prefetch::<_MM_HINT_T0>(
+                    w.as_ptr().add(2 * i).wrapping_add(PREFETCH_AHEAD).cast(),
+                );
+            }
             let w0 = widen(w.as_ptr().add(2 * i), bf16);
             let w1 = widen(w.as_ptr().add(2 * i + 16), bf16);
             for t in 0..R {

@@ -1,10 +1,12 @@
 //! x86-64 SIMD kernels, chosen at run time: AVX2 + FMA + F16C, and where the
 //! CPU has AVX-512 VNNI, the same loops with its fused u8 x i8 dot product.
 //!
-//! Each weight block costs one f16 pair conversion, one multiply by the
-//! activation's `[d, s]` pair, one integer dot product and one FMA; two
-//! blocks per iteration keep independent accumulators in flight.
+//! The 32-value block formats run in tiles of weight rows by activation
+//! rows ([`blocks`]), the K-quants one weight row at a time over 32-value
+//! chunks ([`chunks`]), F16 and BF16 on widened f32 ([`half`]).
 
+#[cfg(target_arch = "x86_64")]
+mod blocks;
 #[cfg(target_arch = "x86_64")]
 mod chunks;
 #[cfg(target_arch = "x86_64")]
@@ -17,7 +19,6 @@ mod imp {
     use std::arch::x86_64::*;
 
     use super::super::{Kernels, QK, QRow, WeightFormat};
-    use super::chunks::bytes_from_bits;
 
     pub(in super::super) fn available() -> bool {
         is_x86_feature_detected!("avx2")
@@ -38,16 +39,9 @@ mod imp {
 
     const AVX2: Kernels = Kernels {
         quantize,
-        dot_q4_0: dot_q4_0_avx2,
-        dot_q4_1: dot_q4_1_avx2,
-        dot_q8_0: dot_q8_0_avx2,
-        dot4_q4_0: dot4_q4_0_avx2,
-        dot4_q4_1: dot4_q4_1_avx2,
-        dot4_q8_0: dot4_q8_0_avx2,
-        dot_q5_0: dot_q5_0_avx2,
-        dot_q5_1: dot_q5_1_avx2,
-        dot4_q5_0: dot4_q5_0_avx2,
-        dot4_q5_1: dot4_q5_1_avx2,
+        dot_block: blocks_avx2::dot,
+        dot4_block: blocks_avx2::dot4,
+        tile_block: blocks_avx2::tile,
         dot_chunked: dot_chunked_avx2,
         dot4_chunked: dot4_chunked_avx2,
         dot_half,
@@ -57,31 +51,15 @@ mod imp {
 
     const VNNI: Kernels = Kernels {
         quantize,
-        dot_q4_0: dot_q4_0_vnni,
-        dot_q4_1: dot_q4_1_vnni,
-        dot_q8_0: dot_q8_0_vnni,
-        dot4_q4_0: dot4_q4_0_vnni,
-        dot4_q4_1: dot4_q4_1_vnni,
-        dot4_q8_0: dot4_q8_0_vnni,
-        dot_q5_0: dot_q5_0_vnni,
-        dot_q5_1: dot_q5_1_vnni,
-        dot4_q5_0: dot4_q5_0_vnni,
-        dot4_q5_1: dot4_q5_1_vnni,
+        dot_block: blocks_vnni::dot,
+        dot4_block: blocks_vnni::dot4,
+        tile_block: blocks_vnni::tile,
         dot_chunked: dot_chunked_vnni,
         dot4_chunked: dot4_chunked_vnni,
         dot_half,
         dot4_half,
         dot_f32,
     };
-
-    fn check(w: &[u8], block_bytes: usize, x: QRow<'_>) -> usize {
-        let nb = w.len() / block_bytes;
-        assert!(
-            w.len() == nb * block_bytes && x.scale_sums.len() == nb && x.values.len() == nb * QK,
-            "quantized row shapes disagree"
-        );
-        nb
-    }
 
     /// Integer dot products of 32 unsigned by 32 signed bytes, as 8 i32 lanes.
     pub(in super::super) trait DotU8I8 {
@@ -108,29 +86,6 @@ mod imp {
         }
     }
 
-    /// The 32 nibbles of a 4-bit block: low nibbles first, then high ones.
-    #[inline(always)]
-    unsafe fn nibbles(p: *const u8) -> __m256i {
-        // SAFETY: the caller guarantees 16 readable bytes and AVX2.
-        unsafe {
-            let qs = _mm_loadu_si128(p.cast());
-            let mask = _mm_set1_epi8(0x0F);
-            let lo = _mm_and_si128(qs, mask);
-            let hi = _mm_and_si128(_mm_srli_epi16(qs, 4), mask);
-            _mm256_set_m128i(hi, lo)
-        }
-    }
-
-    /// The fifth bits of a Q5 block (the u32 at `p`) as 0x10 in each byte.
-    #[inline(always)]
-    unsafe fn fifth_bit(p: *const u8) -> __m256i {
-        // SAFETY: the caller guarantees 4 readable bytes and AVX2.
-        unsafe {
-            let qh = p.cast::<u32>().read_unaligned();
-            _mm256_and_si256(bytes_from_bits(qh), _mm256_set1_epi8(0x10))
-        }
-    }
-
     #[inline(always)]
     pub(in super::super) unsafe fn hsum(v: __m256) -> f32 {
         // SAFETY: the caller runs with AVX enabled.
@@ -142,294 +97,68 @@ mod imp {
         }
     }
 
-    /// Which block format a loop runs over.
-    #[derive(Clone, Copy)]
-    enum Format {
-        Q4_0,
-        Q4_1,
-        Q5_0,
-        Q5_1,
-        Q8_0,
-    }
+    macro_rules! block_kernel_set {
+        ($set:ident, $features:literal, $dot:ident) => {
+            /// Tiles of the 32-value block formats with this set's features.
+            mod $set {
+                use super::super::super::{QRow, WeightFormat};
+                use super::super::blocks::{Format, TILE, dot_tile, $dot};
 
-    impl Format {
-        fn block_bytes(self) -> usize {
-            match self {
-                Format::Q4_0 => 18,
-                Format::Q4_1 => 20,
-                Format::Q5_0 => 22,
-                Format::Q5_1 => 24,
-                Format::Q8_0 => 34,
-            }
-        }
-
-        /// Whether blocks carry a minimum (and so unsigned codes).
-        fn with_min(self) -> bool {
-            matches!(self, Format::Q4_1 | Format::Q5_1)
-        }
-    }
-
-    /// The shared loop: two blocks per iteration, independent accumulators.
-    #[inline(always)]
-    unsafe fn dot_blocks<D: DotU8I8>(w: &[u8], x: QRow<'_>, format: Format) -> f32 {
-        let block_bytes = format.block_bytes();
-        let with_min = format.with_min();
-        let nb = check(w, block_bytes, x);
-        // SAFETY: `check` proved nb blocks of weights and activations; the
-        // caller enabled the CPU features the intrinsics need.
-        unsafe {
-            let mut acc0 = _mm256_setzero_ps();
-            let mut acc1 = _mm256_setzero_ps();
-            let mut mins = _mm_setzero_ps();
-            let mut b = 0;
-            while b + 2 <= nb {
-                let (p0, s0) = apply::<D>(
-                    prepare(w.as_ptr().add(b * block_bytes), format),
-                    x,
-                    b,
-                    with_min,
-                );
-                let (p1, s1) = apply::<D>(
-                    prepare(w.as_ptr().add((b + 1) * block_bytes), format),
-                    x,
-                    b + 1,
-                    with_min,
-                );
-                acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0);
-                acc1 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s1), p1, acc1);
-                mins = _mm_add_ps(mins, _mm_add_ps(s0, s1));
-                b += 2;
-            }
-            if b < nb {
-                let (p0, s0) = apply::<D>(
-                    prepare(w.as_ptr().add(b * block_bytes), format),
-                    x,
-                    b,
-                    with_min,
-                );
-                acc0 = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0);
-                mins = _mm_add_ps(mins, s0);
-            }
-            let mut total = hsum(_mm256_add_ps(acc0, acc1));
-            if with_min {
-                total += _mm_cvtss_f32(_mm_shuffle_ps(mins, mins, 1));
-            }
-            total
-        }
-    }
-
-    // Helpers are `inline(always)` functions, never closures: closures do
-    // not inherit the caller's target features, and the intrinsics must
-    // inline into the feature-enabled kernels.
-
-    /// A weight block unpacked for the integer dot product: the unsigned
-    /// operand, the sign source for the activations (formats without a
-    /// minimum are signed), and the f16 header `[d, m]` as f32.
-    #[inline(always)]
-    unsafe fn prepare(blk: *const u8, format: Format) -> (__m256i, __m256i, __m128) {
-        // SAFETY: the caller guarantees a whole block at `blk` and the CPU
-        // features.
-        unsafe {
-            let (q, with_min) = match format {
-                Format::Q4_1 => (nibbles(blk.add(4)), true),
-                Format::Q4_0 => (
-                    _mm256_sub_epi8(nibbles(blk.add(2)), _mm256_set1_epi8(8)),
-                    false,
-                ),
-                Format::Q5_1 => (
-                    _mm256_or_si256(nibbles(blk.add(8)), fifth_bit(blk.add(4))),
-                    true,
-                ),
-                Format::Q5_0 => (
-                    _mm256_sub_epi8(
-                        _mm256_or_si256(nibbles(blk.add(6)), fifth_bit(blk.add(2))),
-                        _mm256_set1_epi8(16),
-                    ),
-                    false,
-                ),
-                Format::Q8_0 => (_mm256_loadu_si256(blk.add(2).cast()), false),
-            };
-            let bits = if with_min {
-                blk.cast::<i32>().read_unaligned()
-            } else {
-                i32::from(blk.cast::<u16>().read_unaligned())
-            };
-            let unsigned = if with_min { q } else { _mm256_sign_epi8(q, q) };
-            (unsigned, q, _mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
-        }
-    }
-
-    /// The product of a prepared block with one activation block, and the
-    /// block's `[d_w * d_a, m_w * s_a]` scales.
-    #[inline(always)]
-    unsafe fn apply<D: DotU8I8>(
-        prepared: (__m256i, __m256i, __m128),
-        x: QRow<'_>,
-        b: usize,
-        with_min: bool,
-    ) -> (__m256, __m128) {
-        let (unsigned, q, dm) = prepared;
-        // SAFETY: the caller checked block b exists in `x`.
-        unsafe {
-            let a = _mm256_loadu_si256(x.values.as_ptr().add(b * QK).cast());
-            let a = if with_min { a } else { _mm256_sign_epi8(a, q) };
-            let ds = x.scale_sums.get_unchecked(b);
-            let s = _mm_mul_ps(dm, _mm_castpd_ps(_mm_load_sd(ds.as_ptr().cast())));
-            (_mm256_cvtepi32_ps(D::dot(unsigned, a)), s)
-        }
-    }
-
-    /// One weight row against four activation rows: each weight block is
-    /// unpacked once and used four times (the prefill kernel). Every row's
-    /// sum is accumulated in exactly the order of `dot_blocks`, so a token's
-    /// result does not depend on how many tokens share its batch.
-    #[inline(always)]
-    unsafe fn dot_blocks_x4<D: DotU8I8>(w: &[u8], xs: [QRow<'_>; 4], format: Format) -> [f32; 4] {
-        let block_bytes = format.block_bytes();
-        let nb = check(w, block_bytes, xs[0]);
-        for x in &xs[1..] {
-            check(w, block_bytes, *x);
-        }
-        let with_min = format.with_min();
-        // SAFETY: `check` proved nb blocks in the weights and in every
-        // activation row; the caller enabled the CPU features.
-        unsafe {
-            let mut acc0 = [_mm256_setzero_ps(); 4];
-            let mut acc1 = [_mm256_setzero_ps(); 4];
-            let mut mins = [_mm_setzero_ps(); 4];
-            let mut b = 0;
-            while b + 2 <= nb {
-                let w0 = prepare(w.as_ptr().add(b * block_bytes), format);
-                let w1 = prepare(w.as_ptr().add((b + 1) * block_bytes), format);
-                for t in 0..4 {
-                    let (p0, s0) = apply::<D>(w0, xs[t], b, with_min);
-                    let (p1, s1) = apply::<D>(w1, xs[t], b + 1, with_min);
-                    acc0[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0[t]);
-                    acc1[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s1), p1, acc1[t]);
-                    mins[t] = _mm_add_ps(mins[t], _mm_add_ps(s0, s1));
-                }
-                b += 2;
-            }
-            if b < nb {
-                let w0 = prepare(w.as_ptr().add(b * block_bytes), format);
-                for t in 0..4 {
-                    let (p0, s0) = apply::<D>(w0, xs[t], b, with_min);
-                    acc0[t] = _mm256_fmadd_ps(_mm256_broadcastss_ps(s0), p0, acc0[t]);
-                    mins[t] = _mm_add_ps(mins[t], s0);
-                }
-            }
-            let mut out = [0.0; 4];
-            for t in 0..4 {
-                out[t] = hsum(_mm256_add_ps(acc0[t], acc1[t]));
-                if with_min {
-                    out[t] += _mm_cvtss_f32(_mm_shuffle_ps(mins[t], mins[t], 1));
-                }
-            }
-            out
-        }
-    }
-
-    macro_rules! dot4_kernel {
-        ($name:ident, $features:literal, $dot:ty, $format:expr) => {
-            fn $name(w: &[u8], xs: [QRow<'_>; 4]) -> [f32; 4] {
                 #[target_feature(enable = $features)]
-                unsafe fn inner(w: &[u8], xs: [QRow<'_>; 4]) -> [f32; 4] {
-                    // SAFETY: forwarded from the caller.
-                    unsafe { dot_blocks_x4::<$dot>(w, xs, $format) }
+                unsafe fn run<const R: usize, const T: usize>(
+                    format: WeightFormat,
+                    ws: [&[u8]; R],
+                    xs: [QRow<'_>; T],
+                ) -> [[f32; T]; R] {
+                    // SAFETY: forwarded from the caller; the format is a
+                    // constant in each arm so its decoding folds away.
+                    unsafe {
+                        match Format::of(format) {
+                            Some(Format::Q4_0) => dot_tile::<$dot, R, T>(Format::Q4_0, ws, xs),
+                            Some(Format::Q4_1) => dot_tile::<$dot, R, T>(Format::Q4_1, ws, xs),
+                            Some(Format::Q5_0) => dot_tile::<$dot, R, T>(Format::Q5_0, ws, xs),
+                            Some(Format::Q5_1) => dot_tile::<$dot, R, T>(Format::Q5_1, ws, xs),
+                            Some(Format::Q8_0) => dot_tile::<$dot, R, T>(Format::Q8_0, ws, xs),
+                            None => unreachable!("{format} is not a 32-value block format"),
+                        }
+                    }
                 }
-                // SAFETY: this kernel set is only chosen when the CPU has
-                // these features (`available()` / `vnni_available()`).
-                unsafe { inner(w, xs) }
+
+                // SAFETY (each function below): this kernel set is only
+                // chosen when the CPU has its features (`available()` /
+                // `vnni_available()`).
+
+                pub(in super::super::super) fn dot(
+                    format: WeightFormat,
+                    w: &[u8],
+                    x: QRow<'_>,
+                ) -> f32 {
+                    let [[v]] = unsafe { run::<1, 1>(format, [w], [x]) };
+                    v
+                }
+
+                pub(in super::super::super) fn dot4(
+                    format: WeightFormat,
+                    w: &[u8],
+                    xs: [QRow<'_>; TILE],
+                ) -> [f32; TILE] {
+                    let [row] = unsafe { run::<1, TILE>(format, [w], xs) };
+                    row
+                }
+
+                pub(in super::super::super) fn tile(
+                    format: WeightFormat,
+                    ws: [&[u8]; TILE],
+                    xs: [QRow<'_>; TILE],
+                ) -> [[f32; TILE]; TILE] {
+                    unsafe { run::<TILE, TILE>(format, ws, xs) }
+                }
             }
         };
     }
 
-    dot4_kernel!(dot4_q4_0_avx2, "avx2,fma,f16c", Avx2Dot, Format::Q4_0);
-    dot4_kernel!(dot4_q4_1_avx2, "avx2,fma,f16c", Avx2Dot, Format::Q4_1);
-    dot4_kernel!(dot4_q8_0_avx2, "avx2,fma,f16c", Avx2Dot, Format::Q8_0);
-    dot4_kernel!(
-        dot4_q4_0_vnni,
-        "avx2,fma,f16c,avx512vnni,avx512vl",
-        VnniDot,
-        Format::Q4_0
-    );
-    dot4_kernel!(
-        dot4_q4_1_vnni,
-        "avx2,fma,f16c,avx512vnni,avx512vl",
-        VnniDot,
-        Format::Q4_1
-    );
-    dot4_kernel!(
-        dot4_q8_0_vnni,
-        "avx2,fma,f16c,avx512vnni,avx512vl",
-        VnniDot,
-        Format::Q8_0
-    );
-    dot4_kernel!(dot4_q5_0_avx2, "avx2,fma,f16c", Avx2Dot, Format::Q5_0);
-    dot4_kernel!(dot4_q5_1_avx2, "avx2,fma,f16c", Avx2Dot, Format::Q5_1);
-    dot4_kernel!(
-        dot4_q5_0_vnni,
-        "avx2,fma,f16c,avx512vnni,avx512vl",
-        VnniDot,
-        Format::Q5_0
-    );
-    dot4_kernel!(
-        dot4_q5_1_vnni,
-        "avx2,fma,f16c,avx512vnni,avx512vl",
-        VnniDot,
-        Format::Q5_1
-    );
-
-    macro_rules! dot_kernel {
-        ($name:ident, $features:literal, $dot:ty, $format:expr) => {
-            fn $name(w: &[u8], x: QRow<'_>) -> f32 {
-                #[target_feature(enable = $features)]
-                unsafe fn inner(w: &[u8], x: QRow<'_>) -> f32 {
-                    // SAFETY: forwarded from the caller.
-                    unsafe { dot_blocks::<$dot>(w, x, $format) }
-                }
-                // SAFETY: this kernel set is only chosen when the CPU has
-                // these features (`available()` / `vnni_available()`).
-                unsafe { inner(w, x) }
-            }
-        };
-    }
-
-    dot_kernel!(dot_q4_0_avx2, "avx2,fma,f16c", Avx2Dot, Format::Q4_0);
-    dot_kernel!(dot_q4_1_avx2, "avx2,fma,f16c", Avx2Dot, Format::Q4_1);
-    dot_kernel!(dot_q8_0_avx2, "avx2,fma,f16c", Avx2Dot, Format::Q8_0);
-    dot_kernel!(
-        dot_q4_0_vnni,
-        "avx2,fma,f16c,avx512vnni,avx512vl",
-        VnniDot,
-        Format::Q4_0
-    );
-    dot_kernel!(
-        dot_q4_1_vnni,
-        "avx2,fma,f16c,avx512vnni,avx512vl",
-        VnniDot,
-        Format::Q4_1
-    );
-    dot_kernel!(
-        dot_q8_0_vnni,
-        "avx2,fma,f16c,avx512vnni,avx512vl",
-        VnniDot,
-        Format::Q8_0
-    );
-    dot_kernel!(dot_q5_0_avx2, "avx2,fma,f16c", Avx2Dot, Format::Q5_0);
-    dot_kernel!(dot_q5_1_avx2, "avx2,fma,f16c", Avx2Dot, Format::Q5_1);
-    dot_kernel!(
-        dot_q5_0_vnni,
-        "avx2,fma,f16c,avx512vnni,avx512vl",
-        VnniDot,
-        Format::Q5_0
-    );
-    dot_kernel!(
-        dot_q5_1_vnni,
-        "avx2,fma,f16c,avx512vnni,avx512vl",
-        VnniDot,
-        Format::Q5_1
-    );
+    block_kernel_set!(blocks_avx2, "avx2,fma,f16c", Avx2);
+    block_kernel_set!(blocks_vnni, "avx2,fma,f16c,avx512vnni,avx512vl", Vnni);
 
     /// One chunked-format row against `R` activation rows, with the
     /// format a constant in each arm so its decoding folds away.
