@@ -341,13 +341,14 @@ impl QMatrix {
                 self.par_rows(out, n, |r0, nr, t0, nt, values| {
                     for (i, row) in values.iter_mut().enumerate().take(nr) {
                         let w = self.row(r0 + i);
-                        if nt == TILE {
-                            let xs = [x(t0), x(t0 + 1), x(t0 + 2), x(t0 + 3)];
-                            *row = (kernels.dot4_half)(format, w, xs);
-                        } else {
-                            for (j, v) in row.iter_mut().enumerate().take(nt) {
-                                *v = (kernels.dot_half)(format, w, x(t0 + j));
-                            }
+                        let mut j = 0;
+                        while j + 4 <= nt {
+                            let xs = [x(t0 + j), x(t0 + j + 1), x(t0 + j + 2), x(t0 + j + 3)];
+                            row[j..j + 4].copy_from_slice(&(kernels.dot4_half)(format, w, xs));
+                            j += 4;
+                        }
+                        for (k, v) in row.iter_mut().enumerate().take(nt).skip(j) {
+                            *v = (kernels.dot_half)(format, w, x(t0 + k));
                         }
                     }
                 });
@@ -356,24 +357,37 @@ impl QMatrix {
                 let format = self.format;
                 let q = QuantizedRows::quantize(x, cols, kernels);
                 self.par_rows(out, n, |r0, nr, t0, nt, values| {
-                    // Whole tiles share unpacked weights and activations;
-                    // a single input row (decoding) runs row by row, which
-                    // streams the weights fastest.
-                    if nr == TILE && nt == TILE {
-                        let ws = [r0, r0 + 1, r0 + 2, r0 + 3].map(|r| self.row(r));
-                        let xs = [q.row(t0), q.row(t0 + 1), q.row(t0 + 2), q.row(t0 + 3)];
-                        *values = kernels.tile(format, ws, xs);
+                    if nr == TILE_ROWS {
+                        let ws = std::array::from_fn(|i| self.row(r0 + i));
+                        if nt == TILE_TOKENS {
+                            let xs = std::array::from_fn(|j| q.row(t0 + j));
+                            *values = kernels.tile(format, ws, xs);
+                        } else {
+                            // Decoding (one input row), or the last few.
+                            for j in 0..nt {
+                                let column = kernels.rows(format, ws, q.row(t0 + j));
+                                for (row, v) in values.iter_mut().zip(column) {
+                                    row[j] = v;
+                                }
+                            }
+                        }
                         return;
                     }
                     for (i, row) in values.iter_mut().enumerate().take(nr) {
                         let w = self.row(r0 + i);
-                        if nt == TILE {
-                            let xs = [q.row(t0), q.row(t0 + 1), q.row(t0 + 2), q.row(t0 + 3)];
-                            *row = kernels.dot4(format, w, xs);
-                        } else {
-                            for (j, v) in row.iter_mut().enumerate().take(nt) {
-                                *v = kernels.dot(format, w, q.row(t0 + j));
-                            }
+                        let mut j = 0;
+                        while j + 4 <= nt {
+                            let xs = [
+                                q.row(t0 + j),
+                                q.row(t0 + j + 1),
+                                q.row(t0 + j + 2),
+                                q.row(t0 + j + 3),
+                            ];
+                            row[j..j + 4].copy_from_slice(&kernels.dot4(format, w, xs));
+                            j += 4;
+                        }
+                        for (k, v) in row.iter_mut().enumerate().take(nt).skip(j) {
+                            *v = kernels.dot(format, w, q.row(t0 + k));
                         }
                     }
                 });
@@ -383,16 +397,16 @@ impl QMatrix {
 
     /// Fills the output tile by tile: `tile(r0, nr, t0, nt, values)` sets
     /// `values[i][j]` to weight row `r0 + i`'s product with input row
-    /// `t0 + j`, for `i < nr` and `j < nt` (each [`TILE`], or fewer at the
-    /// ends). Bands of weight rows are split across threads; within a band,
-    /// each group of input rows meets every weight row of the band before
-    /// the next group, so the band's weights and the group's activations
-    /// stay in L1.
+    /// `t0 + j`, for `i < nr` and `j < nt` (at most [`TILE_ROWS`] and
+    /// [`TILE_TOKENS`]; fewer at the ends). Bands of weight rows are split
+    /// across threads; within a band, each group of input rows meets every
+    /// weight row of the band before the next group, so the band's weights
+    /// and the group's activations stay in L1.
     fn par_rows(
         &self,
         out: &mut [f32],
         n: usize,
-        tile: impl Fn(usize, usize, usize, usize, &mut [[f32; TILE]; TILE]) + Sync,
+        tile: impl Fn(usize, usize, usize, usize, &mut [[f32; TILE_TOKENS]; TILE_ROWS]) + Sync,
     ) {
         const ROWS_PER_TASK: usize = 64;
         let rows = self.rows;
@@ -401,11 +415,11 @@ impl QMatrix {
             .into_par_iter()
             .for_each(|band| {
                 let (start, end) = (band * ROWS_PER_TASK, ((band + 1) * ROWS_PER_TASK).min(rows));
-                let mut values = [[0.0; TILE]; TILE];
-                for t0 in (0..n).step_by(TILE) {
-                    let nt = TILE.min(n - t0);
-                    for r0 in (start..end).step_by(TILE) {
-                        let nr = TILE.min(end - r0);
+                let mut values = [[0.0; TILE_TOKENS]; TILE_ROWS];
+                for t0 in (0..n).step_by(TILE_TOKENS) {
+                    let nt = TILE_TOKENS.min(n - t0);
+                    for r0 in (start..end).step_by(TILE_ROWS) {
+                        let nr = TILE_ROWS.min(end - r0);
                         tile(r0, nr, t0, nt, &mut values);
                         for (i, row) in values.iter().enumerate().take(nr) {
                             for (j, v) in row.iter().enumerate().take(nt) {
@@ -421,8 +435,10 @@ impl QMatrix {
     }
 }
 
-/// The most weight rows, and the most input rows, one kernel call meets.
-const TILE: usize = 4;
+/// Weight rows one kernel call meets at most.
+const TILE_ROWS: usize = 8;
+/// Input rows one kernel call meets at most.
+const TILE_TOKENS: usize = 8;
 
 #[derive(Clone, Copy)]
 struct SendPtr(*mut f32);
@@ -448,6 +464,8 @@ pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 pub(crate) struct QuantizedRows {
     blocks_per_row: usize,
     scale_sums: Vec<[f32; 2]>,
+    /// Per block, the sum of its 32 values.
+    sums: Vec<i32>,
     values: Vec<i8>,
 }
 
@@ -457,9 +475,15 @@ impl QuantizedRows {
         let mut q = Self {
             blocks_per_row: cols / QK,
             scale_sums: vec![[0.0; 2]; n_blocks],
+            sums: Vec::new(),
             values: vec![0; x.len()],
         };
         (kernels.quantize)(x, &mut q.scale_sums, &mut q.values);
+        q.sums = q
+            .values
+            .chunks_exact(QK)
+            .map(|block| block.iter().map(|&v| i32::from(v)).sum())
+            .collect();
         q
     }
 
@@ -468,6 +492,7 @@ impl QuantizedRows {
         let b1 = b0 + self.blocks_per_row;
         QRow {
             scale_sums: &self.scale_sums[b0..b1],
+            sums: &self.sums[b0..b1],
             values: &self.values[b0 * QK..b1 * QK],
         }
     }
@@ -477,17 +502,23 @@ impl QuantizedRows {
 #[derive(Clone, Copy)]
 pub(crate) struct QRow<'a> {
     scale_sums: &'a [[f32; 2]],
+    sums: &'a [i32],
     values: &'a [i8],
 }
 
 /// A product for any format: the format is passed along (each kernel
 /// serves several formats).
 type DotAny = fn(WeightFormat, &[u8], QRow<'_>) -> f32;
-type DotAny4 = for<'a> fn(WeightFormat, &[u8], [QRow<'a>; TILE]) -> [f32; TILE];
-type DotTile =
-    for<'a, 'b> fn(WeightFormat, [&'a [u8]; TILE], [QRow<'b>; TILE]) -> [[f32; TILE]; TILE];
+type DotAny4 = for<'a> fn(WeightFormat, &[u8], [QRow<'a>; 4]) -> [f32; 4];
+type DotAny8 = for<'a> fn(WeightFormat, &[u8], [QRow<'a>; TILE_TOKENS]) -> [f32; TILE_TOKENS];
+type DotRows = for<'a, 'b> fn(WeightFormat, [&'a [u8]; TILE_ROWS], QRow<'b>) -> [f32; TILE_ROWS];
+type DotTile = for<'a, 'b> fn(
+    WeightFormat,
+    [&'a [u8]; TILE_ROWS],
+    [QRow<'b>; TILE_TOKENS],
+) -> [[f32; TILE_TOKENS]; TILE_ROWS];
 type DotHalf = fn(WeightFormat, &[u8], &[f32]) -> f32;
-type DotHalf4 = for<'a> fn(WeightFormat, &[u8], [&'a [f32]; TILE]) -> [f32; TILE];
+type DotHalf4 = for<'a> fn(WeightFormat, &[u8], [&'a [f32]; 4]) -> [f32; 4];
 
 /// The kernel set for this CPU. Every kernel of a set sums a given (weight
 /// row, activation row) pair in the same way, whatever else it computes
@@ -497,12 +528,14 @@ struct Kernels {
     quantize: fn(&[f32], &mut [[f32; 2]], &mut [i8]),
     /// 32-value block formats: one weight row by one activation row.
     dot_block: DotAny,
-    /// ... one weight row by four activation rows.
-    dot4_block: DotAny4,
-    /// ... four weight rows by four activation rows.
+    /// ... eight weight rows by one activation row.
+    rows_block: DotRows,
+    /// ... eight weight rows by eight activation rows.
     tile_block: DotTile,
     dot_chunked: DotAny,
     dot4_chunked: DotAny4,
+    /// K-quants: one weight row by eight activation rows.
+    dot8_chunked: DotAny8,
     dot_half: DotHalf,
     dot4_half: DotHalf4,
     dot_f32: fn(&[f32], &[f32]) -> f32,
@@ -531,24 +564,34 @@ impl Kernels {
 
     /// One weight row of `format` against four 8-bit activation rows, each
     /// summed exactly as [`Kernels::dot`] sums it.
-    fn dot4(self, format: WeightFormat, w: &[u8], xs: [QRow<'_>; TILE]) -> [f32; TILE] {
+    fn dot4(self, format: WeightFormat, w: &[u8], xs: [QRow<'_>; 4]) -> [f32; 4] {
         if format.is_superblock() {
             (self.dot4_chunked)(format, w, xs)
         } else {
-            (self.dot4_block)(format, w, xs)
+            xs.map(|x| (self.dot_block)(format, w, x))
         }
     }
 
-    /// Four weight rows against four activation rows (`[row][token]`), each
-    /// as [`Kernels::dot`].
+    /// Eight weight rows against one activation row, each as
+    /// [`Kernels::dot`].
+    fn rows(self, format: WeightFormat, ws: [&[u8]; TILE_ROWS], x: QRow<'_>) -> [f32; TILE_ROWS] {
+        if format.is_superblock() {
+            ws.map(|w| (self.dot_chunked)(format, w, x))
+        } else {
+            (self.rows_block)(format, ws, x)
+        }
+    }
+
+    /// Eight weight rows against eight activation rows (`[row][token]`),
+    /// each as [`Kernels::dot`].
     fn tile(
         self,
         format: WeightFormat,
-        ws: [&[u8]; TILE],
-        xs: [QRow<'_>; TILE],
-    ) -> [[f32; TILE]; TILE] {
+        ws: [&[u8]; TILE_ROWS],
+        xs: [QRow<'_>; TILE_TOKENS],
+    ) -> [[f32; TILE_TOKENS]; TILE_ROWS] {
         if format.is_superblock() {
-            ws.map(|w| (self.dot4_chunked)(format, w, xs))
+            ws.map(|w| (self.dot8_chunked)(format, w, xs))
         } else {
             (self.tile_block)(format, ws, xs)
         }

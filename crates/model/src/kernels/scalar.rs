@@ -8,10 +8,11 @@ use super::{Kernels, QK, QRow, WeightFormat, chunks, f16_at};
 pub(super) const KERNELS: Kernels = Kernels {
     quantize,
     dot_block,
-    dot4_block: |f, w, xs| xs.map(|x| dot_block(f, w, x)),
+    rows_block: |f, ws, x| ws.map(|w| dot_block(f, w, x)),
     tile_block: |f, ws, xs| ws.map(|w| xs.map(|x| dot_block(f, w, x))),
     dot_chunked: chunks::dot,
     dot4_chunked: |f, w, xs| xs.map(|x| chunks::dot(f, w, x)),
+    dot8_chunked: |f, w, xs| xs.map(|x| chunks::dot(f, w, x)),
     dot_half,
     dot4_half: |f, w, xs| xs.map(|x| dot_half(f, w, x)),
     dot_f32,

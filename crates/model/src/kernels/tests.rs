@@ -81,22 +81,24 @@ fn simd_kernels_match_scalar_oracle() {
                 assert_eq!(four[2].to_bits(), v.to_bits(), "{dtype:?} four-row kernel");
             }
         }
-        // A tile of four weight rows by four activation rows sums each
-        // pair exactly as the one-by-one kernel does.
-        for r0 in [0, rows - TILE] {
-            let ws = [r0, r0 + 1, r0 + 2, r0 + 3].map(|r| m.row(r));
-            let ts = [2, 0, 1, 2];
-            let tile = avx2::kernels().tile(m.format, ws, ts.map(|t| q.row(t)));
-            for (i, w) in ws.iter().enumerate() {
-                for (j, &t) in ts.iter().enumerate() {
-                    let v = avx2::kernels().dot(m.format, w, q.row(t));
-                    assert_eq!(tile[i][j].to_bits(), v.to_bits(), "{dtype:?} tile");
-                    let s = scalar::KERNELS.tile(m.format, ws, ts.map(|t| q.row(t)))[i][j];
-                    assert!(
-                        (s - v).abs() <= 1e-4 * s.abs().max(1.0),
-                        "{dtype:?}: {s} vs {v}"
-                    );
-                }
+        // A tile of eight weight rows by eight activation rows, and eight
+        // rows against one, sum each pair exactly as the one-by-one kernel
+        // does.
+        let ws: [&[u8]; TILE_ROWS] = std::array::from_fn(|i| m.row(i));
+        let ts: [usize; TILE_TOKENS] = [2, 0, 1, 2, 1, 1, 0, 2];
+        let tile = avx2::kernels().tile(m.format, ws, ts.map(|t| q.row(t)));
+        let oracle = scalar::KERNELS.tile(m.format, ws, ts.map(|t| q.row(t)));
+        for (i, w) in ws.iter().enumerate() {
+            for (j, &t) in ts.iter().enumerate() {
+                let v = avx2::kernels().dot(m.format, w, q.row(t));
+                assert_eq!(tile[i][j].to_bits(), v.to_bits(), "{dtype:?} tile");
+                let column = avx2::kernels().rows(m.format, ws, q.row(t));
+                assert_eq!(column[i].to_bits(), v.to_bits(), "{dtype:?} rows");
+                let s = oracle[i][j];
+                assert!(
+                    (s - v).abs() <= 1e-4 * s.abs().max(1.0),
+                    "{dtype:?}: {s} vs {v}"
+                );
             }
         }
     }
@@ -125,6 +127,33 @@ fn simd_kernels_match_scalar_oracle() {
         (avx2::kernels().dot_f32)(&a, &b),
     );
     assert!((s - v).abs() < 1e-4, "f32: {s} vs {v}");
+}
+
+/// AVX2 (maddubs) and AVX-512 VNNI (dpbusd) form the same integer sums
+/// and the same float steps: a model gives the same bits on either CPU.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn kernel_sets_agree_bit_for_bit() {
+    let sets = avx2::sets();
+    if sets.len() < 2 {
+        eprintln!("this CPU has one SIMD kernel set; nothing to compare");
+        return;
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(13);
+    let (rows, cols) = (TILE_ROWS, 512);
+    let x = random_values(&mut rng, cols * TILE_TOKENS);
+    let q = QuantizedRows::quantize(&x, cols, sets[0]);
+    for dtype in QUANTIZED {
+        let m = quantized(rows, cols, &random_values(&mut rng, rows * cols), dtype);
+        let ws: [&[u8]; TILE_ROWS] = std::array::from_fn(|i| m.row(i));
+        let xs: [QRow<'_>; TILE_TOKENS] = std::array::from_fn(|t| q.row(t));
+        let bits = |k: Kernels| {
+            let tile = k.tile(m.format, ws, xs);
+            let rows = k.rows(m.format, ws, xs[0]);
+            (tile.map(|r| r.map(f32::to_bits)), rows.map(f32::to_bits))
+        };
+        assert_eq!(bits(sets[0]), bits(sets[1]), "{dtype:?}");
+    }
 }
 
 #[test]

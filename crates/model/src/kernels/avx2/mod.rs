@@ -37,13 +37,28 @@ mod imp {
         if vnni_available() { VNNI } else { AVX2 }
     }
 
+    /// Every kernel set this CPU can run, AVX2 first (for tests that hold
+    /// the sets to each other).
+    #[cfg(test)]
+    pub(in super::super) fn sets() -> Vec<Kernels> {
+        let mut sets = Vec::new();
+        if available() {
+            sets.push(AVX2);
+        }
+        if vnni_available() {
+            sets.push(VNNI);
+        }
+        sets
+    }
+
     const AVX2: Kernels = Kernels {
         quantize,
         dot_block: blocks_avx2::dot,
-        dot4_block: blocks_avx2::dot4,
+        rows_block: blocks_avx2::rows8,
         tile_block: blocks_avx2::tile,
         dot_chunked: dot_chunked_avx2,
         dot4_chunked: dot4_chunked_avx2,
+        dot8_chunked: dot8_chunked_avx2,
         dot_half,
         dot4_half,
         dot_f32,
@@ -52,10 +67,11 @@ mod imp {
     const VNNI: Kernels = Kernels {
         quantize,
         dot_block: blocks_vnni::dot,
-        dot4_block: blocks_vnni::dot4,
+        rows_block: blocks_vnni::rows8,
         tile_block: blocks_vnni::tile,
         dot_chunked: dot_chunked_vnni,
         dot4_chunked: dot4_chunked_vnni,
+        dot8_chunked: dot8_chunked_vnni,
         dot_half,
         dot4_half,
         dot_f32,
@@ -99,29 +115,29 @@ mod imp {
 
     macro_rules! block_kernel_set {
         ($set:ident, $features:literal, $dot:ident) => {
-            /// Tiles of the 32-value block formats with this set's features.
+            /// The 32-value block formats with this set's features.
             mod $set {
-                use super::super::super::{QRow, WeightFormat};
-                use super::super::blocks::{Format, TILE, dot_tile, $dot};
+                use super::super::super::{QRow, TILE_TOKENS, WeightFormat};
+                use super::super::blocks::{ROWS, rows_any, tile_any, $dot};
 
                 #[target_feature(enable = $features)]
-                unsafe fn run<const R: usize, const T: usize>(
+                unsafe fn rows<const R: usize>(
                     format: WeightFormat,
                     ws: [&[u8]; R],
-                    xs: [QRow<'_>; T],
-                ) -> [[f32; T]; R] {
-                    // SAFETY: forwarded from the caller; the format is a
-                    // constant in each arm so its decoding folds away.
-                    unsafe {
-                        match Format::of(format) {
-                            Some(Format::Q4_0) => dot_tile::<$dot, R, T>(Format::Q4_0, ws, xs),
-                            Some(Format::Q4_1) => dot_tile::<$dot, R, T>(Format::Q4_1, ws, xs),
-                            Some(Format::Q5_0) => dot_tile::<$dot, R, T>(Format::Q5_0, ws, xs),
-                            Some(Format::Q5_1) => dot_tile::<$dot, R, T>(Format::Q5_1, ws, xs),
-                            Some(Format::Q8_0) => dot_tile::<$dot, R, T>(Format::Q8_0, ws, xs),
-                            None => unreachable!("{format} is not a 32-value block format"),
-                        }
-                    }
+                    x: QRow<'_>,
+                ) -> [f32; R] {
+                    // SAFETY: forwarded from the caller.
+                    unsafe { rows_any::<$dot, R>(format, ws, x) }
+                }
+
+                #[target_feature(enable = $features)]
+                unsafe fn tile_of(
+                    format: WeightFormat,
+                    ws: [&[u8]; ROWS],
+                    xs: [QRow<'_>; TILE_TOKENS],
+                ) -> [[f32; TILE_TOKENS]; ROWS] {
+                    // SAFETY: forwarded from the caller.
+                    unsafe { tile_any::<$dot, TILE_TOKENS>(format, ws, xs) }
                 }
 
                 // SAFETY (each function below): this kernel set is only
@@ -133,25 +149,24 @@ mod imp {
                     w: &[u8],
                     x: QRow<'_>,
                 ) -> f32 {
-                    let [[v]] = unsafe { run::<1, 1>(format, [w], [x]) };
+                    let [v] = unsafe { rows::<1>(format, [w], x) };
                     v
                 }
 
-                pub(in super::super::super) fn dot4(
+                pub(in super::super::super) fn rows8(
                     format: WeightFormat,
-                    w: &[u8],
-                    xs: [QRow<'_>; TILE],
-                ) -> [f32; TILE] {
-                    let [row] = unsafe { run::<1, TILE>(format, [w], xs) };
-                    row
+                    ws: [&[u8]; ROWS],
+                    x: QRow<'_>,
+                ) -> [f32; ROWS] {
+                    unsafe { rows::<ROWS>(format, ws, x) }
                 }
 
                 pub(in super::super::super) fn tile(
                     format: WeightFormat,
-                    ws: [&[u8]; TILE],
-                    xs: [QRow<'_>; TILE],
-                ) -> [[f32; TILE]; TILE] {
-                    unsafe { run::<TILE, TILE>(format, ws, xs) }
+                    ws: [&[u8]; ROWS],
+                    xs: [QRow<'_>; TILE_TOKENS],
+                ) -> [[f32; TILE_TOKENS]; ROWS] {
+                    unsafe { tile_of(format, ws, xs) }
                 }
             }
         };
@@ -201,6 +216,13 @@ mod imp {
         };
     }
 
+    chunked_kernel!(dot8_chunked_avx2, "avx2,fma,f16c", Avx2Dot, 8);
+    chunked_kernel!(
+        dot8_chunked_vnni,
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        VnniDot,
+        8
+    );
     chunked_kernel!(dot4_chunked_avx2, "avx2,fma,f16c", Avx2Dot, 4);
     chunked_kernel!(dot1_chunked_avx2, "avx2,fma,f16c", Avx2Dot, 1);
     chunked_kernel!(
@@ -342,6 +364,8 @@ mod imp {
     }
 }
 
+#[cfg(all(test, target_arch = "x86_64"))]
+pub(super) use imp::sets;
 #[cfg(target_arch = "x86_64")]
 pub(super) use imp::{available, kernels};
 
