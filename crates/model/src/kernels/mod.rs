@@ -341,6 +341,11 @@ impl QMatrix {
                 self.par_rows(out, n, |r0, nr, t0, nt, values| {
                     for (i, row) in values.iter_mut().enumerate().take(nr) {
                         let w = self.row(r0 + i);
+                        if nt == TILE_TOKENS {
+                            let xs = std::array::from_fn(|j| x(t0 + j));
+                            *row = (kernels.dot8_half)(format, w, xs);
+                            continue;
+                        }
                         let mut j = 0;
                         while j + 4 <= nt {
                             let xs = [x(t0 + j), x(t0 + j + 1), x(t0 + j + 2), x(t0 + j + 3)];
@@ -519,6 +524,7 @@ type DotTile = for<'a, 'b> fn(
 ) -> [[f32; TILE_TOKENS]; TILE_ROWS];
 type DotHalf = fn(WeightFormat, &[u8], &[f32]) -> f32;
 type DotHalf4 = for<'a> fn(WeightFormat, &[u8], [&'a [f32]; 4]) -> [f32; 4];
+type DotHalf8 = for<'a> fn(WeightFormat, &[u8], [&'a [f32]; TILE_TOKENS]) -> [f32; TILE_TOKENS];
 
 /// The kernel set for this CPU. Every kernel of a set sums a given (weight
 /// row, activation row) pair in the same way, whatever else it computes
@@ -538,6 +544,7 @@ struct Kernels {
     dot8_chunked: DotAny8,
     dot_half: DotHalf,
     dot4_half: DotHalf4,
+    dot8_half: DotHalf8,
     dot_f32: fn(&[f32], &[f32]) -> f32,
 }
 

@@ -15,6 +15,7 @@ pub(super) const KERNELS: Kernels = Kernels {
     dot8_chunked: |f, w, xs| xs.map(|x| chunks::dot(f, w, x)),
     dot_half,
     dot4_half: |f, w, xs| xs.map(|x| dot_half(f, w, x)),
+    dot8_half: |f, w, xs| xs.map(|x| dot_half(f, w, x)),
     dot_f32,
 };
 

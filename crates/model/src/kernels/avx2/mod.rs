@@ -30,6 +30,7 @@ mod imp {
         available()
             && is_x86_feature_detected!("avx512vnni")
             && is_x86_feature_detected!("avx512vl")
+            && is_x86_feature_detected!("avx512f")
     }
 
     /// The best kernel set for this CPU (callers checked `available()`).
@@ -61,6 +62,7 @@ mod imp {
         dot8_chunked: dot8_chunked_avx2,
         dot_half,
         dot4_half,
+        dot8_half,
         dot_f32,
     };
 
@@ -72,8 +74,9 @@ mod imp {
         dot_chunked: dot_chunked_vnni,
         dot4_chunked: dot4_chunked_vnni,
         dot8_chunked: dot8_chunked_vnni,
-        dot_half,
-        dot4_half,
+        dot_half: dot_half_512,
+        dot4_half: dot4_half_512,
+        dot8_half: dot8_half_512,
         dot_f32,
     };
 
@@ -263,14 +266,47 @@ mod imp {
         }
     }
 
+    #[target_feature(enable = "avx2,fma,f16c,avx512f")]
+    unsafe fn half_rows_512<const R: usize>(
+        format: WeightFormat,
+        w: &[u8],
+        xs: [&[f32]; R],
+    ) -> [f32; R] {
+        use super::half::dot_rows_512;
+        // SAFETY: forwarded from the caller.
+        unsafe {
+            if format == WeightFormat::BF16 {
+                dot_rows_512::<R>(WeightFormat::BF16, w, xs)
+            } else {
+                dot_rows_512::<R>(WeightFormat::F16, w, xs)
+            }
+        }
+    }
+
+    macro_rules! half_kernel {
+        ($name:ident, $rows:ident, $n:literal) => {
+            fn $name(format: WeightFormat, w: &[u8], xs: [&[f32]; $n]) -> [f32; $n] {
+                // SAFETY: the AVX2 set is only chosen when `available()`;
+                // the 512-bit kernels only in the VNNI set, whose CPUs
+                // have AVX-512F.
+                unsafe { $rows::<$n>(format, w, xs) }
+            }
+        };
+    }
+
+    half_kernel!(dot4_half, half_rows, 4);
+    half_kernel!(dot8_half, half_rows, 8);
+    half_kernel!(dot4_half_512, half_rows_512, 4);
+    half_kernel!(dot8_half_512, half_rows_512, 8);
+
     fn dot_half(format: WeightFormat, w: &[u8], x: &[f32]) -> f32 {
         // SAFETY: only chosen when `available()`.
         unsafe { half_rows::<1>(format, w, [x])[0] }
     }
 
-    fn dot4_half(format: WeightFormat, w: &[u8], xs: [&[f32]; 4]) -> [f32; 4] {
-        // SAFETY: only chosen when `available()`.
-        unsafe { half_rows::<4>(format, w, xs) }
+    fn dot_half_512(format: WeightFormat, w: &[u8], x: &[f32]) -> f32 {
+        // SAFETY: only in the VNNI set, whose CPUs have AVX-512F.
+        unsafe { half_rows_512::<1>(format, w, [x])[0] }
     }
 
     fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
