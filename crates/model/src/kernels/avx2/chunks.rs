@@ -1,15 +1,16 @@
-//! SIMD products for the K-quants (Q2_K to Q6_K); Q5_0 and Q5_1 have
-//! per-block kernels of their own in the parent module.
+//! SIMD products for the K-quants (Q2_K to Q6_K); the 32-value block
+//! formats have kernels of their own ([`super::blocks`]).
 //!
-//! A block's scales are unpacked once (the scalar [`header`]); then each
+//! A block's scales are unpacked once, with SIMD ([`fast_header`]); then each
 //! chunk's 32 codes are unpacked into one register and met with every
 //! activation row in turn. A chunk costs one integer dot product, one
 //! conversion and one FMA per row, the same as a Q4_1 block; the scale of
 //! each 16-value half sits in its own four lanes, since an i32 lane of the
 //! dot product sums four neighbouring values.
 //!
-//! One generic loop serves one row and four rows, so every row's sum is
-//! accumulated in the same order whatever the batch: batch invariance.
+//! One generic loop serves one, four and eight activation rows, so every
+//! row's sum is accumulated in the same order whatever the batch: batch
+//! invariance.
 
 use std::arch::x86_64::*;
 
@@ -136,8 +137,21 @@ unsafe fn store_doubled(v: __m256, out: &mut [f32; 16]) {
     }
 }
 
-/// The block's scales, unpacked with SIMD for the common K-quants (the
-/// same values as the scalar [`header`], which serves the rest).
+/// Sixteen small signed bytes times `factor`, as sixteen f32.
+#[inline(always)]
+unsafe fn store_signed16(bytes: __m128i, factor: f32, out: &mut [f32; 16]) {
+    // SAFETY: the caller runs with AVX2; `out` holds 16 values.
+    unsafe {
+        let factor = _mm256_set1_ps(factor);
+        let low = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+        let high = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(bytes, 8)));
+        _mm256_storeu_ps(out.as_mut_ptr(), _mm256_mul_ps(low, factor));
+        _mm256_storeu_ps(out.as_mut_ptr().add(8), _mm256_mul_ps(high, factor));
+    }
+}
+
+/// The block's scales, unpacked with SIMD (the same values as the scalar
+/// [`header`], which serves any other format).
 #[inline(always)]
 unsafe fn fast_header(format: WeightFormat, blk: *const u8) -> Header {
     // SAFETY: the caller guarantees a whole block at `blk` and AVX2 + F16C.
@@ -172,6 +186,50 @@ unsafe fn fast_header(format: WeightFormat, blk: *const u8) -> Header {
                 let mut h = Header::default();
                 _mm256_storeu_ps(h.scale.as_mut_ptr(), _mm256_mul_ps(low, d));
                 _mm256_storeu_ps(h.scale.as_mut_ptr().add(8), _mm256_mul_ps(high, d));
+                h
+            }
+            WeightFormat::Q3K => {
+                // ggml's word-wise unpacking of twelve bytes into sixteen
+                // 6-bit scales (stored plus 32).
+                const LOW4: u32 = 0x0f0f_0f0f;
+                const LOW2: u32 = 0x0303_0303;
+                let word = |i: usize| blk.add(96 + 4 * i).cast::<u32>().read_unaligned();
+                let (w0, w1, high) = (word(0), word(1), word(2));
+                let packed = [
+                    (w0 & LOW4) | ((high & LOW2) << 4),
+                    (w1 & LOW4) | (((high >> 2) & LOW2) << 4),
+                    ((w0 >> 4) & LOW4) | (((high >> 4) & LOW2) << 4),
+                    ((w1 >> 4) & LOW4) | (((high >> 6) & LOW2) << 4),
+                ];
+                let scales = _mm_sub_epi8(
+                    _mm_setr_epi32(
+                        packed[0] as i32,
+                        packed[1] as i32,
+                        packed[2] as i32,
+                        packed[3] as i32,
+                    ),
+                    _mm_set1_epi8(32),
+                );
+                let mut h = Header::default();
+                store_signed16(scales, f16_at(blk.add(108)), &mut h.scale);
+                h
+            }
+            WeightFormat::Q2K => {
+                // Sixteen bytes: a scale in each low nibble, a minimum in
+                // each high one.
+                let packed = _mm_loadu_si128(blk.cast());
+                let mask = _mm_set1_epi8(0x0F);
+                let mut h = Header::default();
+                store_signed16(
+                    _mm_and_si128(packed, mask),
+                    f16_at(blk.add(80)),
+                    &mut h.scale,
+                );
+                store_signed16(
+                    _mm_and_si128(_mm_srli_epi16(packed, 4), mask),
+                    -f16_at(blk.add(82)),
+                    &mut h.min,
+                );
                 h
             }
             _ => header(
