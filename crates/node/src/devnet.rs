@@ -235,8 +235,30 @@ impl ChainValidator {
 }
 
 /// A free TCP port on loopback (for a validator's P2P socket, which the
-/// genesis names before the validator starts).
+/// genesis names before the validator starts, so the port must stay free
+/// until then).
+///
+/// The port is taken below the kernel's ephemeral range: a port the kernel
+/// hands out for `:0` is also where it picks the source ports of outgoing
+/// connections, and one of those (any test or node connecting anywhere)
+/// took a devnet validator's port between this check and its bind. The
+/// search starts at a random point so concurrent devnets spread out.
 fn free_port() -> Result<u16> {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = 10_000u16;
+    if ephemeral_low > low + 1000 {
+        let span = ephemeral_low - low;
+        let start = rand::random_range(0..span);
+        for i in 0..span {
+            let port = low + (start + i) % span;
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
