@@ -61,14 +61,19 @@ impl Format {
         })
     }
 
-    fn block_bytes(self) -> usize {
+    /// The weight format this is.
+    fn weight_format(self) -> WeightFormat {
         match self {
-            Self::Q4_0 => 18,
-            Self::Q4_1 => 20,
-            Self::Q5_0 => 22,
-            Self::Q5_1 => 24,
-            Self::Q8_0 => 34,
+            Self::Q4_0 => WeightFormat::Q4_0,
+            Self::Q4_1 => WeightFormat::Q4_1,
+            Self::Q5_0 => WeightFormat::Q5_0,
+            Self::Q5_1 => WeightFormat::Q5_1,
+            Self::Q8_0 => WeightFormat::Q8_0,
         }
+    }
+
+    fn block_bytes(self) -> usize {
+        self.weight_format().block_bytes()
     }
 
     /// Whether blocks carry a minimum (and so unsigned codes).

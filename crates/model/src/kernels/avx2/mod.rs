@@ -255,15 +255,8 @@ mod imp {
         w: &[u8],
         xs: [&[f32]; R],
     ) -> [f32; R] {
-        use super::half::dot_rows;
         // SAFETY: forwarded from the caller.
-        unsafe {
-            if format == WeightFormat::BF16 {
-                dot_rows::<R>(WeightFormat::BF16, w, xs)
-            } else {
-                dot_rows::<R>(WeightFormat::F16, w, xs)
-            }
-        }
+        unsafe { super::half::dot_rows_any::<super::half::Ymm, R>(format, w, xs) }
     }
 
     #[target_feature(enable = "avx2,fma,f16c,avx512f")]
@@ -272,15 +265,8 @@ mod imp {
         w: &[u8],
         xs: [&[f32]; R],
     ) -> [f32; R] {
-        use super::half::dot_rows_512;
         // SAFETY: forwarded from the caller.
-        unsafe {
-            if format == WeightFormat::BF16 {
-                dot_rows_512::<R>(WeightFormat::BF16, w, xs)
-            } else {
-                dot_rows_512::<R>(WeightFormat::F16, w, xs)
-            }
-        }
+        unsafe { super::half::dot_rows_any::<super::half::Zmm, R>(format, w, xs) }
     }
 
     macro_rules! half_kernel {
