@@ -32,6 +32,8 @@ pub(crate) struct AppState {
     pub(crate) waiting: Arc<AtomicUsize>,
     /// Most requests allowed to wait; beyond, 429.
     pub(crate) max_waiting: usize,
+    /// `max_tokens` of a chat that gives none.
+    pub(crate) chat_default_max_tokens: usize,
 }
 
 /// A place in the queue for a generation permit, given back on drop.
@@ -131,7 +133,7 @@ pub(crate) async fn completions(State(state): State<AppState>, body: Bytes) -> R
 }
 
 pub(crate) async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response> {
-    let req = ChatRequest::parse(parse_json(&body)?)?;
+    let req = ChatRequest::parse(parse_json(&body)?, state.chat_default_max_tokens)?;
     check_model(&state, &req.common)?;
     let template = state
         .backend

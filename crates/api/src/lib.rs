@@ -64,11 +64,15 @@ pub struct ApiConfig {
     pub max_connections: usize,
     /// Most connections open at once from one IP address; beyond, 429.
     pub max_connections_per_address: usize,
+    /// Most tokens a chat completion generates when the caller gives no
+    /// `max_tokens` (a caller's own `max_tokens` may go up to the context).
+    pub chat_default_max_tokens: usize,
 }
 
 impl Default for ApiConfig {
     /// 64 generations at once, 256 waiting, 2 MiB bodies, 10 s for a
-    /// head, 30 s for a body, 1,024 connections, 64 per address.
+    /// head, 30 s for a body, 1,024 connections, 64 per address, and
+    /// chats without `max_tokens` capped at 1,024 tokens.
     fn default() -> Self {
         Self {
             max_concurrent: 64,
@@ -78,6 +82,7 @@ impl Default for ApiConfig {
             body_timeout: Duration::from_secs(30),
             max_connections: 1024,
             max_connections_per_address: 64,
+            chat_default_max_tokens: 1024,
         }
     }
 }
@@ -90,6 +95,7 @@ pub fn router(backend: Arc<dyn Backend>, config: &ApiConfig) -> Router {
         permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
         waiting: Arc::new(AtomicUsize::new(0)),
         max_waiting: config.max_waiting,
+        chat_default_max_tokens: config.chat_default_max_tokens.max(1),
     };
     let body = limits::BodyLimits {
         max_bytes: config.max_body_bytes,

@@ -17,7 +17,8 @@ const DEFAULT_COMPLETION_TOKENS: usize = 16;
 pub(crate) struct Common {
     pub(crate) model: String,
     /// The most tokens to generate: the caller's `max_tokens`, else the
-    /// endpoint's default (`usize::MAX` for chat: as many as fit).
+    /// endpoint's default (16 for completions, as OpenAI; for chat the
+    /// server's `chat_default_max_tokens`, fitted to the context).
     pub(crate) max_tokens: usize,
     /// Whether the caller set `max_tokens` (then a value beyond the
     /// context is refused rather than fitted).
@@ -280,8 +281,9 @@ impl CompletionRequest {
 }
 
 impl ChatRequest {
-    /// Parses a `/v1/chat/completions` body.
-    pub(crate) fn parse(body: Value) -> Result<Self> {
+    /// Parses a `/v1/chat/completions` body; `default_max` is the
+    /// completion budget when the body gives none.
+    pub(crate) fn parse(body: Value, default_max: usize) -> Result<Self> {
         let map = object(body)?;
         refuse_unknown(&map, &["messages", "max_completion_tokens"])?;
         let items = match field(&map, "messages") {
@@ -299,7 +301,7 @@ impl ChatRequest {
             .enumerate()
             .map(|(i, m)| message(i, m))
             .collect::<Result<Vec<_>>>()?;
-        let common = common(&map, &["max_tokens", "max_completion_tokens"], usize::MAX)?;
+        let common = common(&map, &["max_tokens", "max_completion_tokens"], default_max)?;
         Ok(Self { common, messages })
     }
 }
@@ -388,6 +390,7 @@ mod tests {
         assert_eq!(param_of(e).as_deref(), Some("logprobs"));
         let e = ChatRequest::parse(
             json!({"model": "m", "messages": [{"role": "user", "content": "x"}], "tools": []}),
+            64,
         )
         .unwrap_err();
         assert_eq!(param_of(e).as_deref(), Some("tools"));
@@ -435,7 +438,7 @@ mod tests {
         ] {
             let chat = body.get("messages").is_some();
             let e = if chat {
-                ChatRequest::parse(body).unwrap_err()
+                ChatRequest::parse(body, 64).unwrap_err()
             } else {
                 CompletionRequest::parse(body).unwrap_err()
             };
@@ -464,8 +467,16 @@ mod tests {
         assert_eq!(r.common.sampling.seed, 7);
         assert_eq!(r.common.stop, vec!["\n".to_string()]);
         let c = ChatRequest::parse(json!({"model": "m", "max_completion_tokens": 5,
-            "messages": [{"role": "developer", "content": [{"type": "text", "text": "be brief"}]}]})).unwrap();
+            "messages": [{"role": "developer", "content": [{"type": "text", "text": "be brief"}]}]}), 64).unwrap();
         assert_eq!(c.common.max_tokens, 5);
+        assert!(c.common.max_tokens_explicit);
         assert_eq!(c.messages, vec![ChatMessage::system("be brief")]);
+        let plain = ChatRequest::parse(
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+            64,
+        )
+        .unwrap();
+        assert_eq!(plain.common.max_tokens, 64, "the server's default budget");
+        assert!(!plain.common.max_tokens_explicit);
     }
 }

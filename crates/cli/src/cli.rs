@@ -174,6 +174,10 @@ pub(crate) struct ApiLimitArgs {
     /// Most connections open at once from one IP address; beyond, 429.
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub(crate) api_max_connections_per_address: usize,
+    /// Most tokens a chat completion generates when the request gives no
+    /// `max_tokens` (a request's own may go up to the context).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) api_chat_default_max_tokens: u64,
 }
 
 impl ApiLimitArgs {
@@ -187,6 +191,8 @@ impl ApiLimitArgs {
             body_timeout: std::time::Duration::from_secs(self.api_body_timeout),
             max_connections: self.api_max_connections,
             max_connections_per_address: self.api_max_connections_per_address,
+            chat_default_max_tokens: usize::try_from(self.api_chat_default_max_tokens)
+                .unwrap_or(usize::MAX),
         }
     }
 }

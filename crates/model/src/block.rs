@@ -10,8 +10,8 @@ use rayon::prelude::*;
 use crate::config::ModelConfig;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
-use crate::kernels::{Precision, QMatrix, dot_f32};
-use crate::layers::{RmsNorm, RopeTable, gated, load_vector, softmax};
+use crate::kernels::{Precision, QMatrix, VectorKernels};
+use crate::layers::{RmsNorm, RopeTable, gated, load_vector};
 
 /// Keys and values of every position a block has seen, for one sequence.
 #[derive(Debug, Clone, Default)]
@@ -232,31 +232,41 @@ impl TransformerBlock {
     /// `rows[t]` is row `t`'s sequence (an index into `caches`) and the
     /// number of that sequence's positions it sees (in a sliding-window
     /// layer, only the last `window` of them).
+    ///
+    /// One task per (row, KV head) computes that KV head's group of query
+    /// heads together, so each cached key and value is read once for the
+    /// group. A head's result depends only on its own query and cache, never
+    /// on which rows share the batch, so prefill and decode agree bit for bit.
     fn attention(&self, q: &[f32], caches: &[&KvCache], rows: &[(usize, usize)], out: &mut [f32]) {
         let c = &*self.config;
         let (h, d, kv_dim) = (c.q_dim(), c.head_dim, c.kv_dim());
         let group = c.n_heads / c.n_kv_heads;
         let scale = 1.0 / (d as f32).sqrt();
-        // One task per (token, head): each writes its own `d` outputs.
-        out.par_chunks_mut(d)
-            .with_min_len(c.n_heads)
+        let k = VectorKernels::detect();
+        out.par_chunks_mut(d * group)
             .enumerate()
             .for_each(|(i, o)| {
-                let (t, head) = (i / c.n_heads, i % c.n_heads);
+                let (t, kv_head) = (i / c.n_kv_heads, i % c.n_kv_heads);
                 let (seq, visible) = rows[t];
                 let first = self.window.map_or(0, |w| visible.saturating_sub(w));
+                let len = visible - first;
                 let cache = caches[seq];
-                let kv_head = head / group;
-                let qh = &q[t * h + head * d..][..d];
-                let mut scores: Vec<f32> = (first..visible)
-                    .map(|p| dot_f32(qh, &cache.keys[p * kv_dim + kv_head * d..][..d]) * scale)
-                    .collect();
-                softmax(&mut scores);
+                let queries = &q[t * h + kv_head * group * d..][..group * d];
+                let mut scores = vec![0.0f32; group * len];
+                for (p, pos) in (first..visible).enumerate() {
+                    let key = &cache.keys[pos * kv_dim + kv_head * d..][..d];
+                    for (j, qh) in queries.chunks_exact(d).enumerate() {
+                        scores[j * len + p] = (k.dot)(qh, key) * scale;
+                    }
+                }
+                for row in scores.chunks_exact_mut(len.max(1)) {
+                    (k.softmax)(row);
+                }
                 o.fill(0.0);
-                for (p, w) in (first..).zip(&scores) {
-                    let vh = &cache.values[p * kv_dim + kv_head * d..][..d];
-                    for (oi, vi) in o.iter_mut().zip(vh) {
-                        *oi += w * vi;
+                for (p, pos) in (first..visible).enumerate() {
+                    let value = &cache.values[pos * kv_dim + kv_head * d..][..d];
+                    for (j, oh) in o.chunks_exact_mut(d).enumerate() {
+                        (k.axpy)(oh, scores[j * len + p], value);
                     }
                 }
             });

@@ -1,5 +1,6 @@
 //! The small pieces a transformer block is made of: RMS norm, rotary
-//! position embedding, and numerically careful softmax, SiLU and GELU.
+//! position embedding, and numerically careful SiLU and GELU (attention's
+//! softmax is a kernel).
 
 use crate::config::{Activation, RopeLayout};
 use crate::error::{ModelError, Result};
@@ -180,19 +181,6 @@ impl RopeTable {
                 }
             }
         }
-    }
-}
-
-/// In-place softmax.
-pub(crate) fn softmax(x: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-    let mut sum = 0.0;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    for v in x.iter_mut() {
-        *v /= sum;
     }
 }
 

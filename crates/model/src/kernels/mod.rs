@@ -457,10 +457,28 @@ impl SendPtr {
     }
 }
 
-/// The dot product of two f32 slices of equal length, with the fastest
-/// kernel this CPU has.
-pub(crate) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    (Kernels::detect().dot_f32)(a, b)
+/// The f32 kernels attention runs on, chosen once for this CPU so an inner
+/// loop calls them without dispatching again.
+#[derive(Clone, Copy)]
+pub(crate) struct VectorKernels {
+    /// The dot product of two slices of equal length.
+    pub(crate) dot: fn(&[f32], &[f32]) -> f32,
+    /// `out += w * v`, slices of equal length.
+    pub(crate) axpy: fn(&mut [f32], f32, &[f32]),
+    /// Scores replaced by `exp(x - max) / Σ exp(x - max)`.
+    pub(crate) softmax: fn(&mut [f32]),
+}
+
+impl VectorKernels {
+    /// The fastest set this CPU has.
+    pub(crate) fn detect() -> Self {
+        let k = Kernels::detect();
+        Self {
+            dot: k.dot_f32,
+            axpy: k.axpy,
+            softmax: k.softmax,
+        }
+    }
 }
 
 /// Activation rows quantized to 8-bit blocks of 32: per block the pair
@@ -546,6 +564,10 @@ struct Kernels {
     dot4_half: DotHalf4,
     dot8_half: DotHalf8,
     dot_f32: fn(&[f32], &[f32]) -> f32,
+    /// `out += w * v` over f32.
+    axpy: fn(&mut [f32], f32, &[f32]),
+    /// A row of scores replaced by its softmax.
+    softmax: fn(&mut [f32]),
 }
 
 impl Kernels {

@@ -17,6 +17,8 @@ pub(super) const KERNELS: Kernels = Kernels {
     dot4_half: |f, w, xs| xs.map(|x| dot_half(f, w, x)),
     dot8_half: |f, w, xs| xs.map(|x| dot_half(f, w, x)),
     dot_f32,
+    axpy,
+    softmax,
 };
 
 /// A row of a 32-value block format against an 8-bit activation row.
@@ -125,6 +127,24 @@ pub(super) fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         sum += a[i] * b[i];
     }
     sum
+}
+
+pub(super) fn axpy(out: &mut [f32], w: f32, v: &[f32]) {
+    for (o, x) in out.iter_mut().zip(v) {
+        *o += w * x;
+    }
+}
+
+pub(super) fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in x.iter_mut() {
+        *v /= sum;
+    }
 }
 
 /// Expands one row of weights to f32.

@@ -12,6 +12,8 @@ mod chunks;
 #[cfg(target_arch = "x86_64")]
 mod half;
 #[cfg(target_arch = "x86_64")]
+mod vector;
+#[cfg(target_arch = "x86_64")]
 use imp::{DotU8I8, hsum};
 
 #[cfg(target_arch = "x86_64")]
@@ -64,6 +66,8 @@ mod imp {
         dot4_half,
         dot8_half,
         dot_f32,
+        axpy: super::vector::axpy,
+        softmax: super::vector::softmax,
     };
 
     const VNNI: Kernels = Kernels {
@@ -78,6 +82,8 @@ mod imp {
         dot4_half: dot4_half_512,
         dot8_half: dot8_half_512,
         dot_f32,
+        axpy: super::vector::axpy,
+        softmax: super::vector::softmax,
     };
 
     /// Integer dot products of 32 unsigned by 32 signed bytes, as 8 i32 lanes.
