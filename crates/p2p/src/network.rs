@@ -42,6 +42,10 @@ use crate::{P2pError, Result};
 
 /// How long a caller waits for an RPC response.
 const RPC_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Streams opened again when the peer dropped one before reading it.
+const STREAM_DROP_RETRIES: u32 = 4;
+/// Pause before the first reopening; the n-th waits n times this.
+const STREAM_DROP_PAUSE: Duration = Duration::from_millis(20);
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -305,18 +309,39 @@ impl Client {
         req: &SignedRequest,
     ) -> Result<(SignedResponse, libp2p::Stream)> {
         let mut control = self.shared.control.clone();
-        let mut stream = control
-            .open_stream(peer, protocol)
-            .await
-            .map_err(|e| P2pError::Network(e.to_string()))?;
+        let encoded = req.encode();
         let max = self.shared.max_frame;
         let bytes = tokio::time::timeout(RPC_RESPONSE_TIMEOUT, async {
-            write_frame(&mut stream, &req.encode()).await?;
-            read_frame(&mut stream, max).await
+            // libp2p-stream hands inbound streams over through a one-slot
+            // channel and drops those that arrive while it is taken (a
+            // burst of sessions opened at once): the request then cannot
+            // be written. Such a stream never reached the peer's handler,
+            // so it is safe to open another.
+            let mut attempt = 0;
+            let mut stream = loop {
+                let mut stream = control
+                    .open_stream(peer, protocol.clone())
+                    .await
+                    .map_err(|e| P2pError::Network(e.to_string()))?;
+                match write_frame(&mut stream, &encoded).await {
+                    Ok(()) => break stream,
+                    Err(e) if attempt < STREAM_DROP_RETRIES => {
+                        attempt += 1;
+                        tracing::debug!(%peer, error = %e, attempt, "request stream dropped; opening another");
+                        tokio::time::sleep(STREAM_DROP_PAUSE * attempt).await;
+                    }
+                    Err(e) => return Err(P2pError::from(e)),
+                }
+            };
+            let bytes = read_frame(&mut stream, max).await?;
+            Ok::<_, P2pError>((bytes, stream))
         })
         .await
-        .map_err(|_| P2pError::Timeout("rpc response"))??
-        .ok_or_else(|| P2pError::Network(format!("{peer} closed the stream without answering")))?;
+        .map_err(|_| P2pError::Timeout("rpc response"))??;
+        let (bytes, stream) = bytes;
+        let bytes = bytes.ok_or_else(|| {
+            P2pError::Network(format!("{peer} closed the stream without answering"))
+        })?;
         let resp = SignedResponse::decode(&bytes, max)?;
         if resp.client != self.shared.peer_id {
             return Err(P2pError::InvalidResponse {
