@@ -36,8 +36,8 @@ use crate::bans::{BanPolicy, Bans};
 use crate::error::{InferenceError, Result};
 use crate::routing::{Candidate, largest_reservation, shortest_route};
 use crate::wire::{
-    Dtype, OpenRequest, PING_METHOD, Refusal, SESSION_METHOD, Step, decode_open_reply,
-    decode_step_reply,
+    Dtype, Forward, MAX_FORWARD, OpenRequest, PING_METHOD, PushToken, Refusal, SESSION_METHOD,
+    Step, decode_open_reply, decode_step_reply,
 };
 
 /// How a client routes and recovers.
@@ -62,11 +62,16 @@ pub struct ClientConfig {
     pub session_tokens: Option<usize>,
     /// Encoding of hidden states (f32 is lossless).
     pub dtype: Dtype,
+    /// Whether each server sends its output straight to the next server
+    /// of the route (push), so a step costs one trip through the route
+    /// instead of a round trip per server; the client still receives every
+    /// server's output, so a failure mid-route replays exactly.
+    pub push: bool,
 }
 
 impl ClientConfig {
     /// Defaults: 30 s step timeout, bans from 5 s to 10 min decaying by one
-    /// strike a minute, 8 failures.
+    /// strike a minute, 8 failures, f32 hidden states, push on.
     pub fn new(model: impl Into<String>) -> Self {
         Self {
             model: model.into(),
@@ -77,6 +82,7 @@ impl ClientConfig {
             max_failures: 8,
             session_tokens: None,
             dtype: Dtype::F32,
+            push: true,
         }
     }
 }
@@ -237,6 +243,7 @@ impl SwarmClient {
             reserve: tokens.clamp(1, self.max_session_tokens()),
             avoided: HashSet::new(),
             rejection: None,
+            relay_only: false,
         }
     }
 
@@ -527,6 +534,8 @@ struct Hop {
     start: usize,
     end: usize,
     session: RpcSession,
+    /// The session's push token (given to the previous hop's server).
+    token: PushToken,
     _load: HopLoad,
 }
 
@@ -563,6 +572,9 @@ pub struct SwarmSession<'a> {
     /// The last refusal of the request itself, reported if no route is
     /// left (so a refused input is a 400, not a 503).
     rejection: Option<InferenceError>,
+    /// Set once a pushed step stalled: this sequence's steps are relayed
+    /// by the client from then on.
+    relay_only: bool,
 }
 
 impl std::fmt::Debug for SwarmSession<'_> {
@@ -720,6 +732,59 @@ impl SwarmSession<'_> {
                 .await?;
         }
         let mut i = 0;
+        if self.client.config.push
+            && !self.relay_only
+            && self.hops.len() > 1
+            && self.hops.len() <= MAX_FORWARD + 1
+        {
+            let width = self.client.model.hidden_size;
+            let config = &self.client.config;
+            let pushed = push_step(&mut self.hops, self.positions, n, width, &x, config).await;
+            let (outputs, failure) = match pushed {
+                Ok(outputs) => (outputs, None),
+                Err((failure, outputs)) => (outputs, Some(failure)),
+            };
+            for out in outputs {
+                self.client.served(&self.hops[i].peer);
+                self.inputs[i].push(std::mem::replace(&mut x, out));
+                i += 1;
+            }
+            if let Some(failure) = failure {
+                // Hop `i` failed or stalled. It and the hops after it may
+                // hold this step already, or an answer not yet read: they
+                // are reopened, replaying their inputs, and this step goes
+                // on relayed by the client.
+                let start = self.hops[i].start;
+                match failure {
+                    PushFailure::Hop(e) => {
+                        let last = e.to_string();
+                        let peer = self.hops[i].peer;
+                        if self.on_error(peer, e) {
+                            failures += 1;
+                        }
+                        if failures > self.client.config.max_failures {
+                            return Err(InferenceError::GaveUp {
+                                attempts: failures,
+                                last,
+                            });
+                        }
+                    }
+                    PushFailure::Stalled => {
+                        // No one is proven at fault; this sequence relays
+                        // from now on, where a dead server is caught.
+                        tracing::info!(
+                            peer = %self.hops[i].peer,
+                            "pushed step stalled; relaying this sequence from here"
+                        );
+                        self.relay_only = true;
+                    }
+                }
+                self.hops.truncate(i);
+                let replay = self.inputs.drain(i..).next().unwrap_or_default();
+                self.extend_route(start, replay, &mut failures, None)
+                    .await?;
+            }
+        }
         while i < self.hops.len() {
             let hop = &mut self.hops[i];
             let width = self.client.model.hidden_size;
@@ -839,6 +904,7 @@ impl SwarmSession<'_> {
             end: target.end as u32,
             dtype: config.dtype,
             max_tokens: self.reserve() as u32,
+            token: rand::random(),
         };
         let opening = async {
             let mut session = self
@@ -870,6 +936,7 @@ impl SwarmSession<'_> {
             start: target.start,
             end: target.end,
             session,
+            token: open.token,
             _load: self.client.hop_opened(peer),
         };
         let width = self.client.model.hidden_size;
@@ -910,6 +977,7 @@ async fn send_step(
     let frame = Step {
         position: position as u32,
         n_tokens: n as u32,
+        forward: Vec::new(),
         values: values.to_vec(),
     }
     .encode(config.dtype);
@@ -919,12 +987,100 @@ async fn send_step(
     };
     let reply = tokio::time::timeout(config.step_timeout, exchange)
         .await
-        .map_err(|_| failed("step timed out".into()))??
-        .ok_or_else(|| failed("closed the session".into()))?;
+        .map_err(|_| failed("step timed out".into()))??;
+    read_step_reply(peer, reply, n, width, config)
+}
+
+/// Checks a hop's answer to a step of `n` rows of `width`: its output.
+fn read_step_reply(
+    peer: PeerId,
+    reply: Option<Vec<u8>>,
+    n: usize,
+    width: usize,
+    config: &ClientConfig,
+) -> Result<Vec<f32>> {
+    let reply = reply.ok_or_else(|| InferenceError::ServerFailed {
+        peer,
+        reason: "closed the session".into(),
+    })?;
     let out = decode_step_reply(&reply, config.dtype)?.map_err(|r| refused(peer, r))?;
     check_hidden_states(&out, n, width)
         .map_err(|reason| InferenceError::BadHiddenStates { peer, reason })?;
     Ok(out)
+}
+
+/// How long, beyond the previous hop's answer, a pushed step may take to
+/// come back from the next hop before the client stops waiting and relays
+/// it itself: a base, plus a little per row (prefill steps compute longer).
+const PUSH_GRACE: Duration = Duration::from_secs(2);
+/// See [`PUSH_GRACE`].
+const PUSH_GRACE_PER_ROW: Duration = Duration::from_millis(10);
+
+/// How a pushed step failed.
+enum PushFailure {
+    /// The next hop failed (the first hop, sent the step by the client
+    /// itself, or any hop that answered with an error or bad states): a
+    /// fault or refusal of that server.
+    Hop(InferenceError),
+    /// The next hop's answer did not come within [`PUSH_GRACE`] of the one
+    /// before: either it or the server before it (which should have
+    /// pushed) is at fault, and the client cannot tell which.
+    Stalled,
+}
+
+/// Sends one step of `n` rows into the first hop with the rest of the
+/// route as its forwarding list, then reads every hop's answer in route
+/// order (each server pushes its output to the next and answers here).
+/// Returns the outputs, or the outputs of the hops before the failure and
+/// the failure.
+async fn push_step(
+    hops: &mut [Hop],
+    position: usize,
+    n: usize,
+    width: usize,
+    values: &[f32],
+    config: &ClientConfig,
+) -> std::result::Result<Vec<Vec<f32>>, (PushFailure, Vec<Vec<f32>>)> {
+    let frame = Step {
+        position: position as u32,
+        n_tokens: n as u32,
+        forward: hops[1..]
+            .iter()
+            .map(|h| Forward {
+                peer: h.peer,
+                token: h.token,
+            })
+            .collect(),
+        values: values.to_vec(),
+    }
+    .encode(config.dtype);
+    let grace = PUSH_GRACE + PUSH_GRACE_PER_ROW * n as u32;
+    let mut outputs = Vec::with_capacity(hops.len());
+    let mut deadline = tokio::time::Instant::now() + config.step_timeout;
+    for (i, hop) in hops.iter_mut().enumerate() {
+        let peer = hop.peer;
+        let exchange = async {
+            if i == 0 {
+                hop.session.send(&frame).await?;
+            }
+            hop.session.recv().await.map_err(InferenceError::from)
+        };
+        let answer = match tokio::time::timeout_at(deadline, exchange).await {
+            Err(_) if i > 0 => return Err((PushFailure::Stalled, outputs)),
+            Err(_) => Err(InferenceError::ServerFailed {
+                peer,
+                reason: "step timed out".into(),
+            }),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(reply)) => read_step_reply(peer, reply, n, width, config),
+        };
+        match answer {
+            Ok(out) => outputs.push(out),
+            Err(e) => return Err((PushFailure::Hop(e), outputs)),
+        }
+        deadline = tokio::time::Instant::now() + grace;
+    }
+    Ok(outputs)
 }
 
 /// Whether a server's answer can be `n` rows of hidden states of `width`:

@@ -10,7 +10,7 @@ use hypertensor_p2p::{
 use hypertensor_primitives::{H256, Keypair};
 
 use crate::announce::announce_schema;
-use crate::wire::{PING_METHOD, SESSION_METHOD};
+use crate::wire::{PING_METHOD, PUSH_METHOD, SESSION_METHOD};
 
 /// Public clients may open this many sessions or pings per second each.
 const PUBLIC_CLIENT_RATE: u32 = 200;
@@ -66,7 +66,7 @@ pub fn p2p_config(
         per_second: PUBLIC_CLIENT_RATE,
     };
     config.rpc_handler = Some(Arc::new(PingHandler));
-    config.session_methods = vec![SESSION_METHOD.to_string()];
+    config.session_methods = vec![SESSION_METHOD.to_string(), PUSH_METHOD.to_string()];
     config.writes_per_epoch = 4096;
     config
 }

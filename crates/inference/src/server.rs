@@ -1,20 +1,22 @@
 //! A block server: holds one span, serves span sessions within a KV-cache
 //! budget, and announces itself in the DHT until stopped.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use hypertensor_model::{
     BatchConfig, BatchStats, Batcher, BlockSpan, HiddenStates, SpanCache, StepOutput,
 };
-use hypertensor_p2p::{Client, Event, RpcSession, now_ms};
+use hypertensor_p2p::{Client, Event, PeerId, RpcSession, now_ms};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::announce::{ANNOUNCE_MAX_TTL, ServerInfo, ServerState, block_key};
 use crate::error::Result;
 use crate::wire::{
-    Dtype, OpenRequest, Refusal, SESSION_METHOD, Step, encode_open_reply, encode_step_reply,
+    Dtype, Forward, OpenRequest, PUSH_METHOD, PushToken, Refusal, SESSION_METHOD, Step,
+    encode_open_reply, encode_step_reply,
 };
 
 /// How a server behaves.
@@ -104,6 +106,37 @@ pub struct BlockServer {
     load_changed: tokio::sync::Notify,
     /// This epoch's consensus challenge input, refused as a step's input.
     challenge: RwLock<Option<Arc<Vec<f32>>>>,
+    /// Open sessions by push token: where pushed steps are handed over.
+    pushes: Mutex<HashMap<PushToken, mpsc::Sender<Vec<u8>>>>,
+    /// Steps that arrived pushed by the previous server of a route.
+    pushed_steps: std::sync::atomic::AtomicU64,
+}
+
+/// Pushed frames a session buffers before its pusher waits.
+const PUSH_QUEUE: usize = 8;
+
+/// A session's entry in [`BlockServer::pushes`], removed on drop.
+struct PushEntry<'a> {
+    server: &'a BlockServer,
+    token: PushToken,
+}
+
+impl Drop for PushEntry<'_> {
+    fn drop(&mut self) {
+        self.server
+            .pushes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.token);
+    }
+}
+
+/// The session this server pushes a client session's outputs on: to the
+/// next hop of the route, opened at the first pushed step.
+struct Onward {
+    peer: PeerId,
+    token: PushToken,
+    session: RpcSession,
 }
 
 /// Longest wait for a first peer before announcing anyway.
@@ -160,6 +193,8 @@ impl BlockServer {
             sessions: Mutex::new(0),
             load_changed: tokio::sync::Notify::new(),
             challenge: RwLock::new(None),
+            pushes: Mutex::new(HashMap::new()),
+            pushed_steps: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -214,6 +249,12 @@ impl BlockServer {
     /// The batching counters (batches, rows, largest batch, recent rates).
     pub fn batch_stats(&self) -> BatchStats {
         self.batcher.stats()
+    }
+
+    /// Steps received pushed from the previous server of a route (rather
+    /// than from the client), since start.
+    pub fn pushed_steps(&self) -> u64 {
+        self.pushed_steps.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sessions open now.
@@ -271,6 +312,7 @@ impl BlockServer {
     /// freed).
     pub async fn run(self: Arc<Self>, p2p: Client, mut events: mpsc::Receiver<Event>) {
         let mut sessions = JoinSet::new();
+        let p2p_sessions = p2p.clone();
         let announcing = self.clone().keep_announced(p2p);
         tokio::pin!(announcing);
         loop {
@@ -278,7 +320,10 @@ impl BlockServer {
                 () = &mut announcing => {}
                 event = events.recv() => match event {
                     Some(Event::InboundSession { method, body, session }) if method == SESSION_METHOD => {
-                        sessions.spawn(self.clone().serve_session(body, session));
+                        sessions.spawn(self.clone().serve_session(body, session, p2p_sessions.clone()));
+                    }
+                    Some(Event::InboundSession { method, body, session }) if method == PUSH_METHOD => {
+                        sessions.spawn(self.clone().accept_pushes(body, session));
                     }
                     Some(Event::InboundSession { method, session, .. }) => {
                         tracing::debug!(%method, peer = %session.peer(), "session for an unknown method closed");
@@ -355,8 +400,11 @@ impl BlockServer {
         self.load_changed.notify_one();
     }
 
-    /// Opens, runs and closes one session.
-    async fn serve_session(self: Arc<Self>, body: Vec<u8>, mut session: RpcSession) {
+    /// Opens, runs and closes one session. Its steps come from the client
+    /// or, pushed, from the previous server of the client's route; every
+    /// answer goes to the client, and a step with a forwarding list is also
+    /// pushed on to the next server with this span's output.
+    async fn serve_session(self: Arc<Self>, body: Vec<u8>, mut session: RpcSession, p2p: Client) {
         let peer = session.peer();
         let (open, reservation) = match self.admit(&body) {
             Ok(admitted) => admitted,
@@ -367,6 +415,25 @@ impl BlockServer {
                 return;
             }
         };
+        let (push_tx, mut pushed) = mpsc::channel(PUSH_QUEUE);
+        let registered = {
+            let mut pushes = self.pushes.lock().unwrap_or_else(|p| p.into_inner());
+            let fresh = !pushes.contains_key(&open.token);
+            if fresh {
+                pushes.insert(open.token, push_tx);
+            }
+            fresh
+        };
+        if !registered {
+            let refusal = Refusal::Rejected("push token already in use".into());
+            let _ = session.send(&encode_open_reply(Err(&refusal))).await;
+            let _ = session.close().await;
+            return;
+        }
+        let _entry = PushEntry {
+            server: &self,
+            token: open.token,
+        };
         self.set_sessions(1);
         if session.send(&encode_open_reply(Ok(()))).await.is_err() {
             self.set_sessions(-1);
@@ -376,10 +443,18 @@ impl BlockServer {
         // Counted open so batches wait (briefly) for this session's steps.
         let _open = self.batcher.open();
         let mut cache = Some(self.span.new_cache());
+        let mut onward: Option<Onward> = None;
         loop {
-            let frame = match tokio::time::timeout(self.config.session_idle_timeout, session.recv())
-                .await
-            {
+            let next = async {
+                tokio::select! {
+                    frame = session.recv() => frame.map_err(|e| e.to_string()),
+                    Some(frame) = pushed.recv() => {
+                        self.pushed_steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        Ok(Some(frame))
+                    }
+                }
+            };
+            let frame = match tokio::time::timeout(self.config.session_idle_timeout, next).await {
                 Ok(Ok(Some(frame))) => frame,
                 Ok(Ok(None)) => break,
                 Ok(Err(e)) => {
@@ -397,7 +472,12 @@ impl BlockServer {
                 .step(c, frame, open.dtype, open.max_tokens)
                 .await;
             let reply = match &outcome {
-                Ok(values) => encode_step_reply(Ok(values), open.dtype),
+                Ok(done) => {
+                    if let Some(next) = done.forward.first() {
+                        push_onward(&p2p, &mut onward, next, done, open.dtype).await;
+                    }
+                    encode_step_reply(Ok(&done.output), open.dtype)
+                }
                 Err(refusal) => encode_step_reply(Err(refusal), open.dtype),
             };
             if session.send(&reply).await.is_err() {
@@ -412,6 +492,33 @@ impl BlockServer {
         self.set_sessions(-1);
         let _ = session.close().await;
         tracing::debug!(%peer, "session closed");
+    }
+
+    /// Hands the steps pushed on `session` (opened with a push token as its
+    /// body) to the session holding that token, until either ends. An
+    /// unknown token closes the push session at once.
+    async fn accept_pushes(self: Arc<Self>, body: Vec<u8>, mut session: RpcSession) {
+        let peer = session.peer();
+        let target = <PushToken>::try_from(body.as_slice())
+            .ok()
+            .and_then(|token| {
+                self.pushes
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&token)
+                    .cloned()
+            });
+        let Some(target) = target else {
+            tracing::debug!(%peer, "push for no open session closed");
+            let _ = session.close().await;
+            return;
+        };
+        while let Ok(Some(frame)) = session.recv().await {
+            if target.send(frame).await.is_err() {
+                break;
+            }
+        }
+        let _ = session.close().await;
     }
 
     fn admit(&self, body: &[u8]) -> std::result::Result<(OpenRequest, Reservation), Refusal> {
@@ -450,10 +557,10 @@ impl BlockServer {
         frame: Vec<u8>,
         dtype: Dtype,
         reserved: u32,
-    ) -> (Option<SpanCache>, std::result::Result<Vec<f32>, Refusal>) {
+    ) -> (Option<SpanCache>, std::result::Result<StepDone, Refusal>) {
         let width = self.span.config().hidden_size;
         let challenge = self.challenge_input();
-        let hidden = match check_step(
+        let (hidden, header) = match check_step(
             &self.span,
             &mut cache,
             &frame,
@@ -474,7 +581,15 @@ impl BlockServer {
             }),
         );
         match rx.await {
-            Ok((cache, Ok(StepOutput::Hidden(out)))) => (Some(cache), Ok(out.into_vec())),
+            Ok((cache, Ok(StepOutput::Hidden(out)))) => (
+                Some(cache),
+                Ok(StepDone {
+                    output: out.into_vec(),
+                    position: header.position,
+                    n_tokens: header.n_tokens,
+                    forward: header.forward,
+                }),
+            ),
             Ok((cache, Ok(StepOutput::Logits(_)))) => (
                 Some(cache),
                 Err(Refusal::Failed(
@@ -487,6 +602,71 @@ impl BlockServer {
                 Err(Refusal::Failed("the batching thread stopped".into())),
             ),
         }
+    }
+}
+
+/// A step run: its output and where it goes next.
+struct StepDone {
+    output: Vec<f32>,
+    position: u32,
+    n_tokens: u32,
+    forward: Vec<Forward>,
+}
+
+/// A step's header: everything but its hidden states.
+struct StepHeader {
+    position: u32,
+    n_tokens: u32,
+    forward: Vec<Forward>,
+}
+
+/// Pushes `done`'s output to `next` as that session's step, with the rest
+/// of the forwarding list, over `onward` (opened, or reopened for another
+/// target, as needed). A failure is only logged: the client, waiting for
+/// the next server's answer, times out and recovers as from any fault.
+async fn push_onward(
+    p2p: &Client,
+    onward: &mut Option<Onward>,
+    next: &Forward,
+    done: &StepDone,
+    dtype: Dtype,
+) {
+    if onward
+        .as_ref()
+        .is_some_and(|o| o.peer != next.peer || o.token != next.token)
+    {
+        onward.take();
+    }
+    if onward.is_none() {
+        match p2p
+            .open_session(next.peer, PUSH_METHOD, next.token.to_vec())
+            .await
+        {
+            Ok(session) => {
+                *onward = Some(Onward {
+                    peer: next.peer,
+                    token: next.token,
+                    session,
+                })
+            }
+            Err(e) => {
+                tracing::debug!(peer = %next.peer, error = %e, "could not open a push session");
+                return;
+            }
+        }
+    }
+    let frame = Step {
+        position: done.position,
+        n_tokens: done.n_tokens,
+        forward: done.forward[1..].to_vec(),
+        values: done.output.clone(),
+    }
+    .encode(dtype);
+    if let Some(o) = onward.as_mut()
+        && let Err(e) = o.session.send(&frame).await
+    {
+        tracing::debug!(peer = %o.peer, error = %e, "push failed");
+        onward.take();
     }
 }
 
@@ -525,7 +705,7 @@ fn check_step(
     width: usize,
     reserved: u32,
     challenge: Option<&[f32]>,
-) -> std::result::Result<HiddenStates, Refusal> {
+) -> std::result::Result<(HiddenStates, StepHeader), Refusal> {
     let step = Step::decode(frame, dtype, width).map_err(|e| Refusal::Rejected(e.to_string()))?;
     // Before anything touches the cache: a refused step changes nothing.
     if let Some(challenge) = challenge
@@ -546,12 +726,17 @@ fn check_step(
             position + step.n_tokens as usize
         )));
     }
+    let header = StepHeader {
+        position: step.position,
+        n_tokens: step.n_tokens,
+        forward: step.forward,
+    };
     let hidden =
         HiddenStates::new(width, step.values).map_err(|e| Refusal::Rejected(e.to_string()))?;
     if position < cache.positions() {
         span.truncate(cache, position);
     }
-    Ok(hidden)
+    Ok((hidden, header))
 }
 
 fn measure_throughput(span: &BlockSpan) -> Result<f64> {

@@ -1,16 +1,32 @@
 //! The span-session protocol, carried in the P2P layer's session frames.
 //!
-//! * Opening body: version `1`, model name (u16 length + UTF-8), span
-//!   start and end (u32 BE), hidden-state encoding (`0` f32, `1` f16) and
-//!   the number of token positions to reserve (u32 BE).
-//! * The server's first frame: `0` accepted, or `1` + a UTF-8 reason.
+//! * Opening body: version `2`, model name (u16 length + UTF-8), span
+//!   start and end (u32 BE), hidden-state encoding (`0` f32, `1` f16), the
+//!   number of token positions to reserve (u32 BE), and the session's push
+//!   token (16 bytes).
+//! * The server's first frame: `0` accepted, or a refusal (tag + reason).
 //! * Each step: position (u32 BE, where the sequence stands before it;
-//!   smaller than the cache rewinds it), token count (u32 BE), then the
-//!   hidden states as little-endian f32 or f16, row after row.
+//!   smaller than the cache rewinds it), token count (u32 BE), the
+//!   forwarding list (a count byte, then per entry a peer id as u8 length +
+//!   bytes and that peer's session token), then the hidden states as
+//!   little-endian f32 or f16, row after row.
 //! * Each answer: `0` + the span's output states in the same encoding, or
-//!   `1` + a UTF-8 error.
+//!   a refusal.
+//!
+//! **Push.** A step whose forwarding list is not empty is also sent on by
+//! the server, as the next step of the first entry's session: the server
+//! opens a [`PUSH_METHOD`] session to that peer (its body: the entry's
+//! token) and writes the step there with its own output as the hidden
+//! states and the rest of the list. The receiving server runs it as a step
+//! of the session holding that token and answers the *client*, so only
+//! the last server's output is on the client's critical path. A token is a
+//! random capability the client gives to the server it opens the session
+//! on and to the one server before it; pushes bearing an unknown token are
+//! closed.
 //!
 //! Decoding is bounded by the input and rejects trailing bytes.
+
+use hypertensor_p2p::PeerId;
 
 use crate::error::{InferenceError, Result};
 
@@ -18,7 +34,15 @@ use crate::error::{InferenceError, Result};
 pub const SESSION_METHOD: &str = "inference.span";
 /// The unary method used to measure latency.
 pub const PING_METHOD: &str = "inference.ping";
-const VERSION: u8 = 1;
+/// The session method a server pushes a session's next steps on.
+pub const PUSH_METHOD: &str = "inference.push";
+const VERSION: u8 = 2;
+/// Most entries of a step's forwarding list (a route longer than this is
+/// relayed by the client past its end).
+pub const MAX_FORWARD: usize = 32;
+
+/// A session's push token: who holds it may send that session's steps.
+pub type PushToken = [u8; 16];
 
 /// How hidden states travel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +139,11 @@ impl<'a> Reader<'a> {
         let b = self.take(4)?;
         Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
+    fn token(&mut self) -> Result<PushToken> {
+        let mut t = [0u8; 16];
+        t.copy_from_slice(self.take(16)?);
+        Ok(t)
+    }
     fn rest(&mut self) -> &'a [u8] {
         std::mem::take(&mut self.bytes)
     }
@@ -140,6 +169,8 @@ pub struct OpenRequest {
     pub dtype: Dtype,
     /// Token positions to reserve in the server's cache.
     pub max_tokens: u32,
+    /// The token a previous server's pushes into this session carry.
+    pub token: PushToken,
 }
 
 impl OpenRequest {
@@ -154,6 +185,7 @@ impl OpenRequest {
         out.extend_from_slice(&self.end.to_be_bytes());
         out.push(self.dtype.tag());
         out.extend_from_slice(&self.max_tokens.to_be_bytes());
+        out.extend_from_slice(&self.token);
         out
     }
 
@@ -177,6 +209,7 @@ impl OpenRequest {
             end: r.u32()?,
             dtype: Dtype::from_tag(r.u8()?)?,
             max_tokens: r.u32()?,
+            token: r.token()?,
         };
         r.end()?;
         Ok(req)
@@ -263,16 +296,36 @@ pub struct Step {
     pub position: u32,
     /// Number of token rows.
     pub n_tokens: u32,
+    /// Where the output goes next (push), in route order; empty when the
+    /// client relays.
+    pub forward: Vec<Forward>,
     /// The hidden states, `n_tokens` rows.
     pub values: Vec<f32>,
+}
+
+/// One later hop of a pushed step: its server and its session's token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// The server.
+    pub peer: PeerId,
+    /// Its session's push token.
+    pub token: PushToken,
 }
 
 impl Step {
     /// The frame for this step.
     pub fn encode(&self, dtype: Dtype) -> Vec<u8> {
-        let mut out = Vec::with_capacity(8 + self.values.len() * dtype.size());
+        let mut out = Vec::with_capacity(9 + self.values.len() * dtype.size());
         out.extend_from_slice(&self.position.to_be_bytes());
         out.extend_from_slice(&self.n_tokens.to_be_bytes());
+        let forward = &self.forward[..self.forward.len().min(MAX_FORWARD)];
+        out.push(forward.len() as u8);
+        for f in forward {
+            let id = f.peer.to_bytes();
+            out.push(id.len() as u8);
+            out.extend_from_slice(&id);
+            out.extend_from_slice(&f.token);
+        }
         dtype.encode_into(&self.values, &mut out);
         out
     }
@@ -285,6 +338,20 @@ impl Step {
         };
         let position = r.u32()?;
         let n_tokens = r.u32()?;
+        let count = usize::from(r.u8()?);
+        if count > MAX_FORWARD {
+            return Err(malformed("step", format!("{count} forwarding entries")));
+        }
+        let mut forward = Vec::with_capacity(count);
+        for _ in 0..count {
+            let len = usize::from(r.u8()?);
+            let peer = PeerId::from_bytes(r.take(len)?)
+                .map_err(|e| malformed("step", format!("forwarding peer id: {e}")))?;
+            forward.push(Forward {
+                peer,
+                token: r.token()?,
+            });
+        }
         let values = dtype.decode(r.rest())?;
         let expected = (n_tokens as usize).checked_mul(width);
         if n_tokens == 0 || expected != Some(values.len()) {
@@ -299,6 +366,7 @@ impl Step {
         Ok(Step {
             position,
             n_tokens,
+            forward,
             values,
         })
     }
@@ -343,6 +411,7 @@ mod tests {
             end: 20,
             dtype: Dtype::F16,
             max_tokens: 512,
+            token: [7; 16],
         };
         let bytes = open.encode();
         assert_eq!(OpenRequest::decode(&bytes).unwrap(), open);
@@ -352,11 +421,21 @@ mod tests {
         let step = Step {
             position: 3,
             n_tokens: 2,
+            forward: vec![Forward {
+                peer: PeerId::random(),
+                token: [9; 16],
+            }],
             values: vec![1.0, -2.5, 3.25, 0.0],
         };
         let f32_bytes = step.encode(Dtype::F32);
         assert_eq!(Step::decode(&f32_bytes, Dtype::F32, 2).unwrap(), step);
         assert!(Step::decode(&f32_bytes, Dtype::F32, 3).is_err());
+        // A forwarding list that claims more entries than the frame holds.
+        let mut lying = f32_bytes.clone();
+        lying[8] = 2;
+        assert!(Step::decode(&lying, Dtype::F32, 2).is_err());
+        lying[8] = MAX_FORWARD as u8 + 1;
+        assert!(Step::decode(&lying, Dtype::F32, 2).is_err());
         // These values are exact in f16 too.
         assert_eq!(
             Step::decode(&step.encode(Dtype::F16), Dtype::F16, 2).unwrap(),

@@ -100,6 +100,9 @@ pub struct NodeOptions {
     /// Keep a swarm client (embedding, head, tokenizer) to run
     /// generations through the swarm; implied by `api`.
     pub swarm_client: bool,
+    /// Have the swarm client relay every hidden state itself instead of
+    /// the servers pushing them to each other (see `ClientConfig::push`).
+    pub relay: bool,
     /// Serve the OpenAI-compatible API here (a gateway).
     pub api: Option<SocketAddr>,
     /// The API's limits (connections, bodies, timeouts, queue).
@@ -136,6 +139,7 @@ impl NodeOptions {
             host: None,
             consensus: false,
             swarm_client: false,
+            relay: false,
             api: None,
             api_config: ApiConfig::default(),
             wrap_duties: None,
@@ -239,7 +243,10 @@ impl NodeBuilder {
                 &options.model_path,
                 p2p.clone(),
                 tokio::runtime::Handle::current(),
-                ClientConfig::new(&options.model_name),
+                ClientConfig {
+                    push: !options.relay,
+                    ..ClientConfig::new(&options.model_name)
+                },
             )?)),
             false => None,
         };

@@ -76,6 +76,10 @@ pub(crate) struct NodeArgs {
     /// Client: the API's limits.
     #[command(flatten)]
     pub(crate) api_limits: crate::cli::ApiLimitArgs,
+    /// Client: relay every hidden state through this node instead of
+    /// having each server push its output straight to the next.
+    #[arg(long)]
+    pub(crate) relay: bool,
     /// The chain's RPC URL (e.g. ws://127.0.0.1:9944). With it, proof of
     /// stake guards the DHT and RPC and the node takes part in consensus
     /// (the identity must be registered as a node of the subnet, and is its
@@ -135,6 +139,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
             options.consensus = false;
             options.api = Some(args.api);
             options.api_config = args.api_limits.config();
+            options.relay = args.relay;
         }
     }
     let node = NodeBuilder::new(options).start().await?;

@@ -27,6 +27,10 @@ pub(crate) struct SwarmArgs {
     /// The model's name in DHT keys (with --swarm; default as for `node`).
     #[arg(long, value_name = "NAME", requires = "bootstrap")]
     pub(crate) model_name: Option<String>,
+    /// Relay every hidden state through this process instead of having
+    /// each server push its output straight to the next (with --swarm).
+    #[arg(long, requires = "bootstrap")]
+    pub(crate) relay: bool,
 }
 
 /// A model to generate with: all local, or ends local and blocks remote.
@@ -110,6 +114,7 @@ impl SwarmEngine {
         options.model_name = name;
         options.bootstrap = args.bootstrap.clone();
         options.swarm_client = true;
+        options.relay = args.relay;
         let node = runtime
             .block_on(NodeBuilder::new(options).start())
             .context("cannot join the swarm")?;

@@ -134,3 +134,48 @@ async fn a_swarm_failure_mid_generation_is_a_503_in_openai_shape_not_a_400() {
         other => panic!("expected the swarm to be unavailable, got {other:?}"),
     }
 }
+
+/// A server that answers its own steps honestly but never pushes its
+/// output on: each sequence through it waits out the push grace once and
+/// relays the rest itself. Nobody is banned (the client cannot tell
+/// whether that server or the next one is at fault), and the tokens are
+/// the local model's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_pushes_costs_one_grace_period_and_no_ban() {
+    const TOKENS: usize = 8;
+    let prompt_text = "The capital of France is";
+    let swarm = Swarm::new("nopush").await;
+    // Honest for every step, but it ignores forwarding lists.
+    let silent = swarm
+        .add_corrupting_server(0..15, usize::MAX, Corruption::Nan)
+        .await;
+    let next = swarm.add_server(15..30, |_| {}).await;
+    let client = swarm.client(|_| {}).await;
+    let expected = local_greedy(prompt_text, TOKENS);
+    let c = client.clone();
+    let started = std::time::Instant::now();
+    let (tokens, route) = tokio::task::spawn_blocking(move || {
+        let prompt = c.tokenizer().encode_with_bos(prompt_text, false).unwrap();
+        let mut session = c.session();
+        let g = generate(
+            &mut session,
+            c.tokenizer(),
+            &request(&prompt, TOKENS),
+            |_| Flow::Continue,
+        )
+        .unwrap();
+        (g.tokens, session.route())
+    })
+    .await
+    .unwrap();
+    let took = started.elapsed();
+    assert_eq!(tokens, expected, "the local greedy tokens");
+    assert_eq!(route[0].0, silent.peer);
+    assert_eq!(route[1].0, next.peer);
+    let stats = client.stats();
+    assert_eq!(stats.bans, 0, "{stats:?}");
+    // Only the first step waited out the grace (2 s and a little per row);
+    // the rest were relayed at once.
+    assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
+    assert_eq!(next.server.pushed_steps(), 0);
+}

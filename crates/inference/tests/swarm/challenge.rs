@@ -52,6 +52,11 @@ async fn open(p2p: &Client, server: PeerId, dtype: Dtype) -> RpcSession {
         end: 2,
         dtype,
         max_tokens: 4 * TOKENS as u32,
+        // Each session its own push token (a server refuses one in use).
+        token: {
+            static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+            [NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed); 16]
+        },
     };
     let opened = async {
         let mut session = p2p
@@ -78,6 +83,7 @@ async fn step(
     let frame = Step {
         position: position as u32,
         n_tokens: (values.len() / width) as u32,
+        forward: Vec::new(),
         values: values.to_vec(),
     }
     .encode(dtype);

@@ -28,38 +28,59 @@ const PROMPTS: [&str; 3] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_servers_give_the_local_models_greedy_tokens() {
     let swarm = Swarm::new("three").await;
+    let mut servers = Vec::new();
     for span in [0..10, 10..20, 20..30] {
-        swarm.add_server(span, |_| {}).await;
+        servers.push(swarm.add_server(span, |_| {}).await);
     }
-    let client = swarm.client(|_| {}).await;
-    let tokens = tokio::task::spawn_blocking(move || {
-        let mut routes = Vec::new();
-        let outputs: Vec<Vec<u32>> = PROMPTS
+    // Relayed by the client, then pushed server to server (the default):
+    // the same tokens, and only with push do the later servers get their
+    // steps from the server before them.
+    for push in [false, true] {
+        let before: Vec<u64> = servers.iter().map(|s| s.server.pushed_steps()).collect();
+        let client = swarm.client(|c| c.push = push).await;
+        let tokens = tokio::task::spawn_blocking(move || {
+            let mut routes = Vec::new();
+            let mut steps = 0u64;
+            let outputs: Vec<Vec<u32>> = PROMPTS
+                .iter()
+                .map(|p| {
+                    let prompt = client.tokenizer().encode_with_bos(p, false).unwrap();
+                    let mut session = client.session();
+                    let g = generate(
+                        &mut session,
+                        client.tokenizer(),
+                        &request(&prompt, 12),
+                        |_| Flow::Continue,
+                    )
+                    .unwrap();
+                    routes.push(session.route());
+                    // One prefill step, then one per token but the last.
+                    steps += g.tokens.len() as u64;
+                    g.tokens
+                })
+                .collect();
+            (outputs, routes, steps)
+        })
+        .await
+        .unwrap();
+        let (outputs, routes, steps) = tokens;
+        for (p, got) in PROMPTS.iter().zip(&outputs) {
+            assert_eq!(got, &local_greedy(p, 12), "prompt {p:?}, push {push}");
+        }
+        let spans: Vec<_> = routes[0].iter().map(|(_, r)| r.clone()).collect();
+        assert_eq!(spans, vec![0..10, 10..20, 20..30]);
+        let pushed: Vec<u64> = servers
             .iter()
-            .map(|p| {
-                let prompt = client.tokenizer().encode_with_bos(p, false).unwrap();
-                let mut session = client.session();
-                let g = generate(
-                    &mut session,
-                    client.tokenizer(),
-                    &request(&prompt, 12),
-                    |_| Flow::Continue,
-                )
-                .unwrap();
-                routes.push(session.route());
-                g.tokens
-            })
+            .zip(&before)
+            .map(|(s, b)| s.server.pushed_steps() - b)
             .collect();
-        (outputs, routes)
-    })
-    .await
-    .unwrap();
-    let (outputs, routes) = tokens;
-    for (p, got) in PROMPTS.iter().zip(&outputs) {
-        assert_eq!(got, &local_greedy(p, 12), "prompt {p:?}");
+        let expected = if push {
+            vec![0, steps, steps]
+        } else {
+            vec![0, 0, 0]
+        };
+        assert_eq!(pushed, expected, "steps pushed to each server, push {push}");
     }
-    let spans: Vec<_> = routes[0].iter().map(|(_, r)| r.clone()).collect();
-    assert_eq!(spans, vec![0..10, 10..20, 20..30]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
