@@ -6,6 +6,7 @@ mod http;
 mod key_files;
 mod local_model;
 mod model_names;
+mod netns;
 mod node;
 mod process;
 #[path = "../../../api/tests/api/python_env.rs"]

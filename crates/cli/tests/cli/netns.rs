@@ -1,0 +1,167 @@
+//! The swarm across hosts: hosters and a client each in their own network
+//! namespace, joined by the lab's link emulator (real sockets, real
+//! delays), run as a user runs the binary. Skipped, with the reason, where
+//! the lab cannot be made (not root, no TUN).
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hypertensor_netlab::{Lab, Link};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hypertensor");
+
+/// A process on a lab host, killed when dropped.
+struct Proc {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Proc {
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("no line containing {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+}
+
+/// `hypertensor node --role hoster --blocks SPAN` on `host`, serving, and
+/// the multiaddr it listens on.
+fn hoster(lab: &Lab, host: &str, span: &str, bootstrap: Option<&str>) -> (Proc, String) {
+    let mut cmd = lab.command(host, BIN);
+    cmd.args(["node", "--role", "hoster", "--blocks", span])
+        .args(["--listen", &format!("/ip4/{}/tcp/4001", lab.ip(host))]);
+    if let Some(b) = bootstrap {
+        cmd.args(["--bootstrap", b]);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary runs");
+    let lines = crate::process::stdout_lines(&mut child);
+    let p = Proc { child, lines };
+    let addr = p
+        .wait_for("listening on ")
+        .trim_start_matches("listening on ")
+        .trim()
+        .to_string();
+    p.wait_for(&format!("serving blocks {}", span.replace(':', "..")));
+    (p, addr)
+}
+
+fn local_greedy(prompt: &str, max_tokens: &str) -> String {
+    let out = Command::new(BIN)
+        .args(["generate", "--prompt", prompt, "--temperature", "0"])
+        .args(["--max-tokens", max_tokens])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A hoster's link is cut mid-generation: the client, on its own host,
+/// fails over to the replica of that span and prints exactly the local
+/// model's greedy tokens.
+#[test]
+fn a_hosters_link_cut_mid_generation_fails_over_with_identical_tokens() {
+    if let Some(why) = Lab::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    // The "near" replicas are 10 ms from the client, the "far" ones 45 ms:
+    // the client's route takes the near ones (routing weighs latency).
+    let near = Link::round_trip(Duration::from_millis(10));
+    let lab = Lab::new(&["client", "near1", "near2", "far1", "far2"], near).unwrap();
+    let far = Link {
+        delay: Duration::from_millis(20),
+        ..near
+    };
+    lab.set_link("far1", far).unwrap();
+    lab.set_link("far2", far).unwrap();
+
+    let (_near1, boot) = hoster(&lab, "near1", "0:15", None);
+    let _near2 = hoster(&lab, "near2", "15:30", Some(&boot));
+    let _far1 = hoster(&lab, "far1", "0:15", Some(&boot));
+    let _far2 = hoster(&lab, "far2", "15:30", Some(&boot));
+
+    let prompt = "The capital of France is";
+    let max_tokens = "40";
+    let expected = local_greedy(prompt, max_tokens);
+
+    // Announcements may still be on their way: retry until a full route.
+    let run = |cut: Option<&str>| -> (bool, String, String) {
+        let mut child = lab
+            .command("client", BIN)
+            .args(["generate", "--prompt", prompt, "--temperature", "0", "-v"])
+            .args(["--max-tokens", max_tokens, "--swarm", &boot])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let err = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = stderr.read_to_string(&mut s);
+            s
+        });
+        let mut out = Vec::new();
+        let mut buf = [0u8; 256];
+        let mut cut_done = false;
+        loop {
+            let n = stdout.read(&mut buf).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+            if let Some(host) = cut
+                && !cut_done
+            {
+                lab.set_link(host, Link::IDEAL.cut()).unwrap();
+                cut_done = true;
+            }
+        }
+        let ok = child.wait().unwrap().success();
+        (ok, String::from_utf8(out).unwrap(), err.join().unwrap())
+    };
+    let mut warm = (false, String::new(), String::new());
+    for _ in 0..30 {
+        warm = run(None);
+        if warm.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(warm.0, "the swarm never served: {}", warm.2);
+    assert_eq!(warm.1, expected, "tokens across the lab");
+
+    let started = Instant::now();
+    let (ok, text, log) = run(Some("near1"));
+    assert!(ok, "{log}");
+    assert_eq!(text, expected, "tokens after failover");
+    assert!(
+        log.contains("server banned"),
+        "no failover happened:\n{log}"
+    );
+    eprintln!("generation with a cut link took {:?}", started.elapsed());
+}
