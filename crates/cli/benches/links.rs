@@ -1,0 +1,211 @@
+//! Decode speed through three 10-block hosters on three hosts, over links
+//! of 10, 50 and 100 ms round trip (the netlab link emulator), with the
+//! client relaying every hidden state and with servers pushing to each
+//! other, in the same run. Each figure is set beside its latency bound:
+//! `1 / (3 RTT + compute)` for relay, `1 / (2 RTT + compute)` for push,
+//! where `compute` is a step's time over ideal links in the same run.
+//!
+//! Needs root (namespaces, TUN). `cargo bench -p hypertensor-cli --bench
+//! links [-- --tokens N]`; see docs/benchmarks.md.
+
+use std::process::{Child, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hypertensor_model::LanguageModel;
+use hypertensor_netlab::{Lab, Link, in_namespace};
+use hypertensor_node::{NodeBuilder, NodeOptions};
+use hypertensor_primitives::Keypair;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hypertensor");
+const HOSTERS: [(&str, &str); 3] = [("s1", "0:10"), ("s2", "10:20"), ("s3", "20:30")];
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts a hoster of `span` on `host`; returns it and its listen address.
+fn hoster(lab: &Lab, host: &str, span: &str, boot: Option<&str>) -> (Proc, String) {
+    let mut cmd = lab.command(host, BIN);
+    cmd.args(["node", "--role", "hoster", "--blocks", span])
+        .args(["--listen", &format!("/ip4/{}/tcp/4001", lab.ip(host))]);
+    if let Some(b) = boot {
+        cmd.args(["--bootstrap", b]);
+    }
+    let mut proc = Proc(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary runs"),
+    );
+    let stdout = proc.0.stdout.take().expect("piped");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut addr = String::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("the hoster starts");
+        if let Some(a) = line.strip_prefix("listening on ") {
+            addr = a.trim().to_string();
+        }
+        if line.starts_with("serving blocks") {
+            return (proc, addr);
+        }
+    }
+}
+
+/// Per-token decode times of `tokens` greedy steps after a short prompt,
+/// for a client on `host` that relays or lets servers push.
+fn decode_steps(lab: &Lab, boot: &str, relay: bool, tokens: usize) -> Vec<Duration> {
+    let boot = boot.parse().expect("a multiaddr");
+    let listen = format!("/ip4/{}/tcp/0", lab.ip("client"))
+        .parse()
+        .expect("a multiaddr");
+    let model = hypertensor_fetch::default_model_path(true).expect("the default model");
+    in_namespace(lab.namespace("client"), move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let mut options =
+            NodeOptions::without_chain(Keypair::from_secret(rand::random()), 1, model);
+        options.bootstrap = vec![boot];
+        options.listen = vec![listen];
+        options.swarm_client = true;
+        options.relay = relay;
+        let node = runtime
+            .block_on(NodeBuilder::new(options).start())
+            .expect("the client node starts");
+        let client = node.swarm.clone().expect("a swarm client");
+        let prompt = client
+            .tokenizer()
+            .encode_with_bos("The history of the printing press", false)
+            .expect("encodes");
+        // Announcements may still be on their way: retry until a route.
+        let mut session = client.session_for(prompt.len() + tokens + 1);
+        let mut logits = None;
+        for _ in 0..60 {
+            session.reset();
+            match session.forward(&prompt) {
+                Ok(l) => {
+                    logits = Some(l);
+                    break;
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(500)),
+            }
+        }
+        let mut logits = logits.expect("the swarm serves the prompt");
+        let mut times = Vec::with_capacity(tokens);
+        for _ in 0..tokens {
+            let next = argmax(&logits);
+            let start = Instant::now();
+            logits = session.forward(&[next]).expect("a decode step");
+            times.push(start.elapsed());
+        }
+        drop(session);
+        drop(node);
+        times
+    })
+    .expect("the client's namespace")
+}
+
+fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, v) in logits.iter().enumerate() {
+        if *v > logits[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+fn median(mut xs: Vec<Duration>) -> Duration {
+    xs.sort();
+    xs[xs.len() / 2]
+}
+
+fn main() {
+    let mut tokens = 48;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        if a == "--tokens" {
+            tokens = args
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("--tokens N");
+        }
+    }
+    if let Some(why) = Lab::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let lab = Lab::new(&["client", "s1", "s2", "s3"], Link::IDEAL).expect("the lab starts");
+    let (first, boot) = hoster(&lab, HOSTERS[0].0, HOSTERS[0].1, None);
+    let mut procs = vec![first];
+    for (host, span) in &HOSTERS[1..] {
+        procs.push(hoster(&lab, host, span, Some(&boot)).0);
+    }
+
+    println!(
+        "decode through three 10-block hosters on three hosts, {tokens} tokens per run (median step)"
+    );
+    println!();
+    println!("| RTT | mode | step (ms) | tokens/s | bound (tokens/s) | of bound |");
+    println!("|---|---|---|---|---|---|");
+    // Compute: the same steps over ideal links (loopback-like), per mode.
+    let mut compute = [Duration::ZERO; 2];
+    for (m, relay) in [true, false].into_iter().enumerate() {
+        compute[m] = median(decode_steps(&lab, &boot, relay, tokens));
+        let name = if relay { "relay" } else { "push" };
+        println!(
+            "| 0 ms | {name} | {:.1} | {:.1} | (compute) | |",
+            compute[m].as_secs_f64() * 1e3,
+            1.0 / compute[m].as_secs_f64()
+        );
+    }
+    let mut at_50 = [0.0f64; 2];
+    for rtt_ms in [10u64, 50, 100] {
+        let rtt = Duration::from_millis(rtt_ms);
+        for host in ["client", "s1", "s2", "s3"] {
+            lab.set_link(host, Link::round_trip(rtt))
+                .expect("a lab host");
+        }
+        for (m, relay) in [true, false].into_iter().enumerate() {
+            let step = median(decode_steps(&lab, &boot, relay, tokens));
+            let trips = if relay { 3 } else { 2 };
+            let bound = 1.0 / (trips as f64 * rtt.as_secs_f64() + compute[m].as_secs_f64());
+            let rate = 1.0 / step.as_secs_f64();
+            if rtt_ms == 50 {
+                at_50[m] = rate;
+            }
+            let name = if relay { "relay" } else { "push" };
+            println!(
+                "| {rtt_ms} ms | {name} | {:.1} | {rate:.2} | {bound:.2} | {:.2} |",
+                step.as_secs_f64() * 1e3,
+                rate / bound
+            );
+        }
+    }
+    println!();
+    println!(
+        "push / relay at 50 ms: {:.2} (goal >= 1.3)",
+        at_50[1] / at_50[0]
+    );
+    drop(procs);
+}
