@@ -6,7 +6,8 @@
 //! where `compute` is a step's time over ideal links in the same run.
 //!
 //! Needs root (namespaces, TUN). `cargo bench -p hypertensor-cli --bench
-//! links [-- --tokens N]`; see docs/benchmarks.md.
+//! links [-- --tokens N] [--rtt MS]...` (default: 10, 50 and 100 ms); see
+//! docs/benchmarks.md.
 
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
@@ -142,14 +143,22 @@ fn median(mut xs: Vec<Duration>) -> Duration {
 
 fn main() {
     let mut tokens = 48;
+    let mut rtts = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
-        if a == "--tokens" {
-            tokens = args
-                .next()
+        let mut value = |name: &str| -> u64 {
+            args.next()
                 .and_then(|n| n.parse().ok())
-                .expect("--tokens N");
+                .unwrap_or_else(|| panic!("{name} takes a number"))
+        };
+        match a.as_str() {
+            "--tokens" => tokens = value("--tokens") as usize,
+            "--rtt" => rtts.push(value("--rtt")),
+            _ => {}
         }
+    }
+    if rtts.is_empty() {
+        rtts = vec![10, 50, 100];
     }
     if let Some(why) = Lab::unavailable() {
         eprintln!("skipped: {why}");
@@ -180,7 +189,7 @@ fn main() {
         );
     }
     let mut at_50 = [0.0f64; 2];
-    for rtt_ms in [10u64, 50, 100] {
+    for &rtt_ms in &rtts {
         let rtt = Duration::from_millis(rtt_ms);
         for host in ["client", "s1", "s2", "s3"] {
             lab.set_link(host, Link::round_trip(rtt))

@@ -45,8 +45,13 @@ use crate::wire::{
 pub struct ClientConfig {
     /// The model's name in DHT keys.
     pub model: String,
-    /// Longest wait for a server's answer to one step or opening.
+    /// Longest wait for a server's answer to an opening or a step of
+    /// several tokens (a prompt).
     pub step_timeout: Duration,
+    /// Longest wait for a server's answer to a one-token (decode) step,
+    /// which takes milliseconds: a server whose link was cut is given up
+    /// after this, not after `step_timeout`.
+    pub decode_timeout: Duration,
     /// First ban of a failed server; doubled at each further failure.
     pub ban_base: Duration,
     /// Longest ban.
@@ -70,12 +75,23 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults: 30 s step timeout, bans from 5 s to 10 min decaying by one
-    /// strike a minute, 8 failures, f32 hidden states, push on.
+    /// How long a step of `n` tokens may take to be answered.
+    fn timeout_for(&self, n: usize) -> Duration {
+        if n == 1 {
+            self.decode_timeout.min(self.step_timeout)
+        } else {
+            self.step_timeout
+        }
+    }
+
+    /// Defaults: 30 s step timeout (5 s for a decode step), bans from 5 s
+    /// to 10 min decaying by one strike a minute, 8 failures, f32 hidden
+    /// states, push on.
     pub fn new(model: impl Into<String>) -> Self {
         Self {
             model: model.into(),
             step_timeout: Duration::from_secs(30),
+            decode_timeout: Duration::from_secs(5),
             ban_base: Duration::from_secs(5),
             ban_max: Duration::from_secs(600),
             ban_decay: Duration::from_secs(60),
@@ -985,7 +1001,7 @@ async fn send_step(
         hop.session.send(&frame).await?;
         hop.session.recv().await.map_err(InferenceError::from)
     };
-    let reply = tokio::time::timeout(config.step_timeout, exchange)
+    let reply = tokio::time::timeout(config.timeout_for(n), exchange)
         .await
         .map_err(|_| failed("step timed out".into()))??;
     read_step_reply(peer, reply, n, width, config)
@@ -1056,7 +1072,7 @@ async fn push_step(
     .encode(config.dtype);
     let grace = PUSH_GRACE + PUSH_GRACE_PER_ROW * n as u32;
     let mut outputs = Vec::with_capacity(hops.len());
-    let mut deadline = tokio::time::Instant::now() + config.step_timeout;
+    let mut deadline = tokio::time::Instant::now() + config.timeout_for(n);
     for (i, hop) in hops.iter_mut().enumerate() {
         let peer = hop.peer;
         let exchange = async {
