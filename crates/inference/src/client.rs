@@ -36,8 +36,8 @@ use crate::bans::{BanPolicy, Bans};
 use crate::error::{InferenceError, Result};
 use crate::routing::{Candidate, largest_reservation, shortest_route};
 use crate::wire::{
-    Dtype, Forward, MAX_FORWARD, OpenRequest, PING_METHOD, PushToken, Refusal, SESSION_METHOD,
-    Step, decode_open_reply, decode_step_reply,
+    Dtype, Forward, MAX_FORWARD, OpenRequest, PING_METHOD, PUSHED_REPLY, PushToken, Refusal,
+    SESSION_METHOD, Step, decode_open_reply, decode_step_reply,
 };
 
 /// How a client routes and recovers.
@@ -588,8 +588,8 @@ pub struct SwarmSession<'a> {
     /// The last refusal of the request itself, reported if no route is
     /// left (so a refused input is a 400, not a 503).
     rejection: Option<InferenceError>,
-    /// Set once a pushed step stalled: this sequence's steps are relayed
-    /// by the client from then on.
+    /// Set once a pushed step came back late or wrong from a later hop:
+    /// this sequence's steps are relayed by the client from then on.
     relay_only: bool,
 }
 
@@ -765,40 +765,41 @@ impl SwarmSession<'_> {
                 self.inputs[i].push(std::mem::replace(&mut x, out));
                 i += 1;
             }
-            if let Some(failure) = failure {
-                // Hop `i` failed or stalled. It and the hops after it may
-                // hold this step already, or an answer not yet read: they
-                // are reopened, replaying their inputs, and this step goes
-                // on relayed by the client.
-                let start = self.hops[i].start;
-                match failure {
-                    PushFailure::Hop(e) => {
-                        let last = e.to_string();
-                        let peer = self.hops[i].peer;
-                        if self.on_error(peer, e) {
-                            failures += 1;
-                        }
-                        if failures > self.client.config.max_failures {
-                            return Err(InferenceError::GaveUp {
-                                attempts: failures,
-                                last,
-                            });
-                        }
+            match failure {
+                None => {}
+                Some(PushFailure::First(e)) => {
+                    // As a relayed step's failure: the server is handled by
+                    // the kind of error and the route rebuilt from it.
+                    let (peer, start) = (self.hops[0].peer, self.hops[0].start);
+                    let last = e.to_string();
+                    if self.on_error(peer, e) {
+                        failures += 1;
                     }
-                    PushFailure::Stalled => {
-                        // No one is proven at fault; this sequence relays
-                        // from now on, where a dead server is caught.
-                        tracing::info!(
-                            peer = %self.hops[i].peer,
-                            "pushed step stalled; relaying this sequence from here"
-                        );
-                        self.relay_only = true;
+                    if failures > self.client.config.max_failures {
+                        return Err(InferenceError::GaveUp {
+                            attempts: failures,
+                            last,
+                        });
                     }
+                    self.hops.truncate(0);
+                    let replay = self.inputs.drain(0..).next().unwrap_or_default();
+                    self.extend_route(start, replay, &mut failures, None)
+                        .await?;
                 }
-                self.hops.truncate(i);
-                let replay = self.inputs.drain(i..).next().unwrap_or_default();
-                self.extend_route(start, replay, &mut failures, None)
-                    .await?;
+                Some(PushFailure::Later) => {
+                    // No one is proven at fault. The sessions stay: this
+                    // step is sent on by the client from hop `i` (a server
+                    // that did get the push rewinds to the step's position
+                    // and recomputes it; its late answer, marked as one to
+                    // a push, is skipped), and so are this sequence's next
+                    // steps, where a dead or wrong server is caught and
+                    // banned as usual.
+                    tracing::info!(
+                        peer = %self.hops[i].peer,
+                        "pushed step late or wrong; relaying this sequence from here"
+                    );
+                    self.relay_only = true;
+                }
             }
         }
         while i < self.hops.len() {
@@ -999,7 +1000,14 @@ async fn send_step(
     .encode(config.dtype);
     let exchange = async {
         hop.session.send(&frame).await?;
-        hop.session.recv().await.map_err(InferenceError::from)
+        loop {
+            let reply = hop.session.recv().await?;
+            // A late answer to a step pushed before this sequence fell
+            // back to relaying: not the answer to this step.
+            if reply.as_ref().and_then(|r| r.first()) != Some(&PUSHED_REPLY) {
+                return Ok::<_, InferenceError>(reply);
+            }
+        }
     };
     let reply = tokio::time::timeout(config.timeout_for(n), exchange)
         .await
@@ -1034,14 +1042,13 @@ const PUSH_GRACE_PER_ROW: Duration = Duration::from_millis(10);
 
 /// How a pushed step failed.
 enum PushFailure {
-    /// The next hop failed (the first hop, sent the step by the client
-    /// itself, or any hop that answered with an error or bad states): a
-    /// fault or refusal of that server.
-    Hop(InferenceError),
-    /// The next hop's answer did not come within [`PUSH_GRACE`] of the one
-    /// before: either it or the server before it (which should have
-    /// pushed) is at fault, and the client cannot tell which.
-    Stalled,
+    /// The first hop, sent the step by the client itself, failed: a fault
+    /// or refusal of that server.
+    First(InferenceError),
+    /// A later hop's answer did not come within [`PUSH_GRACE`] of the one
+    /// before, or was wrong: that server or the one before it (which
+    /// pushed it the input) is at fault, and the client cannot tell which.
+    Later,
 }
 
 /// Sends one step of `n` rows into the first hop with the rest of the
@@ -1082,7 +1089,6 @@ async fn push_step(
             hop.session.recv().await.map_err(InferenceError::from)
         };
         let answer = match tokio::time::timeout_at(deadline, exchange).await {
-            Err(_) if i > 0 => return Err((PushFailure::Stalled, outputs)),
             Err(_) => Err(InferenceError::ServerFailed {
                 peer,
                 reason: "step timed out".into(),
@@ -1092,7 +1098,11 @@ async fn push_step(
         };
         match answer {
             Ok(out) => outputs.push(out),
-            Err(e) => return Err((PushFailure::Hop(e), outputs)),
+            Err(e) if i == 0 => return Err((PushFailure::First(e), outputs)),
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "pushed step failed at a later hop");
+                return Err((PushFailure::Later, outputs));
+            }
         }
         deadline = tokio::time::Instant::now() + grace;
     }

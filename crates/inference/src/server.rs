@@ -16,7 +16,7 @@ use crate::announce::{ANNOUNCE_MAX_TTL, ServerInfo, ServerState, block_key};
 use crate::error::Result;
 use crate::wire::{
     Dtype, Forward, OpenRequest, PUSH_METHOD, PushToken, Refusal, SESSION_METHOD, Step,
-    encode_open_reply, encode_step_reply,
+    encode_open_reply, encode_pushed_reply, encode_step_reply,
 };
 
 /// How a server behaves.
@@ -447,25 +447,26 @@ impl BlockServer {
         loop {
             let next = async {
                 tokio::select! {
-                    frame = session.recv() => frame.map_err(|e| e.to_string()),
+                    frame = session.recv() => frame.map(|f| f.map(|f| (f, false))).map_err(|e| e.to_string()),
                     Some(frame) = pushed.recv() => {
                         self.pushed_steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        Ok(Some(frame))
+                        Ok(Some((frame, true)))
                     }
                 }
             };
-            let frame = match tokio::time::timeout(self.config.session_idle_timeout, next).await {
-                Ok(Ok(Some(frame))) => frame,
-                Ok(Ok(None)) => break,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "session broke");
-                    break;
-                }
-                Err(_) => {
-                    tracing::info!(%peer, "session idle too long; closed");
-                    break;
-                }
-            };
+            let (frame, was_pushed) =
+                match tokio::time::timeout(self.config.session_idle_timeout, next).await {
+                    Ok(Ok(Some(frame))) => frame,
+                    Ok(Ok(None)) => break,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "session broke");
+                        break;
+                    }
+                    Err(_) => {
+                        tracing::info!(%peer, "session idle too long; closed");
+                        break;
+                    }
+                };
             let Some(c) = cache.take() else { break };
             let (c, outcome) = self
                 .clone()
@@ -476,11 +477,24 @@ impl BlockServer {
                     if let Some(next) = done.forward.first() {
                         push_onward(&p2p, &mut onward, next, done, open.dtype).await;
                     }
-                    encode_step_reply(Ok(&done.output), open.dtype)
+                    if was_pushed {
+                        Some(encode_pushed_reply(&done.output, open.dtype))
+                    } else {
+                        Some(encode_step_reply(Ok(&done.output), open.dtype))
+                    }
                 }
-                Err(refusal) => encode_step_reply(Err(refusal), open.dtype),
+                // A refused push is not answered: the client cannot tell
+                // whether this server or the one that pushed is at fault,
+                // and relays the step itself.
+                Err(refusal) if was_pushed => {
+                    tracing::debug!(%peer, %refusal, "pushed step refused");
+                    None
+                }
+                Err(refusal) => Some(encode_step_reply(Err(refusal), open.dtype)),
             };
-            if session.send(&reply).await.is_err() {
+            if let Some(reply) = reply
+                && session.send(&reply).await.is_err()
+            {
                 break;
             }
             match c {

@@ -11,7 +11,8 @@
 //!   bytes and that peer's session token), then the hidden states as
 //!   little-endian f32 or f16, row after row.
 //! * Each answer: `0` + the span's output states in the same encoding, or
-//!   a refusal.
+//!   a refusal; to a pushed step, `5` + the output states (a pushed step
+//!   that is refused gets no answer: the client, seeing none, relays it).
 //!
 //! **Push.** A step whose forwarding list is not empty is also sent on by
 //! the server, as the next step of the first entry's session: the server
@@ -384,13 +385,25 @@ pub fn encode_step_reply(outcome: std::result::Result<&[f32], &Refusal>, dtype: 
     }
 }
 
+/// The first byte of a server's answer to a step that was pushed to it
+/// (then the output states), so a client that relays can tell a late
+/// answer to a push from the answer to its own step.
+pub const PUSHED_REPLY: u8 = 5;
+
+/// Encodes the answer to a pushed step (sent to the session's client).
+pub fn encode_pushed_reply(values: &[f32], dtype: Dtype) -> Vec<u8> {
+    let mut out = vec![PUSHED_REPLY];
+    dtype.encode_into(values, &mut out);
+    out
+}
+
 /// Decodes a step's answer: `Err` is the server's refusal or failure.
 pub fn decode_step_reply(
     bytes: &[u8],
     dtype: Dtype,
 ) -> Result<std::result::Result<Vec<f32>, Refusal>> {
     match bytes.split_first() {
-        Some((0, values)) => Ok(Ok(dtype.decode(values)?)),
+        Some((&(0 | PUSHED_REPLY), values)) => Ok(Ok(dtype.decode(values)?)),
         Some((&tag, rest)) => match Refusal::decode(tag, rest)? {
             Some(refusal) => Ok(Err(refusal)),
             None => Err(malformed("step reply", "unknown tag")),
