@@ -481,35 +481,44 @@ impl Worker {
             queue.since.get_or_insert_with(Instant::now);
         }
         let steps = finished.len();
-        self.answer(finished, width);
+        let answers = self.answers(finished, width);
+        // Counted before anyone hears back: whoever reads the stats after
+        // their answer finds their batch in them.
         self.record(rows, steps, started.elapsed());
+        for (reply, result) in answers {
+            reply(result);
+        }
     }
 
-    /// Replies to finished steps: their output rows, or (with a head) the
-    /// logits after each one's last row, computed in one product.
-    fn answer(&self, finished: Vec<Job>, width: usize) {
+    /// The answers to finished steps: their output rows, or (with a head)
+    /// the logits after each one's last row, computed in one product.
+    fn answers(&self, finished: Vec<Job>, width: usize) -> Vec<(Reply, StepResult)> {
         let Some(head) = &self.head else {
-            for job in finished {
-                let out = HiddenStates::new(width, job.output).map(StepOutput::Hidden);
-                (job.reply)((job.cache, out));
-            }
-            return;
+            return finished
+                .into_iter()
+                .map(|job| {
+                    let out = HiddenStates::new(width, job.output).map(StepOutput::Hidden);
+                    (job.reply, (job.cache, out))
+                })
+                .collect();
         };
         let last: Vec<&[f32]> = finished
             .iter()
             .map(|j| &j.output[j.output.len() - width..])
             .collect();
         match head.forward_rows(&last) {
-            Ok(logits) => {
-                for (job, logits) in finished.into_iter().zip(logits) {
-                    (job.reply)((job.cache, Ok(StepOutput::Logits(logits))));
-                }
-            }
-            Err(e) => {
-                for job in finished {
-                    (job.reply)((job.cache, Err(ModelError::InvalidInput(e.to_string()))));
-                }
-            }
+            Ok(logits) => finished
+                .into_iter()
+                .zip(logits)
+                .map(|(job, logits)| (job.reply, (job.cache, Ok(StepOutput::Logits(logits)))))
+                .collect(),
+            Err(e) => finished
+                .into_iter()
+                .map(|job| {
+                    let e = ModelError::InvalidInput(e.to_string());
+                    (job.reply, (job.cache, Err(e)))
+                })
+                .collect(),
         }
     }
 
