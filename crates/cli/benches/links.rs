@@ -9,8 +9,6 @@
 //! links [-- --tokens N] [--rtt MS]...` (default: 10, 50 and 100 ms); see
 //! docs/benchmarks.md.
 
-use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use hypertensor_model::LanguageModel;
@@ -18,57 +16,10 @@ use hypertensor_netlab::{Lab, Link, in_namespace};
 use hypertensor_node::{NodeBuilder, NodeOptions};
 use hypertensor_primitives::Keypair;
 
-const BIN: &str = env!("CARGO_BIN_EXE_hypertensor");
+mod common;
+use common::hoster;
+
 const HOSTERS: [(&str, &str); 3] = [("s1", "0:10"), ("s2", "10:20"), ("s3", "20:30")];
-
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts a hoster of `span` on `host`; returns it and its listen address.
-fn hoster(lab: &Lab, host: &str, span: &str, boot: Option<&str>) -> (Proc, String) {
-    let mut cmd = lab.command(host, BIN);
-    cmd.args(["node", "--role", "hoster", "--blocks", span])
-        .args(["--listen", &format!("/ip4/{}/tcp/4001", lab.ip(host))]);
-    if let Some(b) = boot {
-        cmd.args(["--bootstrap", b]);
-    }
-    let mut proc = Proc(
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the binary runs"),
-    );
-    let stdout = proc.0.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let mut addr = String::new();
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(120))
-            .expect("the hoster starts");
-        if let Some(a) = line.strip_prefix("listening on ") {
-            addr = a.trim().to_string();
-        }
-        if line.starts_with("serving blocks") {
-            return (proc, addr);
-        }
-    }
-}
 
 /// Per-token decode times of `tokens` greedy steps after a short prompt,
 /// for a client on `host` that relays or lets servers push.

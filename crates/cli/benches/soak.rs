@@ -12,16 +12,17 @@
 //! reported.
 
 use std::collections::HashMap;
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Stdio};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use hypertensor_netlab::{Lab, Link, in_namespace};
 
-const BIN: &str = env!("CARGO_BIN_EXE_hypertensor");
+mod common;
+use common::{Proc, node};
+
 /// (host, span) of every hoster: two replicas of each third of the model.
 const HOSTERS: [(&str, &str); 6] = [
     ("h1", "0:10"),
@@ -34,61 +35,8 @@ const HOSTERS: [(&str, &str); 6] = [
 /// Concurrent API clients.
 const CLIENTS: usize = 2;
 
-/// A child process killed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts `hypertensor node ARGS` on `host` and waits for `ready` on its
-/// stdout; returns it and the multiaddr it listens on.
-fn node(lab: &Lab, host: &str, args: &[&str], ready: &str) -> (Proc, String) {
-    let mut proc = Proc(
-        lab.command(host, BIN)
-            .arg("node")
-            .args(["--listen", &format!("/ip4/{}/tcp/4001", lab.ip(host))])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the binary runs"),
-    );
-    let stdout = proc.0.stdout.take().expect("piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let _ = tx.send(line);
-        }
-    });
-    let mut addr = String::new();
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap_or_else(|_| panic!("{host} never printed {ready:?}"));
-        if let Some(a) = line.strip_prefix("listening on ") {
-            addr = a.trim().to_string();
-        }
-        if line.contains(ready) {
-            return (proc, addr);
-        }
-    }
-}
-
 fn hoster(lab: &Lab, host: &str, span: &str, boot: &str) -> Proc {
-    node(
-        lab,
-        host,
-        &["--role", "hoster", "--blocks", span, "--bootstrap", boot],
-        "serving blocks",
-    )
-    .0
+    common::hoster(lab, host, span, Some(boot)).0
 }
 
 /// Resident memory of a process, in MiB (0 if it is gone).
