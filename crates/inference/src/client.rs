@@ -768,23 +768,8 @@ impl SwarmSession<'_> {
             match failure {
                 None => {}
                 Some(PushFailure::First(e)) => {
-                    // As a relayed step's failure: the server is handled by
-                    // the kind of error and the route rebuilt from it.
-                    let (peer, start) = (self.hops[0].peer, self.hops[0].start);
-                    let last = e.to_string();
-                    if self.on_error(peer, e) {
-                        failures += 1;
-                    }
-                    if failures > self.client.config.max_failures {
-                        return Err(InferenceError::GaveUp {
-                            attempts: failures,
-                            last,
-                        });
-                    }
-                    self.hops.truncate(0);
-                    let replay = self.inputs.drain(0..).next().unwrap_or_default();
-                    self.extend_route(start, replay, &mut failures, None)
-                        .await?;
+                    // As a relayed step's failure at hop 0.
+                    self.replace_hop(0, e, &mut failures).await?;
                 }
                 Some(PushFailure::Later) => {
                     // No one is proven at fault. The sessions stay: this
@@ -811,26 +796,36 @@ impl SwarmSession<'_> {
                     self.inputs[i].push(std::mem::replace(&mut x, out));
                     i += 1;
                 }
-                Err(e) => {
-                    let (peer, start) = (hop.peer, hop.start);
-                    let last = e.to_string();
-                    failures += 1;
-                    self.on_error(peer, e);
-                    if failures > self.client.config.max_failures {
-                        return Err(InferenceError::GaveUp {
-                            attempts: failures,
-                            last,
-                        });
-                    }
-                    self.hops.truncate(i);
-                    let replay = self.inputs.drain(i..).next().unwrap_or_default();
-                    self.extend_route(start, replay, &mut failures, None)
-                        .await?;
-                }
+                Err(e) => self.replace_hop(i, e, &mut failures).await?,
             }
         }
         self.positions += n;
         Ok(x)
+    }
+
+    /// Hop `i` failed a step with `error`: the server is handled by the
+    /// kind of error, hops `i..` are dropped and the route rebuilt from hop
+    /// `i`'s first block with its inputs replayed (more than
+    /// `max_failures` in one step gives up).
+    async fn replace_hop(
+        &mut self,
+        i: usize,
+        error: InferenceError,
+        failures: &mut usize,
+    ) -> Result<()> {
+        let (peer, start) = (self.hops[i].peer, self.hops[i].start);
+        let last = error.to_string();
+        *failures += 1;
+        self.on_error(peer, error);
+        if *failures > self.client.config.max_failures {
+            return Err(InferenceError::GaveUp {
+                attempts: *failures,
+                last,
+            });
+        }
+        self.hops.truncate(i);
+        let replay = self.inputs.drain(i..).next().unwrap_or_default();
+        self.extend_route(start, replay, failures, None).await
     }
 
     /// Opens hops covering `from..n_blocks`, replaying `steps` (the inputs

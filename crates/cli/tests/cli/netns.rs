@@ -4,58 +4,30 @@
 //! the lab cannot be made (not root, no TUN).
 
 use std::io::Read;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hypertensor_netlab::{Lab, Link};
 
+use crate::process::Running;
+
 const BIN: &str = env!("CARGO_BIN_EXE_hypertensor");
-
-/// A process on a lab host, killed when dropped.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn wait_for(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(90);
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("no line containing {needle:?}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-}
 
 /// `hypertensor node --role hoster --blocks SPAN` on `host`, serving, and
 /// the multiaddr it listens on.
-fn hoster(lab: &Lab, host: &str, span: &str, bootstrap: Option<&str>) -> (Proc, String) {
+fn hoster(lab: &Lab, host: &str, span: &str, bootstrap: Option<&str>) -> (Running, String) {
     let mut cmd = lab.command(host, BIN);
     cmd.args(["node", "--role", "hoster", "--blocks", span])
         .args(["--listen", &format!("/ip4/{}/tcp/4001", lab.ip(host))]);
     if let Some(b) = bootstrap {
         cmd.args(["--bootstrap", b]);
     }
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the binary runs");
-    let lines = crate::process::stdout_lines(&mut child);
-    let p = Proc { child, lines };
+    let p = Running::new(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the binary runs"),
+    );
     let addr = p
         .wait_for("listening on ")
         .trim_start_matches("listening on ")

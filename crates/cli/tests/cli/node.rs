@@ -2,49 +2,22 @@
 //! on loopback serve the OpenAI API with the local model's greedy tokens.
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// A child process killed when dropped, with its stdout lines on a channel.
-struct Node {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
+use crate::process::Running as Node;
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Node {
-    fn start(args: &[&str]) -> Node {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hypertensor"))
-            .arg("node")
-            .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the binary runs");
-        let lines = crate::process::stdout_lines(&mut child);
-        Node { child, lines }
-    }
-
-    /// The first line containing `needle` (within 60 s).
-    fn wait_for(&self, needle: &str) -> String {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|_| panic!("no line containing {needle:?}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
+/// `hypertensor node` on loopback with `args`.
+fn start(args: &[&str]) -> Node {
+    let child = Command::new(env!("CARGO_BIN_EXE_hypertensor"))
+        .arg("node")
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the binary runs");
+    Node::new(child)
 }
 
 fn post(addr: &str, body: &str) -> (u16, String) {
@@ -53,7 +26,7 @@ fn post(addr: &str, body: &str) -> (u16, String) {
 
 #[test]
 fn two_hosters_and_a_client_serve_the_api_with_the_local_models_tokens() {
-    let first = Node::start(&["--role", "hoster", "--blocks", "0:15"]);
+    let first = start(&["--role", "hoster", "--blocks", "0:15"]);
     let listen = first.wait_for("listening on ");
     let boot = listen
         .trim_start_matches("listening on ")
@@ -61,7 +34,7 @@ fn two_hosters_and_a_client_serve_the_api_with_the_local_models_tokens() {
         .to_string();
     first.wait_for("serving blocks 0..15");
     // Without --blocks the second hoster takes the uncovered half.
-    let second = Node::start(&[
+    let second = start(&[
         "--role",
         "hoster",
         "--num-blocks",
@@ -70,7 +43,7 @@ fn two_hosters_and_a_client_serve_the_api_with_the_local_models_tokens() {
         &boot,
     ]);
     second.wait_for("serving blocks 15..30");
-    let client = Node::start(&[
+    let client = start(&[
         "--role",
         "client",
         "--bootstrap",
@@ -114,14 +87,14 @@ fn two_hosters_and_a_client_serve_the_api_with_the_local_models_tokens() {
 
 #[test]
 fn generate_and_chat_run_their_blocks_on_the_swarm() {
-    let first = Node::start(&["--role", "hoster", "--blocks", "0:10"]);
+    let first = start(&["--role", "hoster", "--blocks", "0:10"]);
     let boot = first
         .wait_for("listening on ")
         .trim_start_matches("listening on ")
         .trim()
         .to_string();
     first.wait_for("serving blocks 0..10");
-    let second = Node::start(&[
+    let second = start(&[
         "--role",
         "hoster",
         "--blocks",

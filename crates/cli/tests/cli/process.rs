@@ -3,6 +3,42 @@
 use std::io::{BufRead, BufReader};
 use std::process::Child;
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A child process killed when dropped, with its stdout lines on a channel.
+pub(crate) struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    /// Takes over `child`, whose stdout must be piped.
+    pub(crate) fn new(mut child: Child) -> Running {
+        let lines = stdout_lines(&mut child);
+        Running { child, lines }
+    }
+
+    /// The first line containing `needle`, within 90 s.
+    pub(crate) fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("no line containing {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+}
 
 /// The lines `child` prints on its (piped) stdout, on a channel fed by a
 /// thread that keeps draining it so the child never blocks on a full pipe.

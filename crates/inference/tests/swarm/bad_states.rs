@@ -7,8 +7,11 @@
 
 use std::sync::atomic::Ordering;
 
-use hypertensor_inference::InferenceError;
+use std::sync::Arc;
+
+use hypertensor_inference::{InferenceError, SwarmClient};
 use hypertensor_model::{Flow, ModelError, generate};
+use hypertensor_p2p::PeerId;
 use serde_json::Value;
 
 use crate::harness::{self, Corruption, MODEL, Swarm, local_greedy, serve_api};
@@ -16,6 +19,30 @@ use crate::request;
 
 /// Steps the corrupting server runs honestly: the prompt and two tokens.
 const HONEST_STEPS: usize = 3;
+
+/// `tokens` greedy tokens of `prompt` through `client`'s swarm, and the
+/// route the sequence ended on.
+async fn greedy_through(
+    client: &Arc<SwarmClient>,
+    prompt: &'static str,
+    tokens: usize,
+) -> (Vec<u32>, Vec<(PeerId, std::ops::Range<usize>)>) {
+    let c = client.clone();
+    tokio::task::spawn_blocking(move || {
+        let prompt = c.tokenizer().encode_with_bos(prompt, false).unwrap();
+        let mut session = c.session();
+        let g = generate(
+            &mut session,
+            c.tokenizer(),
+            &request(&prompt, tokens),
+            |_| Flow::Continue,
+        )
+        .unwrap();
+        (g.tokens, session.route())
+    })
+    .await
+    .unwrap()
+}
 
 /// A generation whose second half of the model is first routed through a
 /// server that turns bad after [`HONEST_STEPS`], with an honest spare of
@@ -33,21 +60,7 @@ async fn corrupt_mid_generation_then_fail_over(name: &str, corruption: Corruptio
         .await;
     let client = swarm.client(|_| {}).await;
     let expected = local_greedy(prompt_text, TOKENS);
-    let c = client.clone();
-    let (tokens, route) = tokio::task::spawn_blocking(move || {
-        let prompt = c.tokenizer().encode_with_bos(prompt_text, false).unwrap();
-        let mut session = c.session();
-        let g = generate(
-            &mut session,
-            c.tokenizer(),
-            &request(&prompt, TOKENS),
-            |_| Flow::Continue,
-        )
-        .unwrap();
-        (g.tokens, session.route())
-    })
-    .await
-    .unwrap();
+    let (tokens, route) = greedy_through(&client, prompt_text, TOKENS).await;
     let stats = client.stats();
     assert!(
         bad.steps.load(Ordering::SeqCst) > HONEST_STEPS,
@@ -152,22 +165,8 @@ async fn a_server_that_never_pushes_costs_one_grace_period_and_no_ban() {
     let next = swarm.add_server(15..30, |_| {}).await;
     let client = swarm.client(|_| {}).await;
     let expected = local_greedy(prompt_text, TOKENS);
-    let c = client.clone();
     let started = std::time::Instant::now();
-    let (tokens, route) = tokio::task::spawn_blocking(move || {
-        let prompt = c.tokenizer().encode_with_bos(prompt_text, false).unwrap();
-        let mut session = c.session();
-        let g = generate(
-            &mut session,
-            c.tokenizer(),
-            &request(&prompt, TOKENS),
-            |_| Flow::Continue,
-        )
-        .unwrap();
-        (g.tokens, session.route())
-    })
-    .await
-    .unwrap();
+    let (tokens, route) = greedy_through(&client, prompt_text, TOKENS).await;
     let took = started.elapsed();
     assert_eq!(tokens, expected, "the local greedy tokens");
     assert_eq!(route[0].0, silent.peer);
