@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::Link;
+use crate::nat::Nat;
 
 /// Longest sleep between checks of the stop flag.
 const TICK: Duration = Duration::from_millis(20);
@@ -53,11 +54,12 @@ impl Dice {
     }
 }
 
-/// Forwards packets among `devices` (host `i` has `addresses[i]`) until
-/// `stop` is set.
+/// Forwards packets among `devices` (host `i` has `addresses[i]`, or is
+/// behind `nats[i]`) until `stop` is set.
 pub(crate) fn run(
     devices: Vec<OwnedFd>,
     addresses: Vec<Ipv4Addr>,
+    nats: Arc<Mutex<Vec<Option<Nat>>>>,
     links: Arc<Mutex<Vec<Link>>>,
     stop: Arc<AtomicBool>,
 ) {
@@ -126,8 +128,8 @@ pub(crate) fn run(
                 if n <= 0 {
                     break;
                 }
-                let packet = &buf[..n as usize];
-                let Some(to) = destination(packet, &addresses) else {
+                let packet = &mut buf[..n as usize];
+                let Some(to) = route(packet, from, &addresses, &nats) else {
                     continue;
                 };
                 let arrived = Instant::now();
@@ -162,11 +164,30 @@ pub(crate) fn run(
     }
 }
 
-/// The host an IPv4 packet is addressed to, if it is one of `addresses`.
-fn destination(packet: &[u8], addresses: &[Ipv4Addr]) -> Option<usize> {
+/// The host a packet from host `from` goes to, after the NATs on its way
+/// rewrote it; `None` if it goes nowhere (no such host, a private address
+/// behind NAT, or a router dropped it).
+fn route(
+    packet: &mut [u8],
+    from: usize,
+    addresses: &[Ipv4Addr],
+    nats: &Mutex<Vec<Option<Nat>>>,
+) -> Option<usize> {
     if packet.len() < 20 || packet[0] >> 4 != 4 {
         return None;
     }
+    let mut nats = nats.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(nat) = nats[from].as_mut()
+        && !nat.outbound(packet)
+    {
+        return None;
+    }
     let to = Ipv4Addr::new(packet[16], packet[17], packet[18], packet[19]);
-    addresses.iter().position(|a| *a == to)
+    if let Some(host) = addresses.iter().position(|a| *a == to) {
+        return nats[host].is_none().then_some(host);
+    }
+    let host = nats
+        .iter()
+        .position(|n| n.as_ref().is_some_and(|n| n.public() == to))?;
+    nats[host].as_mut()?.inbound(packet).then_some(host)
 }

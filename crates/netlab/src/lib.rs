@@ -9,6 +9,11 @@
 //! [`Lab::unavailable`] says why a lab cannot be made, so a test can skip
 //! with that message.
 //!
+//! A host can sit behind NAT ([`Lab::with_nat`]): it keeps its own
+//! address, which no other host can reach, and what it sends leaves from
+//! its router's public address ([`Lab::public_ip`]), which lets in only
+//! replies to flows the host opened (see the `nat` module).
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use hypertensor_netlab::{Lab, Link};
@@ -19,6 +24,7 @@
 
 mod emulator;
 mod namespace;
+mod nat;
 mod tun;
 
 use std::net::Ipv4Addr;
@@ -115,12 +121,16 @@ struct Host {
 pub struct Lab {
     hosts: Vec<Host>,
     links: Arc<Mutex<Vec<Link>>>,
+    nats: Arc<Mutex<Vec<Option<nat::Nat>>>>,
     stop: Arc<AtomicBool>,
     forwarder: Option<JoinHandle<()>>,
 }
 
 /// The first octets of every lab address: host `i` is `10.77.0.(i + 1)`.
 const SUBNET: [u8; 3] = [10, 77, 0];
+/// The first octets of the NAT routers' public addresses: host `i`'s
+/// router, if it has one, is `10.77.1.(i + 1)`.
+const PUBLIC_SUBNET: [u8; 3] = [10, 77, 1];
 
 impl Lab {
     /// Why a lab cannot be made here, or `None` if it can.
@@ -141,6 +151,13 @@ impl Lab {
     /// A lab of `names` (at most 254 hosts), every host's link set to
     /// `link`; host `i` gets the address `10.77.0.(i + 1)`.
     pub fn new(names: &[&str], link: Link) -> Result<Lab> {
+        Lab::with_nat(names, link, &[])
+    }
+
+    /// A lab as [`Lab::new`] makes it, with the hosts in `behind_nat` each
+    /// behind its own NAT router, whose public address is
+    /// `10.77.1.(i + 1)`.
+    pub fn with_nat(names: &[&str], link: Link, behind_nat: &[&str]) -> Result<Lab> {
         if let Some(why) = Lab::unavailable() {
             return Err(LabError::Unavailable(why));
         }
@@ -156,6 +173,7 @@ impl Lab {
         let mut lab = Lab {
             hosts: Vec::new(),
             links: Arc::new(Mutex::new(vec![link; names.len()])),
+            nats: Arc::new(Mutex::new(Vec::new())),
             stop: Arc::new(AtomicBool::new(false)),
             forwarder: None,
         };
@@ -172,13 +190,34 @@ impl Lab {
             });
             devices.push(tun::open_in(&namespace, ip)?);
         }
+        for name in behind_nat {
+            if !names.contains(name) {
+                return Err(LabError::UnknownHost(name.to_string()));
+            }
+        }
+        *lab.nats.lock().unwrap_or_else(|e| e.into_inner()) = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                behind_nat.contains(name).then(|| {
+                    let public = Ipv4Addr::new(
+                        PUBLIC_SUBNET[0],
+                        PUBLIC_SUBNET[1],
+                        PUBLIC_SUBNET[2],
+                        i as u8 + 1,
+                    );
+                    nat::Nat::new(lab.hosts[i].ip, public)
+                })
+            })
+            .collect();
         let links = lab.links.clone();
+        let nats = lab.nats.clone();
         let stop = lab.stop.clone();
         let addresses: Vec<Ipv4Addr> = lab.hosts.iter().map(|h| h.ip).collect();
         lab.forwarder = Some(
             std::thread::Builder::new()
                 .name("netlab-forwarder".into())
-                .spawn(move || emulator::run(devices, addresses, links, stop))
+                .spawn(move || emulator::run(devices, addresses, nats, links, stop))
                 .map_err(|source| LabError::Io {
                     what: "starting the link emulator".into(),
                     source,
@@ -200,6 +239,25 @@ impl Lab {
     /// If the lab has no such host (a test's own mistake).
     pub fn ip(&self, host: &str) -> Ipv4Addr {
         self.hosts[self.index(host).expect("a host of this lab")].ip
+    }
+
+    /// The address the other hosts see `host` at: its router's public
+    /// address if it is behind NAT, else its own.
+    ///
+    /// # Panics
+    /// If the lab has no such host.
+    pub fn public_ip(&self, host: &str) -> Ipv4Addr {
+        let i = self.index(host).expect("a host of this lab");
+        let nats = self.nats.lock().unwrap_or_else(|e| e.into_inner());
+        nats[i].as_ref().map_or(self.hosts[i].ip, nat::Nat::public)
+    }
+
+    /// Packets `host`'s NAT router dropped (unsolicited ones, mostly);
+    /// `None` if it is not behind NAT.
+    pub fn nat_dropped(&self, host: &str) -> Result<Option<u64>> {
+        let i = self.index(host)?;
+        let nats = self.nats.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(nats[i].as_ref().map(|n| n.dropped))
     }
 
     /// The name of `host`'s network namespace (for `ip netns exec`).

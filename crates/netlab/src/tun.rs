@@ -19,12 +19,13 @@ struct InterfaceRequest {
     _rest: [u8; 22],
 }
 
-/// Creates `tun0` in namespace `ns` with address `addr`/24, up, and
+/// Creates `tun0` in namespace `ns` with address `addr`/16 (the lab's
+/// hosts and the public addresses of its NAT routers), up, and
 /// returns the non-blocking file that carries its packets (IPv4 without
 /// a packet-info header).
 pub(crate) fn open_in(ns: &str, addr: Ipv4Addr) -> Result<OwnedFd> {
     let fd = in_namespace(ns, open)??;
-    let cidr = format!("{addr}/24");
+    let cidr = format!("{addr}/16");
     ip(&["-n", ns, "addr", "add", &cidr, "dev", DEVICE])?;
     ip(&["-n", ns, "link", "set", DEVICE, "up"])?;
     Ok(fd)

@@ -124,7 +124,77 @@ fn dropping_a_lab_removes_its_namespaces() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("10.77.0.1/24"), "{text}");
+    assert!(text.contains("10.77.0.1/16"), "{text}");
     drop(lab);
     assert!(!std::path::Path::new(&path).exists());
+}
+
+#[test]
+fn a_host_behind_nat_reaches_out_but_only_flows_it_opened_come_back() {
+    if let Some(why) = Lab::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let lab = Lab::with_nat(&["home", "server"], Link::IDEAL, &["home"]).expect("the lab starts");
+    let home_public = lab.public_ip("home");
+    assert_ne!(home_public, lab.ip("home"), "a router address of its own");
+    assert_eq!(lab.public_ip("server"), lab.ip("server"));
+
+    // Out: works, and the server sees the router's address.
+    let server = SocketAddr::from((lab.ip("server"), 7000));
+    let listener = in_namespace(lab.namespace("server"), move || TcpListener::bind(server))
+        .unwrap()
+        .unwrap();
+    let mut out = connect(&lab, "home", server, Duration::from_secs(5)).expect("connects out");
+    let (mut accepted, seen) = listener.accept().unwrap();
+    assert_eq!(seen.ip(), std::net::IpAddr::V4(home_public));
+    out.write_all(b"hi").unwrap();
+    let mut b = [0u8; 2];
+    accepted.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"hi");
+
+    // In: neither the private nor the public address takes a connection.
+    let _home_listener = echo_server(&lab, "home");
+    for ip in [lab.ip("home"), home_public] {
+        let refused = connect(
+            &lab,
+            "server",
+            SocketAddr::from((ip, 7000)),
+            Duration::from_millis(500),
+        );
+        assert!(refused.is_err(), "{ip} took an unsolicited connection");
+    }
+    assert!(lab.nat_dropped("home").unwrap().unwrap() > 0);
+
+    // A hole: after home sends from its port 7100 to the server's 7200,
+    // the server's 7200 (and only it) reaches home's 7100.
+    let home_socket = in_namespace(lab.namespace("home"), move || {
+        std::net::UdpSocket::bind(SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 7100)))
+    })
+    .unwrap()
+    .unwrap();
+    home_socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let bind_server = |port: u16| {
+        in_namespace(lab.namespace("server"), move || {
+            std::net::UdpSocket::bind(SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, port)))
+        })
+        .unwrap()
+        .unwrap()
+    };
+    let (punched, other) = (bind_server(7200), bind_server(7201));
+    let home_at = SocketAddr::from((home_public, 7100));
+    let mut buf = [0u8; 16];
+    punched.send_to(b"early", home_at).unwrap();
+    assert!(home_socket.recv_from(&mut buf).is_err(), "no hole yet");
+    home_socket
+        .send_to(b"punch", SocketAddr::from((lab.ip("server"), 7200)))
+        .unwrap();
+    let (n, from) = punched.recv_from(&mut buf).unwrap();
+    assert_eq!((&buf[..n], from), (&b"punch"[..], home_at));
+    other.send_to(b"other", home_at).unwrap();
+    punched.send_to(b"through", home_at).unwrap();
+    let (n, _) = home_socket.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"through", "only the punched flow comes in");
 }
