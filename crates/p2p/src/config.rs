@@ -66,6 +66,9 @@ pub struct Config {
     pub max_inbound_work: usize,
     /// Capacity of the command and event channels.
     pub channel_capacity: usize,
+    /// Offer a bounded circuit relay to nodes behind NAT, once this node
+    /// is known to be reachable (see [`crate::nat`]).
+    pub relay_service: bool,
 }
 
 impl Config {
@@ -102,6 +105,7 @@ impl Config {
             max_record_bytes: 1 << 20,
             max_inbound_work: 256,
             channel_capacity: 64,
+            relay_service: true,
         }
     }
 

@@ -62,6 +62,7 @@ mod codec;
 mod config;
 mod error;
 mod network;
+pub mod nat;
 pub mod record;
 pub mod rpc;
 pub mod schema;
@@ -70,6 +71,7 @@ pub mod validate;
 
 pub use config::{Config, libp2p_identity, load_identity};
 pub use error::{P2pError, Result};
+pub use nat::Reachability;
 pub use network::{Client, Event, EventLoop, new};
 pub use record::{Dictionary, SignedEntry, now_ms};
 pub use rpc::{Admission, Outcome, Refusal, RpcHandler, RpcSession, SignedRequest, SignedResponse};

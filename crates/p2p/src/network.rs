@@ -26,12 +26,18 @@ use futures::{FutureExt, StreamExt};
 use hypertensor_primitives::{H256, Keypair};
 use libp2p::kad::store::{MemoryStore, MemoryStoreConfig, RecordStore};
 use libp2p::kad::{self, GetRecordOk, QueryId, QueryResult, Quorum, Record, StoreInserts};
+use libp2p::core::transport::ListenerId;
 use libp2p::multiaddr::Protocol;
+use libp2p::swarm::behaviour::toggle::Toggle;
 use libp2p::swarm::{NetworkBehaviour, SwarmEvent};
-use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, identify, noise, ping, tcp, yamux};
+use libp2p::{
+    Multiaddr, PeerId, StreamProtocol, Swarm, autonat, dcutr, identify, noise, ping, relay, tcp,
+    yamux,
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, libp2p_identity};
+use crate::nat::{self, Reachability};
 use crate::record::{Dictionary, SignedEntry, check_key, now_ms, peer_id_of};
 use crate::rpc::{
     Outcome, RequestGuard, RpcSession, SignedRequest, SignedResponse, read_frame, write_frame,
@@ -46,6 +52,8 @@ const RPC_RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 const STREAM_DROP_RETRIES: u32 = 4;
 /// Pause before the first reopening; the n-th waits n times this.
 const STREAM_DROP_PAUSE: Duration = Duration::from_millis(20);
+/// Longest wait for a relay to accept a reservation.
+const RELAY_TIMEOUT: Duration = Duration::from_secs(20);
 
 #[derive(NetworkBehaviour)]
 struct Behaviour {
@@ -53,6 +61,10 @@ struct Behaviour {
     identify: identify::Behaviour,
     ping: ping::Behaviour,
     stream: libp2p_stream::Behaviour,
+    autonat: autonat::Behaviour,
+    relay: Toggle<relay::Behaviour>,
+    relay_client: relay::client::Behaviour,
+    dcutr: dcutr::Behaviour,
 }
 
 /// Something the application hears from the network.
@@ -103,6 +115,13 @@ enum Command {
     AddressesOf {
         peer: PeerId,
         reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
+    Reachability {
+        reply: oneshot::Sender<Reachability>,
+    },
+    ListenViaRelay {
+        relay: Multiaddr,
+        reply: oneshot::Sender<Result<Multiaddr>>,
     },
 }
 
@@ -257,6 +276,38 @@ impl Client {
             .await
     }
 
+    /// Whether others can dial us, as AutoNAT found so far.
+    pub async fn reachability(&self) -> Result<Reachability> {
+        self.call(|reply| Command::Reachability { reply }).await
+    }
+
+    /// Waits until AutoNAT decided whether others can dial us, for at most
+    /// `timeout`; [`Reachability::Unknown`] if it has not.
+    pub async fn wait_reachability(&self, timeout: Duration) -> Result<Reachability> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let now = self.reachability().await?;
+            if now != Reachability::Unknown || tokio::time::Instant::now() >= deadline {
+                return Ok(now);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Reserves a slot on `relay` (an address ending in `/p2p/<its id>`)
+    /// and listens through it; returns the relayed address others can
+    /// dial us at, once the relay accepted. Fails if the relay refuses,
+    /// cannot be reached, or does not answer within `RELAY_TIMEOUT`.
+    pub async fn listen_via_relay(&self, relay: Multiaddr) -> Result<Multiaddr> {
+        let reply = self.call(|reply| Command::ListenViaRelay { relay, reply });
+        match tokio::time::timeout(RELAY_TIMEOUT, reply).await {
+            Ok(outcome) => outcome?,
+            Err(_) => Err(P2pError::Network(
+                "the relay did not accept a reservation in time".into(),
+            )),
+        }
+    }
+
     /// Calls `method` on `peer` with a signed request; returns the body of
     /// its verified, signed answer. Refusals and handler errors come back
     /// as [`P2pError::Refused`] and [`P2pError::Remote`].
@@ -405,6 +456,8 @@ pub struct EventLoop {
     dials: HashMap<PeerId, Vec<oneshot::Sender<Result<()>>>>,
     bootstraps: HashMap<QueryId, oneshot::Sender<Result<()>>>,
     listen_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
+    relay_listens: HashMap<ListenerId, oneshot::Sender<Result<Multiaddr>>>,
+    reachability: Reachability,
     own: HashMap<String, SignedEntry>,
     config: Config,
 }
@@ -432,7 +485,10 @@ pub fn new(config: Config) -> Result<(Client, mpsc::Receiver<Event>, EventLoop)>
             yamux::Config::default,
         )
         .map_err(|e| P2pError::Network(e.to_string()))?
-        .with_behaviour(|key| {
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| P2pError::Network(e.to_string()))?
+        .with_behaviour(|key, relay_client| {
+            let local = key.public().to_peer_id();
             let mut kad_config = kad::Config::new(kad_protocol);
             kad_config
                 .set_replication_factor(replication)
@@ -463,6 +519,13 @@ pub fn new(config: Config) -> Result<(Client, mpsc::Receiver<Event>, EventLoop)>
                 )),
                 ping: ping::Behaviour::default(),
                 stream: libp2p_stream::Behaviour::new(),
+                autonat: autonat::Behaviour::new(local, nat::autonat_config()),
+                relay: Toggle::from(
+                    cfg.relay_service
+                        .then(|| relay::Behaviour::new(local, nat::relay_config())),
+                ),
+                relay_client,
+                dcutr: dcutr::Behaviour::new(local),
             }
         })
         .map_err(|e| P2pError::Network(e.to_string()))?
@@ -555,6 +618,8 @@ pub fn new(config: Config) -> Result<(Client, mpsc::Receiver<Event>, EventLoop)>
         dials: HashMap::new(),
         bootstraps: HashMap::new(),
         listen_waiters: Vec::new(),
+        relay_listens: HashMap::new(),
+        reachability: Reachability::Unknown,
         own: HashMap::new(),
         config,
     };
@@ -735,6 +800,30 @@ impl EventLoop {
                 }
                 let _ = reply.send(addrs);
             }
+            Command::Reachability { reply } => {
+                let _ = reply.send(self.reachability.clone());
+            }
+            Command::ListenViaRelay { relay, reply } => {
+                let Some((peer, circuit)) = nat::circuit_through(&relay) else {
+                    let _ = reply.send(Err(P2pError::Address {
+                        addr: relay.to_string(),
+                        reason: "a relay address must end in /p2p/<peer id>".into(),
+                    }));
+                    return;
+                };
+                self.swarm.add_peer_address(peer, relay.clone());
+                match self.swarm.listen_on(circuit) {
+                    Ok(id) => {
+                        self.relay_listens.insert(id, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(P2pError::Address {
+                            addr: relay.to_string(),
+                            reason: e.to_string(),
+                        }));
+                    }
+                }
+            }
             Command::RoutingTableSize { reply } => {
                 let n = self
                     .swarm
@@ -908,8 +997,21 @@ impl EventLoop {
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
         match event {
-            SwarmEvent::NewListenAddr { address, .. } => {
+            SwarmEvent::NewListenAddr {
+                address,
+                listener_id,
+            } => {
                 tracing::debug!(%address, "listening");
+                if let Some(reply) = self.relay_listens.remove(&listener_id) {
+                    tracing::info!(%address, "listening through a relay");
+                    // Behind NAT our own addresses cannot be dialled: stay
+                    // out of others' routing tables.
+                    self.swarm
+                        .behaviour_mut()
+                        .kad
+                        .set_mode(Some(kad::Mode::Client));
+                    let _ = reply.send(Ok(address));
+                }
                 let addrs: Vec<Multiaddr> = self.swarm.listeners().cloned().collect();
                 for waiter in self.listen_waiters.drain(..) {
                     let _ = waiter.send(addrs.clone());
@@ -941,6 +1043,40 @@ impl EventLoop {
                     }
                 }
             }
+            SwarmEvent::ListenerClosed {
+                listener_id,
+                reason,
+                ..
+            } => {
+                if let Some(reply) = self.relay_listens.remove(&listener_id) {
+                    let reason = match reason {
+                        Ok(()) => "the relay closed the reservation".to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    let _ = reply.send(Err(P2pError::Network(format!(
+                        "relay reservation failed: {reason}"
+                    ))));
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Autonat(autonat::Event::StatusChanged {
+                new,
+                ..
+            })) => {
+                tracing::info!(status = ?new, "reachability");
+                self.reachability = new.into();
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            })) => match result {
+                Ok(_) => {
+                    tracing::info!(peer = %remote_peer_id, "direct connection (hole punched)");
+                    self.metrics.hole_punched();
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %remote_peer_id, error = %e, "hole punching failed")
+                }
+            },
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => self.on_kad_event(event),
             _ => {}
         }

@@ -163,6 +163,7 @@ impl fmt::Display for RejectReason {
 pub struct Metrics {
     rejected: [AtomicU64; 10],
     accepted: AtomicU64,
+    hole_punches: AtomicU64,
 }
 
 impl Metrics {
@@ -188,6 +189,14 @@ impl Metrics {
     /// Entries accepted into the local store from other peers.
     pub fn accepted(&self) -> u64 {
         self.accepted.load(Ordering::Relaxed)
+    }
+    pub(crate) fn hole_punched(&self) {
+        self.hole_punches.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Relayed connections that hole punching (DCUtR) replaced with
+    /// direct ones.
+    pub fn hole_punches(&self) -> u64 {
+        self.hole_punches.load(Ordering::Relaxed)
     }
 }
 
