@@ -45,6 +45,11 @@ pub struct ServerInfo {
     pub version: String,
     /// Addresses to dial it at.
     pub addrs: Vec<String>,
+    /// Whether those addresses go through a relay (the server is behind
+    /// NAT); routing prefers direct servers (see `routing`). Left out when
+    /// false, so direct servers' announcements read as before.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub relayed: bool,
 }
 
 impl ServerInfo {

@@ -393,6 +393,7 @@ impl SwarmClient {
                         sessions: info.sessions,
                         own_sessions,
                         latency,
+                        relayed: info.relayed,
                     },
                 }),
                 // A server whose probe failed while this one waited is
@@ -502,6 +503,7 @@ impl SwarmClient {
                 "throughput": info.throughput,
                 "free_cache_tokens": info.free_cache_tokens,
                 "version": info.version,
+                "relayed": info.relayed,
             })).collect::<Vec<_>>(),
             "coverage": coverage,
             "complete": coverage.iter().all(|c| *c > 0),

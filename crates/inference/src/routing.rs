@@ -17,6 +17,17 @@
 //! go to the server where a step is expected to be quickest, which spreads
 //! them by load (Petals weighs servers by throughput alone and counts no
 //! load, which a batching server needs).
+//!
+//! # Relayed servers
+//!
+//! A server behind NAT is reached through a relay until hole punching
+//! (DCUtR) gives a direct connection. Its probe latency already counts the
+//! relay's detour, but a relay's bandwidth is shared with its other
+//! circuits, and a circuit ends after its time or byte limit, when the
+//! session must fail over and replay. So its step time counts
+//! [`RELAY_PENALTY`] times: between replicas of similar speed a direct one
+//! wins, while a relayed server still serves a span no one else holds, or
+//! one where it is much faster.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
@@ -41,6 +52,8 @@ pub struct Candidate {
     pub own_sessions: u32,
     /// Measured round-trip time.
     pub latency: Duration,
+    /// Reached through a relay (announced only relayed addresses).
+    pub relayed: bool,
 }
 
 /// The share of one step a session not yet in a server's announced load
@@ -50,15 +63,20 @@ pub struct Candidate {
 /// a half errs toward spreading sessions.
 pub const LOAD_MARGINAL: f64 = 0.5;
 
+/// How many times a relayed server's step time counts (see "Relayed
+/// servers" above).
+pub const RELAY_PENALTY: f64 = 2.0;
+
 impl Candidate {
     /// The edge weight in milliseconds: the round trip plus the expected
     /// step time, `1000 / throughput * (1 + LOAD_MARGINAL * unseen)` where
     /// `unseen` is how many more sessions this client has open there than
-    /// the server announced.
+    /// the server announced, times [`RELAY_PENALTY`] if it is relayed.
     pub fn cost_ms(&self) -> f64 {
         let unseen = f64::from(self.own_sessions.saturating_sub(self.sessions));
+        let penalty = if self.relayed { RELAY_PENALTY } else { 1.0 };
         self.latency.as_secs_f64() * 1e3
-            + 1e3 / self.throughput.max(1e-9) * (1.0 + LOAD_MARGINAL * unseen)
+            + 1e3 / self.throughput.max(1e-9) * (1.0 + LOAD_MARGINAL * unseen) * penalty
     }
 }
 
@@ -213,7 +231,24 @@ mod tests {
             sessions: 0,
             own_sessions: 0,
             latency: Duration::from_millis(latency_ms),
+            relayed: false,
         }
+    }
+
+    #[test]
+    fn a_relayed_replica_loses_to_a_direct_one_but_still_serves_when_much_faster() {
+        let direct = cand(1, 0, 30, 50.0, 10);
+        let mut relayed = cand(2, 0, 30, 50.0, 10);
+        relayed.relayed = true;
+        let servers = [relayed.clone(), direct.clone()];
+        let route = shortest_route(&servers, 0, 30).unwrap();
+        assert_eq!(route[0].peer, direct.peer);
+        // Four times the throughput outweighs the penalty.
+        relayed.throughput = 200.0;
+        let route = shortest_route(&[relayed.clone(), direct], 0, 30).unwrap();
+        assert_eq!(route[0].peer, relayed.peer);
+        // The only server of a span serves it, relayed or not.
+        assert_eq!(shortest_route(&[relayed], 0, 30).unwrap().len(), 1);
     }
 
     /// Routes `n` new sessions of one client over `servers` (whole-model

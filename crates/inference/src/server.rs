@@ -268,7 +268,7 @@ impl BlockServer {
     }
 
     /// The announcement as of now.
-    pub fn info(&self, state: ServerState, addrs: Vec<String>) -> ServerInfo {
+    pub fn info(&self, state: ServerState, addrs: Vec<String>, relayed: bool) -> ServerInfo {
         let range = self.span.range();
         ServerInfo {
             state,
@@ -279,18 +279,18 @@ impl BlockServer {
             free_cache_tokens: self.free_cache_tokens(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             addrs,
+            relayed,
         }
     }
 
     /// Announces under every block of the span, valid for `announce_ttl`.
     pub async fn announce(&self, p2p: &Client, state: ServerState) -> Result<()> {
-        let addrs = p2p
-            .listen_addrs()
-            .await?
+        let (addrs, relayed) = hypertensor_p2p::nat::announceable(p2p.listen_addrs().await?);
+        let addrs = addrs
             .into_iter()
             .map(|a| a.with_p2p(p2p.peer_id()).unwrap_or_else(|a| a).to_string())
             .collect();
-        let value = self.info(state, addrs).encode();
+        let value = self.info(state, addrs, relayed).encode();
         let ttl = self.config.announce_ttl.min(ANNOUNCE_MAX_TTL);
         let expiration = now_ms() + ttl.as_millis() as u64;
         let stores = self.span.range().map(|block| {

@@ -33,6 +33,7 @@ use crate::clock::{ChainClock, PHASE_GRACE_BLOCKS};
 use crate::epoch_loop::{ConsensusConfig, ConsensusLoop, DutiesWrapper, Hosting};
 use crate::error::{NodeError, NodeResult};
 use crate::heads::HeadFollower;
+use crate::reach::make_reachable;
 use crate::running::RunningNode;
 use crate::schemas::with_consensus_schemas;
 use crate::stake::ChainStake;
@@ -200,11 +201,17 @@ impl NodeBuilder {
             p2p.wait_for_peers(BOOTSTRAP_WAIT).await;
         }
 
-        let server = match &options.host {
-            Some(host) => Some(self.start_server(host, &gguf, &model, &p2p, events).await?),
+        let (server, reach) = match &options.host {
+            Some(host) => {
+                // Checked before the server announces, so it never
+                // announces addresses no one can dial.
+                let reach = make_reachable(&p2p, &options.listen, &options.bootstrap).await?;
+                let server = self.start_server(host, &gguf, &model, &p2p, events).await?;
+                (Some(server), Some(reach))
+            }
             None => {
                 drop(events);
-                None
+                (None, None)
             }
         };
 
@@ -258,6 +265,7 @@ impl NodeBuilder {
         Ok(RunningNode {
             p2p,
             server,
+            reach,
             status,
             metrics,
             api_addr,

@@ -79,6 +79,11 @@ pub enum NodeError {
     /// The options contradict each other or the model.
     #[error("{0}")]
     InvalidConfig(String),
+    /// Behind NAT, and no bootstrap peer would relay for this node.
+    #[error(
+        "peers cannot dial this node (it is behind NAT) and no bootstrap peer gave it a relay reservation; last: {0}"
+    )]
+    Unreachable(String),
     /// The consensus loop could not start.
     #[error("cannot start the consensus loop: {0}")]
     Consensus(String),

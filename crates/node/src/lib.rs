@@ -27,6 +27,7 @@ mod dht;
 mod epoch_loop;
 mod error;
 mod heads;
+mod reach;
 mod running;
 mod schemas;
 mod stake;
@@ -42,6 +43,7 @@ pub use epoch_loop::{
 };
 pub use error::{NodeError, NodeResult};
 pub use heads::HeadFollower;
+pub use reach::{REACHABILITY_WAIT, RELAY_WAIT, Reach, make_reachable};
 pub use running::{RunningNode, SHUTDOWN_DEADLINE};
 pub use schemas::with_consensus_schemas;
 pub use stake::{ChainStake, chain_peer_id};

@@ -26,6 +26,8 @@ pub struct RunningNode {
     pub p2p: Client,
     /// Its block server, if it hosts.
     pub server: Option<Arc<BlockServer>>,
+    /// How others reach its block server, if it hosts.
+    pub reach: Option<crate::Reach>,
     /// The consensus loop's status, if it runs one.
     pub status: Option<watch::Receiver<LoopStatus>>,
     /// The consensus loop's counters, if it runs one.

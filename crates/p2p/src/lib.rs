@@ -61,8 +61,8 @@
 mod codec;
 mod config;
 mod error;
-mod network;
 pub mod nat;
+mod network;
 pub mod record;
 pub mod rpc;
 pub mod schema;

@@ -112,7 +112,11 @@ pub(crate) fn circuit_through(relay: &Multiaddr) -> Option<(PeerId, Multiaddr)> 
 /// alone if there are any (the others cannot be dialled), else all.
 /// Returns them and whether they are relayed.
 pub fn announceable(listening: Vec<Multiaddr>) -> (Vec<Multiaddr>, bool) {
-    let relayed: Vec<Multiaddr> = listening.iter().filter(|a| is_relayed(a)).cloned().collect();
+    let relayed: Vec<Multiaddr> = listening
+        .iter()
+        .filter(|a| is_relayed(a))
+        .cloned()
+        .collect();
     if relayed.is_empty() {
         (listening, false)
     } else {
@@ -133,7 +137,10 @@ mod tests {
                 .unwrap();
         let (_, circuit) = circuit_through(&relay).unwrap();
         assert!(is_relayed(&circuit) && !is_relayed(&relay));
-        assert_eq!(announceable(vec![direct.clone()]), (vec![direct.clone()], false));
+        assert_eq!(
+            announceable(vec![direct.clone()]),
+            (vec![direct.clone()], false)
+        );
         assert_eq!(
             announceable(vec![direct, circuit.clone()]),
             (vec![circuit], true)

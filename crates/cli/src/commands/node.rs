@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use hypertensor_model::GgufFile;
-use hypertensor_node::{HostOptions, NodeBuilder, NodeOptions, SpanChoice};
+use hypertensor_node::{HostOptions, NodeBuilder, NodeOptions, Reach, SpanChoice};
 use hypertensor_p2p::Multiaddr;
 use hypertensor_primitives::Keypair;
 
@@ -156,6 +156,12 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
             server.throughput(),
             server.free_cache_tokens()
         );
+    }
+    match &node.reach {
+        Some(Reach::Relayed(addr)) => println!("behind NAT: reachable through the relay at {addr}"),
+        Some(Reach::Direct(addr)) => println!("reachable directly at {addr}"),
+        Some(Reach::Unknown) => println!("reachability unknown: no peer could probe this node"),
+        Some(Reach::Unchecked) | None => {}
     }
     if let Some(addr) = node.api_addr {
         println!("OpenAI-compatible API on http://{addr}/v1");

@@ -113,6 +113,10 @@ impl SwarmEngine {
         );
         options.model_name = name;
         options.bootstrap = args.bootstrap.clone();
+        // On every interface, so a server behind NAT that it reaches
+        // through a relay can dial it back directly (hole punching: outgoing
+        // connections leave from this port, which peers then observe).
+        options.listen = vec!["/ip4/0.0.0.0/tcp/0".parse()?];
         options.swarm_client = true;
         options.relay = args.relay;
         let node = runtime

@@ -137,3 +137,88 @@ fn a_hosters_link_cut_mid_generation_fails_over_with_identical_tokens() {
     );
     eprintln!("generation with a cut link took {:?}", started.elapsed());
 }
+
+/// `hypertensor generate` on `host` through the swarm joined at `boot`,
+/// retried until the announcements have spread (a full route exists);
+/// its last output.
+fn generate_on(lab: &Lab, host: &str, prompt: &str, max_tokens: &str, boot: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..30 {
+        let out = lab
+            .command(host, BIN)
+            .args(["generate", "--prompt", prompt, "--temperature", "0"])
+            .args(["--max-tokens", max_tokens, "--swarm", boot])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return String::from_utf8(out.stdout).unwrap();
+        }
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("the swarm never served: {last}");
+}
+
+/// A hoster behind a NAT router finds out (AutoNAT) that no one can dial
+/// it, reserves a slot on its bootstrap peer's relay and announces the
+/// relayed address; a client, itself behind another router, is served
+/// through it with the local model's tokens, and hole punching makes
+/// their connection direct.
+#[test]
+fn a_hoster_behind_nat_serves_through_a_relay_with_identical_tokens() {
+    if let Some(why) = Lab::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let link = Link::round_trip(Duration::from_millis(10));
+    let lab = Lab::with_nat(
+        &["client", "relay", "public", "home"],
+        link,
+        &["home", "client"],
+    )
+    .unwrap();
+
+    let (relay, boot) = hoster(&lab, "relay", "0:10", None);
+    let (public, _) = hoster(&lab, "public", "20:30", Some(&boot));
+    let direct = public.wait_for("reachable");
+    assert!(direct.contains("reachable directly"), "{direct}");
+
+    let log = std::env::temp_dir().join(format!("hypertensor-nat-{}.log", std::process::id()));
+    let home = Running::new(
+        lab.command("home", BIN)
+            .args(["node", "--role", "hoster", "--blocks", "10:20"])
+            .args(["--listen", &format!("/ip4/{}/tcp/4001", lab.ip("home"))])
+            .args(["--bootstrap", &boot])
+            .env("RUST_LOG", "hypertensor_p2p=info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("the binary runs"),
+    );
+    home.wait_for("serving blocks 10..20");
+    let reach = home.wait_for("reachable");
+    let relay_id = boot.rsplit('/').next().unwrap();
+    assert!(
+        reach.contains("behind NAT: reachable through the relay at")
+            && reach.contains(&format!("/p2p/{relay_id}/p2p-circuit")),
+        "{reach}"
+    );
+    assert!(
+        lab.nat_dropped("home").unwrap().unwrap() > 0,
+        "the router let every probe in"
+    );
+
+    let prompt = "The capital of France is";
+    let expected = local_greedy(prompt, "24");
+    // Blocks 10..20 have no server but the one behind NAT.
+    assert_eq!(generate_on(&lab, "client", prompt, "24", &boot), expected);
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = std::fs::remove_file(&log);
+    // Both ends behind NAT, the relayed connection was replaced by a
+    // direct one (DCUtR: simultaneous dials through both routers).
+    assert!(
+        logged.contains("direct connection (hole punched)"),
+        "no hole punched:\n{logged}"
+    );
+    drop((relay, public, home));
+}

@@ -395,6 +395,7 @@ impl Swarm {
             free_cache_tokens: u64::MAX,
             version: version.into(),
             addrs,
+            relayed: false,
         };
         let expiration = hypertensor_p2p::now_ms() + 60_000;
         for block in range.clone() {
