@@ -50,7 +50,7 @@ const MAX_CIRCUIT_BYTES: u64 = 1 << 30;
 
 /// The relay service every dialable node offers.
 pub(crate) fn relay_config() -> relay::Config {
-    let per_minute = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+    let nonzero = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
     relay::Config {
         max_reservations: MAX_RESERVATIONS,
         max_reservations_per_peer: 2,
@@ -64,8 +64,8 @@ pub(crate) fn relay_config() -> relay::Config {
     }
     // A restarting node re-reserves; a client opens one circuit per peer
     // it routes through. Both stay far below these.
-    .reservation_rate_per_peer(per_minute(10), Duration::from_secs(60))
-    .circuit_src_per_peer(per_minute(30), Duration::from_secs(60))
+    .reservation_rate_per_peer(nonzero(10), Duration::from_secs(60))
+    .circuit_src_per_peer(nonzero(30), Duration::from_secs(60))
 }
 
 /// AutoNAT probing fast enough to decide before a server announces:

@@ -13,17 +13,24 @@ use crate::process::Running;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hypertensor");
 
-/// `hypertensor node --role hoster --blocks SPAN` on `host`, serving, and
-/// the multiaddr it listens on.
-fn hoster(lab: &Lab, host: &str, span: &str, bootstrap: Option<&str>) -> (Running, String) {
+/// The command line of `hypertensor node --role hoster --blocks SPAN` on
+/// `host`, listening on its lab address, stdout piped.
+fn hoster_command(lab: &Lab, host: &str, span: &str, bootstrap: Option<&str>) -> Command {
     let mut cmd = lab.command(host, BIN);
     cmd.args(["node", "--role", "hoster", "--blocks", span])
-        .args(["--listen", &format!("/ip4/{}/tcp/4001", lab.ip(host))]);
+        .args(["--listen", &format!("/ip4/{}/tcp/4001", lab.ip(host))])
+        .stdout(Stdio::piped());
     if let Some(b) = bootstrap {
         cmd.args(["--bootstrap", b]);
     }
+    cmd
+}
+
+/// A hoster (see [`hoster_command`]) on `host`, serving, and the multiaddr
+/// it listens on.
+fn hoster(lab: &Lab, host: &str, span: &str, bootstrap: Option<&str>) -> (Running, String) {
     let p = Running::new(
-        cmd.stdout(Stdio::piped())
+        hoster_command(lab, host, span, bootstrap)
             .stderr(Stdio::null())
             .spawn()
             .expect("the binary runs"),
@@ -185,12 +192,8 @@ fn a_hoster_behind_nat_serves_through_a_relay_with_identical_tokens() {
 
     let log = std::env::temp_dir().join(format!("hypertensor-nat-{}.log", std::process::id()));
     let home = Running::new(
-        lab.command("home", BIN)
-            .args(["node", "--role", "hoster", "--blocks", "10:20"])
-            .args(["--listen", &format!("/ip4/{}/tcp/4001", lab.ip("home"))])
-            .args(["--bootstrap", &boot])
+        hoster_command(&lab, "home", "10:20", Some(&boot))
             .env("RUST_LOG", "hypertensor_p2p=info")
-            .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("the binary runs"),

@@ -7,42 +7,16 @@
 
 use std::sync::atomic::Ordering;
 
-use std::sync::Arc;
-
-use hypertensor_inference::{InferenceError, SwarmClient};
+use hypertensor_inference::InferenceError;
 use hypertensor_model::{Flow, ModelError, generate};
-use hypertensor_p2p::PeerId;
 use serde_json::Value;
 
-use crate::harness::{self, Corruption, MODEL, Swarm, local_greedy, serve_api};
-use crate::request;
+use crate::harness::{
+    self, Corruption, MODEL, Swarm, greedy_through, local_greedy, request, serve_api,
+};
 
 /// Steps the corrupting server runs honestly: the prompt and two tokens.
 const HONEST_STEPS: usize = 3;
-
-/// `tokens` greedy tokens of `prompt` through `client`'s swarm, and the
-/// route the sequence ended on.
-async fn greedy_through(
-    client: &Arc<SwarmClient>,
-    prompt: &'static str,
-    tokens: usize,
-) -> (Vec<u32>, Vec<(PeerId, std::ops::Range<usize>)>) {
-    let c = client.clone();
-    tokio::task::spawn_blocking(move || {
-        let prompt = c.tokenizer().encode_with_bos(prompt, false).unwrap();
-        let mut session = c.session();
-        let g = generate(
-            &mut session,
-            c.tokenizer(),
-            &request(&prompt, tokens),
-            |_| Flow::Continue,
-        )
-        .unwrap();
-        (g.tokens, session.route())
-    })
-    .await
-    .unwrap()
-}
 
 /// A generation whose second half of the model is first routed through a
 /// server that turns bad after [`HONEST_STEPS`], with an honest spare of

@@ -508,3 +508,27 @@ async fn exchange(addr: std::net::SocketAddr, request: String) -> (u16, String) 
         body.to_string(),
     )
 }
+
+/// `tokens` greedy tokens of `prompt` through `client`'s swarm, and the
+/// route the sequence ended on.
+pub(crate) async fn greedy_through(
+    client: &Arc<SwarmClient>,
+    prompt: &'static str,
+    tokens: usize,
+) -> (Vec<u32>, Vec<(PeerId, std::ops::Range<usize>)>) {
+    let c = client.clone();
+    tokio::task::spawn_blocking(move || {
+        let prompt = c.tokenizer().encode_with_bos(prompt, false).unwrap();
+        let mut session = c.session();
+        let g = generate(
+            &mut session,
+            c.tokenizer(),
+            &request(&prompt, tokens),
+            |_| Flow::Continue,
+        )
+        .unwrap();
+        (g.tokens, session.route())
+    })
+    .await
+    .unwrap()
+}

@@ -17,7 +17,7 @@ use hypertensor_api::Backend;
 use hypertensor_inference::SwarmBackend;
 use hypertensor_model::{Flow, GenerationRequest, LanguageModel, SamplingParams, generate};
 
-use harness::{Swarm, local_greedy, request};
+use harness::{Swarm, greedy_through, local_greedy, request};
 
 const PROMPTS: [&str; 3] = [
     "The capital of France is",
@@ -38,32 +38,14 @@ async fn three_servers_give_the_local_models_greedy_tokens() {
     for push in [false, true] {
         let before: Vec<u64> = servers.iter().map(|s| s.server.pushed_steps()).collect();
         let client = swarm.client(|c| c.push = push).await;
-        let tokens = tokio::task::spawn_blocking(move || {
-            let mut routes = Vec::new();
-            let mut steps = 0u64;
-            let outputs: Vec<Vec<u32>> = PROMPTS
-                .iter()
-                .map(|p| {
-                    let prompt = client.tokenizer().encode_with_bos(p, false).unwrap();
-                    let mut session = client.session();
-                    let g = generate(
-                        &mut session,
-                        client.tokenizer(),
-                        &request(&prompt, 12),
-                        |_| Flow::Continue,
-                    )
-                    .unwrap();
-                    routes.push(session.route());
-                    // One prefill step, then one per token but the last.
-                    steps += g.tokens.len() as u64;
-                    g.tokens
-                })
-                .collect();
-            (outputs, routes, steps)
-        })
-        .await
-        .unwrap();
-        let (outputs, routes, steps) = tokens;
+        let (mut outputs, mut routes, mut steps) = (Vec::new(), Vec::new(), 0u64);
+        for p in PROMPTS {
+            let (tokens, route) = greedy_through(&client, p, 12).await;
+            // One prefill step, then one per token but the last.
+            steps += tokens.len() as u64;
+            outputs.push(tokens);
+            routes.push(route);
+        }
         for (p, got) in PROMPTS.iter().zip(&outputs) {
             assert_eq!(got, &local_greedy(p, 12), "prompt {p:?}, push {push}");
         }
@@ -138,23 +120,8 @@ async fn a_server_killed_before_the_first_token_is_routed_around() {
     // Its announcement is still in the DHT, but it is gone.
     primary.killer().kill();
     let expected = local_greedy(PROMPTS[0], 10);
-    let (tokens, route, stats) = tokio::task::spawn_blocking(move || {
-        let prompt = client
-            .tokenizer()
-            .encode_with_bos(PROMPTS[0], false)
-            .unwrap();
-        let mut session = client.session();
-        let g = generate(
-            &mut session,
-            client.tokenizer(),
-            &request(&prompt, 10),
-            |_| Flow::Continue,
-        )
-        .unwrap();
-        (g.tokens, session.route(), client.stats())
-    })
-    .await
-    .unwrap();
+    let (tokens, route) = greedy_through(&client, PROMPTS[0], 10).await;
+    let stats = client.stats();
     assert_eq!(tokens, expected);
     assert_eq!(route[1].0, spare.peer);
     assert!(stats.failures >= 1, "{stats:?}");
