@@ -418,6 +418,44 @@ fn outcome_to_result(peer: PeerId, outcome: Outcome) -> Result<Vec<u8>> {
     }
 }
 
+/// Puts in flight. A put goes out two ways (see [`EventLoop::send_entry`])
+/// and answers its writer with the first acknowledgement, or with the
+/// last failure once both failed.
+#[derive(Default)]
+struct PendingPuts {
+    next: u64,
+    queries: HashMap<QueryId, u64>,
+    writers: HashMap<u64, (oneshot::Sender<Result<()>>, usize)>,
+}
+
+impl PendingPuts {
+    fn insert(&mut self, ids: &[QueryId], reply: oneshot::Sender<Result<()>>) {
+        let put = self.next;
+        self.next += 1;
+        for id in ids {
+            self.queries.insert(*id, put);
+        }
+        self.writers.insert(put, (reply, ids.len()));
+    }
+
+    fn finished(&mut self, id: QueryId, result: Result<()>) {
+        let Some(put) = self.queries.remove(&id) else {
+            return;
+        };
+        let done = match (&result, self.writers.get_mut(&put)) {
+            (_, None) => false,
+            (Ok(()), Some(_)) => true,
+            (Err(_), Some((_, left))) => {
+                *left -= 1;
+                *left == 0
+            }
+        };
+        if done && let Some((reply, _)) = self.writers.remove(&put) {
+            let _ = reply.send(result);
+        }
+    }
+}
+
 /// A `get` collecting records.
 struct PendingGet {
     key: String,
@@ -452,7 +490,7 @@ pub struct EventLoop {
     incoming_sessions: libp2p_stream::IncomingStreams,
     work: FuturesUnordered<BoxFuture<'static, Done>>,
     gets: HashMap<QueryId, PendingGet>,
-    puts: HashMap<QueryId, oneshot::Sender<Result<()>>>,
+    puts: PendingPuts,
     dials: HashMap<PeerId, Vec<oneshot::Sender<Result<()>>>>,
     bootstraps: HashMap<QueryId, oneshot::Sender<Result<()>>>,
     listen_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
@@ -614,7 +652,7 @@ pub fn new(config: Config) -> Result<(Client, mpsc::Receiver<Event>, EventLoop)>
         incoming_sessions,
         work: FuturesUnordered::new(),
         gets: HashMap::new(),
-        puts: HashMap::new(),
+        puts: PendingPuts::default(),
         dials: HashMap::new(),
         bootstraps: HashMap::new(),
         listen_waiters: Vec::new(),
@@ -714,9 +752,7 @@ impl EventLoop {
                     self.own.insert(key.clone(), entry.clone());
                 }
                 match self.send_entry(&key, entry.clone()) {
-                    Ok(id) => {
-                        self.puts.insert(id, reply);
-                    }
+                    Ok(ids) => self.puts.insert(&ids, reply),
                     Err(e) => {
                         let _ = reply.send(Err(e));
                     }
@@ -837,16 +873,50 @@ impl EventLoop {
         }
     }
 
-    /// Puts a one-entry record for `key` to its closest peers.
-    fn send_entry(&mut self, key: &str, entry: SignedEntry) -> Result<QueryId> {
+    /// Puts a one-entry record for `key` two ways at once: through
+    /// Kademlia's iterative lookup of the closest peers in the whole DHT,
+    /// and straight to the closest peers this node is connected to. The
+    /// lookup waits out (10 s per peer, not configurable) any peer that
+    /// stopped answering without closing its connection, as behind a cut
+    /// link; the direct put is acknowledged within a round trip by any
+    /// peer still answering, so one silent peer cannot make every write
+    /// miss its phase window.
+    fn send_entry(&mut self, key: &str, entry: SignedEntry) -> Result<Vec<QueryId>> {
         let dict: Dictionary = std::iter::once(entry).collect();
         let mut record = Record::new(record_key(key), dict.encode());
         record.publisher = None;
-        self.swarm
+        let connected = self.closest_connected(&record.key);
+        let kad = &mut self.swarm.behaviour_mut().kad;
+        let mut ids = vec![
+            kad.put_record(record.clone(), Quorum::One)
+                .map_err(|e| P2pError::Network(format!("local store refused the record: {e}")))?,
+        ];
+        if !connected.is_empty() {
+            ids.push(kad.put_record_to(record, connected.into_iter(), Quorum::One));
+        }
+        Ok(ids)
+    }
+
+    /// The peers of the routing table this node is connected to, closest
+    /// to `key` first, at most the replication factor.
+    fn closest_connected(&mut self, key: &kad::RecordKey) -> Vec<PeerId> {
+        let target = kad::KBucketKey::new(key.clone());
+        let mut peers: Vec<(kad::KBucketDistance, PeerId)> = self
+            .swarm
             .behaviour_mut()
             .kad
-            .put_record(record, Quorum::One)
-            .map_err(|e| P2pError::Network(format!("local store refused the record: {e}")))
+            .kbuckets()
+            .flat_map(|bucket| {
+                bucket
+                    .iter()
+                    .filter(|e| e.status == kad::NodeStatus::Connected)
+                    .map(|e| (target.distance(e.node.key), *e.node.key.preimage()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        peers.sort();
+        peers.truncate(self.config.replication_factor);
+        peers.into_iter().map(|(_, peer)| peer).collect()
     }
 
     fn republish(&mut self) {
@@ -1120,13 +1190,12 @@ impl EventLoop {
                     }
                 }
                 QueryResult::GetRecord(_) => self.finish_get(id),
-                QueryResult::PutRecord(result) => {
-                    if let Some(reply) = self.puts.remove(&id) {
-                        let _ = reply.send(result.map(|_| ()).map_err(|e| {
-                            P2pError::Network(format!("no peer acknowledged the record: {e}"))
-                        }));
-                    }
-                }
+                QueryResult::PutRecord(result) => self.puts.finished(
+                    id,
+                    result.map(|_| ()).map_err(|e| {
+                        P2pError::Network(format!("no peer acknowledged the record: {e}"))
+                    }),
+                ),
                 QueryResult::Bootstrap(result) if step.last || result.is_err() => {
                     if let Some(reply) = self.bootstraps.remove(&id) {
                         let _ = reply.send(
