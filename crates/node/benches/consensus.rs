@@ -233,7 +233,7 @@ async fn measure(devnet: &mut Devnet, epochs: u64) -> Result<Run> {
         outcomes.push(format!(
             "epoch {e}: {} ({}/{} attested)",
             outcome_name(&report.outcome),
-            report.attestations,
+            report.attesters.len(),
             report.snapshot
         ));
     }

@@ -4,7 +4,7 @@
 //! gateway serving the OpenAI-compatible API, every node with its own
 //! libp2p swarm on loopback and its own connection to the chain's RPC.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::PathBuf;
@@ -287,7 +287,12 @@ async fn spawn_chain(
     Ok((addr, task, stop_tx))
 }
 
-fn genesis(config: &DevnetConfig, members: &[Member]) -> GenesisConfig {
+/// The devnet's genesis without its chain validators: the development
+/// genesis with `config`'s epoch length and block time, each member's
+/// owner funded for twice [`NODE_STAKE`] and its hotkey for the fees of
+/// its submissions. Labs that run the chain elsewhere add their
+/// validators to it.
+pub fn genesis(config: &DevnetConfig, members: &[Member]) -> GenesisConfig {
     let mut genesis = GenesisConfig::dev();
     genesis.params.epoch_length = config.epoch_length;
     genesis.params.block_time_ms = config.block_time_ms;
@@ -559,6 +564,23 @@ pub struct EpochReporter {
 }
 
 impl EpochReporter {
+    /// Reads `subnet`'s reports for `members` through `chain`;
+    /// `chain_urls` are the chain validators whose health
+    /// [`EpochReporter::chain_status`] asks.
+    pub fn new(
+        chain_urls: Vec<String>,
+        chain: ChainClient,
+        subnet: SubnetId,
+        members: Vec<Member>,
+    ) -> Self {
+        EpochReporter {
+            chain_urls,
+            chain,
+            subnet,
+            members,
+        }
+    }
+
     /// What happened in epoch `epoch` (complete once it is settled, at the
     /// first block of the next epoch).
     pub async fn epoch_report(&self, epoch: u64) -> Result<EpochReport> {
@@ -598,9 +620,11 @@ impl Drop for Devnet {
     }
 }
 
-/// Registers the subnet and every node that is not registered yet (a
-/// devnet restarted on the same directory finds them on chain).
-async fn register(
+/// Registers the subnet (signed by the dev account alice, its first three
+/// members its initial validators) and every member that is not
+/// registered yet, each by its owner with [`NODE_STAKE`] (a devnet
+/// restarted on the same directory finds them on chain).
+pub async fn register(
     chain: &ChainClient,
     config: &DevnetConfig,
     members: &[Member],
@@ -659,9 +683,9 @@ async fn register(
     Ok(subnet)
 }
 
-/// Activates every registered node once its start epoch comes, then the
-/// subnet.
-async fn activate(chain: &ChainClient, subnet: SubnetId, members: &[Member]) -> Result<()> {
+/// Activates every registered node once its start epoch comes (each by
+/// its owner), then the subnet.
+pub async fn activate(chain: &ChainClient, subnet: SubnetId, members: &[Member]) -> Result<()> {
     let mut heads = chain.subscribe_new_heads().await?;
     loop {
         let epoch = chain.epoch_info().await?.epoch;
@@ -742,8 +766,8 @@ pub struct EpochReport {
     pub elected: Option<NodeId>,
     /// Snapshot size.
     pub snapshot: usize,
-    /// Attestations received (the proposer's included).
-    pub attestations: usize,
+    /// The nodes that attested (the proposer included).
+    pub attesters: BTreeSet<NodeId>,
     /// The settlement.
     pub outcome: Option<SettlementOutcome>,
     /// The rewards vault after settlement.
@@ -806,7 +830,10 @@ async fn epoch_report(
         epoch,
         elected: consensus.as_ref().map(|c| c.validator),
         snapshot: consensus.as_ref().map_or(0, |c| c.snapshot.len()),
-        attestations: consensus.as_ref().map_or(0, |c| c.attestations.len()),
+        attesters: consensus
+            .as_ref()
+            .map(|c| c.attestations.clone())
+            .unwrap_or_default(),
         outcome: consensus.and_then(|c| c.outcome),
         vault,
         nodes,

@@ -188,7 +188,7 @@ fn print_report(report: &EpochReport) {
     println!(
         "epoch {:>3} | elected {elected} | {}/{} attested | {consensus} | vault {} TENSOR",
         report.epoch,
-        report.attestations,
+        report.attesters.len(),
         report.snapshot,
         format_tensor(report.vault)
     );
