@@ -13,4 +13,5 @@ mod process;
 mod python_env;
 mod replicated;
 mod serve;
+mod staked_lab;
 mod supervision;

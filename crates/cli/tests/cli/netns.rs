@@ -44,7 +44,7 @@ fn hoster(lab: &Lab, host: &str, span: &str, bootstrap: Option<&str>) -> (Runnin
     (p, addr)
 }
 
-fn local_greedy(prompt: &str, max_tokens: &str) -> String {
+pub(crate) fn local_greedy(prompt: &str, max_tokens: &str) -> String {
     let out = Command::new(BIN)
         .args(["generate", "--prompt", prompt, "--temperature", "0"])
         .args(["--max-tokens", max_tokens])
