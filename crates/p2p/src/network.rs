@@ -123,6 +123,9 @@ enum Command {
         relay: Multiaddr,
         reply: oneshot::Sender<Result<Multiaddr>>,
     },
+    RelayCandidates {
+        reply: oneshot::Sender<Vec<Multiaddr>>,
+    },
 }
 
 struct Shared {
@@ -246,6 +249,12 @@ impl Client {
     /// The addresses we listen on, waiting until there is at least one.
     pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>> {
         self.call(|reply| Command::ListenAddrs { reply }).await
+    }
+
+    /// Connected peers that offer a circuit relay, each as an address
+    /// ending in `/p2p/<its id>` ([`Client::listen_via_relay`] takes it).
+    pub async fn relay_candidates(&self) -> Result<Vec<Multiaddr>> {
+        self.call(|reply| Command::RelayCandidates { reply }).await
     }
 
     /// Number of peers in the Kademlia routing table.
@@ -421,15 +430,24 @@ fn outcome_to_result(peer: PeerId, outcome: Outcome) -> Result<Vec<u8>> {
 /// Puts in flight. A put goes out two ways (see [`EventLoop::send_entry`])
 /// and answers its writer with the first acknowledgement, or with the
 /// last failure once both failed.
-#[derive(Default)]
-struct PendingPuts {
+struct PendingPuts<Q = QueryId> {
     next: u64,
-    queries: HashMap<QueryId, u64>,
+    queries: HashMap<Q, u64>,
     writers: HashMap<u64, (oneshot::Sender<Result<()>>, usize)>,
 }
 
-impl PendingPuts {
-    fn insert(&mut self, ids: &[QueryId], reply: oneshot::Sender<Result<()>>) {
+impl<Q> Default for PendingPuts<Q> {
+    fn default() -> Self {
+        PendingPuts {
+            next: 0,
+            queries: HashMap::new(),
+            writers: HashMap::new(),
+        }
+    }
+}
+
+impl<Q: std::hash::Hash + Eq + Copy> PendingPuts<Q> {
+    fn insert(&mut self, ids: &[Q], reply: oneshot::Sender<Result<()>>) {
         let put = self.next;
         self.next += 1;
         for id in ids {
@@ -438,7 +456,7 @@ impl PendingPuts {
         self.writers.insert(put, (reply, ids.len()));
     }
 
-    fn finished(&mut self, id: QueryId, result: Result<()>) {
+    fn finished(&mut self, id: Q, result: Result<()>) {
         let Some(put) = self.queries.remove(&id) else {
             return;
         };
@@ -495,6 +513,9 @@ pub struct EventLoop {
     bootstraps: HashMap<QueryId, oneshot::Sender<Result<()>>>,
     listen_waiters: Vec<oneshot::Sender<Vec<Multiaddr>>>,
     relay_listens: HashMap<ListenerId, oneshot::Sender<Result<Multiaddr>>>,
+    /// Connected peers that said (identify) they offer a circuit relay,
+    /// with the addresses they listen on.
+    relays: HashMap<PeerId, Vec<Multiaddr>>,
     reachability: Reachability,
     own: HashMap<String, SignedEntry>,
     config: Config,
@@ -657,6 +678,7 @@ pub fn new(config: Config) -> Result<(Client, mpsc::Receiver<Event>, EventLoop)>
         bootstraps: HashMap::new(),
         listen_waiters: Vec::new(),
         relay_listens: HashMap::new(),
+        relays: HashMap::new(),
         reachability: Reachability::Unknown,
         own: HashMap::new(),
         config,
@@ -859,6 +881,18 @@ impl EventLoop {
                         }));
                     }
                 }
+            }
+            Command::RelayCandidates { reply } => {
+                let candidates = self
+                    .relays
+                    .iter()
+                    .flat_map(|(peer, addrs)| {
+                        addrs
+                            .iter()
+                            .filter_map(move |a| a.clone().with_p2p(*peer).ok())
+                    })
+                    .collect();
+                let _ = reply.send(candidates);
             }
             Command::RoutingTableSize { reply } => {
                 let n = self
@@ -1087,6 +1121,13 @@ impl EventLoop {
                     let _ = waiter.send(addrs.clone());
                 }
             }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established: 0,
+                ..
+            } => {
+                self.relays.remove(&peer_id);
+            }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
                 for reply in self.dials.remove(&peer_id).unwrap_or_default() {
                     let _ = reply.send(Ok(()));
@@ -1106,6 +1147,20 @@ impl EventLoop {
                 info,
                 ..
             })) => {
+                if info.protocols.contains(&relay::HOP_PROTOCOL_NAME) {
+                    let direct = info.listen_addrs.iter().filter(|a| !nat::is_relayed(a));
+                    let mut addrs: Vec<Multiaddr> = direct
+                        .clone()
+                        .filter(|a| !nat::is_loopback(a))
+                        .cloned()
+                        .collect();
+                    if addrs.is_empty() {
+                        addrs = direct.cloned().collect();
+                    }
+                    self.relays.insert(peer_id, addrs);
+                } else {
+                    self.relays.remove(&peer_id);
+                }
                 let kad_protocol = self.config.kad_protocol();
                 if info.protocols.iter().any(|p| p.as_ref() == kad_protocol) {
                     for addr in info.listen_addrs {
@@ -1209,5 +1264,52 @@ impl EventLoop {
             },
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(puts: &mut PendingPuts<u32>, ids: &[u32]) -> oneshot::Receiver<Result<()>> {
+        let (tx, rx) = oneshot::channel();
+        puts.insert(ids, tx);
+        rx
+    }
+
+    fn failure() -> Result<()> {
+        Err(P2pError::Network("no peer acknowledged".into()))
+    }
+
+    #[test]
+    fn a_put_sent_two_ways_answers_with_the_first_acknowledgement() {
+        let mut puts = PendingPuts::default();
+        let mut first = put(&mut puts, &[1, 2]);
+        puts.finished(2, Ok(()));
+        assert!(matches!(first.try_recv(), Ok(Ok(()))));
+        // The slower way finishing later changes nothing.
+        puts.finished(1, failure());
+        assert!(puts.writers.is_empty() && puts.queries.is_empty());
+
+        // One way failing first still waits for the other.
+        let mut second = put(&mut puts, &[3, 4]);
+        puts.finished(3, failure());
+        assert!(second.try_recv().is_err(), "answered before both ended");
+        puts.finished(4, Ok(()));
+        assert!(matches!(second.try_recv(), Ok(Ok(()))));
+    }
+
+    #[test]
+    fn a_put_fails_only_when_every_way_failed() {
+        let mut puts = PendingPuts::default();
+        let mut rx = put(&mut puts, &[7, 8]);
+        puts.finished(8, failure());
+        puts.finished(7, failure());
+        assert!(matches!(rx.try_recv(), Ok(Err(_))));
+        // A put with one way (no connected peer) fails with it.
+        let mut lone = put(&mut puts, &[9]);
+        puts.finished(9, failure());
+        assert!(matches!(lone.try_recv(), Ok(Err(_))));
+        assert!(puts.writers.is_empty() && puts.queries.is_empty());
     }
 }
