@@ -102,8 +102,12 @@ pub struct BlockServer {
     /// Decode steps/s of one session alone, measured at start (or given).
     throughput: f64,
     sessions: Mutex<usize>,
-    /// Signalled when a session opens or closes (to re-announce the load).
+    /// Signalled when a session opens or closes (to re-announce the load),
+    /// or when the addresses to announce changed.
     load_changed: tokio::sync::Notify,
+    /// Set when the addresses to announce changed: the next announcement
+    /// goes at once, even with the load unchanged.
+    readdressed: std::sync::atomic::AtomicBool,
     /// This epoch's consensus challenge input, refused as a step's input.
     challenge: RwLock<Option<Arc<Vec<f32>>>>,
     /// Open sessions by push token: where pushed steps are handed over.
@@ -192,6 +196,7 @@ impl BlockServer {
             throughput,
             sessions: Mutex::new(0),
             load_changed: tokio::sync::Notify::new(),
+            readdressed: std::sync::atomic::AtomicBool::new(false),
             challenge: RwLock::new(None),
             pushes: Mutex::new(HashMap::new()),
             pushed_steps: std::sync::atomic::AtomicU64::new(0),
@@ -364,7 +369,8 @@ impl BlockServer {
                 tokio::select! {
                     () = tokio::time::sleep_until(next_announce) => {}
                     () = self.load_changed.notified() => {
-                        if announced_sessions == Some(self.active_sessions()) {
+                        let readdressed = self.readdressed.swap(false, std::sync::atomic::Ordering::Relaxed);
+                        if !readdressed && announced_sessions == Some(self.active_sessions()) {
                             continue;
                         }
                         tokio::time::sleep_until(last_announce + LOAD_REANNOUNCE).await;
@@ -392,6 +398,15 @@ impl BlockServer {
                 }
             };
         }
+    }
+
+    /// Says the node's addresses changed (it listens through another
+    /// relay): the announcement is refreshed at once, so clients stop
+    /// dialling the old address.
+    pub fn addresses_changed(&self) {
+        self.readdressed
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.load_changed.notify_one();
     }
 
     fn set_sessions(&self, delta: isize) {

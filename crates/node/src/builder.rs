@@ -33,7 +33,7 @@ use crate::clock::{ChainClock, PHASE_GRACE_BLOCKS};
 use crate::epoch_loop::{ConsensusConfig, ConsensusLoop, DutiesWrapper, Hosting};
 use crate::error::{NodeError, NodeResult};
 use crate::heads::HeadFollower;
-use crate::reach::make_reachable;
+use crate::reach::{Reach, keep_reachable, make_reachable};
 use crate::running::RunningNode;
 use crate::schemas::with_consensus_schemas;
 use crate::stake::ChainStake;
@@ -207,6 +207,15 @@ impl NodeBuilder {
                 // announces addresses no one can dial.
                 let reach = make_reachable(&p2p, &options.listen, &options.bootstrap).await?;
                 let server = self.start_server(host, &gguf, &model, &p2p, events).await?;
+                if reach != Reach::Unchecked {
+                    let readdress = server.clone();
+                    self.tasks.spawn_critical(
+                        "reachability",
+                        keep_reachable(p2p.clone(), options.bootstrap.clone(), move || {
+                            readdress.addresses_changed()
+                        }),
+                    );
+                }
                 (Some(server), Some(reach))
             }
             None => {

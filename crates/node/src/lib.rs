@@ -43,7 +43,9 @@ pub use epoch_loop::{
 };
 pub use error::{NodeError, NodeResult};
 pub use heads::HeadFollower;
-pub use reach::{REACHABILITY_WAIT, RELAY_WAIT, Reach, make_reachable};
+pub use reach::{
+    REACH_CHECK, REACHABILITY_WAIT, RELAY_WAIT, Reach, keep_reachable, make_reachable,
+};
 pub use running::{RunningNode, SHUTDOWN_DEADLINE};
 pub use schemas::with_consensus_schemas;
 pub use stake::{ChainStake, chain_peer_id};

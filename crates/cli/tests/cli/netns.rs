@@ -225,3 +225,70 @@ fn a_hoster_behind_nat_serves_through_a_relay_with_identical_tokens() {
     );
     drop((relay, public, home));
 }
+
+/// The relay a hoster behind NAT listens through goes down: the hoster
+/// reserves a slot on another peer that offers a relay (not one of its
+/// bootstrap peers), re-announces the new relayed address at once, and a
+/// new client is served through it with the local model's tokens.
+#[test]
+fn a_hoster_behind_nat_moves_to_another_relay_when_its_relay_dies() {
+    if let Some(why) = Lab::unavailable() {
+        eprintln!("skipped: {why}");
+        return;
+    }
+    let link = Link::round_trip(Duration::from_millis(10));
+    let lab = Lab::with_nat(&["client", "a", "b", "c", "home"], link, &["home"]).unwrap();
+
+    let (a, boot) = hoster(&lab, "a", "0:10", None);
+    let (b, boot_b) = hoster(&lab, "b", "0:10", Some(&boot));
+    let (c, _) = hoster(&lab, "c", "20:30", Some(&boot));
+    for p in [&b, &c] {
+        assert!(p.wait_for("reachable").contains("reachable directly"));
+    }
+
+    let log =
+        std::env::temp_dir().join(format!("hypertensor-nat-relay-{}.log", std::process::id()));
+    let home = Running::new(
+        hoster_command(&lab, "home", "10:20", Some(&boot))
+            .env("RUST_LOG", "hypertensor_node=info")
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("the binary runs"),
+    );
+    home.wait_for("serving blocks 10..20");
+    let reach = home.wait_for("reachable");
+    let a_id = boot.rsplit('/').next().unwrap();
+    assert!(
+        reach.contains(&format!("/p2p/{a_id}/p2p-circuit")),
+        "{reach}"
+    );
+
+    let prompt = "The capital of France is";
+    let expected = local_greedy(prompt, "16");
+    assert_eq!(generate_on(&lab, "client", prompt, "16", &boot_b), expected);
+
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let moved = loop {
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(line) = logged
+            .lines()
+            .find(|l| l.contains("reachable through a relay again"))
+        {
+            break line.to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the hoster never found another relay:\n{logged}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert!(
+        !moved.contains(a_id) && moved.contains("p2p-circuit"),
+        "{moved}"
+    );
+    // A new client, joining through b, is served through the new relay.
+    assert_eq!(generate_on(&lab, "client", prompt, "16", &boot_b), expected);
+    let _ = std::fs::remove_file(&log);
+    drop((b, c, home));
+}

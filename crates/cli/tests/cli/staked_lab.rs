@@ -85,6 +85,10 @@ fn a_validator_partitioned_for_an_epoch_is_settled_without_and_rejoins() {
     net.wait_for_epoch(partitioned, Duration::from_secs(3 * epoch_secs))
         .unwrap();
     let elected = net.report(partitioned).unwrap().elected;
+    assert!(
+        elected.is_some(),
+        "no validator elected for epoch {partitioned}"
+    );
     let victim = report
         .nodes
         .iter()
