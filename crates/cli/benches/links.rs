@@ -3,7 +3,10 @@
 //! client relaying every hidden state and with servers pushing to each
 //! other, in the same run. Each figure is set beside its latency bound:
 //! `1 / (3 RTT + compute)` for relay, `1 / (2 RTT + compute)` for push,
-//! where `compute` is a step's time over ideal links in the same run.
+//! where `compute` is a step's time over ideal links in the same run,
+//! measured two ways: steps back to back (the workers still spinning from
+//! the last one), and steps each after an idle pause (the workers asleep,
+//! as on every real link, where each step follows a network wait).
 //!
 //! Needs root (namespaces, TUN). `cargo bench -p hypertensor-cli --bench
 //! links [-- --tokens N] [--rtt MS]...` (default: 10, 50 and 100 ms); see
@@ -21,9 +24,20 @@ use common::hoster;
 
 const HOSTERS: [(&str, &str); 3] = [("s1", "0:10"), ("s2", "10:20"), ("s3", "20:30")];
 
+/// How long the process sleeps before each step of a "compute after a
+/// pause" run: far longer than the compute threads spin before sleeping.
+const IDLE_PAUSE: Duration = Duration::from_millis(20);
+
 /// Per-token decode times of `tokens` greedy steps after a short prompt,
-/// for a client on `host` that relays or lets servers push.
-fn decode_steps(lab: &Lab, boot: &str, relay: bool, tokens: usize) -> Vec<Duration> {
+/// for a client on `host` that relays or lets servers push, each step
+/// after `pause` (untimed).
+fn decode_steps(
+    lab: &Lab,
+    boot: &str,
+    relay: bool,
+    tokens: usize,
+    pause: Duration,
+) -> Vec<Duration> {
     let boot = boot.parse().expect("a multiaddr");
     let listen = format!("/ip4/{}/tcp/0", lab.ip("client"))
         .parse()
@@ -66,6 +80,7 @@ fn decode_steps(lab: &Lab, boot: &str, relay: bool, tokens: usize) -> Vec<Durati
         let mut times = Vec::with_capacity(tokens);
         for _ in 0..tokens {
             let next = argmax(&logits);
+            std::thread::sleep(pause);
             let start = Instant::now();
             logits = session.forward(&[next]).expect("a decode step");
             times.push(start.elapsed());
@@ -126,17 +141,23 @@ fn main() {
         "decode through three 10-block hosters on three hosts, {tokens} tokens per run (median step)"
     );
     println!();
-    println!("| RTT | mode | step (ms) | tokens/s | bound (tokens/s) | of bound |");
-    println!("|---|---|---|---|---|---|");
-    // Compute: the same steps over ideal links (loopback-like), per mode.
-    let mut compute = [Duration::ZERO; 2];
+    println!(
+        "| RTT | mode | step (ms) | tokens/s | bound, compute back to back | of it | \
+         bound, compute after a pause | of it |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    // Compute: the same steps over ideal links, per mode, back to back
+    // (hot) and each after an idle pause (cold).
+    let mut hot = [Duration::ZERO; 2];
+    let mut cold = [Duration::ZERO; 2];
     for (m, relay) in [true, false].into_iter().enumerate() {
-        compute[m] = median(decode_steps(&lab, &boot, relay, tokens));
+        hot[m] = median(decode_steps(&lab, &boot, relay, tokens, Duration::ZERO));
+        cold[m] = median(decode_steps(&lab, &boot, relay, tokens, IDLE_PAUSE));
         let name = if relay { "relay" } else { "push" };
         println!(
-            "| 0 ms | {name} | {:.1} | {:.1} | (compute) | |",
-            compute[m].as_secs_f64() * 1e3,
-            1.0 / compute[m].as_secs_f64()
+            "| 0 ms | {name} | {:.1} back to back, {:.1} after a pause | (compute) | | | | |",
+            hot[m].as_secs_f64() * 1e3,
+            cold[m].as_secs_f64() * 1e3,
         );
     }
     let mut at_50 = [0.0f64; 2];
@@ -147,18 +168,22 @@ fn main() {
                 .expect("a lab host");
         }
         for (m, relay) in [true, false].into_iter().enumerate() {
-            let step = median(decode_steps(&lab, &boot, relay, tokens));
-            let trips = if relay { 3 } else { 2 };
-            let bound = 1.0 / (trips as f64 * rtt.as_secs_f64() + compute[m].as_secs_f64());
+            let step = median(decode_steps(&lab, &boot, relay, tokens, Duration::ZERO));
+            let trips = if relay { 3.0 } else { 2.0 };
+            let network = trips * rtt.as_secs_f64();
+            let bound_hot = 1.0 / (network + hot[m].as_secs_f64());
+            let bound_cold = 1.0 / (network + cold[m].as_secs_f64());
             let rate = 1.0 / step.as_secs_f64();
             if rtt_ms == 50 {
                 at_50[m] = rate;
             }
             let name = if relay { "relay" } else { "push" };
             println!(
-                "| {rtt_ms} ms | {name} | {:.1} | {rate:.2} | {bound:.2} | {:.2} |",
+                "| {rtt_ms} ms | {name} | {:.1} | {rate:.2} | {bound_hot:.2} | {:.2} | \
+                 {bound_cold:.2} | {:.2} |",
                 step.as_secs_f64() * 1e3,
-                rate / bound
+                rate / bound_hot,
+                rate / bound_cold
             );
         }
     }
