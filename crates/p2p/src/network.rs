@@ -377,24 +377,28 @@ impl Client {
             // burst of sessions opened at once): the request then cannot
             // be written. Such a stream never reached the peer's handler,
             // so it is safe to open another.
+            // The write may also succeed into the dropped stream's
+            // buffers: the stream then ends with no byte of answer, which
+            // a handler never does (it answers, if only to refuse).
             let mut attempt = 0;
-            let mut stream = loop {
+            loop {
                 let mut stream = control
                     .open_stream(peer, protocol.clone())
                     .await
                     .map_err(|e| P2pError::Network(e.to_string()))?;
-                match write_frame(&mut stream, &encoded).await {
-                    Ok(()) => break stream,
-                    Err(e) if attempt < STREAM_DROP_RETRIES => {
-                        attempt += 1;
-                        tracing::debug!(%peer, error = %e, attempt, "request stream dropped; opening another");
-                        tokio::time::sleep(STREAM_DROP_PAUSE * attempt).await;
-                    }
-                    Err(e) => return Err(P2pError::from(e)),
-                }
-            };
-            let bytes = read_frame(&mut stream, max).await?;
-            Ok::<_, P2pError>((bytes, stream))
+                let dropped = match write_frame(&mut stream, &encoded).await {
+                    Ok(()) => match read_frame(&mut stream, max).await? {
+                        Some(bytes) => break Ok::<_, P2pError>((Some(bytes), stream)),
+                        None if attempt >= STREAM_DROP_RETRIES => return Ok((None, stream)),
+                        None => "the stream ended before any answer".to_string(),
+                    },
+                    Err(e) if attempt >= STREAM_DROP_RETRIES => return Err(P2pError::from(e)),
+                    Err(e) => e.to_string(),
+                };
+                attempt += 1;
+                tracing::debug!(%peer, error = %dropped, attempt, "request stream dropped; opening another");
+                tokio::time::sleep(STREAM_DROP_PAUSE * attempt).await;
+            }
         })
         .await
         .map_err(|_| P2pError::Timeout("rpc response"))??;
