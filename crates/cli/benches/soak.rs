@@ -15,14 +15,13 @@
 //! 20). Needs root (namespaces, TUN).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use hypertensor_labnet::{Network, Options, chain_host};
-use hypertensor_netlab::{Lab, Link, in_namespace};
+use hypertensor_labnet::{Network, Options, chain_host, post_from};
+use hypertensor_netlab::{Lab, Link};
 use hypertensor_node::devnet::Role;
 use hypertensor_runtime::SettlementOutcome;
 
@@ -35,24 +34,7 @@ fn complete(lab_ns: &str, api: SocketAddr, prompt: &str) -> u16 {
     let body = format!(
         r#"{{"model": "smollm2", "prompt": "{prompt}", "max_tokens": 16, "temperature": 0}}"#
     );
-    let stream = in_namespace(lab_ns, move || {
-        TcpStream::connect_timeout(&api, Duration::from_secs(5))
-    });
-    let Ok(Ok(mut stream)) = stream else { return 0 };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
-    let request = format!(
-        "POST /v1/completions HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    if stream.write_all(request.as_bytes()).is_err() {
-        return 0;
-    }
-    let mut raw = String::new();
-    let _ = stream.read_to_string(&mut raw);
-    raw.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
+    post_from(lab_ns, api, "/v1/completions", &body).0
 }
 
 /// A small deterministic generator for the driver's choices.

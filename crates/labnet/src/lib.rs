@@ -15,7 +15,7 @@
 mod network;
 mod process;
 
-pub use network::{Network, Options, chain_host};
+pub use network::{Network, Options, chain_host, post_from};
 pub use process::Process;
 
 /// What went wrong setting up or driving a lab network.

@@ -13,7 +13,6 @@ use hypertensor_netlab::{Lab, Link, in_namespace};
 use hypertensor_node::devnet::{self, DevnetConfig, EpochReport, EpochReporter, Member, Role};
 use hypertensor_primitives::Keypair;
 use hypertensor_runtime::{ChainValidator, SubnetId, Totals};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::runtime::Runtime;
 
 use crate::process::Process;
@@ -330,8 +329,12 @@ impl Network {
             "temperature": 0,
         })
         .to_string();
-        let api = self.api_addr();
-        self.on_lab(async move { post(api, "/v1/completions", &body).await })
+        Ok(post_from(
+            self.lab.namespace(GATEWAY),
+            self.api_addr(),
+            "/v1/completions",
+            &body,
+        ))
     }
 
     fn devnet_config(&self) -> DevnetConfig {
@@ -465,24 +468,29 @@ fn write_key(path: &Path, key: &Keypair) -> Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)
 }
 
-/// A JSON `POST` to `addr` over HTTP/1.1: the status and body (status 0
+/// A JSON `POST` to `addr` over HTTP/1.1 from the lab namespace `ns`
+/// (blocking; callable from any thread): the status and body (status 0
 /// if no answer came within two minutes).
-async fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+pub fn post_from(ns: &str, addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(addr).await?;
-        stream.write_all(request.as_bytes()).await?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).await?;
-        Ok::<_, std::io::Error>(String::from_utf8_lossy(&raw).into_owned())
-    };
-    let Ok(Ok(raw)) = tokio::time::timeout(Duration::from_secs(120), exchange).await else {
+    let connected = in_namespace(ns, move || {
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+    });
+    let Ok(Ok(mut stream)) = connected else {
         return (0, String::new());
     };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    let raw = String::from_utf8_lossy(&raw);
     let status = raw
         .split(' ')
         .nth(1)

@@ -44,6 +44,31 @@ fn hoster(lab: &Lab, host: &str, span: &str, bootstrap: Option<&str>) -> (Runnin
     (p, addr)
 }
 
+/// The hoster of blocks 10..20 on `host`, joined through `boot`, its log
+/// (at `log_filter`) written to a file; returned once it serves, with the
+/// file and its line saying how it is reachable.
+fn logged_hoster(
+    lab: &Lab,
+    host: &str,
+    boot: &str,
+    log_filter: &str,
+) -> (Running, std::path::PathBuf, String) {
+    let log = std::env::temp_dir().join(format!(
+        "hypertensor-{host}-{}-{log_filter}.log",
+        std::process::id()
+    ));
+    let p = Running::new(
+        hoster_command(lab, host, "10:20", Some(boot))
+            .env("RUST_LOG", log_filter)
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("the binary runs"),
+    );
+    p.wait_for("serving blocks 10..20");
+    let reach = p.wait_for("reachable");
+    (p, log, reach)
+}
+
 pub(crate) fn local_greedy(prompt: &str, max_tokens: &str) -> String {
     let out = Command::new(BIN)
         .args(["generate", "--prompt", prompt, "--temperature", "0"])
@@ -190,16 +215,7 @@ fn a_hoster_behind_nat_serves_through_a_relay_with_identical_tokens() {
     let direct = public.wait_for("reachable");
     assert!(direct.contains("reachable directly"), "{direct}");
 
-    let log = std::env::temp_dir().join(format!("hypertensor-nat-{}.log", std::process::id()));
-    let home = Running::new(
-        hoster_command(&lab, "home", "10:20", Some(&boot))
-            .env("RUST_LOG", "hypertensor_p2p=info")
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("the binary runs"),
-    );
-    home.wait_for("serving blocks 10..20");
-    let reach = home.wait_for("reachable");
+    let (home, log, reach) = logged_hoster(&lab, "home", &boot, "hypertensor_p2p=info");
     let relay_id = boot.rsplit('/').next().unwrap();
     assert!(
         reach.contains("behind NAT: reachable through the relay at")
@@ -246,17 +262,7 @@ fn a_hoster_behind_nat_moves_to_another_relay_when_its_relay_dies() {
         assert!(p.wait_for("reachable").contains("reachable directly"));
     }
 
-    let log =
-        std::env::temp_dir().join(format!("hypertensor-nat-relay-{}.log", std::process::id()));
-    let home = Running::new(
-        hoster_command(&lab, "home", "10:20", Some(&boot))
-            .env("RUST_LOG", "hypertensor_node=info")
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("the binary runs"),
-    );
-    home.wait_for("serving blocks 10..20");
-    let reach = home.wait_for("reachable");
+    let (home, log, reach) = logged_hoster(&lab, "home", &boot, "hypertensor_node=info");
     let a_id = boot.rsplit('/').next().unwrap();
     assert!(
         reach.contains(&format!("/p2p/{a_id}/p2p-circuit")),
