@@ -15,6 +15,8 @@
 //!   IQR-filtered mean), validator scores (deviation from the IQR-filtered
 //!   mean of revealed scores), the proposal vector and the attestation
 //!   check.
+//! * [`evidence`]: servers' signed step receipts and the evidence record
+//!   that convicts a hoster of serving wrong outputs (it then scores 0).
 //!
 //! ```
 //! use hypertensor_consensus::phase::{PhaseParams, Position, RecordKind, Writer};
@@ -22,7 +24,10 @@
 //! // Block 1234 with 100-block epochs: epoch 12, progress 0.34.
 //! let now = Position::at(1234, 100)?;
 //! let open = PhaseParams::default().open_records(now, Writer::Other);
-//! assert_eq!(open, vec![(RecordKind::HosterCommit, 12)]);
+//! assert_eq!(
+//!     open,
+//!     vec![(RecordKind::HosterCommit, 12), (RecordKind::Evidence, 12)]
+//! );
 //! # Ok::<(), hypertensor_consensus::Error>(())
 //! ```
 //!
@@ -33,6 +38,7 @@
 
 pub mod challenge;
 mod error;
+pub mod evidence;
 pub mod phase;
 mod reader;
 pub mod records;

@@ -69,16 +69,20 @@ pub enum RecordKind {
     ValidatorCommit,
     /// `validator-reveal/<e>`, written during epoch `e + 1`.
     ValidatorReveal,
+    /// `evidence/<e>`: evidence that a hoster served wrong outputs
+    /// ([`crate::evidence`]); the hoster scores 0 for `e`.
+    Evidence,
 }
 
 impl RecordKind {
     /// Every record kind, in table order.
-    pub const ALL: [RecordKind; 5] = [
+    pub const ALL: [RecordKind; 6] = [
         RecordKind::Challenge,
         RecordKind::HosterCommit,
         RecordKind::HosterReveal,
         RecordKind::ValidatorCommit,
         RecordKind::ValidatorReveal,
+        RecordKind::Evidence,
     ];
 
     /// The key prefix, e.g. `"hoster-commit"`.
@@ -89,6 +93,7 @@ impl RecordKind {
             RecordKind::HosterReveal => "hoster-reveal",
             RecordKind::ValidatorCommit => "validator-commit",
             RecordKind::ValidatorReveal => "validator-reveal",
+            RecordKind::Evidence => "evidence",
         }
     }
 
@@ -150,6 +155,9 @@ pub struct PhaseParams {
     pub validator_reveal: Window,
     /// The elected validator's `propose_attestation`: [0.60, 0.90).
     pub proposal: Window,
+    /// `evidence/<e>`: [0, 0.60), closed when hosters are scored, so every
+    /// scorer reads the same evidence.
+    pub evidence: Window,
 }
 
 impl Default for PhaseParams {
@@ -166,6 +174,7 @@ impl Default for PhaseParams {
                 epoch_shift: 1,
             },
             proposal: Window::new(6_000, 9_000),
+            evidence: Window::new(0, 6_000),
         }
     }
 }
@@ -214,6 +223,7 @@ impl PhaseParams {
             RecordKind::HosterReveal => self.hoster_reveal,
             RecordKind::ValidatorCommit => self.validator_commit,
             RecordKind::ValidatorReveal => self.validator_reveal,
+            RecordKind::Evidence => self.evidence,
         }
     }
 
@@ -295,20 +305,36 @@ mod tests {
         let open = |offset: u64, w: Writer| params.open_records(pos(500 + offset, 100), w);
         use RecordKind::*;
         // Epoch 5, L = 100: offsets 0..=9 challenge for the elected only.
-        assert_eq!(open(0, Writer::ElectedValidator), vec![(Challenge, 5)]);
-        assert_eq!(open(9, Writer::Validator), vec![]);
-        assert_eq!(open(10, Writer::Validator), vec![(Challenge, 5)]);
-        assert_eq!(open(14, Writer::Validator), vec![(Challenge, 5)]);
-        assert_eq!(open(14, Writer::Other), vec![]);
-        assert_eq!(open(15, Writer::ElectedValidator), vec![(HosterCommit, 5)]);
-        assert_eq!(open(49, Writer::Other), vec![(HosterCommit, 5)]);
+        // Evidence is open from the start to the hoster scoring.
+        assert_eq!(
+            open(0, Writer::ElectedValidator),
+            vec![(Challenge, 5), (Evidence, 5)]
+        );
+        assert_eq!(open(9, Writer::Validator), vec![(Evidence, 5)]);
+        assert_eq!(
+            open(10, Writer::Validator),
+            vec![(Challenge, 5), (Evidence, 5)]
+        );
+        assert_eq!(
+            open(14, Writer::Validator),
+            vec![(Challenge, 5), (Evidence, 5)]
+        );
+        assert_eq!(open(14, Writer::Other), vec![(Evidence, 5)]);
+        assert_eq!(
+            open(15, Writer::ElectedValidator),
+            vec![(HosterCommit, 5), (Evidence, 5)]
+        );
+        assert_eq!(
+            open(49, Writer::Other),
+            vec![(HosterCommit, 5), (Evidence, 5)]
+        );
         assert_eq!(
             open(50, Writer::Other),
-            vec![(HosterReveal, 5), (ValidatorReveal, 4)]
+            vec![(HosterReveal, 5), (ValidatorReveal, 4), (Evidence, 5)]
         );
         assert_eq!(
             open(59, Writer::Other),
-            vec![(HosterReveal, 5), (ValidatorReveal, 4)]
+            vec![(HosterReveal, 5), (ValidatorReveal, 4), (Evidence, 5)]
         );
         assert_eq!(open(60, Writer::Other), vec![(ValidatorCommit, 5)]);
         assert_eq!(open(99, Writer::Other), vec![(ValidatorCommit, 5)]);

@@ -23,6 +23,16 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// The next `n` bytes.
+    pub(crate) fn bytes(&mut self, n: usize, field: &'static str) -> Result<Vec<u8>> {
+        if self.bytes.len() < n {
+            return Err(Error::Truncated { field });
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head.to_vec())
+    }
+
     pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32> {
         Ok(u32::from_le_bytes(self.take(field)?))
     }

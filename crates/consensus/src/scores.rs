@@ -168,10 +168,28 @@ pub fn hoster_scores(
     n_blocks: u32,
     inputs: &[HosterInput],
 ) -> Result<BTreeMap<NodeId, f64>> {
-    Ok(normalize(
-        &hoster_raw_scores(params, epoch, n_blocks, inputs)?,
-        params.hoster_share,
-    ))
+    hoster_scores_with_evidence(params, epoch, n_blocks, inputs, &BTreeSet::new())
+}
+
+/// Hoster scores of an epoch where the `convicted` hosters (verified
+/// evidence of wrong outputs against them, [`crate::evidence`]) score 0
+/// before normalisation: their share goes to the others. Their sketches
+/// still count in each block's reference (they answered the challenge; what
+/// they served users is what was wrong).
+pub fn hoster_scores_with_evidence(
+    params: &ScoreParams,
+    epoch: u64,
+    n_blocks: u32,
+    inputs: &[HosterInput],
+    convicted: &BTreeSet<NodeId>,
+) -> Result<BTreeMap<NodeId, f64>> {
+    let mut raw = hoster_raw_scores(params, epoch, n_blocks, inputs)?;
+    for (node, score) in raw.iter_mut() {
+        if convicted.contains(node) {
+            *score = 0.0;
+        }
+    }
+    Ok(normalize(&raw, params.hoster_share))
 }
 
 fn valid_validator_reveal(input: &ValidatorInput, epoch: u64) -> Option<&ValidatorReveal> {

@@ -2,6 +2,7 @@
 
 use hypertensor_consensus::phase::PhaseParams;
 use hypertensor_consensus::scores::ScoreParams;
+use hypertensor_primitives::H256;
 use hypertensor_runtime::SubnetId;
 
 /// Blocks to wait for a submitted proposal or attestation to show on chain
@@ -31,6 +32,12 @@ pub struct DutyConfig {
     pub grace_blocks: u64,
     /// See [`RESUBMIT_AFTER_BLOCKS`].
     pub resubmit_after_blocks: u64,
+    /// The chain's genesis hash: evidence's receipts are signed in its
+    /// domain.
+    pub genesis: H256,
+    /// The model's hidden size, to judge evidence (0: evidence is not
+    /// judged).
+    pub hidden_size: usize,
 }
 
 impl DutyConfig {
@@ -48,6 +55,8 @@ impl DutyConfig {
             scores: ScoreParams::default(),
             grace_blocks: 1,
             resubmit_after_blocks: RESUBMIT_AFTER_BLOCKS,
+            genesis: H256::default(),
+            hidden_size: 0,
         }
     }
 }

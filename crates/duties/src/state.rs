@@ -547,6 +547,7 @@ impl Duties {
             Query::Nodes,
             Query::Key(RecordKind::HosterCommit.key(e)),
             Query::Key(RecordKind::HosterReveal.key(e)),
+            Query::Key(RecordKind::Evidence.key(e)),
         ];
         if let Some(prev) = e.checked_sub(1)
             && !chain.prev_snapshot.is_empty()
@@ -581,6 +582,7 @@ impl Duties {
         });
         let hoster_commits = self.entries(RecordKind::HosterCommit.key(e), min_asked, refresh);
         let hoster_reveals = self.entries(RecordKind::HosterReveal.key(e), min_asked, refresh);
+        let evidence = self.entries(RecordKind::Evidence.key(e), min_asked, refresh);
         let (validator_commits, validator_reveals) = match e.checked_sub(1) {
             Some(prev) if !chain.prev_snapshot.is_empty() => (
                 self.entries(RecordKind::ValidatorCommit.key(prev), min_asked, refresh),
@@ -595,6 +597,9 @@ impl Duties {
             prev_validators: chain.prev_snapshot.clone(),
             validator_commits: validator_commits?,
             validator_reveals: validator_reveals?,
+            evidence: evidence?,
+            genesis: self.config.genesis,
+            hidden_size: self.config.hidden_size,
         };
         match score_epoch(&self.config.scores, e, self.config.n_blocks, &view) {
             Ok(scores) => {
@@ -861,6 +866,7 @@ impl Duties {
                     RecordKind::HosterReveal => Duty::HosterReveal,
                     RecordKind::ValidatorCommit => Duty::ValidatorCommit,
                     RecordKind::ValidatorReveal => Duty::ValidatorReveal,
+                    RecordKind::Evidence => Duty::Read,
                 },
                 e,
             ),

@@ -2,14 +2,16 @@
 //! the inputs of the pure scoring functions, in a fixed order, so two
 //! nodes with the same view compute the same bytes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use hypertensor_consensus::NodeId;
+use hypertensor_consensus::evidence::verify_evidence_record;
 use hypertensor_consensus::records::{HosterReveal, ValidatorReveal, decode_commit};
 use hypertensor_consensus::scores::{
-    HosterInput, ScoreParams, ValidatorInput, hoster_scores, proposal, validator_scores,
+    HosterInput, ScoreParams, ValidatorInput, hoster_scores_with_evidence, proposal,
+    validator_scores,
 };
-use hypertensor_primitives::PeerId;
+use hypertensor_primitives::{H256, PeerId};
 use hypertensor_runtime::{NodeClass, SubnetNode};
 
 /// Entries of one DHT key, by writer.
@@ -77,6 +79,35 @@ pub struct EpochView {
     pub validator_commits: Entries,
     /// `validator-reveal/<epoch - 1>`.
     pub validator_reveals: Entries,
+    /// `evidence/<epoch>`.
+    pub evidence: Entries,
+    /// The chain's genesis hash (the servers' receipts are signed in its
+    /// domain).
+    pub genesis: H256,
+    /// The model's hidden size (the width of the outputs in evidence).
+    pub hidden_size: usize,
+}
+
+/// The scored nodes that verified evidence in `view` convicts of serving
+/// wrong outputs (see `hypertensor_consensus::evidence`). An entry with a
+/// piece that does not decode or verify convicts no one; with no hidden
+/// size known,
+/// nothing is judged.
+pub fn convicted(view: &EpochView) -> BTreeSet<NodeId> {
+    if view.hidden_size == 0 {
+        return BTreeSet::new();
+    }
+    view.evidence
+        .values()
+        .filter_map(|bytes| verify_evidence_record(bytes, &view.genesis, view.hidden_size).ok())
+        .flatten()
+        .filter_map(|accused| {
+            view.nodes
+                .iter()
+                .find(|n| is_scored(n) && n.peer_id == accused)
+                .map(|n| n.id)
+        })
+        .collect()
 }
 
 /// The scores of one epoch as a node computes them.
@@ -97,11 +128,12 @@ pub fn score_epoch(
     n_blocks: u32,
     view: &EpochView,
 ) -> hypertensor_consensus::Result<EpochScores> {
-    let hosters = hoster_scores(
+    let hosters = hoster_scores_with_evidence(
         params,
         epoch,
         n_blocks,
         &hoster_inputs(&view.nodes, &view.hoster_commits, &view.hoster_reveals),
+        &convicted(view),
     )?;
     let validators_prev = match epoch.checked_sub(1) {
         Some(prev) => validator_scores(

@@ -35,10 +35,12 @@ use crate::announce::{ServerInfo, ServerState, block_key};
 use crate::bans::{BanPolicy, Bans};
 use crate::error::{InferenceError, Result};
 use crate::routing::{Candidate, largest_reservation, shortest_route};
+use crate::spot_check::{CheckJob, Checker};
 use crate::wire::{
-    Dtype, Forward, MAX_FORWARD, OpenRequest, PING_METHOD, PUSHED_REPLY, PushToken, Refusal,
-    SESSION_METHOD, Step, decode_open_reply, decode_step_reply,
+    Answer, Dtype, Forward, MAX_FORWARD, OpenRequest, PING_METHOD, PUSHED_REPLY, PushToken,
+    Refusal, SESSION_METHOD, Step, decode_open_reply, decode_step_reply,
 };
+use hypertensor_consensus::evidence::Transcript;
 
 /// How a client routes and recovers.
 #[derive(Debug, Clone)]
@@ -72,6 +74,13 @@ pub struct ClientConfig {
     /// instead of a round trip per server; the client still receives every
     /// server's output, so a failure mid-route replays exactly.
     pub push: bool,
+    /// Share of sequences spot-checked after they end: one hop's inputs
+    /// are replayed to another server holding the same blocks and the
+    /// outputs compared (see [`crate::spot_check`]). 0 turns checks off.
+    pub check_rate: f64,
+    /// Seed of the draws that pick which sequences and hops are checked
+    /// (and the checking servers); `None` seeds from the OS.
+    pub check_seed: Option<u64>,
 }
 
 impl ClientConfig {
@@ -86,7 +95,7 @@ impl ClientConfig {
 
     /// Defaults: 30 s step timeout (5 s for a decode step), bans from 5 s
     /// to 10 min decaying by one strike a minute, 8 failures, f32 hidden
-    /// states, push on.
+    /// states, push on, [`DEFAULT_CHECK_RATE`] of sequences spot-checked.
     pub fn new(model: impl Into<String>) -> Self {
         Self {
             model: model.into(),
@@ -99,9 +108,18 @@ impl ClientConfig {
             session_tokens: None,
             dtype: Dtype::F32,
             push: true,
+            check_rate: DEFAULT_CHECK_RATE,
+            check_seed: None,
         }
     }
 }
+
+/// Share of sequences spot-checked by default: each check costs the
+/// swarm one more pass over one hop's inputs, so 5% of sequences on
+/// routes of three hops add under 2% to the swarm's work (measured in
+/// `docs/benchmarks.md`), while a server cheating on every sequence it
+/// serves is checked within about 60 of them in expectation.
+pub const DEFAULT_CHECK_RATE: f64 = 0.05;
 
 /// Counters of what the client went through.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -115,6 +133,17 @@ pub struct ClientStats {
     pub failures: u64,
     /// Bans given for faults.
     pub bans: u64,
+    /// Spot checks that compared a hop's outputs with another server's.
+    pub checks: u64,
+    /// Spot checks whose outputs agreed.
+    pub checks_passed: u64,
+    /// Spot checks that found no other server holding the same blocks,
+    /// or whose replay failed.
+    pub checks_skipped: u64,
+    /// Disagreements no third server could settle.
+    pub checks_unresolved: u64,
+    /// Servers convicted by verified evidence (banned for good).
+    pub convictions: u64,
 }
 
 /// Announced servers with their announcements.
@@ -141,15 +170,17 @@ struct Offer {
 }
 
 #[derive(Debug, Default)]
-struct Shared {
-    bans: Bans,
+pub(crate) struct Shared {
+    pub(crate) bans: Bans,
     /// Free cache tokens servers reported when refusing, and when.
     reported_free: HashMap<PeerId, (u64, Instant)>,
     latencies: HashMap<PeerId, Duration>,
     /// One lock per server being probed, so concurrent probes share one.
     probing: HashMap<PeerId, Arc<tokio::sync::Mutex<()>>>,
     dialed: HashSet<PeerId>,
-    stats: ClientStats,
+    pub(crate) stats: ClientStats,
+    /// Servers convicted of serving wrong outputs: never routed to again.
+    pub(crate) convicted: HashSet<PeerId>,
 }
 
 /// The ends of a model plus a P2P node to reach the blocks.
@@ -166,7 +197,9 @@ pub struct SwarmClient {
     open_hops: Arc<Mutex<HashMap<PeerId, u32>>>,
     tokenizer: Tokenizer,
     chat_template: Option<ChatTemplate>,
-    shared: Mutex<Shared>,
+    shared: Arc<Mutex<Shared>>,
+    /// Runs the spot checks.
+    checker: Arc<Checker>,
     /// The last DHT read of the servers, and when it finished.
     servers_cache: tokio::sync::Mutex<Option<(Instant, Servers)>>,
 }
@@ -191,6 +224,16 @@ impl SwarmClient {
         let chat_template = ChatTemplate::from_gguf(gguf.metadata()).ok();
         let embedding = Embedding::load(&gguf)?;
         let head = HeadBatcher::new(Arc::new(Head::load(&gguf, Some(&embedding))?));
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let open_hops = Arc::default();
+        let checker = Arc::new(Checker::new(
+            p2p.clone(),
+            config.clone(),
+            model.hidden_size,
+            model.n_blocks,
+            shared.clone(),
+            Arc::clone(&open_hops),
+        ));
         Ok(Self {
             p2p,
             handle,
@@ -198,10 +241,11 @@ impl SwarmClient {
             model,
             embedding,
             head,
-            open_hops: Arc::default(),
+            open_hops,
             tokenizer,
             chat_template,
-            shared: Mutex::new(Shared::default()),
+            shared,
+            checker,
             servers_cache: tokio::sync::Mutex::new(None),
         })
     }
@@ -255,6 +299,8 @@ impl SwarmClient {
             client: self,
             hops: Vec::new(),
             inputs: Vec::new(),
+            answers: Vec::new(),
+            checked: self.checker.draw(),
             positions: 0,
             reserve: tokens.clamp(1, self.max_session_tokens()),
             avoided: HashSet::new(),
@@ -278,7 +324,8 @@ impl SwarmClient {
     }
 
     fn is_banned(&self, peer: &PeerId) -> bool {
-        self.lock().bans.is_banned(peer, Instant::now())
+        let shared = self.lock();
+        shared.convicted.contains(peer) || shared.bans.is_banned(peer, Instant::now())
     }
 
     /// Bans `peer` for a fault, for a time doubling with each strike; a
@@ -413,12 +460,7 @@ impl SwarmClient {
 
     /// Counts a hop open on `peer` until the returned guard drops.
     fn hop_opened(&self, peer: PeerId) -> HopLoad {
-        let mut open = self.open_hops.lock().unwrap_or_else(|p| p.into_inner());
-        *open.entry(peer).or_default() += 1;
-        HopLoad {
-            open: self.open_hops.clone(),
-            peer,
-        }
+        HopLoad::new(&self.open_hops, peer)
     }
 
     /// The measured round trip to `peer` (cached), dialing its announced
@@ -547,20 +589,45 @@ pub async fn announced_servers(
 }
 
 /// One open span session.
-struct Hop {
-    peer: PeerId,
-    start: usize,
-    end: usize,
+pub(crate) struct Hop {
+    pub(crate) peer: PeerId,
+    pub(crate) start: usize,
+    pub(crate) end: usize,
     session: RpcSession,
     /// The session's push token (given to the previous hop's server).
     token: PushToken,
+    /// The digest of every input the session took (what the server's
+    /// receipts sign).
+    pub(crate) transcript: Transcript,
     _load: HopLoad,
 }
 
+impl Hop {
+    /// The nonce of the request that opened the session.
+    pub(crate) fn nonce(&self) -> [u8; 16] {
+        self.session.nonce()
+    }
+}
+
 /// A hop counted in its client's load on a server while it lives.
-struct HopLoad {
+pub(crate) struct HopLoad {
     open: Arc<Mutex<HashMap<PeerId, u32>>>,
     peer: PeerId,
+}
+
+impl HopLoad {
+    /// Counts one more hop on `peer` until dropped.
+    pub(crate) fn new(open: &Arc<Mutex<HashMap<PeerId, u32>>>, peer: PeerId) -> Self {
+        *open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(peer)
+            .or_default() += 1;
+        HopLoad {
+            open: open.clone(),
+            peer,
+        }
+    }
 }
 
 impl Drop for HopLoad {
@@ -581,6 +648,11 @@ pub struct SwarmSession<'a> {
     hops: Vec<Hop>,
     /// `inputs[i]`: every step hop `i` was sent, in order.
     inputs: Vec<Vec<Vec<f32>>>,
+    /// `answers[i]`: hop `i`'s signed answers to those steps, kept only
+    /// when this sequence is to be spot-checked.
+    answers: Vec<Vec<Answer>>,
+    /// Whether this sequence is spot-checked when it ends.
+    checked: bool,
     positions: usize,
     /// Positions reserved on each server (the sequence's context).
     reserve: usize,
@@ -699,6 +771,7 @@ impl SwarmSession<'_> {
                     // are avoided now; plan again with their reports.
                     self.hops.clear();
                     self.inputs.clear();
+                    self.answers.clear();
                     last = Some(e);
                 }
                 Err(e) => return Err(e),
@@ -764,7 +837,7 @@ impl SwarmSession<'_> {
             };
             for out in outputs {
                 self.client.served(&self.hops[i].peer);
-                self.inputs[i].push(std::mem::replace(&mut x, out));
+                self.keep(i, &mut x, out);
                 i += 1;
             }
             match failure {
@@ -795,7 +868,7 @@ impl SwarmSession<'_> {
             match send_step(hop, self.positions, n, width, &x, &self.client.config).await {
                 Ok(out) => {
                     self.client.served(&hop.peer);
-                    self.inputs[i].push(std::mem::replace(&mut x, out));
+                    self.keep(i, &mut x, out);
                     i += 1;
                 }
                 Err(e) => self.replace_hop(i, e, &mut failures).await?,
@@ -803,6 +876,55 @@ impl SwarmSession<'_> {
         }
         self.positions += n;
         Ok(x)
+    }
+
+    /// Keeps hop `i`'s input `x` of this step (for replays) and its answer
+    /// (for a spot check), and makes the answer's output the next input.
+    fn keep(&mut self, i: usize, x: &mut Vec<f32>, mut answer: Answer) {
+        let output = std::mem::take(&mut answer.values);
+        self.inputs[i].push(std::mem::replace(x, output));
+        if self.checked {
+            self.answers[i].push(answer);
+        }
+    }
+
+    /// Hands the sequence that just ended to the spot checker, if it was
+    /// drawn for a check: one hop, drawn at random, with its inputs and
+    /// the answers its server signed. A sequence whose steps a server may
+    /// have run twice (a push fell back to relaying) is not checked: its
+    /// servers' transcripts may differ from the client's.
+    fn finish(&mut self) {
+        let hops = std::mem::take(&mut self.hops);
+        let inputs = std::mem::take(&mut self.inputs);
+        let answers = std::mem::take(&mut self.answers);
+        self.positions = 0;
+        if !self.checked || self.relay_only || hops.is_empty() {
+            return;
+        }
+        let i = self.client.checker.draw_index(hops.len());
+        let (Some(hop), Some(steps), Some(answers)) = (
+            hops.get(i),
+            inputs.into_iter().nth(i),
+            answers.into_iter().nth(i),
+        ) else {
+            return;
+        };
+        if steps.is_empty() || steps.len() != answers.len() {
+            return;
+        }
+        let job = CheckJob {
+            peer: hop.peer,
+            start: hop.start,
+            end: hop.end,
+            reserve: self.reserve,
+            session: hop.nonce(),
+            steps,
+            answers,
+        };
+        drop(hops);
+        self.client
+            .handle
+            .spawn(self.client.checker.clone().check(job));
     }
 
     /// Hop `i` failed a step with `error`: the server is handled by the
@@ -827,6 +949,7 @@ impl SwarmSession<'_> {
         }
         self.hops.truncate(i);
         let replay = self.inputs.drain(i..).next().unwrap_or_default();
+        self.answers.truncate(i);
         self.extend_route(start, replay, failures, None).await
     }
 
@@ -868,10 +991,16 @@ impl SwarmSession<'_> {
             };
             let first = route[0].clone();
             match self.open_and_replay(&first, &steps).await {
-                Ok((hop, outputs)) => {
+                Ok((hop, mut answers)) => {
                     from = hop.end;
                     self.hops.push(hop);
+                    let outputs = answers
+                        .iter_mut()
+                        .map(|a| std::mem::take(&mut a.values))
+                        .collect();
                     self.inputs.push(std::mem::replace(&mut steps, outputs));
+                    self.answers
+                        .push(if self.checked { answers } else { Vec::new() });
                 }
                 // A stream that failed to open (its connection closed under
                 // it) says nothing about the server yet: one more try, over
@@ -909,60 +1038,97 @@ impl SwarmSession<'_> {
         &self,
         target: &Candidate,
         steps: &[Vec<f32>],
-    ) -> Result<(Hop, Vec<Vec<f32>>)> {
-        let config = &self.client.config;
-        let peer = target.peer;
-        let open = OpenRequest {
-            model: config.model.clone(),
-            start: target.start as u32,
-            end: target.end as u32,
-            dtype: config.dtype,
-            max_tokens: self.reserve() as u32,
-            token: rand::random(),
-        };
-        let opening = async {
-            let mut session = self
-                .client
-                .p2p
-                .open_session(peer, SESSION_METHOD, open.encode())
-                .await?;
-            let reply = session
-                .recv()
-                .await?
-                .ok_or_else(|| InferenceError::ServerFailed {
-                    peer,
-                    reason: "closed the session before answering".into(),
-                })?;
-            match decode_open_reply(&reply)? {
-                Ok(()) => Ok(session),
-                Err(refusal) => Err(refused(peer, refusal)),
-            }
-        };
-        let session = tokio::time::timeout(config.step_timeout, opening)
-            .await
-            .map_err(|_| InferenceError::ServerFailed {
-                peer,
-                reason: "opening timed out".into(),
-            })??;
+    ) -> Result<(Hop, Vec<Answer>)> {
+        let load = self.client.hop_opened(target.peer);
+        let mut hop = open_hop(
+            &self.client.p2p,
+            &self.client.config,
+            target.peer,
+            target.start..target.end,
+            self.reserve(),
+            load,
+        )
+        .await?;
         self.client.lock().stats.sessions_opened += 1;
-        let mut hop = Hop {
-            peer,
-            start: target.start,
-            end: target.end,
-            session,
-            token: open.token,
-            _load: self.client.hop_opened(peer),
-        };
         let width = self.client.model.hidden_size;
-        let mut outputs = Vec::with_capacity(steps.len());
-        let mut position = 0;
-        for step in steps {
-            let n = step.len() / width;
-            outputs.push(send_step(&mut hop, position, n, width, step, config).await?);
-            position += n;
-        }
-        Ok((hop, outputs))
+        let answers = replay(&mut hop, steps, width, &self.client.config).await?;
+        Ok((hop, answers))
     }
+}
+
+impl Drop for SwarmSession<'_> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Opens a span session on `peer` for `blocks`, reserving `reserve`
+/// positions; `load` counts it in the client's load on the server.
+pub(crate) async fn open_hop(
+    p2p: &Client,
+    config: &ClientConfig,
+    peer: PeerId,
+    blocks: std::ops::Range<usize>,
+    reserve: usize,
+    load: HopLoad,
+) -> Result<Hop> {
+    let open = OpenRequest {
+        model: config.model.clone(),
+        start: blocks.start as u32,
+        end: blocks.end as u32,
+        dtype: config.dtype,
+        max_tokens: reserve as u32,
+        token: rand::random(),
+    };
+    let opening = async {
+        let mut session = p2p
+            .open_session(peer, SESSION_METHOD, open.encode())
+            .await?;
+        let reply = session
+            .recv()
+            .await?
+            .ok_or_else(|| InferenceError::ServerFailed {
+                peer,
+                reason: "closed the session before answering".into(),
+            })?;
+        match decode_open_reply(&reply)? {
+            Ok(()) => Ok(session),
+            Err(refusal) => Err(refused(peer, refusal)),
+        }
+    };
+    let session = tokio::time::timeout(config.step_timeout, opening)
+        .await
+        .map_err(|_| InferenceError::ServerFailed {
+            peer,
+            reason: "opening timed out".into(),
+        })??;
+    Ok(Hop {
+        peer,
+        start: blocks.start,
+        end: blocks.end,
+        session,
+        token: open.token,
+        transcript: Transcript::new(&config.model, open.start, open.end, config.dtype.encoding()),
+        _load: load,
+    })
+}
+
+/// Sends `steps` (rows of `width`) through a fresh hop in order, from
+/// position 0, and returns its answers.
+pub(crate) async fn replay(
+    hop: &mut Hop,
+    steps: &[Vec<f32>],
+    width: usize,
+    config: &ClientConfig,
+) -> Result<Vec<Answer>> {
+    let mut answers = Vec::with_capacity(steps.len());
+    let mut position = 0;
+    for step in steps {
+        let n = step.len() / width.max(1);
+        answers.push(send_step(hop, position, n, width, step, config).await?);
+        position += n;
+    }
+    Ok(answers)
 }
 
 /// The error for `peer`'s refusal, by its kind.
@@ -978,14 +1144,14 @@ fn refused(peer: PeerId, refusal: Refusal) -> InferenceError {
 /// Sends one step of `n` rows of `width` to a hop and waits for its
 /// output, which must be `n` rows of `width` finite values: anything else
 /// is [`InferenceError::BadHiddenStates`], a fault of the server.
-async fn send_step(
+pub(crate) async fn send_step(
     hop: &mut Hop,
     position: usize,
     n: usize,
     width: usize,
     values: &[f32],
     config: &ClientConfig,
-) -> Result<Vec<f32>> {
+) -> Result<Answer> {
     let peer = hop.peer;
     let failed = |reason: String| InferenceError::ServerFailed { peer, reason };
     let frame = Step {
@@ -995,6 +1161,7 @@ async fn send_step(
         values: values.to_vec(),
     }
     .encode(config.dtype);
+    take_input(hop, position, n, width, &frame, config.dtype);
     let exchange = async {
         hop.session.send(&frame).await?;
         loop {
@@ -1012,6 +1179,14 @@ async fn send_step(
     read_step_reply(peer, reply, n, width, config)
 }
 
+/// Notes in `hop`'s transcript the input rows of a step `frame` (its
+/// tail, as encoded on the wire), as its server does when it runs it.
+fn take_input(hop: &mut Hop, position: usize, n: usize, width: usize, frame: &[u8], dtype: Dtype) {
+    let len = n * width * dtype.size();
+    let input = &frame[frame.len().saturating_sub(len)..];
+    hop.transcript.step(position as u32, n as u32, input);
+}
+
 /// Checks a hop's answer to a step of `n` rows of `width`: its output.
 fn read_step_reply(
     peer: PeerId,
@@ -1019,15 +1194,15 @@ fn read_step_reply(
     n: usize,
     width: usize,
     config: &ClientConfig,
-) -> Result<Vec<f32>> {
+) -> Result<Answer> {
     let reply = reply.ok_or_else(|| InferenceError::ServerFailed {
         peer,
         reason: "closed the session".into(),
     })?;
-    let out = decode_step_reply(&reply, config.dtype)?.map_err(|r| refused(peer, r))?;
-    check_hidden_states(&out, n, width)
+    let answer = decode_step_reply(&reply, config.dtype)?.map_err(|r| refused(peer, r))?;
+    check_hidden_states(&answer.values, n, width)
         .map_err(|reason| InferenceError::BadHiddenStates { peer, reason })?;
-    Ok(out)
+    Ok(answer)
 }
 
 /// How long, beyond the previous hop's answer, a pushed step may take to
@@ -1060,7 +1235,7 @@ async fn push_step(
     width: usize,
     values: &[f32],
     config: &ClientConfig,
-) -> std::result::Result<Vec<Vec<f32>>, (PushFailure, Vec<Vec<f32>>)> {
+) -> std::result::Result<Vec<Answer>, (PushFailure, Vec<Answer>)> {
     let frame = Step {
         position: position as u32,
         n_tokens: n as u32,
@@ -1074,10 +1249,13 @@ async fn push_step(
         values: values.to_vec(),
     }
     .encode(config.dtype);
+    take_input(&mut hops[0], position, n, width, &frame, config.dtype);
     let grace = PUSH_GRACE + PUSH_GRACE_PER_ROW * n as u32;
     let mut outputs = Vec::with_capacity(hops.len());
     let mut deadline = tokio::time::Instant::now() + config.timeout_for(n);
-    for (i, hop) in hops.iter_mut().enumerate() {
+    for i in 0..hops.len() {
+        let (before, hops_after) = hops.split_at_mut(i + 1);
+        let hop = &mut before[i];
         let peer = hop.peer;
         let exchange = async {
             if i == 0 {
@@ -1094,7 +1272,13 @@ async fn push_step(
             Ok(Ok(reply)) => read_step_reply(peer, reply, n, width, config),
         };
         match answer {
-            Ok(out) => outputs.push(out),
+            Ok(out) => {
+                // The next server took this output as its input.
+                if let Some(next) = hops_after.first_mut() {
+                    next.transcript.step(position as u32, n as u32, &out.bytes);
+                }
+                outputs.push(out)
+            }
             Err(e) if i == 0 => return Err((PushFailure::First(e), outputs)),
             Err(e) => {
                 tracing::debug!(%peer, error = %e, "pushed step failed at a later hop");

@@ -35,11 +35,24 @@ mod error;
 mod node;
 pub mod routing;
 mod server;
+pub mod spot_check;
 pub mod wire;
 
 pub use announce::{ServerInfo, ServerState, announce_schema, block_key};
 pub use backend::SwarmBackend;
-pub use client::{ClientConfig, ClientStats, SwarmClient, SwarmSession, announced_servers};
+pub use client::{
+    ClientConfig, ClientStats, DEFAULT_CHECK_RATE, SwarmClient, SwarmSession, announced_servers,
+};
 pub use error::{InferenceError, Result};
-pub use node::{AdmitAll, p2p_config};
-pub use server::{BlockServer, ServerConfig};
+pub use node::{AdmitAll, EvidenceInbox, p2p_config, take_evidence};
+pub use server::{BlockServer, Corruption, ServerConfig, ServingFault};
+
+/// The chain's form of a libp2p peer id (the same multihash bytes), as
+/// receipts and evidence name servers and clients.
+pub(crate) fn peer_id(peer: &hypertensor_p2p::PeerId) -> hypertensor_primitives::PeerId {
+    hypertensor_primitives::PeerId::from_bytes(&peer.to_bytes()).unwrap_or_else(|_| {
+        // Unreachable: libp2p ids are identity or SHA-256 multihashes,
+        // both of which the chain's form accepts.
+        hypertensor_primitives::PeerId::from_ed25519(&hypertensor_primitives::AccountId([0; 32]))
+    })
+}

@@ -10,7 +10,9 @@ use hypertensor_p2p::{
 use hypertensor_primitives::{H256, Keypair};
 
 use crate::announce::announce_schema;
+use crate::spot_check::EVIDENCE_METHOD;
 use crate::wire::{PING_METHOD, PUSH_METHOD, SESSION_METHOD};
+use tokio::sync::mpsc;
 
 /// Public clients may open this many sessions or pings per second each.
 const PUBLIC_CLIENT_RATE: u32 = 200;
@@ -27,25 +29,51 @@ impl StakeOracle for AdmitAll {
     }
 }
 
-/// Answers latency probes.
-#[derive(Debug, Clone, Copy)]
-struct PingHandler;
+/// Evidence handed to this node by a client (the client and the bytes),
+/// to be checked and filed in the DHT by the node.
+pub type EvidenceInbox = mpsc::Receiver<(PeerId, Vec<u8>)>;
 
-impl RpcHandler for PingHandler {
+/// Evidence a node holds before refusing more.
+const EVIDENCE_QUEUE: usize = 64;
+
+/// Answers latency probes and, on a node that files evidence, takes
+/// evidence from clients.
+#[derive(Debug, Clone)]
+struct InferenceRpc {
+    evidence: Option<mpsc::Sender<(PeerId, Vec<u8>)>>,
+}
+
+impl RpcHandler for InferenceRpc {
     fn handle(
         &self,
-        _caller: PeerId,
+        caller: PeerId,
         method: String,
-        _body: Vec<u8>,
+        body: Vec<u8>,
     ) -> BoxFuture<'static, std::result::Result<Vec<u8>, String>> {
+        let evidence = self.evidence.clone();
         Box::pin(async move {
             if method == PING_METHOD {
                 Ok(Vec::new())
+            } else if method == EVIDENCE_METHOD {
+                let inbox = evidence.ok_or("this node does not file evidence")?;
+                inbox
+                    .try_send((caller, body))
+                    .map(|()| Vec::new())
+                    .map_err(|_| "evidence inbox full; try another witness".to_string())
             } else {
                 Err(format!("unknown method `{method}`"))
             }
         })
     }
+}
+
+/// Makes the node behind `config` take evidence from clients
+/// ([`EVIDENCE_METHOD`]): what arrives comes out of the returned inbox,
+/// unchecked, for the node to verify and file.
+pub fn take_evidence(config: &mut Config) -> EvidenceInbox {
+    let (tx, rx) = mpsc::channel(EVIDENCE_QUEUE);
+    config.rpc_handler = Some(Arc::new(InferenceRpc { evidence: Some(tx) }));
+    rx
 }
 
 /// A P2P configuration for a node of `model`'s swarm: its announcement
@@ -65,7 +93,7 @@ pub fn p2p_config(
     config.admission = Admission::PublicClients {
         per_second: PUBLIC_CLIENT_RATE,
     };
-    config.rpc_handler = Some(Arc::new(PingHandler));
+    config.rpc_handler = Some(Arc::new(InferenceRpc { evidence: None }));
     config.session_methods = vec![SESSION_METHOD.to_string(), PUSH_METHOD.to_string()];
     config.writes_per_epoch = 4096;
     config

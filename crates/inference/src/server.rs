@@ -5,10 +5,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use hypertensor_consensus::evidence::{RECEIPT_PURPOSE, ReceiptFields, Transcript, output_digest};
 use hypertensor_model::{
     BatchConfig, BatchStats, Batcher, BlockSpan, HiddenStates, SpanCache, StepOutput,
 };
 use hypertensor_p2p::{Client, Event, PeerId, RpcSession, now_ms};
+use hypertensor_primitives::{H256, sha256};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
@@ -34,6 +36,70 @@ pub struct ServerConfig {
     pub throughput: Option<f64>,
     /// How the sessions' steps are batched (see `hypertensor_model::batch`).
     pub batch: BatchConfig,
+    /// Honest serving (`None`), or a deliberate corruption of what is
+    /// served, for tests of verified serving.
+    pub fault: Option<ServingFault>,
+}
+
+/// A deliberate fault in what a server serves, for tests and benchmarks
+/// of verified serving: an adversary whose consensus challenge is computed
+/// apart, honestly (the node sketches it on its own span), while sessions
+/// get corrupted outputs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServingFault {
+    /// How outputs are corrupted.
+    pub corruption: Corruption,
+    /// Share of sessions corrupted (drawn per session from `seed`).
+    pub share: f64,
+    /// Seed of the draws and the noise.
+    pub seed: u64,
+}
+
+/// How a faulty server corrupts a session's outputs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Corruption {
+    /// Adds Gaussian noise of `relative` times each row's RMS.
+    Noise {
+        /// The noise's RMS relative to the row's.
+        relative: f32,
+    },
+    /// Rounds each block of 32 values to `bits`-bit integers of one
+    /// scale: the error of computing in a cheaper precision.
+    Quantize {
+        /// Bits per value.
+        bits: u32,
+    },
+}
+
+impl Corruption {
+    /// Corrupts `output` (rows of `width`) with draws from `rng`.
+    fn apply(self, output: &mut [f32], width: usize, rng: &mut impl rand::Rng) {
+        match self {
+            Corruption::Noise { relative } => {
+                for row in output.chunks_mut(width.max(1)) {
+                    let rms = (row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32).sqrt();
+                    for v in row.iter_mut() {
+                        // Box-Muller.
+                        let (u1, u2): (f32, f32) = (rng.random::<f32>().max(1e-7), rng.random());
+                        let z = (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos();
+                        *v += z * relative * rms;
+                    }
+                }
+            }
+            Corruption::Quantize { bits } => {
+                let levels = ((1u32 << bits.clamp(2, 16)) / 2 - 1) as f32;
+                for block in output.chunks_mut(32) {
+                    let max = block.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    if max > 0.0 {
+                        let scale = max / levels;
+                        for v in block.iter_mut() {
+                            *v = (*v / scale).round() * scale;
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 impl ServerConfig {
@@ -47,6 +113,7 @@ impl ServerConfig {
             announce_ttl: Duration::from_secs(60),
             throughput: None,
             batch: BatchConfig::default(),
+            fault: None,
         }
     }
 }
@@ -114,6 +181,8 @@ pub struct BlockServer {
     pushes: Mutex<HashMap<PushToken, mpsc::Sender<Vec<u8>>>>,
     /// Steps that arrived pushed by the previous server of a route.
     pushed_steps: std::sync::atomic::AtomicU64,
+    /// Sessions opened so far (draws of a [`ServingFault`]).
+    faulty_sessions: std::sync::atomic::AtomicU64,
 }
 
 /// Pushed frames a session buffers before its pusher waits.
@@ -200,6 +269,7 @@ impl BlockServer {
             challenge: RwLock::new(None),
             pushes: Mutex::new(HashMap::new()),
             pushed_steps: std::sync::atomic::AtomicU64::new(0),
+            faulty_sessions: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -459,6 +529,26 @@ impl BlockServer {
         let _open = self.batcher.open();
         let mut cache = Some(self.span.new_cache());
         let mut onward: Option<Onward> = None;
+        let mut corrupt = self.config.fault.and_then(|fault| {
+            use rand::{Rng, SeedableRng};
+            let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(
+                fault.seed
+                    ^ self
+                        .faulty_sessions
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            );
+            rng.random_bool(fault.share.clamp(0.0, 1.0))
+                .then_some((fault.corruption, rng))
+        });
+        let mut transcript =
+            Transcript::new(&open.model, open.start, open.end, open.dtype.encoding());
+        let receipts = Receipts {
+            p2p: &p2p,
+            client: crate::peer_id(&peer),
+            session: session.nonce(),
+            open: &open,
+            row_len: self.span.config().hidden_size * open.dtype.size(),
+        };
         loop {
             let next = async {
                 tokio::select! {
@@ -483,19 +573,27 @@ impl BlockServer {
                     }
                 };
             let Some(c) = cache.take() else { break };
-            let (c, outcome) = self
+            let (c, mut outcome) = self
                 .clone()
                 .step(c, frame, open.dtype, open.max_tokens)
                 .await;
-            let reply = match &outcome {
+            let reply = match &mut outcome {
                 Ok(done) => {
+                    if let Some((corruption, rng)) = corrupt.as_mut() {
+                        let width = self.span.config().hidden_size;
+                        corruption.apply(&mut done.output, width, rng);
+                    }
                     if let Some(next) = done.forward.first() {
                         push_onward(&p2p, &mut onward, next, done, open.dtype).await;
                     }
+                    transcript.step_hashed(done.position, done.n_tokens, done.input_hash);
+                    let mut output = Vec::with_capacity(done.output.len() * open.dtype.size());
+                    open.dtype.encode_into(&done.output, &mut output);
+                    let signature = receipts.sign(done, &transcript.digest(), &output);
                     if was_pushed {
-                        Some(encode_pushed_reply(&done.output, open.dtype))
+                        Some(encode_pushed_reply(&signature, &output))
                     } else {
-                        Some(encode_step_reply(Ok(&done.output), open.dtype))
+                        Some(encode_step_reply(Ok((&signature, &output))))
                     }
                 }
                 // A refused push is not answered: the client cannot tell
@@ -505,7 +603,7 @@ impl BlockServer {
                     tracing::debug!(%peer, %refusal, "pushed step refused");
                     None
                 }
-                Err(refusal) => Some(encode_step_reply(Err(refusal), open.dtype)),
+                Err(refusal) => Some(encode_step_reply(Err(refusal))),
             };
             if let Some(reply) = reply
                 && session.send(&reply).await.is_err()
@@ -589,7 +687,7 @@ impl BlockServer {
     ) -> (Option<SpanCache>, std::result::Result<StepDone, Refusal>) {
         let width = self.span.config().hidden_size;
         let challenge = self.challenge_input();
-        let (hidden, header) = match check_step(
+        let checked = check_step(
             &self.span,
             &mut cache,
             &frame,
@@ -597,10 +695,14 @@ impl BlockServer {
             width,
             reserved,
             challenge.as_deref().map(Vec::as_slice),
-        ) {
+        );
+        let (hidden, header) = match checked {
             Ok(hidden) => hidden,
             Err(refusal) => return (Some(cache), Err(refusal)),
         };
+        // The input rows are the frame's tail, as the client encoded them.
+        let input_len = header.n_tokens as usize * width * dtype.size();
+        let input_hash = sha256(&[&frame[frame.len().saturating_sub(input_len)..]]);
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.batcher.submit(
             cache,
@@ -617,6 +719,7 @@ impl BlockServer {
                     position: header.position,
                     n_tokens: header.n_tokens,
                     forward: header.forward,
+                    input_hash,
                 }),
             ),
             Ok((cache, Ok(StepOutput::Logits(_)))) => (
@@ -640,6 +743,41 @@ struct StepDone {
     position: u32,
     n_tokens: u32,
     forward: Vec<Forward>,
+    /// SHA-256 of the step's input rows as received.
+    input_hash: H256,
+}
+
+/// What a session's receipts are bound to.
+struct Receipts<'a> {
+    p2p: &'a Client,
+    client: hypertensor_primitives::PeerId,
+    session: [u8; 16],
+    open: &'a OpenRequest,
+    /// Bytes of one encoded output row.
+    row_len: usize,
+}
+
+impl Receipts<'_> {
+    /// The server's receipt signature for `done`, answered with `output`
+    /// after inputs of digest `inputs`.
+    fn sign(&self, done: &StepDone, inputs: &H256, output: &[u8]) -> [u8; 64] {
+        let (_, digest) = output_digest(output, self.row_len);
+        let fields = ReceiptFields {
+            client: &self.client,
+            session: &self.session,
+            model: &self.open.model,
+            start: self.open.start,
+            end: self.open.end,
+            encoding: self.open.dtype.encoding(),
+            position: done.position,
+            n_tokens: done.n_tokens,
+            inputs,
+            output: &digest,
+        };
+        self.p2p
+            .sign_domain(RECEIPT_PURPOSE, &fields.signed_payload())
+            .0
+    }
 }
 
 /// A step's header: everything but its hidden states.

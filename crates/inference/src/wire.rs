@@ -10,9 +10,14 @@
 //!   forwarding list (a count byte, then per entry a peer id as u8 length +
 //!   bytes and that peer's session token), then the hidden states as
 //!   little-endian f32 or f16, row after row.
-//! * Each answer: `0` + the span's output states in the same encoding, or
-//!   a refusal; to a pushed step, `5` + the output states (a pushed step
-//!   that is refused gets no answer: the client, seeing none, relays it).
+//! * Each answer: `0`, the server's 64-byte receipt signature, then the
+//!   span's output states in the same encoding; or a refusal. To a pushed
+//!   step, `5`, the signature and the output states (a pushed step that is
+//!   refused gets no answer: the client, seeing none, relays it). The
+//!   signature is the server's over the session, the step, the digest of
+//!   every input the session took so far and the digest of this output
+//!   (`hypertensor_consensus::evidence::ReceiptFields`), so any answer can
+//!   later be shown to others as what this server said.
 //!
 //! **Push.** A step whose forwarding list is not empty is also sent on by
 //! the server, as the next step of the first entry's session: the server
@@ -37,7 +42,7 @@ pub const SESSION_METHOD: &str = "inference.span";
 pub const PING_METHOD: &str = "inference.ping";
 /// The session method a server pushes a session's next steps on.
 pub const PUSH_METHOD: &str = "inference.push";
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
 /// Most entries of a step's forwarding list (a route longer than this is
 /// relayed by the client past its end).
 pub const MAX_FORWARD: usize = 32;
@@ -59,6 +64,14 @@ impl Dtype {
         match self {
             Dtype::F32 => 0,
             Dtype::F16 => 1,
+        }
+    }
+
+    /// The consensus crate's name for this encoding (receipts sign it).
+    pub fn encoding(self) -> hypertensor_consensus::evidence::Encoding {
+        match self {
+            Dtype::F32 => hypertensor_consensus::evidence::Encoding::F32,
+            Dtype::F16 => hypertensor_consensus::evidence::Encoding::F16,
         }
     }
 
@@ -373,14 +386,15 @@ impl Step {
     }
 }
 
-/// Encodes a step's answer.
-pub fn encode_step_reply(outcome: std::result::Result<&[f32], &Refusal>, dtype: Dtype) -> Vec<u8> {
+/// A receipt signature (Ed25519).
+pub type ReceiptSignature = [u8; 64];
+
+/// Encodes a step's answer: the signed, encoded output, or a refusal.
+pub fn encode_step_reply(
+    outcome: std::result::Result<(&ReceiptSignature, &[u8]), &Refusal>,
+) -> Vec<u8> {
     match outcome {
-        Ok(values) => {
-            let mut out = vec![0];
-            dtype.encode_into(values, &mut out);
-            out
-        }
+        Ok((signature, output)) => [&[0u8][..], signature, output].concat(),
         Err(refusal) => refusal.encode(),
     }
 }
@@ -391,19 +405,38 @@ pub fn encode_step_reply(outcome: std::result::Result<&[f32], &Refusal>, dtype: 
 pub const PUSHED_REPLY: u8 = 5;
 
 /// Encodes the answer to a pushed step (sent to the session's client).
-pub fn encode_pushed_reply(values: &[f32], dtype: Dtype) -> Vec<u8> {
-    let mut out = vec![PUSHED_REPLY];
-    dtype.encode_into(values, &mut out);
-    out
+pub fn encode_pushed_reply(signature: &ReceiptSignature, output: &[u8]) -> Vec<u8> {
+    [&[PUSHED_REPLY][..], signature, output].concat()
+}
+
+/// A server's answer to a step: its output and its receipt signature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Answer {
+    /// The output states, decoded.
+    pub values: Vec<f32>,
+    /// The output as sent (what the signature's digest covers).
+    pub bytes: Vec<u8>,
+    /// The server's receipt signature.
+    pub signature: ReceiptSignature,
 }
 
 /// Decodes a step's answer: `Err` is the server's refusal or failure.
 pub fn decode_step_reply(
     bytes: &[u8],
     dtype: Dtype,
-) -> Result<std::result::Result<Vec<f32>, Refusal>> {
+) -> Result<std::result::Result<Answer, Refusal>> {
     match bytes.split_first() {
-        Some((&(0 | PUSHED_REPLY), values)) => Ok(Ok(dtype.decode(values)?)),
+        Some((&(0 | PUSHED_REPLY), rest)) => {
+            if rest.len() < 64 {
+                return Err(malformed("step reply", "no receipt signature"));
+            }
+            let (signature, output) = rest.split_at(64);
+            Ok(Ok(Answer {
+                values: dtype.decode(output)?,
+                bytes: output.to_vec(),
+                signature: signature.try_into().expect("split at 64"),
+            }))
+        }
         Some((&tag, rest)) => match Refusal::decode(tag, rest)? {
             Some(refusal) => Ok(Err(refusal)),
             None => Err(malformed("step reply", "unknown tag")),
@@ -470,18 +503,32 @@ mod tests {
                 Err(refusal.clone())
             );
             assert_eq!(
-                decode_step_reply(&encode_step_reply(Err(&refusal), Dtype::F32), Dtype::F32)
-                    .unwrap(),
+                decode_step_reply(&encode_step_reply(Err(&refusal)), Dtype::F32).unwrap(),
                 Err(refusal)
             );
         }
         assert!(decode_open_reply(&[7]).is_err());
         assert!(decode_open_reply(&[]).is_err());
         assert!(decode_open_reply(&[2, 1, 2]).is_err());
-        let reply = encode_step_reply(Ok(&[1.5, 2.0]), Dtype::F32);
+        let mut output = Vec::new();
+        Dtype::F32.encode_into(&[1.5, 2.0], &mut output);
+        let reply = encode_step_reply(Ok((&[4; 64], &output)));
+        let answer = decode_step_reply(&reply, Dtype::F32).unwrap().unwrap();
         assert_eq!(
-            decode_step_reply(&reply, Dtype::F32).unwrap(),
-            Ok(vec![1.5, 2.0])
+            (answer.values, answer.bytes, answer.signature),
+            (vec![1.5, 2.0], output.clone(), [4; 64])
+        );
+        let pushed = encode_pushed_reply(&[5; 64], &output);
+        assert_eq!(
+            decode_step_reply(&pushed, Dtype::F32)
+                .unwrap()
+                .unwrap()
+                .signature,
+            [5; 64]
+        );
+        assert!(
+            decode_step_reply(&[0; 40], Dtype::F32).is_err(),
+            "no signature"
         );
     }
 }

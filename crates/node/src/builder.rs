@@ -19,8 +19,9 @@ use std::time::Duration;
 use hypertensor_api::ApiConfig;
 use hypertensor_consensus::phase::PhaseParams;
 use hypertensor_inference::{
-    AdmitAll, BlockServer, ClientConfig, ServerConfig, SwarmBackend, SwarmClient,
-    announced_servers, p2p_config, routing::weakest_span,
+    AdmitAll, BlockServer, ClientConfig, DEFAULT_CHECK_RATE, EvidenceInbox, ServerConfig,
+    ServingFault, SwarmBackend, SwarmClient, announced_servers, p2p_config, routing::weakest_span,
+    take_evidence,
 };
 use hypertensor_model::{BlockSpan, GgufFile, ModelConfig};
 use hypertensor_p2p::{CachingStakeOracle, Client, Event, Multiaddr};
@@ -32,6 +33,7 @@ use crate::chain::ChainConnection;
 use crate::clock::{ChainClock, PHASE_GRACE_BLOCKS};
 use crate::epoch_loop::{ConsensusConfig, ConsensusLoop, DutiesWrapper, Hosting};
 use crate::error::{NodeError, NodeResult};
+use crate::evidence::file_evidence;
 use crate::heads::HeadFollower;
 use crate::reach::{Reach, keep_reachable, make_reachable};
 use crate::running::RunningNode;
@@ -70,6 +72,9 @@ pub struct HostOptions {
     pub cache_bytes: usize,
     /// Throughput to announce instead of measuring it.
     pub throughput: Option<f64>,
+    /// Honest serving (`None`), or a deliberate corruption of what is
+    /// served, for tests of verified serving.
+    pub fault: Option<ServingFault>,
 }
 
 /// Everything [`NodeBuilder`] needs: what the node is and does.
@@ -104,6 +109,11 @@ pub struct NodeOptions {
     /// Have the swarm client relay every hidden state itself instead of
     /// the servers pushing them to each other (see `ClientConfig::push`).
     pub relay: bool,
+    /// Share of the swarm client's sequences spot-checked (see
+    /// `ClientConfig::check_rate`).
+    pub check_rate: f64,
+    /// Seed of the spot checks' draws (`None`: from the OS).
+    pub check_seed: Option<u64>,
     /// Serve the OpenAI-compatible API here (a gateway).
     pub api: Option<SocketAddr>,
     /// The API's limits (connections, bodies, timeouts, queue).
@@ -141,6 +151,8 @@ impl NodeOptions {
             consensus: false,
             swarm_client: false,
             relay: false,
+            check_rate: DEFAULT_CHECK_RATE,
+            check_seed: None,
             api: None,
             api_config: ApiConfig::default(),
             wrap_duties: None,
@@ -190,7 +202,20 @@ impl NodeBuilder {
             None => None,
         };
 
-        let (p2p, events) = self.start_p2p(chain.as_ref()).await?;
+        let (p2p, events, evidence) = self.start_p2p(chain.as_ref(), model.hidden_size).await?;
+        if let (Some(inbox), Some(chain)) = (evidence, &chain) {
+            self.tasks.spawn_critical(
+                "evidence",
+                file_evidence(
+                    inbox,
+                    p2p.clone(),
+                    chain.clock.clone(),
+                    chain.phases,
+                    model.hidden_size,
+                    chain.record_ttl,
+                ),
+            );
+        }
         let heads = chain.as_ref().map(|chain| {
             let follower = HeadFollower::new(chain.connection.clone(), chain.clock.clone());
             let heads = follower.subscribe();
@@ -261,6 +286,8 @@ impl NodeBuilder {
                 tokio::runtime::Handle::current(),
                 ClientConfig {
                     push: !options.relay,
+                    check_rate: options.check_rate,
+                    check_seed: options.check_seed,
                     ..ClientConfig::new(&options.model_name)
                 },
             )?)),
@@ -290,7 +317,8 @@ impl NodeBuilder {
     async fn start_p2p(
         &mut self,
         chain: Option<&ChainParts>,
-    ) -> NodeResult<(Client, mpsc::Receiver<Event>)> {
+        hidden_size: usize,
+    ) -> NodeResult<(Client, mpsc::Receiver<Event>, Option<EvidenceInbox>)> {
         let options = &self.options;
         let mut config = match chain {
             Some(chain) => {
@@ -309,7 +337,12 @@ impl NodeBuilder {
                 );
                 config.phase = chain.clock.clone();
                 // Writers' clocks differ: accept twice the lifetime they ask for.
-                config.schemas = with_consensus_schemas(config.schemas, chain.record_ttl * 2);
+                config.schemas = with_consensus_schemas(
+                    config.schemas,
+                    chain.record_ttl * 2,
+                    genesis,
+                    hidden_size,
+                );
                 config
             }
             None => p2p_config(
@@ -323,9 +356,11 @@ impl NodeBuilder {
         config.listen = options.listen.clone();
         config.announce = options.announce.clone();
         config.bootstrap = options.bootstrap.clone();
+        // A staked node files the evidence clients hand it.
+        let evidence = chain.is_some().then(|| take_evidence(&mut config));
         let (p2p, events, event_loop) = hypertensor_p2p::new(config)?;
         self.tasks.spawn_critical("p2p", event_loop.run());
-        Ok((p2p, events))
+        Ok((p2p, events, evidence))
     }
 
     /// Loads the span `host` asks for and serves it as the critical task
@@ -374,6 +409,7 @@ impl NodeBuilder {
         let mut config = ServerConfig::new(&self.options.model_name);
         config.cache_budget_bytes = host.cache_bytes;
         config.throughput = host.throughput;
+        config.fault = host.fault;
         let server = Arc::new(BlockServer::new(span, config)?);
         self.tasks
             .spawn_critical("block-server", server.clone().run(p2p.clone(), events));

@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use hypertensor_chain::{ChainConfig, Node as ChainNode};
 use hypertensor_chain_client::{BlockId, Client as ChainClient};
+use hypertensor_inference::{DEFAULT_CHECK_RATE, ServingFault};
 use hypertensor_model::GgufFile;
 use hypertensor_primitives::{Balance, Keypair, TENSOR};
 use hypertensor_runtime::{
@@ -74,6 +75,15 @@ pub struct DevnetConfig {
     pub faults: BTreeMap<String, DutiesWrapper>,
     /// Throughput hosters announce instead of measuring it.
     pub throughput: Option<f64>,
+    /// Throughput particular hosters announce instead, by name.
+    pub throughputs: BTreeMap<String, f64>,
+    /// Hosters serving corrupted outputs, by name (tests of verified
+    /// serving).
+    pub serving_faults: BTreeMap<String, ServingFault>,
+    /// Share of the gateway's sequences spot-checked.
+    pub check_rate: f64,
+    /// Seed of the gateway's spot-check draws (`None`: from the OS).
+    pub check_seed: Option<u64>,
     /// Run the consensus loops (off only to measure a baseline: the
     /// subnet then never reaches consensus).
     pub consensus: bool,
@@ -97,6 +107,10 @@ impl DevnetConfig {
             api_config: hypertensor_api::ApiConfig::default(),
             faults: BTreeMap::new(),
             throughput: None,
+            throughputs: BTreeMap::new(),
+            serving_faults: BTreeMap::new(),
+            check_rate: DEFAULT_CHECK_RATE,
+            check_seed: None,
             consensus: true,
         }
     }
@@ -398,7 +412,12 @@ impl Devnet {
                 options.host = Some(HostOptions {
                     blocks: SpanChoice::Blocks(blocks.clone()),
                     cache_bytes: 64 << 20,
-                    throughput: config.throughput,
+                    throughput: config
+                        .throughputs
+                        .get(&member.name)
+                        .copied()
+                        .or(config.throughput),
+                    fault: config.serving_faults.get(&member.name).copied(),
                 });
             }
             let node = NodeBuilder::new(options)
@@ -421,6 +440,8 @@ impl Devnet {
         gateway_options.consensus = false;
         gateway_options.api = Some(config.api_addr);
         gateway_options.api_config = config.api_config.clone();
+        gateway_options.check_rate = config.check_rate;
+        gateway_options.check_seed = config.check_seed;
         let gateway = NodeBuilder::new(gateway_options)
             .start()
             .await

@@ -222,6 +222,8 @@ impl ConsensusLoop {
         duty_config.phases = config.phases;
         duty_config.scores = config.scores;
         duty_config.grace_blocks = PHASE_GRACE_BLOCKS;
+        duty_config.genesis = p2p.genesis();
+        duty_config.hidden_size = config.hidden;
         // The machine's only randomness (challenge seeds, salts): handed in.
         let duties = Duties::new(duty_config, me, rand::random());
         let machine = match &config.wrap {

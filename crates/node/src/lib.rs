@@ -26,6 +26,7 @@ pub mod devnet;
 mod dht;
 mod epoch_loop;
 mod error;
+mod evidence;
 mod heads;
 mod reach;
 mod running;

@@ -2,12 +2,14 @@
 
 use std::time::Duration;
 
+use hypertensor_consensus::evidence::{MAX_EVIDENCE_BYTES, verify_evidence_record};
 use hypertensor_consensus::phase::RecordKind;
 use hypertensor_consensus::records::{
     Challenge, HosterReveal, MAX_REVEAL_BLOCKS, MAX_REVEAL_SCORES, SKETCH_LEN, ValidatorReveal,
     decode_commit,
 };
 use hypertensor_p2p::{KeySchema, SchemaRegistry};
+use hypertensor_primitives::H256;
 
 /// Largest hoster reveal: salt, span, count and every sketch of the
 /// largest span.
@@ -15,10 +17,19 @@ const MAX_HOSTER_REVEAL_BYTES: usize = 16 + 4 + 4 + 4 + MAX_REVEAL_BLOCKS * SKET
 /// Largest validator reveal: salt, count and `(u32, f64)` per node.
 const MAX_VALIDATOR_REVEAL_BYTES: usize = 16 + 4 + MAX_REVEAL_SCORES * 12;
 
-/// Adds the five consensus key prefixes to `registry`, each value checked
+/// Adds the six consensus key prefixes to `registry`, each value checked
 /// by the consensus crate's bounded decoder, living at most `max_ttl`
-/// (a few epochs: records are read in their epoch and the next).
-pub fn with_consensus_schemas(registry: SchemaRegistry, max_ttl: Duration) -> SchemaRegistry {
+/// (a few epochs: records are read in their epoch and the next). Evidence
+/// (`evidence/<e>`) is verified in full: every receipt's signature in
+/// `genesis`'s domain and the disagreement it claims, for outputs of
+/// `hidden_size`, so no peer stores or serves an accusation that does not
+/// hold.
+pub fn with_consensus_schemas(
+    registry: SchemaRegistry,
+    max_ttl: Duration,
+    genesis: H256,
+    hidden_size: usize,
+) -> SchemaRegistry {
     fn check<T: 'static, E: std::fmt::Display + 'static>(
         decode: fn(&[u8]) -> Result<T, E>,
     ) -> impl Fn(&[u8]) -> Result<(), String> + Send + Sync + 'static {
@@ -60,5 +71,16 @@ pub fn with_consensus_schemas(registry: SchemaRegistry, max_ttl: Duration) -> Sc
             MAX_VALIDATOR_REVEAL_BYTES,
             max_ttl,
             check(ValidatorReveal::decode),
+        ))
+        .register(KeySchema::typed(
+            &prefix(RecordKind::Evidence),
+            "evidence",
+            MAX_EVIDENCE_BYTES,
+            max_ttl,
+            move |bytes| {
+                verify_evidence_record(bytes, &genesis, hidden_size)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            },
         ))
 }

@@ -341,6 +341,20 @@ impl Client {
         Ok(resp)
     }
 
+    /// The genesis hash of the chain this node's signatures are bound to.
+    pub fn genesis(&self) -> H256 {
+        self.shared.genesis
+    }
+
+    /// Signs `payload` with this node's key for `purpose` in the genesis
+    /// domain (what others check with `verify_domain`), e.g. a server's
+    /// receipt for an answer.
+    pub fn sign_domain(&self, purpose: &str, payload: &[u8]) -> hypertensor_primitives::Signature {
+        self.shared
+            .keypair
+            .sign_domain(purpose, &self.shared.genesis, payload)
+    }
+
     /// Opens a long-lived bidirectional session with `peer` for `method`;
     /// the opening request is signed and checked like any request.
     pub async fn open_session(
@@ -359,7 +373,12 @@ impl Client {
         let protocol = self.shared.session_protocol.clone();
         let (resp, stream) = self.exchange(peer, protocol, &req).await?;
         outcome_to_result(peer, resp.outcome)?;
-        Ok(RpcSession::new(peer, stream, self.shared.max_frame))
+        Ok(RpcSession::new(
+            peer,
+            req.nonce,
+            stream,
+            self.shared.max_frame,
+        ))
     }
 
     async fn exchange(

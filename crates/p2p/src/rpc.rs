@@ -609,14 +609,16 @@ pub trait RpcHandler: Send + Sync + 'static {
 /// A long-lived, bidirectional, framed session with one peer.
 pub struct RpcSession {
     peer: PeerId,
+    nonce: [u8; 16],
     stream: Stream,
     max_frame: usize,
 }
 
 impl RpcSession {
-    pub(crate) fn new(peer: PeerId, stream: Stream, max_frame: usize) -> Self {
+    pub(crate) fn new(peer: PeerId, nonce: [u8; 16], stream: Stream, max_frame: usize) -> Self {
         RpcSession {
             peer,
+            nonce,
             stream,
             max_frame,
         }
@@ -625,6 +627,12 @@ impl RpcSession {
     /// The peer at the other end (authenticated by the transport).
     pub fn peer(&self) -> PeerId {
         self.peer
+    }
+
+    /// The nonce of the signed request that opened the session: what the
+    /// server's answers in it can be bound to.
+    pub fn nonce(&self) -> [u8; 16] {
+        self.nonce
     }
 
     /// Sends one frame. Not cancel-safe: a dropped send may leave half a

@@ -120,7 +120,7 @@ impl RpcServer {
         Some(Event::InboundSession {
             method: req.method,
             body: req.body,
-            session: RpcSession::new(peer, stream, self.max_frame),
+            session: RpcSession::new(peer, req.nonce, stream, self.max_frame),
         })
     }
 }

@@ -80,6 +80,11 @@ pub(crate) struct NodeArgs {
     /// having each server push its output straight to the next.
     #[arg(long)]
     pub(crate) relay: bool,
+    /// Client: share of sequences spot-checked, out of the user's path,
+    /// by replaying one hop's inputs to another server with the same
+    /// blocks (0 turns checks off).
+    #[arg(long, value_name = "SHARE", default_value_t = hypertensor_inference::DEFAULT_CHECK_RATE, value_parser = parse_share)]
+    pub(crate) check_rate: f64,
     /// The chain's RPC URL (e.g. ws://127.0.0.1:9944). With it, proof of
     /// stake guards the DHT and RPC and the node takes part in consensus
     /// (the identity must be registered as a node of the subnet, and is its
@@ -132,6 +137,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
                 blocks: span_choice(&args, n_blocks)?,
                 cache_bytes: args.cache_mb.saturating_mul(1 << 20),
                 throughput: None,
+                fault: None,
             });
         }
         Role::Validator => {}
@@ -140,6 +146,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
             options.api = Some(args.api);
             options.api_config = args.api_limits.config();
             options.relay = args.relay;
+            options.check_rate = args.check_rate;
         }
     }
     let node = NodeBuilder::new(options).start().await?;
@@ -213,4 +220,17 @@ fn parse_blocks(text: &str, n_blocks: usize) -> Result<Range<usize>> {
         bail!("--blocks {start}:{end} does not fit the model's {n_blocks} blocks");
     }
     Ok(start..end)
+}
+
+/// A share in `[0, 1]` (the spot-check rate).
+fn parse_share(text: &str) -> std::result::Result<f64, String> {
+    let share: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number"))?;
+    if (0.0..=1.0).contains(&share) {
+        Ok(share)
+    } else {
+        Err(format!("{share} is not a share between 0 and 1"))
+    }
 }

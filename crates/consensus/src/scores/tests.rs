@@ -374,3 +374,21 @@ proptest! {
         prop_assert_eq!(expected, proposal_bytes(&hosters, &validators));
     }
 }
+
+#[test]
+fn a_convicted_hoster_scores_zero_and_its_share_goes_to_the_others() {
+    let params = ScoreParams::default();
+    let inputs: Vec<HosterInput> = (1..=3).map(|n| hoster(n, 0, vec![sk(1.0); 2])).collect();
+    let plain = hoster_scores(&params, EPOCH, 2, &inputs).unwrap();
+    assert!(plain.values().all(|s| close(*s, 0.4 / 3.0)));
+    let convicted = BTreeSet::from([2]);
+    let scores = hoster_scores_with_evidence(&params, EPOCH, 2, &inputs, &convicted).unwrap();
+    assert_eq!(scores[&2], 0.0);
+    assert!(
+        close(scores[&1], 0.2) && close(scores[&3], 0.2),
+        "{scores:?}"
+    );
+    // An unknown id in the convicted set changes nothing.
+    let other = hoster_scores_with_evidence(&params, EPOCH, 2, &inputs, &BTreeSet::from([9]));
+    assert_eq!(other.unwrap(), plain);
+}

@@ -95,6 +95,7 @@ async fn step(
         .expect("the session stays open");
     decode_step_reply(&reply, dtype)
         .unwrap()
+        .map(|answer| answer.values)
         .map_err(|r| r.to_string())
 }
 

@@ -270,6 +270,9 @@ impl Swarm {
         honest_steps: usize,
         corruption: Corruption,
     ) -> CorruptingServer {
+        use hypertensor_consensus::evidence::{
+            RECEIPT_PURPOSE, ReceiptFields, Transcript, output_digest,
+        };
         use hypertensor_inference::wire::{
             OpenRequest, Refusal, SESSION_METHOD, Step, encode_open_reply, encode_step_reply,
         };
@@ -306,15 +309,28 @@ impl Swarm {
                             continue;
                         }
                     };
-                    let (blocks, counter) = (blocks.clone(), counter.clone());
+                    let (blocks, counter, signer) =
+                        (blocks.clone(), counter.clone(), _keep.clone());
                     sessions.spawn(async move {
                         if session.send(&encode_open_reply(Ok(()))).await.is_err() {
                             return;
                         }
                         let width = blocks.config().hidden_size;
                         let mut cache = blocks.new_cache();
+                        let mut transcript = Transcript::new(
+                            &open.model,
+                            open.start,
+                            open.end,
+                            open.dtype.encoding(),
+                        );
                         while let Ok(Some(frame)) = session.recv().await {
                             let step = Step::decode(&frame, open.dtype, width).unwrap();
+                            let input_len = step.values.len() * open.dtype.size();
+                            transcript.step(
+                                step.position,
+                                step.n_tokens,
+                                &frame[frame.len() - input_len..],
+                            );
                             let position = step.position as usize;
                             if position < cache.positions() {
                                 blocks.truncate(&mut cache, position);
@@ -329,7 +345,29 @@ impl Swarm {
                                     Corruption::ShortRow => out.truncate(out.len() - width),
                                 }
                             }
-                            let reply = encode_step_reply(Ok(&out), open.dtype);
+                            // Signed as an honest server signs its answers.
+                            let mut output = Vec::new();
+                            open.dtype.encode_into(&out, &mut output);
+                            let (_, digest) = output_digest(&output, width * open.dtype.size());
+                            let client = hypertensor_primitives::PeerId::from_bytes(
+                                &session.peer().to_bytes(),
+                            )
+                            .unwrap();
+                            let fields = ReceiptFields {
+                                client: &client,
+                                session: &session.nonce(),
+                                model: &open.model,
+                                start: open.start,
+                                end: open.end,
+                                encoding: open.dtype.encoding(),
+                                position: step.position,
+                                n_tokens: step.n_tokens,
+                                inputs: &transcript.digest(),
+                                output: &digest,
+                            };
+                            let signature =
+                                signer.sign_domain(RECEIPT_PURPOSE, &fields.signed_payload());
+                            let reply = encode_step_reply(Ok((&signature.0, &output)));
                             if session.send(&reply).await.is_err() {
                                 break;
                             }

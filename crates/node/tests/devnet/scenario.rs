@@ -8,6 +8,7 @@ use std::time::Duration;
 use std::collections::BTreeMap;
 
 use hypertensor_chain_client::{BlockId, Client};
+use hypertensor_consensus::evidence::encode_evidence_record;
 use hypertensor_consensus::phase::RecordKind;
 use hypertensor_consensus::records::{Challenge, HosterReveal, ValidatorReveal};
 use hypertensor_duties::byzantine::{Behaviour, Byzantine};
@@ -195,5 +196,7 @@ pub(crate) fn record_value(kind: RecordKind) -> Vec<u8> {
         RecordKind::ValidatorReveal => ValidatorReveal::new([2; 16], &BTreeMap::from([(3, 0.4)]))
             .unwrap()
             .encode(),
+        // A record filing no evidence is well-formed.
+        RecordKind::Evidence => encode_evidence_record(&[]),
     }
 }

@@ -60,6 +60,7 @@ fn a_hoster_following_a_chain_takes_the_weakest_covered_span() {
             blocks: SpanChoice::Weakest(15),
             cache_bytes: 64 << 20,
             throughput: Some(100.0),
+            fault: None,
         });
         let mut node = NodeBuilder::new(options)
             .start()
