@@ -7,6 +7,7 @@ mod batching;
 mod challenge;
 mod harness;
 mod openai_python;
+mod verified;
 #[path = "../../../api/tests/api/python_env.rs"]
 mod python_env;
 
