@@ -7,9 +7,9 @@ mod batching;
 mod challenge;
 mod harness;
 mod openai_python;
-mod verified;
 #[path = "../../../api/tests/api/python_env.rs"]
 mod python_env;
+mod verified;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

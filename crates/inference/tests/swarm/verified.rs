@@ -142,7 +142,11 @@ async fn honest_servers_are_never_accused() {
         total(|s| s.convictions),
     );
     assert_eq!(checks, sequences, "every sequence was compared: {stats:?}");
-    assert_eq!(total(|s| s.checks_passed), checks, "false positives: {stats:?}");
+    assert_eq!(
+        total(|s| s.checks_passed),
+        checks,
+        "false positives: {stats:?}"
+    );
     assert_eq!(total(|s| s.convictions), 0);
     assert_eq!(total(|s| s.checks_unresolved), 0);
 }

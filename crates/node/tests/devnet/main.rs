@@ -11,3 +11,4 @@ mod scenario;
 mod silent;
 mod spans;
 mod unstaked;
+mod verified;
