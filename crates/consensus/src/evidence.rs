@@ -131,15 +131,21 @@ fn f16_to_f32(h: u16) -> f32 {
     f32::from_bits(bits)
 }
 
-/// The running digest of every input a span session received: a server
-/// and a client (or a second server the inputs are replayed to) that fed
-/// the same steps hold the same digest.
+/// The running digest of the inputs a span session's cache holds: a
+/// server and a client (or a second server the inputs are replayed to)
+/// that fed the same steps hold the same digest.
 ///
-/// `d₀ = SHA-256("hypertensor-transcript" ‖ model ‖ start ‖ end ‖ tag)`,
+/// `d₀ = SHA-256("hypertensor-transcript" ‖ model ‖ start ‖ end ‖ tag)`;
+/// a step at `position` first drops the steps at or after `position` (the
+/// cache rewinds to it), then
 /// `dₖ = SHA-256(dₖ₋₁ ‖ position u32 ‖ n_tokens u32 ‖ SHA-256(input bytes))`.
+/// So a step sent twice (pushed, then relayed when the push was late)
+/// counts once, as it does in the server's cache.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transcript {
-    digest: H256,
+    base: H256,
+    /// Each step in the cache: its position and the digest after it.
+    steps: Vec<(u32, H256)>,
 }
 
 impl Transcript {
@@ -153,7 +159,8 @@ impl Transcript {
         end.encode_to(&mut head);
         head.push(encoding.tag());
         Transcript {
-            digest: sha256(&[&head]),
+            base: sha256(&[&head]),
+            steps: Vec::new(),
         }
     }
 
@@ -164,17 +171,20 @@ impl Transcript {
 
     /// [`Transcript::step`] with the inputs' SHA-256 already computed.
     pub fn step_hashed(&mut self, position: u32, n_tokens: u32, input_hash: H256) {
+        while self.steps.last().is_some_and(|(p, _)| *p >= position) {
+            self.steps.pop();
+        }
         let mut fields = Vec::with_capacity(32 + 8 + 32);
-        self.digest.encode_to(&mut fields);
+        self.digest().encode_to(&mut fields);
         position.encode_to(&mut fields);
         n_tokens.encode_to(&mut fields);
         input_hash.encode_to(&mut fields);
-        self.digest = sha256(&[&fields]);
+        self.steps.push((position, sha256(&[&fields])));
     }
 
     /// The digest so far.
     pub fn digest(&self) -> H256 {
-        self.digest
+        self.steps.last().map_or(self.base, |(_, d)| *d)
     }
 }
 
@@ -290,17 +300,19 @@ impl Receipt {
                 field: "receipt server",
                 reason: "not an Ed25519 peer id".into(),
             })?;
-        let shown = self
-            .rows
-            .get(self.row as usize)
-            .ok_or_else(|| Error::Invalid {
-                field: "receipt row",
-                reason: format!("row {} of {}", self.row, self.rows.len()),
-            })?;
-        if *shown != sha256(&[&self.row_bytes]) {
+        // The row shown is one signed; an empty output shows nothing.
+        let shown_ok = match self.rows.get(self.row as usize) {
+            Some(hash) => *hash == sha256(&[&self.row_bytes]),
+            None => self.rows.is_empty() && self.row == 0 && self.row_bytes.is_empty(),
+        };
+        if !shown_ok {
             return Err(Error::Invalid {
                 field: "receipt row",
-                reason: "the bytes shown are not the row signed".into(),
+                reason: format!(
+                    "the bytes shown are not row {} of the {} signed",
+                    self.row,
+                    self.rows.len()
+                ),
             });
         }
         let output = digest_of_rows(&self.rows);

@@ -599,7 +599,21 @@ pub(crate) struct Hop {
     /// The digest of every input the session took (what the server's
     /// receipts sign).
     pub(crate) transcript: Transcript,
+    /// A signed answer that was not `n` finite rows: evidence on its own.
+    bad: Option<BadAnswer>,
     _load: HopLoad,
+}
+
+/// A signed answer to a step that was malformed or not finite.
+pub(crate) struct BadAnswer {
+    /// The answer.
+    pub(crate) answer: Answer,
+    /// The step's position.
+    pub(crate) position: u32,
+    /// The step's rows.
+    pub(crate) n_tokens: u32,
+    /// The session's transcript digest after the step.
+    pub(crate) inputs: hypertensor_primitives::H256,
 }
 
 impl Hop {
@@ -858,6 +872,7 @@ impl SwarmSession<'_> {
                         peer = %self.hops[i].peer,
                         "pushed step late or wrong; relaying this sequence from here"
                     );
+                    self.report_bad(i);
                     self.relay_only = true;
                 }
             }
@@ -927,6 +942,21 @@ impl SwarmSession<'_> {
             .spawn(self.client.checker.clone().check(job));
     }
 
+    /// Hands hop `i`'s malformed or non-finite signed answer, if it gave
+    /// one, to the checker: that evidence convicts its server alone.
+    fn report_bad(&mut self, i: usize) {
+        let Some(hop) = self.hops.get_mut(i) else {
+            return;
+        };
+        if let Some(bad) = hop.bad.take() {
+            let (peer, blocks, session) = (hop.peer, hop.start..hop.end, hop.nonce());
+            let checker = self.client.checker.clone();
+            self.client
+                .handle
+                .spawn(checker.convict_alone(peer, blocks, session, bad));
+        }
+    }
+
     /// Hop `i` failed a step with `error`: the server is handled by the
     /// kind of error, hops `i..` are dropped and the route rebuilt from hop
     /// `i`'s first block with its inputs replayed (more than
@@ -938,6 +968,7 @@ impl SwarmSession<'_> {
         failures: &mut usize,
     ) -> Result<()> {
         let (peer, start) = (self.hops[i].peer, self.hops[i].start);
+        self.report_bad(i);
         let last = error.to_string();
         *failures += 1;
         self.on_error(peer, error);
@@ -1109,6 +1140,7 @@ pub(crate) async fn open_hop(
         session,
         token: open.token,
         transcript: Transcript::new(&config.model, open.start, open.end, config.dtype.encoding()),
+        bad: None,
         _load: load,
     })
 }
@@ -1176,7 +1208,31 @@ pub(crate) async fn send_step(
     let reply = tokio::time::timeout(config.timeout_for(n), exchange)
         .await
         .map_err(|_| failed("step timed out".into()))??;
-    read_step_reply(peer, reply, n, width, config)
+    let answer = read_step_reply(peer, reply.as_deref(), n, width, config);
+    keep_bad(hop, &answer, reply.as_deref(), position, n, config.dtype);
+    answer
+}
+
+/// Keeps on `hop` a signed answer that failed for its hidden states (not
+/// `n` finite rows): it convicts its server on its own.
+fn keep_bad(
+    hop: &mut Hop,
+    outcome: &Result<Answer>,
+    reply: Option<&[u8]>,
+    position: usize,
+    n: usize,
+    dtype: Dtype,
+) {
+    if let (Err(InferenceError::BadHiddenStates { .. }), Some(reply)) = (outcome, reply)
+        && let Ok(Ok(answer)) = decode_step_reply(reply, dtype)
+    {
+        hop.bad = Some(BadAnswer {
+            answer,
+            position: position as u32,
+            n_tokens: n as u32,
+            inputs: hop.transcript.digest(),
+        });
+    }
 }
 
 /// Notes in `hop`'s transcript the input rows of a step `frame` (its
@@ -1190,7 +1246,7 @@ fn take_input(hop: &mut Hop, position: usize, n: usize, width: usize, frame: &[u
 /// Checks a hop's answer to a step of `n` rows of `width`: its output.
 fn read_step_reply(
     peer: PeerId,
-    reply: Option<Vec<u8>>,
+    reply: Option<&[u8]>,
     n: usize,
     width: usize,
     config: &ClientConfig,
@@ -1199,7 +1255,7 @@ fn read_step_reply(
         peer,
         reason: "closed the session".into(),
     })?;
-    let answer = decode_step_reply(&reply, config.dtype)?.map_err(|r| refused(peer, r))?;
+    let answer = decode_step_reply(reply, config.dtype)?.map_err(|r| refused(peer, r))?;
     check_hidden_states(&answer.values, n, width)
         .map_err(|reason| InferenceError::BadHiddenStates { peer, reason })?;
     Ok(answer)
@@ -1269,7 +1325,11 @@ async fn push_step(
                 reason: "step timed out".into(),
             }),
             Ok(Err(e)) => Err(e),
-            Ok(Ok(reply)) => read_step_reply(peer, reply, n, width, config),
+            Ok(Ok(reply)) => {
+                let answer = read_step_reply(peer, reply.as_deref(), n, width, config);
+                keep_bad(hop, &answer, reply.as_deref(), position, n, config.dtype);
+                answer
+            }
         };
         match answer {
             Ok(out) => {

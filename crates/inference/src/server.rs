@@ -712,6 +712,18 @@ impl BlockServer {
             }),
         );
         match rx.await {
+            // An honest server never signs a non-finite output (whatever
+            // it was sent), so a signed one convicts its server alone.
+            Ok((cache, Ok(StepOutput::Hidden(out))))
+                if out.as_slice().iter().any(|v| !v.is_finite()) =>
+            {
+                (
+                    Some(cache),
+                    Err(Refusal::Failed(
+                        "the span's output is not finite; not sent".into(),
+                    )),
+                )
+            }
             Ok((cache, Ok(StepOutput::Hidden(out)))) => (
                 Some(cache),
                 Ok(StepDone {

@@ -32,7 +32,9 @@ use hypertensor_primitives::Signature;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
-use crate::client::{ClientConfig, HopLoad, Shared, announced_servers, open_hop, replay};
+use crate::client::{
+    BadAnswer, ClientConfig, HopLoad, Shared, announced_servers, open_hop, replay,
+};
 use crate::error::Result;
 use crate::wire::Answer;
 
@@ -214,8 +216,88 @@ impl Checker {
         None
     }
 
+    /// Convicts `peer` by its own signed answer `bad` to a step of its
+    /// session on `blocks` (opened with nonce `session`), which is not
+    /// the step's rows of finite values: evidence with no witnesses,
+    /// handed to two other servers to file.
+    pub(crate) async fn convict_alone(
+        self: Arc<Self>,
+        peer: PeerId,
+        blocks: std::ops::Range<usize>,
+        session: [u8; 16],
+        bad: BadAnswer,
+    ) {
+        let dtype = self.config.dtype;
+        let row_len = self.width * dtype.size();
+        let (rows, _) = output_digest(&bad.answer.bytes, row_len);
+        // Show the first row that is short or holds a non-finite value.
+        let row = bad
+            .answer
+            .bytes
+            .chunks(row_len.max(1))
+            .position(|r| {
+                r.len() != row_len
+                    || dtype
+                        .decode(r)
+                        .map_or(true, |v| v.iter().any(|x| !x.is_finite()))
+            })
+            .unwrap_or(0);
+        let row_bytes = bad
+            .answer
+            .bytes
+            .chunks(row_len.max(1))
+            .nth(row)
+            .unwrap_or_default()
+            .to_vec();
+        let evidence = Evidence {
+            accused: Receipt {
+                server: crate::peer_id(&peer),
+                client: crate::peer_id(&self.p2p.peer_id()),
+                session,
+                model: self.config.model.clone(),
+                start: blocks.start as u32,
+                end: blocks.end as u32,
+                encoding: dtype.encoding(),
+                position: bad.position,
+                n_tokens: bad.n_tokens,
+                inputs: bad.inputs,
+                rows,
+                row: row as u32,
+                row_bytes,
+                signature: Signature(bad.answer.signature),
+            },
+            witnesses: Vec::new(),
+        };
+        if let Err(e) = evidence.verify(&self.p2p.genesis(), self.width) {
+            tracing::info!(%peer, error = %e, "a bad answer that proves nothing (its signature?)");
+            return;
+        }
+        {
+            let mut shared = self.shared();
+            if !shared.convicted.insert(peer) {
+                return;
+            }
+            shared.stats.convictions += 1;
+        }
+        tracing::warn!(%peer, "server convicted by its own malformed or non-finite answer");
+        // Any two other servers file it.
+        let others: Vec<PeerId> =
+            announced_servers(&self.p2p, &self.config.model, self.n_blocks, 0)
+                .await
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(p, _)| p)
+                .filter(|p| *p != peer)
+                .take(2)
+                .collect();
+        if others.is_empty() {
+            tracing::info!("no server to file the evidence with");
+        }
+        self.hand_over(&evidence, &others).await;
+    }
+
     /// Gives `evidence` to each witness to file in the DHT.
-    async fn hand_over(&self, evidence: &Evidence, witnesses: &[PeerId; 2]) {
+    async fn hand_over(&self, evidence: &Evidence, witnesses: &[PeerId]) {
         let bytes = evidence.encode();
         for witness in witnesses {
             match self

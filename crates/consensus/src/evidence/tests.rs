@@ -119,6 +119,31 @@ fn a_non_finite_or_misshapen_output_convicts_on_its_own() {
             &cheat.peer_id()
         );
     }
+    // An empty answer to a step of two rows, shown as no row.
+    let mut empty = receipt(&cheat, &HONEST);
+    let (rows, digest) = output_digest(&[], WIDTH * 4);
+    let fields = ReceiptFields {
+        client: &empty.client,
+        session: &empty.session,
+        model: "smollm2",
+        start: 0,
+        end: 10,
+        encoding: Encoding::F32,
+        position: 0,
+        n_tokens: 2,
+        inputs: &empty.inputs,
+        output: &digest,
+    };
+    empty.signature = fields.sign(&cheat, &genesis());
+    (empty.rows, empty.row, empty.row_bytes) = (rows, 0, Vec::new());
+    let evidence = Evidence {
+        accused: empty,
+        witnesses: vec![],
+    };
+    assert_eq!(
+        evidence.verify(&genesis(), WIDTH).unwrap(),
+        &cheat.peer_id()
+    );
     let fine = Evidence {
         accused: receipt(&cheat, &HONEST),
         witnesses: vec![],
@@ -210,6 +235,17 @@ fn transcripts_differ_with_any_input_and_f16_decodes_exactly() {
     let mut other = Transcript::new("smollm2", 0, 11, Encoding::F32);
     other.step(0, 2, &encode(&[0.5; 2 * WIDTH]));
     assert_ne!(other.digest(), base);
+    // A step sent again at its position (a rewind) replaces the first.
+    let mut twice = Transcript::new("smollm2", 0, 10, Encoding::F32);
+    twice.step(0, 2, &encode(&[0.25; 2 * WIDTH]));
+    twice.step(0, 2, &encode(&[0.5; 2 * WIDTH]));
+    assert_eq!(twice.digest(), base);
+    let mut longer = transcript();
+    longer.step(2, 1, &encode(&[1.0; WIDTH]));
+    let after = longer.digest();
+    longer.step(2, 1, &encode(&[1.0; WIDTH]));
+    assert_eq!(longer.digest(), after);
+    assert_ne!(after, base);
 
     for (bits, value) in [
         (0x3c00u16, 1.0f32),

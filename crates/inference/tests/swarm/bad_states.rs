@@ -1,6 +1,6 @@
 //! Servers that answer hidden states that cannot be right (NaN, the wrong
 //! length) mid-generation: they are banned and routed around like dead
-//! ones, the generation goes on with exactly the tokens of the local
+//! ones, convicted by their own signed answer, the generation goes on with exactly the tokens of the local
 //! model, and when no one is left to take over, the API says 503 in
 //! OpenAI's shape. Over real sockets, the real P2P layer and the real
 //! model.
@@ -48,6 +48,18 @@ async fn corrupt_mid_generation_then_fail_over(name: &str, corruption: Corruptio
         "the bad server holds a strike"
     );
     assert_eq!(client.strikes(&spare.peer), 0, "the spare holds none");
+    // Its signed answer convicts it on its own (no witness needed): it is
+    // never routed to again, and the spare is not accused.
+    let start = tokio::time::Instant::now();
+    while client.stats().convictions == 0 {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(20),
+            "{corruption:?}: never convicted: {:?}",
+            client.stats()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(client.stats().convictions, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -177,6 +177,20 @@ async fn a_server_refuses_the_consensus_challenge_and_serves_other_inputs() {
         .unwrap();
     assert_eq!(got, local(&local_span, &[&challenge]));
 
+    // Inputs that make the outputs non-finite (a client trying to frame
+    // the server): it refuses to send, and so to sign, a non-finite
+    // output, which would convict it on its own.
+    let huge = vec![f32::NAN; TOKENS * width];
+    assert!(
+        local(&local_span, &[&huge]).iter().any(|v| !v.is_finite()),
+        "these inputs spoil the blocks' outputs"
+    );
+    let mut fresh = open(&client, server_peer, Dtype::F32).await;
+    let refused = step(&mut fresh, Dtype::F32, 0, &huge, width)
+        .await
+        .unwrap_err();
+    assert!(refused.contains("not finite"), "{refused}");
+
     for task in [server_net, server_run, client_net] {
         task.abort();
     }
