@@ -133,6 +133,9 @@ pub struct ClientStats {
     pub failures: u64,
     /// Bans given for faults.
     pub bans: u64,
+    /// Sequences handed to the spot checker (drawn, and fit to check);
+    /// each ends as one of `checks` or `checks_skipped`.
+    pub checks_started: u64,
     /// Spot checks that compared a hop's outputs with another server's.
     pub checks: u64,
     /// Spot checks whose outputs agreed.
@@ -937,6 +940,7 @@ impl SwarmSession<'_> {
             answers,
         };
         drop(hops);
+        self.client.lock().stats.checks_started += 1;
         self.client
             .handle
             .spawn(self.client.checker.clone().check(job));
@@ -1384,10 +1388,12 @@ impl LanguageModel for SwarmSession<'_> {
         self.client.head.logits(last.into_vec())
     }
 
+    /// Ends this sequence (spot-checking it if it was drawn) and starts a
+    /// new one, drawn afresh.
     fn reset(&mut self) {
-        self.hops.clear();
-        self.inputs.clear();
-        self.positions = 0;
+        self.finish();
+        self.relay_only = false;
+        self.checked = self.client.checker.draw();
     }
 
     fn context_length(&self) -> usize {
