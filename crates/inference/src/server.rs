@@ -73,7 +73,7 @@ pub enum Corruption {
 
 impl Corruption {
     /// Corrupts `output` (rows of `width`) with draws from `rng`.
-    fn apply(self, output: &mut [f32], width: usize, rng: &mut impl rand::Rng) {
+    pub fn apply(self, output: &mut [f32], width: usize, rng: &mut impl rand::Rng) {
         match self {
             Corruption::Noise { relative } => {
                 for row in output.chunks_mut(width.max(1)) {

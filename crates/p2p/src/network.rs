@@ -13,7 +13,22 @@
 //! into the local [`MemoryStore`] here. A writer puts a record holding only
 //! its own entry; holders merge it into their dictionaries. `get` collects
 //! the records of up to `get_quorum` peers, validates remote entries and
-//! merges them.
+//! merges them. When the lookup has not ended on its own, it answers once
+//! `get_quorum` peers have answered (with or without a record) and half a
+//! second has passed, and at the latest 2 s after it started: a key no one
+//! holds would otherwise wait for every silent peer of the lookup
+//! (Kademlia gives each 10 s), and an empty key is the common case for
+//! some keys, such as a quiet epoch's evidence.
+
+/// Longest a `get` waits for its lookup before it answers with the records
+/// found so far.
+const GET_WAIT: Duration = Duration::from_secs(2);
+/// How long a `get` whose lookup is held up by silent peers waits, once
+/// `get_quorum` peers have answered without enough records, for closer
+/// peers to answer.
+const GET_SETTLE: Duration = Duration::from_millis(500);
+/// How often a pending `get` looks at how many peers have answered.
+const GET_POLL: Duration = Duration::from_millis(50);
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
@@ -517,6 +532,8 @@ enum Done {
     Session(Box<Event>),
     /// Nothing to do (a served RPC, a finished get).
     Nothing,
+    /// A get's poll: the query, and when it started.
+    GetPoll(QueryId, Instant),
 }
 
 /// Owns the swarm; run it with [`EventLoop::run`].
@@ -812,6 +829,7 @@ impl EventLoop {
             }
             Command::Get { key, reply } => {
                 let id = self.swarm.behaviour_mut().kad.get_record(record_key(&key));
+                self.poll_get(id, Instant::now());
                 self.gets.insert(
                     id,
                     PendingGet {
@@ -1038,7 +1056,37 @@ impl EventLoop {
                 }
             }
             Done::Nothing => {}
+            Done::GetPoll(id, started) => {
+                if !self.gets.contains_key(&id) {
+                    return;
+                }
+                let quorum = self.config.get_quorum.max(1) as u32;
+                let answered = match self.swarm.behaviour_mut().kad.query_mut(&id) {
+                    Some(q) => q.stats().num_successes(),
+                    None => u32::MAX,
+                };
+                let waited = started.elapsed();
+                if (answered >= quorum && waited >= GET_SETTLE) || waited >= GET_WAIT {
+                    if let Some(mut q) = self.swarm.behaviour_mut().kad.query_mut(&id) {
+                        q.finish();
+                    }
+                    self.finish_get(id);
+                } else {
+                    self.poll_get(id, started);
+                }
+            }
         }
+    }
+
+    /// Looks again at get `id` in [`GET_POLL`].
+    fn poll_get(&mut self, id: QueryId, started: Instant) {
+        self.work.push(
+            async move {
+                tokio::time::sleep(GET_POLL).await;
+                Done::GetPoll(id, started)
+            }
+            .boxed(),
+        );
     }
 
     fn on_inbound_put(&mut self, source: PeerId, record: Record) {

@@ -5,12 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use hypertensor_consensus::evidence::{MAX_ROW_DEVIATION, rows_disagree};
+use hypertensor_model::{BlockSpan, Embedding, GgufFile, HiddenStates, Precision};
+use rand::SeedableRng;
+
 use hypertensor_inference::spot_check::Draws;
 use hypertensor_inference::wire::Dtype;
 use hypertensor_inference::{ClientStats, Corruption, ServingFault, SwarmClient};
 
 use crate::PROMPTS;
-use crate::harness::{Swarm, greedy_through, local_greedy};
+use crate::harness::{Swarm, greedy_through, local_greedy, local_model, model_path};
 
 /// Waits until the client has judged `sequences` checked sequences (each
 /// passed, skipped, unresolved or convicted).
@@ -149,4 +153,77 @@ async fn honest_servers_are_never_accused() {
     );
     assert_eq!(total(|s| s.convictions), 0);
     assert_eq!(total(|s| s.checks_unresolved), 0);
+}
+
+/// The largest relative deviation between rows of `a` and `b`.
+fn deviation(a: &[f32], b: &[f32], width: usize) -> f64 {
+    a.chunks(width)
+        .zip(b.chunks(width))
+        .map(|(x, y)| {
+            let d: f64 = x.iter().zip(y).map(|(p, q)| f64::from(p - q).powi(2)).sum();
+            let n = |v: &[f32]| v.iter().map(|p| f64::from(*p).powi(2)).sum::<f64>().sqrt();
+            d.sqrt() / n(x).max(n(y))
+        })
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn the_tolerance_separates_rounding_from_cheating() {
+    // A prompt's embeddings through blocks 0..10, as the engine serves it.
+    let gguf = GgufFile::open(model_path()).unwrap();
+    let tokens = local_model()
+        .tokenizer()
+        .encode_with_bos(PROMPTS[2], false)
+        .unwrap();
+    let input = Embedding::load(&gguf).unwrap().forward(&tokens).unwrap();
+    let width = input.width();
+    let run = |span: &BlockSpan| {
+        let mut hidden = HiddenStates::new(width, input.clone().into_vec()).unwrap();
+        span.forward(&mut hidden, &mut span.new_cache()).unwrap();
+        hidden.into_vec()
+    };
+    let served = run(&BlockSpan::load(&gguf, 0..10).unwrap());
+    let again = run(&BlockSpan::load(&gguf, 0..10).unwrap());
+    let exact = run(&BlockSpan::load_with_precision(&gguf, 0..10, Precision::F32).unwrap());
+    let f16: Vec<f32> = served
+        .iter()
+        .map(|v| half::f16::from_f32(*v).to_f32())
+        .collect();
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+    let corrupt = |corruption: Corruption, rng: &mut rand_chacha::ChaCha20Rng| {
+        let mut out = served.clone();
+        corruption.apply(&mut out, width, rng);
+        out
+    };
+    let noisy = corrupt(Corruption::Noise { relative: 0.05 }, &mut rng);
+    let coarse = corrupt(Corruption::Quantize { bits: 4 }, &mut rng);
+    let table = [
+        ("the same engine again", deviation(&served, &again, width)),
+        ("sent as f16", deviation(&served, &f16, width)),
+        (
+            "exact f32 products (Precision::F32)",
+            deviation(&served, &exact, width),
+        ),
+        ("noise of 5% RMS", deviation(&served, &noisy, width)),
+        (
+            "rounded to 4-bit blocks",
+            deviation(&served, &coarse, width),
+        ),
+    ];
+    for (what, d) in table {
+        eprintln!("{what}: largest row deviation {d:.2e} (tolerance {MAX_ROW_DEVIATION})");
+    }
+    assert_eq!(table[0].1, 0.0, "the engine is deterministic");
+    assert!(
+        table[1].1 < MAX_ROW_DEVIATION / 10.0,
+        "f16 rounding is far inside"
+    );
+    // The engine's other precision mode is another computation, as far
+    // from the served one as the 5% noise: the network serves one mode.
+    for (what, d) in &table[2..] {
+        assert!(*d > 2.0 * MAX_ROW_DEVIATION, "{what} is far outside: {d}");
+    }
+    let row = |v: &[f32]| v[..width].to_vec();
+    assert!(!rows_disagree(&row(&served), &row(&f16)));
+    assert!(rows_disagree(&row(&served), &row(&noisy)));
 }
