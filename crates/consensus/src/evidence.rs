@@ -488,16 +488,25 @@ pub fn first_disagreement(a: &[f32], b: &[f32], width: usize) -> Option<usize> {
 }
 
 impl Evidence {
-    /// Checks the evidence for a model of hidden size `width` in
+    /// Checks the evidence for `model` (of hidden size `width`) in
     /// `genesis`'s signing domain: every signature, one step and row of one
-    /// transcript, distinct servers, and either a self-convicting output or
-    /// two agreeing witnesses the accused disagrees with. Returns the
-    /// accused server.
-    pub fn verify(&self, genesis: &H256, width: usize) -> Result<&PeerId> {
+    /// transcript of that model, distinct servers, and either a
+    /// self-convicting output or two agreeing witnesses the accused
+    /// disagrees with. Returns the accused server. Who the servers are is
+    /// the caller's to check: a conviction counts only when the accused
+    /// and both witnesses are the subnet's scored nodes
+    /// ([`Evidence::servers`]).
+    pub fn verify(&self, genesis: &H256, model: &str, width: usize) -> Result<&PeerId> {
         let invalid = |reason: String| Error::Invalid {
             field: "evidence",
             reason,
         };
+        if self.accused.model != model {
+            return Err(invalid(format!(
+                "receipts for model `{}`, not `{model}`",
+                self.accused.model
+            )));
+        }
         self.accused.verify_signature(genesis)?;
         for w in &self.witnesses {
             w.verify_signature(genesis)?;
@@ -540,6 +549,11 @@ impl Evidence {
                 other.len()
             ))),
         }
+    }
+
+    /// Every server the evidence names: the accused, then the witnesses.
+    pub fn servers(&self) -> impl Iterator<Item = &PeerId> {
+        std::iter::once(&self.accused.server).chain(self.witnesses.iter().map(|w| &w.server))
     }
 
     /// The record's bytes: version 1, the accused's receipt, the witness
@@ -606,13 +620,19 @@ pub fn decode_evidence_record(bytes: &[u8]) -> Result<Vec<Evidence>> {
     Ok(pieces)
 }
 
-/// Checks every piece of an `evidence/<e>` value (see
-/// [`Evidence::verify`]); returns the accused servers.
-pub fn verify_evidence_record(bytes: &[u8], genesis: &H256, width: usize) -> Result<Vec<PeerId>> {
-    decode_evidence_record(bytes)?
-        .iter()
-        .map(|piece| piece.verify(genesis, width).cloned())
-        .collect()
+/// Checks every piece of an `evidence/<e>` value for `model` (see
+/// [`Evidence::verify`]); returns the pieces.
+pub fn verify_evidence_record(
+    bytes: &[u8],
+    genesis: &H256,
+    model: &str,
+    width: usize,
+) -> Result<Vec<Evidence>> {
+    let pieces = decode_evidence_record(bytes)?;
+    for piece in &pieces {
+        piece.verify(genesis, model, width)?;
+    }
+    Ok(pieces)
 }
 
 #[cfg(test)]

@@ -38,6 +38,8 @@ pub struct DutyConfig {
     /// The model's hidden size, to judge evidence (0: evidence is not
     /// judged).
     pub hidden_size: usize,
+    /// The model's name (in the DHT's keys), to judge evidence.
+    pub model: String,
 }
 
 impl DutyConfig {
@@ -57,6 +59,7 @@ impl DutyConfig {
             resubmit_after_blocks: RESUBMIT_AFTER_BLOCKS,
             genesis: H256::default(),
             hidden_size: 0,
+            model: String::new(),
         }
     }
 }

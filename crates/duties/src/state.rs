@@ -600,6 +600,7 @@ impl Duties {
             evidence: evidence?,
             genesis: self.config.genesis,
             hidden_size: self.config.hidden_size,
+            model: self.config.model.clone(),
         };
         match score_epoch(&self.config.scores, e, self.config.n_blocks, &view) {
             Ok(scores) => {

@@ -86,26 +86,36 @@ pub struct EpochView {
     pub genesis: H256,
     /// The model's hidden size (the width of the outputs in evidence).
     pub hidden_size: usize,
+    /// The model's name (what the receipts in evidence must be for).
+    pub model: String,
 }
 
 /// The scored nodes that verified evidence in `view` convicts of serving
-/// wrong outputs (see `hypertensor_consensus::evidence`). An entry with a
+/// wrong outputs (see `hypertensor_consensus::evidence`). A piece counts
+/// only when the accused and each witness are scored nodes of the subnet,
+/// all distinct: keys anyone can make witness nothing. An entry with a
 /// piece that does not decode or verify convicts no one; with no hidden
-/// size known,
-/// nothing is judged.
+/// size known, nothing is judged.
 pub fn convicted(view: &EpochView) -> BTreeSet<NodeId> {
     if view.hidden_size == 0 {
         return BTreeSet::new();
     }
+    let scored = |peer: &PeerId| {
+        view.nodes
+            .iter()
+            .find(|n| is_scored(n) && &n.peer_id == peer)
+            .map(|n| n.id)
+    };
     view.evidence
         .values()
-        .filter_map(|bytes| verify_evidence_record(bytes, &view.genesis, view.hidden_size).ok())
+        .filter_map(|bytes| {
+            verify_evidence_record(bytes, &view.genesis, &view.model, view.hidden_size).ok()
+        })
         .flatten()
-        .filter_map(|accused| {
-            view.nodes
-                .iter()
-                .find(|n| is_scored(n) && n.peer_id == accused)
-                .map(|n| n.id)
+        .filter_map(|piece| {
+            let ids: Vec<NodeId> = piece.servers().map(scored).collect::<Option<_>>()?;
+            let distinct: BTreeSet<&NodeId> = ids.iter().collect();
+            (distinct.len() == ids.len()).then_some(ids[0])
         })
         .collect()
 }
@@ -236,5 +246,92 @@ mod tests {
         v.hoster_reveals.insert(peer, vec![1, 2, 3]);
         let s = score_epoch(&ScoreParams::default(), 5, 2, &v).unwrap();
         assert_eq!(s.hosters[&2], 0.0);
+    }
+
+    /// `server`'s signed answer `row` (one row of width 2) to one step.
+    fn receipt(server: &Keypair, row: [f32; 2]) -> hypertensor_consensus::evidence::Receipt {
+        use hypertensor_consensus::evidence::{
+            Encoding, Receipt, ReceiptFields, Transcript, output_digest,
+        };
+        let client = Keypair::dev("view-client").peer_id();
+        let mut transcript = Transcript::new("m", 0, 2, Encoding::F32);
+        transcript.step(0, 1, &[0u8; 8]);
+        let bytes: Vec<u8> = row.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let (rows, digest) = output_digest(&bytes, 8);
+        let fields = ReceiptFields {
+            client: &client,
+            session: &[1; 16],
+            model: "m",
+            start: 0,
+            end: 2,
+            encoding: Encoding::F32,
+            position: 0,
+            n_tokens: 1,
+            inputs: &transcript.digest(),
+            output: &digest,
+        };
+        Receipt {
+            server: server.peer_id(),
+            signature: fields.sign(server, &H256([5; 32])),
+            client: client.clone(),
+            session: [1; 16],
+            model: "m".into(),
+            start: 0,
+            end: 2,
+            encoding: Encoding::F32,
+            position: 0,
+            n_tokens: 1,
+            inputs: transcript.digest(),
+            rows,
+            row: 0,
+            row_bytes: bytes,
+        }
+    }
+
+    #[test]
+    fn evidence_convicts_only_when_accused_and_witnesses_are_scored_nodes() {
+        use hypertensor_consensus::evidence::{Evidence, encode_evidence_record};
+        let nodes: Vec<(SubnetNode, Keypair)> = [
+            (1, NodeClass::Included),
+            (2, NodeClass::Included),
+            (3, NodeClass::Validator),
+            (4, NodeClass::Idle),
+        ]
+        .into_iter()
+        .map(|(id, class)| node(id, class))
+        .collect();
+        let key = |id: usize| &nodes[id - 1].1;
+        let piece = |accused: &Keypair, witnesses: [&Keypair; 2]| Evidence {
+            accused: receipt(accused, [1.0, 9.0]),
+            witnesses: witnesses.iter().map(|w| receipt(w, [1.0, 2.0])).collect(),
+        };
+        let convicted_by = |pieces: Vec<Evidence>| {
+            let mut view = EpochView {
+                nodes: nodes.iter().map(|(n, _)| n.clone()).collect(),
+                genesis: H256([5; 32]),
+                hidden_size: 2,
+                model: "m".into(),
+                ..EpochView::default()
+            };
+            view.evidence
+                .insert(key(3).peer_id(), encode_evidence_record(&pieces));
+            convicted(&view)
+        };
+        // Two scored witnesses: node 1 is convicted.
+        assert_eq!(
+            convicted_by(vec![piece(key(1), [key(2), key(3)])]),
+            BTreeSet::from([1])
+        );
+        // Witnesses anyone can make (fresh keys) convict no one.
+        let (a, b) = (Keypair::dev("fresh-a"), Keypair::dev("fresh-b"));
+        assert!(convicted_by(vec![piece(key(1), [&a, &b])]).is_empty());
+        // Nor does a witness that is not scored (Idle), or an accused that
+        // is not a scored node.
+        assert!(convicted_by(vec![piece(key(1), [key(2), key(4)])]).is_empty());
+        assert!(convicted_by(vec![piece(key(4), [key(2), key(3)])]).is_empty());
+        // Another model's receipts convict no one.
+        let mut other = piece(key(1), [key(2), key(3)]);
+        other.accused.model = "other".into();
+        assert!(convicted_by(vec![other]).is_empty());
     }
 }

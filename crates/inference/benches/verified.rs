@@ -198,6 +198,7 @@ fn detection(runtime: &Runtime, path: &std::path::Path) {
                 corruption: Corruption::Noise { relative: 0.05 },
                 share,
                 seed: 9,
+                pushed_only: false,
             });
             swarm.server(0..30, cheat).await;
             for _ in 0..2 {

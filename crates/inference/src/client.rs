@@ -41,6 +41,7 @@ use crate::wire::{
     Refusal, SESSION_METHOD, Step, decode_open_reply, decode_step_reply,
 };
 use hypertensor_consensus::evidence::Transcript;
+use hypertensor_primitives::sha256;
 
 /// How a client routes and recovers.
 #[derive(Debug, Clone)]
@@ -908,15 +909,15 @@ impl SwarmSession<'_> {
 
     /// Hands the sequence that just ended to the spot checker, if it was
     /// drawn for a check: one hop, drawn at random, with its inputs and
-    /// the answers its server signed. A sequence whose steps a server may
-    /// have run twice (a push fell back to relaying) is not checked: its
-    /// servers' transcripts may differ from the client's.
+    /// the answers its server signed. A sequence whose push fell back to
+    /// relaying is checked too: a step run twice at one position counts
+    /// once in both transcripts.
     fn finish(&mut self) {
         let hops = std::mem::take(&mut self.hops);
         let inputs = std::mem::take(&mut self.inputs);
         let answers = std::mem::take(&mut self.answers);
         self.positions = 0;
-        if !self.checked || self.relay_only || hops.is_empty() {
+        if !self.checked || hops.is_empty() {
             return;
         }
         let i = self.client.checker.draw_index(hops.len());
@@ -1214,7 +1215,18 @@ pub(crate) async fn send_step(
         .map_err(|_| failed("step timed out".into()))??;
     let answer = read_step_reply(peer, reply.as_deref(), n, width, config);
     keep_bad(hop, &answer, reply.as_deref(), position, n, config.dtype);
-    answer
+    let answer = answer?;
+    if answer.input != sha256(&[input_rows(&frame, n, width, config.dtype)]).0 {
+        return Err(failed(
+            "it computed on other inputs than it was sent".into(),
+        ));
+    }
+    Ok(answer)
+}
+
+/// The input rows of a step `frame` of `n` rows of `width` (its tail).
+fn input_rows(frame: &[u8], n: usize, width: usize, dtype: Dtype) -> &[u8] {
+    &frame[frame.len().saturating_sub(n * width * dtype.size())..]
 }
 
 /// Keeps on `hop` a signed answer that failed for its hidden states (not
@@ -1242,8 +1254,7 @@ fn keep_bad(
 /// Notes in `hop`'s transcript the input rows of a step `frame` (its
 /// tail, as encoded on the wire), as its server does when it runs it.
 fn take_input(hop: &mut Hop, position: usize, n: usize, width: usize, frame: &[u8], dtype: Dtype) {
-    let len = n * width * dtype.size();
-    let input = &frame[frame.len().saturating_sub(len)..];
+    let input = input_rows(frame, n, width, dtype);
     hop.transcript.step(position as u32, n as u32, input);
 }
 
@@ -1311,7 +1322,7 @@ async fn push_step(
     .encode(config.dtype);
     take_input(&mut hops[0], position, n, width, &frame, config.dtype);
     let grace = PUSH_GRACE + PUSH_GRACE_PER_ROW * n as u32;
-    let mut outputs = Vec::with_capacity(hops.len());
+    let mut outputs: Vec<Answer> = Vec::with_capacity(hops.len());
     let mut deadline = tokio::time::Instant::now() + config.timeout_for(n);
     for i in 0..hops.len() {
         let (before, hops_after) = hops.split_at_mut(i + 1);
@@ -1332,7 +1343,24 @@ async fn push_step(
             Ok(Ok(reply)) => {
                 let answer = read_step_reply(peer, reply.as_deref(), n, width, config);
                 keep_bad(hop, &answer, reply.as_deref(), position, n, config.dtype);
-                answer
+                // What it computed on must be what the client sent (the
+                // first hop) or what the hop before answered: a server
+                // pushing on other rows than it answered is caught here,
+                // and the step is relayed by the client from this hop.
+                let expected = match outputs.last() {
+                    None => sha256(&[input_rows(&frame, n, width, config.dtype)]),
+                    Some(previous) => sha256(&[&previous.bytes]),
+                };
+                answer.and_then(|a| {
+                    if a.input == expected.0 {
+                        Ok(a)
+                    } else {
+                        Err(InferenceError::ServerFailed {
+                            peer,
+                            reason: "it computed on other inputs than the route's".into(),
+                        })
+                    }
+                })
             }
         };
         match answer {

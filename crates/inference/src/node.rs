@@ -56,6 +56,9 @@ impl RpcHandler for InferenceRpc {
                 Ok(Vec::new())
             } else if method == EVIDENCE_METHOD {
                 let inbox = evidence.ok_or("this node does not file evidence")?;
+                if body.len() > hypertensor_consensus::evidence::MAX_EVIDENCE_BYTES {
+                    return Err(format!("evidence of {} bytes is too large", body.len()));
+                }
                 inbox
                     .try_send((caller, body))
                     .map(|()| Vec::new())

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 use crate::announce::{ANNOUNCE_MAX_TTL, ServerInfo, ServerState, block_key};
 use crate::error::Result;
 use crate::wire::{
-    Dtype, Forward, OpenRequest, PUSH_METHOD, PushToken, Refusal, SESSION_METHOD, Step,
+    Dtype, Forward, OpenRequest, PUSH_METHOD, PushToken, Refusal, SESSION_METHOD, Signed, Step,
     encode_open_reply, encode_pushed_reply, encode_step_reply,
 };
 
@@ -53,6 +53,9 @@ pub struct ServingFault {
     pub share: f64,
     /// Seed of the draws and the noise.
     pub seed: u64,
+    /// Corrupt only what is pushed on to the next server of a route, and
+    /// answer the client honestly.
+    pub pushed_only: bool,
 }
 
 /// How a faulty server corrupts a session's outputs.
@@ -579,6 +582,8 @@ impl BlockServer {
                 .await;
             let reply = match &mut outcome {
                 Ok(done) => {
+                    let pushed_only = self.config.fault.is_some_and(|f| f.pushed_only);
+                    let honest = (corrupt.is_some() && pushed_only).then(|| done.output.clone());
                     if let Some((corruption, rng)) = corrupt.as_mut() {
                         let width = self.span.config().hidden_size;
                         corruption.apply(&mut done.output, width, rng);
@@ -586,14 +591,22 @@ impl BlockServer {
                     if let Some(next) = done.forward.first() {
                         push_onward(&p2p, &mut onward, next, done, open.dtype).await;
                     }
+                    if let Some(honest) = honest {
+                        done.output = honest;
+                    }
                     transcript.step_hashed(done.position, done.n_tokens, done.input_hash);
                     let mut output = Vec::with_capacity(done.output.len() * open.dtype.size());
                     open.dtype.encode_into(&done.output, &mut output);
                     let signature = receipts.sign(done, &transcript.digest(), &output);
+                    let signed = Signed {
+                        signature: &signature,
+                        input: &done.input_hash.0,
+                        output: &output,
+                    };
                     if was_pushed {
-                        Some(encode_pushed_reply(&signature, &output))
+                        Some(encode_pushed_reply(signed))
                     } else {
-                        Some(encode_step_reply(Ok((&signature, &output))))
+                        Some(encode_step_reply(Ok(signed)))
                     }
                 }
                 // A refused push is not answered: the client cannot tell
@@ -715,7 +728,7 @@ impl BlockServer {
             // An honest server never signs a non-finite output (whatever
             // it was sent), so a signed one convicts its server alone.
             Ok((cache, Ok(StepOutput::Hidden(out))))
-                if out.as_slice().iter().any(|v| !v.is_finite()) =>
+                if out.as_slice().iter().any(|v| !dtype.carries_finite(*v)) =>
             {
                 (
                     Some(cache),

@@ -268,7 +268,11 @@ impl Checker {
             },
             witnesses: Vec::new(),
         };
-        if let Err(e) = evidence.verify(&self.p2p.genesis(), self.width) {
+        let holds = evidence
+            .verify(&self.p2p.genesis(), &self.config.model, self.width)
+            .map(|_| ())
+            .and_then(|()| Evidence::decode(&evidence.encode()).map(|_| ()));
+        if let Err(e) = holds {
             tracing::info!(%peer, error = %e, "a bad answer that proves nothing (its signature?)");
             return;
         }
@@ -446,7 +450,11 @@ impl Checker {
                 .map(|w| self.receipt(job, w, step, row))
                 .collect(),
         };
-        if let Err(e) = evidence.verify(&self.p2p.genesis(), width) {
+        let holds = evidence
+            .verify(&self.p2p.genesis(), &self.config.model, width)
+            .map(|_| ())
+            .and_then(|()| Evidence::decode(&evidence.encode()).map(|_| ()));
+        if let Err(e) = holds {
             // Our own evidence must hold before anyone is accused.
             return Verdict::Unresolved(format!("the evidence does not verify: {e}"));
         }

@@ -10,10 +10,13 @@
 //!   forwarding list (a count byte, then per entry a peer id as u8 length +
 //!   bytes and that peer's session token), then the hidden states as
 //!   little-endian f32 or f16, row after row.
-//! * Each answer: `0`, the server's 64-byte receipt signature, then the
-//!   span's output states in the same encoding; or a refusal. To a pushed
-//!   step, `5`, the signature and the output states (a pushed step that is
-//!   refused gets no answer: the client, seeing none, relays it). The
+//! * Each answer: `0`, the server's 64-byte receipt signature, the
+//!   SHA-256 of the input rows it computed on (so a client whose step was
+//!   pushed sees whether the server got what the previous one answered),
+//!   then the span's output states in the same encoding; or a refusal. To
+//!   a pushed step, `5`, the signature, the input hash and the output
+//!   states (a pushed step that is refused gets no answer: the client,
+//!   seeing none, relays it). The
 //!   signature is the server's over the session, the step, the digest of
 //!   every input the session took so far and the digest of this output
 //!   (`hypertensor_consensus::evidence::ReceiptFields`), so any answer can
@@ -80,6 +83,15 @@ impl Dtype {
             0 => Ok(Dtype::F32),
             1 => Ok(Dtype::F16),
             t => Err(malformed("session request", format!("unknown dtype {t}"))),
+        }
+    }
+
+    /// Whether `v` stays finite in this encoding (f16 overflows above
+    /// 65504: a finite f32 can be infinite on the wire).
+    pub fn carries_finite(self, v: f32) -> bool {
+        match self {
+            Dtype::F32 => v.is_finite(),
+            Dtype::F16 => half::f16::from_f32(v).is_finite(),
         }
     }
 
@@ -389,12 +401,22 @@ impl Step {
 /// A receipt signature (Ed25519).
 pub type ReceiptSignature = [u8; 64];
 
+/// What a server answers a step it ran: its receipt signature, the hash
+/// of the input rows it computed on, and the encoded output.
+#[derive(Debug, Clone, Copy)]
+pub struct Signed<'a> {
+    /// The receipt signature.
+    pub signature: &'a ReceiptSignature,
+    /// SHA-256 of the input rows as received.
+    pub input: &'a [u8; 32],
+    /// The output rows, encoded.
+    pub output: &'a [u8],
+}
+
 /// Encodes a step's answer: the signed, encoded output, or a refusal.
-pub fn encode_step_reply(
-    outcome: std::result::Result<(&ReceiptSignature, &[u8]), &Refusal>,
-) -> Vec<u8> {
+pub fn encode_step_reply(outcome: std::result::Result<Signed<'_>, &Refusal>) -> Vec<u8> {
     match outcome {
-        Ok((signature, output)) => [&[0u8][..], signature, output].concat(),
+        Ok(signed) => [&[0u8][..], signed.signature, signed.input, signed.output].concat(),
         Err(refusal) => refusal.encode(),
     }
 }
@@ -405,8 +427,14 @@ pub fn encode_step_reply(
 pub const PUSHED_REPLY: u8 = 5;
 
 /// Encodes the answer to a pushed step (sent to the session's client).
-pub fn encode_pushed_reply(signature: &ReceiptSignature, output: &[u8]) -> Vec<u8> {
-    [&[PUSHED_REPLY][..], signature, output].concat()
+pub fn encode_pushed_reply(signed: Signed<'_>) -> Vec<u8> {
+    [
+        &[PUSHED_REPLY][..],
+        signed.signature,
+        signed.input,
+        signed.output,
+    ]
+    .concat()
 }
 
 /// A server's answer to a step: its output and its receipt signature.
@@ -418,6 +446,8 @@ pub struct Answer {
     pub bytes: Vec<u8>,
     /// The server's receipt signature.
     pub signature: ReceiptSignature,
+    /// SHA-256 of the input rows the server computed on.
+    pub input: [u8; 32],
 }
 
 /// Decodes a step's answer: `Err` is the server's refusal or failure.
@@ -427,14 +457,19 @@ pub fn decode_step_reply(
 ) -> Result<std::result::Result<Answer, Refusal>> {
     match bytes.split_first() {
         Some((&(0 | PUSHED_REPLY), rest)) => {
-            if rest.len() < 64 {
-                return Err(malformed("step reply", "no receipt signature"));
+            if rest.len() < 96 {
+                return Err(malformed(
+                    "step reply",
+                    "no receipt signature and input hash",
+                ));
             }
-            let (signature, output) = rest.split_at(64);
+            let (signature, rest) = rest.split_at(64);
+            let (input, output) = rest.split_at(32);
             Ok(Ok(Answer {
                 values: dtype.decode(output)?,
                 bytes: output.to_vec(),
                 signature: signature.try_into().expect("split at 64"),
+                input: input.try_into().expect("split at 32"),
             }))
         }
         Some((&tag, rest)) => match Refusal::decode(tag, rest)? {
@@ -512,13 +547,18 @@ mod tests {
         assert!(decode_open_reply(&[2, 1, 2]).is_err());
         let mut output = Vec::new();
         Dtype::F32.encode_into(&[1.5, 2.0], &mut output);
-        let reply = encode_step_reply(Ok((&[4; 64], &output)));
+        let signed = |signature| Signed {
+            signature,
+            input: &[6; 32],
+            output: &output,
+        };
+        let reply = encode_step_reply(Ok(signed(&[4; 64])));
         let answer = decode_step_reply(&reply, Dtype::F32).unwrap().unwrap();
         assert_eq!(
-            (answer.values, answer.bytes, answer.signature),
-            (vec![1.5, 2.0], output.clone(), [4; 64])
+            (answer.values, answer.bytes, answer.signature, answer.input),
+            (vec![1.5, 2.0], output.clone(), [4; 64], [6; 32])
         );
-        let pushed = encode_pushed_reply(&[5; 64], &output);
+        let pushed = encode_pushed_reply(signed(&[5; 64]));
         assert_eq!(
             decode_step_reply(&pushed, Dtype::F32)
                 .unwrap()
@@ -527,8 +567,10 @@ mod tests {
             [5; 64]
         );
         assert!(
-            decode_step_reply(&[0; 40], Dtype::F32).is_err(),
+            decode_step_reply(&[0; 90], Dtype::F32).is_err(),
             "no signature"
         );
+        assert!(Dtype::F16.carries_finite(65504.0) && !Dtype::F16.carries_finite(65520.0));
+        assert!(Dtype::F32.carries_finite(65520.0) && !Dtype::F32.carries_finite(f32::NAN));
     }
 }

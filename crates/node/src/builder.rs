@@ -33,7 +33,7 @@ use crate::chain::ChainConnection;
 use crate::clock::{ChainClock, PHASE_GRACE_BLOCKS};
 use crate::epoch_loop::{ConsensusConfig, ConsensusLoop, DutiesWrapper, Hosting};
 use crate::error::{NodeError, NodeResult};
-use crate::evidence::file_evidence;
+use crate::evidence::{Filing, file_evidence};
 use crate::heads::HeadFollower;
 use crate::reach::{Reach, keep_reachable, make_reachable};
 use crate::running::RunningNode;
@@ -209,10 +209,18 @@ impl NodeBuilder {
                 file_evidence(
                     inbox,
                     p2p.clone(),
-                    chain.clock.clone(),
-                    chain.phases,
-                    model.hidden_size,
-                    chain.record_ttl,
+                    Filing {
+                        clock: chain.clock.clone(),
+                        phases: chain.phases,
+                        stake: Arc::new(ChainStake::new(
+                            chain.connection.clone(),
+                            options.subnet,
+                            NodeClass::Registered,
+                        )),
+                        model: options.model_name.clone(),
+                        hidden_size: model.hidden_size,
+                        ttl: chain.record_ttl,
+                    },
                 ),
             );
         }
@@ -265,6 +273,7 @@ impl NodeBuilder {
             consensus.record_ttl = chain.record_ttl;
             consensus.phases = chain.phases;
             consensus.wrap = options.wrap_duties.clone();
+            consensus.model = options.model_name.clone();
             let consensus_loop = ConsensusLoop::new(
                 consensus,
                 p2p.clone(),
@@ -341,6 +350,7 @@ impl NodeBuilder {
                     config.schemas,
                     chain.record_ttl * 2,
                     genesis,
+                    &options.model_name,
                     hidden_size,
                 );
                 config

@@ -75,6 +75,8 @@ pub struct ConsensusConfig {
     pub record_ttl: Duration,
     /// Honest (`None`), or a wrapper making the node faulty, for tests.
     pub wrap: Option<DutiesWrapper>,
+    /// The model's name in DHT keys (evidence's receipts name it).
+    pub model: String,
 }
 
 impl ConsensusConfig {
@@ -93,6 +95,7 @@ impl ConsensusConfig {
             scores: ScoreParams::default(),
             record_ttl: Duration::from_secs(600),
             wrap: None,
+            model: String::new(),
         }
     }
 }
@@ -224,6 +227,7 @@ impl ConsensusLoop {
         duty_config.grace_blocks = PHASE_GRACE_BLOCKS;
         duty_config.genesis = p2p.genesis();
         duty_config.hidden_size = config.hidden;
+        duty_config.model = config.model.clone();
         // The machine's only randomness (challenge seeds, salts): handed in.
         let duties = Duties::new(duty_config, me, rand::random());
         let machine = match &config.wrap {

@@ -21,15 +21,18 @@ const MAX_VALIDATOR_REVEAL_BYTES: usize = 16 + 4 + MAX_REVEAL_SCORES * 12;
 /// by the consensus crate's bounded decoder, living at most `max_ttl`
 /// (a few epochs: records are read in their epoch and the next). Evidence
 /// (`evidence/<e>`) is verified in full: every receipt's signature in
-/// `genesis`'s domain and the disagreement it claims, for outputs of
-/// `hidden_size`, so no peer stores or serves an accusation that does not
-/// hold.
+/// `genesis`'s domain and the disagreement it claims, for `model`'s
+/// outputs of `hidden_size`, so no peer stores or serves an accusation
+/// that does not hold (whether its servers are the subnet's scored nodes
+/// is judged when scoring).
 pub fn with_consensus_schemas(
     registry: SchemaRegistry,
     max_ttl: Duration,
     genesis: H256,
+    model: &str,
     hidden_size: usize,
 ) -> SchemaRegistry {
+    let model = model.to_string();
     fn check<T: 'static, E: std::fmt::Display + 'static>(
         decode: fn(&[u8]) -> Result<T, E>,
     ) -> impl Fn(&[u8]) -> Result<(), String> + Send + Sync + 'static {
@@ -78,7 +81,7 @@ pub fn with_consensus_schemas(
             MAX_EVIDENCE_BYTES,
             max_ttl,
             move |bytes| {
-                verify_evidence_record(bytes, &genesis, hidden_size)
+                verify_evidence_record(bytes, &genesis, &model, hidden_size)
                     .map(|_| ())
                     .map_err(|e| e.to_string())
             },

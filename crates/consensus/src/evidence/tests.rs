@@ -3,6 +3,7 @@ use hypertensor_primitives::Keypair;
 use super::*;
 
 const WIDTH: usize = 4;
+const MODEL: &str = "smollm2";
 
 fn genesis() -> H256 {
     H256([7; 32])
@@ -87,7 +88,10 @@ fn two_agreeing_witnesses_convict_the_server_that_deviates() {
     let bytes = evidence.encode();
     let back = Evidence::decode(&bytes).unwrap();
     assert_eq!(back, evidence);
-    assert_eq!(back.verify(&genesis(), WIDTH).unwrap(), &keys().0.peer_id());
+    assert_eq!(
+        back.verify(&genesis(), MODEL, WIDTH).unwrap(),
+        &keys().0.peer_id()
+    );
     // Rounding-sized differences are not a disagreement: f16 rounding of
     // every value is within the tolerance.
     let (_, a, b) = keys();
@@ -96,7 +100,7 @@ fn two_agreeing_witnesses_convict_the_server_that_deviates() {
         accused: receipt(&keys().0, &rounded),
         witnesses: vec![receipt(&a, &HONEST), receipt(&b, &HONEST)],
     };
-    assert!(not_guilty.verify(&genesis(), WIDTH).is_err());
+    assert!(not_guilty.verify(&genesis(), MODEL, WIDTH).is_err());
 }
 
 #[test]
@@ -115,7 +119,7 @@ fn a_non_finite_or_misshapen_output_convicts_on_its_own() {
             witnesses: vec![],
         };
         assert_eq!(
-            evidence.verify(&genesis(), WIDTH).unwrap(),
+            evidence.verify(&genesis(), MODEL, WIDTH).unwrap(),
             &cheat.peer_id()
         );
     }
@@ -141,14 +145,14 @@ fn a_non_finite_or_misshapen_output_convicts_on_its_own() {
         witnesses: vec![],
     };
     assert_eq!(
-        evidence.verify(&genesis(), WIDTH).unwrap(),
+        evidence.verify(&genesis(), MODEL, WIDTH).unwrap(),
         &cheat.peer_id()
     );
     let fine = Evidence {
         accused: receipt(&cheat, &HONEST),
         witnesses: vec![],
     };
-    assert!(fine.verify(&genesis(), WIDTH).is_err());
+    assert!(fine.verify(&genesis(), MODEL, WIDTH).is_err());
 }
 
 #[test]
@@ -158,59 +162,61 @@ fn forged_evidence_is_rejected() {
     // A wrong signature.
     let mut forged = two_to_one();
     forged.accused.signature.0[0] ^= 1;
-    assert!(forged.verify(&genesis, WIDTH).is_err());
+    assert!(forged.verify(&genesis, MODEL, WIDTH).is_err());
     // Another session's nonce than the one signed.
     let mut forged = two_to_one();
     forged.witnesses[1].session[0] ^= 1;
-    assert!(forged.verify(&genesis, WIDTH).is_err());
+    assert!(forged.verify(&genesis, MODEL, WIDTH).is_err());
     // A row swapped for one the accused never signed, with or without its
     // hash.
     let mut forged = two_to_one();
     forged.accused.row_bytes = encode(&[9.0; 4]);
-    assert!(forged.verify(&genesis, WIDTH).is_err());
+    assert!(forged.verify(&genesis, MODEL, WIDTH).is_err());
     forged.accused.rows[1] = sha256(&[&forged.accused.row_bytes]);
-    assert!(forged.verify(&genesis, WIDTH).is_err());
+    assert!(forged.verify(&genesis, MODEL, WIDTH).is_err());
     // Witnesses showing another row than the accused.
     let mut forged = two_to_one();
     forged.witnesses[0].row = 0;
     forged.witnesses[0].row_bytes = encode(&HONEST[..4]);
-    assert!(forged.verify(&genesis, WIDTH).is_err());
+    assert!(forged.verify(&genesis, MODEL, WIDTH).is_err());
     // Against a peer that did not sign: its id on another's receipt.
     let innocent = Keypair::dev("innocent");
     let mut forged = two_to_one();
     forged.accused.server = innocent.peer_id();
-    assert!(forged.verify(&genesis, WIDTH).is_err());
+    assert!(forged.verify(&genesis, MODEL, WIDTH).is_err());
+    // Another model's receipts (a server's key may serve several subnets).
+    assert!(two_to_one().verify(&genesis, "gemma3", WIDTH).is_err());
     // Another chain's signing domain.
-    assert!(two_to_one().verify(&H256([8; 32]), WIDTH).is_err());
+    assert!(two_to_one().verify(&H256([8; 32]), MODEL, WIDTH).is_err());
     // Witnesses of other inputs.
     let mut forged = two_to_one();
     let mut other = Transcript::new("smollm2", 0, 10, Encoding::F32);
     other.step(0, 2, &encode(&[0.25; 2 * WIDTH]));
     forged.witnesses[0].inputs = other.digest();
-    assert!(forged.verify(&genesis, WIDTH).is_err());
+    assert!(forged.verify(&genesis, MODEL, WIDTH).is_err());
     // One witness twice, or the accused as its own witness.
     let twice = Evidence {
         accused: receipt(&cheat, &noisy()),
         witnesses: vec![receipt(&a, &HONEST), receipt(&a, &HONEST)],
     };
-    assert!(twice.verify(&genesis, WIDTH).is_err());
+    assert!(twice.verify(&genesis, MODEL, WIDTH).is_err());
     let itself = Evidence {
         accused: receipt(&cheat, &noisy()),
         witnesses: vec![receipt(&a, &HONEST), receipt(&cheat, &HONEST)],
     };
-    assert!(itself.verify(&genesis, WIDTH).is_err());
+    assert!(itself.verify(&genesis, MODEL, WIDTH).is_err());
     // Witnesses that disagree with each other decide nothing.
     let split = Evidence {
         accused: receipt(&cheat, &noisy()),
         witnesses: vec![receipt(&a, &HONEST), receipt(&b, &[5.0; 8])],
     };
-    assert!(split.verify(&genesis, WIDTH).is_err());
+    assert!(split.verify(&genesis, MODEL, WIDTH).is_err());
     // One witness is not a majority.
     let lone = Evidence {
         accused: receipt(&cheat, &noisy()),
         witnesses: vec![receipt(&a, &HONEST)],
     };
-    assert!(lone.verify(&genesis, WIDTH).is_err());
+    assert!(lone.verify(&genesis, MODEL, WIDTH).is_err());
 }
 
 #[test]
@@ -278,13 +284,17 @@ fn a_record_files_several_pieces_and_every_one_must_hold() {
         vec![two_to_one(), lone]
     );
     assert_eq!(
-        verify_evidence_record(&record, &genesis(), WIDTH).unwrap(),
+        verify_evidence_record(&record, &genesis(), MODEL, WIDTH)
+            .unwrap()
+            .iter()
+            .map(|p| p.accused.server.clone())
+            .collect::<Vec<_>>(),
         vec![cheat.peer_id(), cheat.peer_id()]
     );
     let mut forged = two_to_one();
     forged.accused.signature.0[5] ^= 1;
     let mixed = encode_evidence_record(&[two_to_one(), forged]);
-    assert!(verify_evidence_record(&mixed, &genesis(), WIDTH).is_err());
+    assert!(verify_evidence_record(&mixed, &genesis(), MODEL, WIDTH).is_err());
     let too_many = encode_evidence_record(&vec![two_to_one(); MAX_EVIDENCE_PER_RECORD + 1]);
     assert!(decode_evidence_record(&too_many).is_err());
     assert!(decode_evidence_record(&record[..record.len() - 1]).is_err());

@@ -274,7 +274,8 @@ impl Swarm {
             RECEIPT_PURPOSE, ReceiptFields, Transcript, output_digest,
         };
         use hypertensor_inference::wire::{
-            OpenRequest, Refusal, SESSION_METHOD, Step, encode_open_reply, encode_step_reply,
+            OpenRequest, Refusal, SESSION_METHOD, Signed, Step, encode_open_reply,
+            encode_step_reply,
         };
         let (p2p, mut events, mut tasks) = self.fake_node("corrupting");
         let peer = p2p.peer_id();
@@ -367,7 +368,15 @@ impl Swarm {
                             };
                             let signature =
                                 signer.sign_domain(RECEIPT_PURPOSE, &fields.signed_payload());
-                            let reply = encode_step_reply(Ok((&signature.0, &output)));
+                            let input =
+                                hypertensor_primitives::sha256(
+                                    &[&frame[frame.len() - input_len..]],
+                                );
+                            let reply = encode_step_reply(Ok(Signed {
+                                signature: &signature.0,
+                                input: &input.0,
+                                output: &output,
+                            }));
                             if session.send(&reply).await.is_err() {
                                 break;
                             }

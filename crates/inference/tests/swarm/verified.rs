@@ -53,6 +53,7 @@ async fn a_server_corrupting_what_it_serves_is_caught_and_routed_around() {
                     corruption,
                     share: 1.0,
                     seed: 3,
+                    pushed_only: false,
                 });
             })
             .await;
@@ -226,4 +227,37 @@ fn the_tolerance_separates_rounding_from_cheating() {
     let row = |v: &[f32]| v[..width].to_vec();
     assert!(!rows_disagree(&row(&served), &row(&f16)));
     assert!(rows_disagree(&row(&served), &row(&noisy)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_pushing_other_rows_than_it_answers_does_not_change_the_tokens() {
+    let swarm = Swarm::new("push-cheat").await;
+    // The first hop of every route answers the client honestly but
+    // pushes noisy rows on to the second hop.
+    swarm
+        .add_server(0..15, |c| {
+            c.throughput = Some(1000.0);
+            c.fault = Some(ServingFault {
+                corruption: Corruption::Noise { relative: 0.05 },
+                share: 1.0,
+                seed: 4,
+                pushed_only: true,
+            });
+        })
+        .await;
+    let second = swarm.add_server(15..30, |_| {}).await;
+    let client = swarm
+        .client(|c| {
+            c.check_rate = 0.0;
+            c.session_tokens = Some(256);
+        })
+        .await;
+    for prompt in PROMPTS {
+        let (tokens, route) = greedy_through(&client, prompt, 8).await;
+        assert_eq!(route[1].0, second.peer);
+        // The second hop says it computed on other rows than the first
+        // answered: the client relays the step itself, so the tokens are
+        // the local model's.
+        assert_eq!(tokens, local_greedy(prompt, 8), "{prompt:?}");
+    }
 }

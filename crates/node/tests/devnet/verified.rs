@@ -58,6 +58,7 @@ fn a_hoster_corrupting_what_it_serves_is_caught_and_scores_zero() {
             corruption: Corruption::Noise { relative: 0.05 },
             share: 1.0,
             seed: 5,
+            pushed_only: false,
         },
     );
     config.check_rate = RATE;
