@@ -229,7 +229,6 @@ impl Checker {
     ) {
         let dtype = self.config.dtype;
         let row_len = self.width * dtype.size();
-        let (rows, _) = output_digest(&bad.answer.bytes, row_len);
         // Show the first row that is short or holds a non-finite value.
         let row = bad
             .answer
@@ -242,30 +241,19 @@ impl Checker {
                         .map_or(true, |v| v.iter().any(|x| !x.is_finite()))
             })
             .unwrap_or(0);
-        let row_bytes = bad
-            .answer
-            .bytes
-            .chunks(row_len.max(1))
-            .nth(row)
-            .unwrap_or_default()
-            .to_vec();
+        let signed = Signed {
+            peer,
+            session,
+            answer: bad.answer,
+        };
+        let step = Step {
+            blocks,
+            position: bad.position,
+            n_tokens: bad.n_tokens,
+            inputs: bad.inputs,
+        };
         let evidence = Evidence {
-            accused: Receipt {
-                server: crate::peer_id(&peer),
-                client: crate::peer_id(&self.p2p.peer_id()),
-                session,
-                model: self.config.model.clone(),
-                start: blocks.start as u32,
-                end: blocks.end as u32,
-                encoding: dtype.encoding(),
-                position: bad.position,
-                n_tokens: bad.n_tokens,
-                inputs: bad.inputs,
-                rows,
-                row: row as u32,
-                row_bytes,
-                signature: Signature(bad.answer.signature),
-            },
+            accused: self.shown(&signed, &step, row),
             witnesses: Vec::new(),
         };
         let holds = evidence
@@ -484,6 +472,18 @@ impl Checker {
             position += n;
         }
         let n_tokens = job.steps[step].len() / self.width.max(1);
+        let step = Step {
+            blocks: job.start..job.end,
+            position: (position - n_tokens) as u32,
+            n_tokens: n_tokens as u32,
+            inputs: transcript.digest(),
+        };
+        self.shown(signed, &step, row)
+    }
+
+    /// `signed`'s receipt for `step`, showing `row` of its output.
+    fn shown(&self, signed: &Signed, step: &Step, row: usize) -> Receipt {
+        let dtype = self.config.dtype;
         let row_len = self.width * dtype.size();
         let (rows, _) = output_digest(&signed.answer.bytes, row_len);
         let row_bytes = signed
@@ -498,18 +498,27 @@ impl Checker {
             client: crate::peer_id(&self.p2p.peer_id()),
             session: signed.session,
             model: self.config.model.clone(),
-            start: job.start as u32,
-            end: job.end as u32,
+            start: step.blocks.start as u32,
+            end: step.blocks.end as u32,
             encoding: dtype.encoding(),
-            position: (position - n_tokens) as u32,
-            n_tokens: n_tokens as u32,
-            inputs: transcript.digest(),
+            position: step.position,
+            n_tokens: step.n_tokens,
+            inputs: step.inputs,
             rows,
             row: row as u32,
             row_bytes,
             signature: Signature(signed.answer.signature),
         }
     }
+}
+
+/// A step of a session, as its receipts name it.
+struct Step {
+    blocks: std::ops::Range<usize>,
+    position: u32,
+    n_tokens: u32,
+    /// The transcript digest after it.
+    inputs: hypertensor_primitives::H256,
 }
 
 /// One server's signed answer in its session.

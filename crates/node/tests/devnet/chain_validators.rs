@@ -7,26 +7,13 @@ use std::time::Duration;
 
 use hypertensor_chain_client::{BlockId, Client};
 
-use crate::scenario::{BLOCK_MS, EPOCH_LENGTH, config, in_consensus_ratio, run};
+use crate::scenario::{BLOCK_MS, EPOCH_LENGTH, config, in_consensus_ratio, post, run};
 
-/// One chat completion through the gateway's API, raw HTTP/1.1; the
-/// whole response.
+/// One chat completion through the gateway's API; the whole response.
 async fn chat(addr: std::net::SocketAddr) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body =
         r#"{"model":"smollm2","messages":[{"role":"user","content":"Hello"}],"max_tokens":4}"#;
-    let request = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut reply = String::new();
-    tokio::time::timeout(Duration::from_secs(60), stream.read_to_string(&mut reply))
-        .await
-        .expect("the API answers")
-        .unwrap();
-    reply
+    post(addr, "/v1/chat/completions", body).await
 }
 
 #[test]

@@ -200,3 +200,21 @@ pub(crate) fn record_value(kind: RecordKind) -> Vec<u8> {
         RecordKind::Evidence => encode_evidence_record(&[]),
     }
 }
+
+/// One POST of a JSON `body` to the gateway's API at `addr`, raw
+/// HTTP/1.1; the whole response (status line, headers, body).
+pub(crate) async fn post(addr: std::net::SocketAddr, path: &str, body: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_string(&mut reply))
+        .await
+        .expect("the API answers")
+        .unwrap();
+    reply
+}

@@ -13,28 +13,17 @@ use hypertensor_inference::spot_check::Draws;
 use hypertensor_inference::{Corruption, ServingFault};
 use hypertensor_p2p::{RejectKind, SignedEntry, now_ms};
 
-use crate::scenario::{BLOCK_MS, EPOCH_LENGTH, config, node_rewards, run};
+use crate::scenario::{BLOCK_MS, EPOCH_LENGTH, config, node_rewards, post, run};
 
 /// The gateway's check rate and seed (the first sequence the draws pick
 /// is the fourth).
 const RATE: f64 = 0.3;
 const SEED: u64 = 16;
 
-/// One completion through the gateway's API, raw HTTP/1.1; the status.
+/// One completion through the gateway's API; the status.
 async fn complete(addr: std::net::SocketAddr, prompt: &str) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = format!(r#"{{"model":"smollm2","prompt":"{prompt}","max_tokens":4}}"#);
-    let request = format!(
-        "POST /v1/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut reply = String::new();
-    tokio::time::timeout(Duration::from_secs(60), stream.read_to_string(&mut reply))
-        .await
-        .expect("the API answers")
-        .unwrap();
+    let reply = post(addr, "/v1/completions", &body).await;
     reply
         .split(' ')
         .nth(1)
