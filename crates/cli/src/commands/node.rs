@@ -234,3 +234,25 @@ fn parse_share(text: &str) -> std::result::Result<f64, String> {
         Err(format!("{share} is not a share between 0 and 1"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_share;
+
+    #[test]
+    fn a_check_rate_is_a_share_and_anything_else_is_named() {
+        assert_eq!(parse_share("0.05"), Ok(0.05));
+        assert_eq!(parse_share("0"), Ok(0.0));
+        assert_eq!(parse_share("1"), Ok(1.0));
+        assert_eq!(
+            parse_share("1.5").unwrap_err(),
+            "1.5 is not a share between 0 and 1"
+        );
+        assert_eq!(
+            parse_share("-0.1").unwrap_err(),
+            "-0.1 is not a share between 0 and 1"
+        );
+        assert_eq!(parse_share("often").unwrap_err(), "`often` is not a number");
+        assert!(parse_share("NaN").is_err(), "NaN is no share");
+    }
+}
