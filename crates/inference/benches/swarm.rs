@@ -3,21 +3,20 @@
 //! aggregate tokens/s with 8 concurrent sessions. Prints a table and writes
 //! JSON (path in `HYPERTENSOR_BENCH_JSON`, default in the temp directory).
 
+mod common;
+
+use common::{MODEL, loopback_config};
 use std::io::{Read, Write};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hypertensor_api::{ApiConfig, Backend};
-use hypertensor_inference::{
-    AdmitAll, BlockServer, ClientConfig, ServerConfig, SwarmBackend, SwarmClient, p2p_config,
-};
+use hypertensor_inference::{BlockServer, ClientConfig, ServerConfig, SwarmBackend, SwarmClient};
 use hypertensor_model::{
     BlockSpan, Flow, GenerationRequest, GgufFile, LanguageModel, LocalModel, SamplingParams,
     sampling::argmax,
 };
-use hypertensor_primitives::{H256, Keypair};
 
-const MODEL: &str = "smollm2";
 const PROMPT: &str = "Once upon a time, in a small village by the sea, there lived";
 const DECODE_TOKENS: usize = 64;
 const CONCURRENT: usize = 8;
@@ -30,19 +29,6 @@ fn decode_rate(model: &mut dyn LanguageModel, prompt: &[u32]) -> f64 {
         logits = model.forward(&[argmax(&logits)]).expect("decode");
     }
     DECODE_TOKENS as f64 / start.elapsed().as_secs_f64()
-}
-
-fn config(name: &str, boot: Option<&hypertensor_p2p::Multiaddr>) -> hypertensor_p2p::Config {
-    let mut cfg = p2p_config(
-        Keypair::dev(name),
-        1,
-        H256([3; 32]),
-        MODEL,
-        Arc::new(AdmitAll),
-    );
-    cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")];
-    cfg.bootstrap = boot.into_iter().cloned().collect();
-    cfg
 }
 
 fn time_to_first_token(addr: std::net::SocketAddr) -> Duration {
@@ -85,7 +71,8 @@ fn main() {
         .expect("prompt");
 
     let (client, _tasks) = runtime.block_on(async {
-        let (boot, _e, lp) = hypertensor_p2p::new(config("bench-boot", None)).expect("p2p");
+        let (boot, _e, lp) =
+            hypertensor_p2p::new(loopback_config("bench-boot", None)).expect("p2p");
         let mut tasks = vec![tokio::spawn(lp.run())];
         let boot_addr = boot.listen_addrs().await.expect("addrs")[0]
             .clone()
@@ -93,9 +80,11 @@ fn main() {
             .expect("p2p addr");
         let gguf = GgufFile::open(&path).expect("gguf");
         for (i, range) in [0..10, 10..20, 20..30].into_iter().enumerate() {
-            let (p2p, events, lp) =
-                hypertensor_p2p::new(config(&format!("bench-server{i}"), Some(&boot_addr)))
-                    .expect("p2p");
+            let (p2p, events, lp) = hypertensor_p2p::new(loopback_config(
+                &format!("bench-server{i}"),
+                Some(&boot_addr),
+            ))
+            .expect("p2p");
             tasks.push(tokio::spawn(lp.run()));
             let server = BlockServer::new(
                 BlockSpan::load(&gguf, range).expect("span"),
@@ -105,7 +94,7 @@ fn main() {
             tasks.push(tokio::spawn(Arc::new(server).run(p2p, events)));
         }
         let (p2p, _e, lp) =
-            hypertensor_p2p::new(config("bench-client", Some(&boot_addr))).expect("p2p");
+            hypertensor_p2p::new(loopback_config("bench-client", Some(&boot_addr))).expect("p2p");
         tasks.push(tokio::spawn(lp.run()));
         let client = SwarmClient::load(&path, p2p, handle.clone(), ClientConfig::new(MODEL))
             .expect("client");

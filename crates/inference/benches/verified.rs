@@ -5,14 +5,17 @@
 //! on every sequence), plus the cost of signing a receipt per step.
 //! Real servers, real sockets, the real model; prints Markdown tables.
 
+mod common;
+
+use common::{MODEL, loopback_config};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hypertensor_consensus::evidence::{ReceiptFields, Transcript, output_digest};
 use hypertensor_inference::spot_check::Draws;
 use hypertensor_inference::{
-    AdmitAll, BlockServer, ClientConfig, Corruption, DEFAULT_CHECK_RATE, ServerConfig,
-    ServingFault, SwarmClient, p2p_config,
+    BlockServer, ClientConfig, Corruption, DEFAULT_CHECK_RATE, ServerConfig, ServingFault,
+    SwarmClient,
 };
 use hypertensor_model::{BlockSpan, Flow, GenerationRequest, GgufFile, SamplingParams, generate};
 use hypertensor_p2p::Multiaddr;
@@ -20,7 +23,6 @@ use hypertensor_primitives::{H256, Keypair};
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
-const MODEL: &str = "smollm2";
 const PROMPTS: [&str; 3] = [
     "The capital of France is",
     "def fibonacci(n):",
@@ -30,19 +32,6 @@ const PROMPTS: [&str; 3] = [
 const TRIALS: u64 = 5;
 /// Requests after which a trial gives up.
 const MAX_REQUESTS: usize = 400;
-
-fn p2p(name: &str, boot: Option<&Multiaddr>) -> hypertensor_p2p::Config {
-    let mut cfg = p2p_config(
-        Keypair::dev(name),
-        1,
-        H256([3; 32]),
-        MODEL,
-        Arc::new(AdmitAll),
-    );
-    cfg.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("multiaddr")];
-    cfg.bootstrap = boot.into_iter().cloned().collect();
-    cfg
-}
 
 /// A bootstrap node and servers on loopback; dropped, everything stops.
 struct Swarm {
@@ -65,7 +54,8 @@ impl Drop for Swarm {
 
 impl Swarm {
     async fn new(name: &str, path: &std::path::Path) -> Swarm {
-        let (boot, _events, lp) = hypertensor_p2p::new(p2p(&format!("{name}-boot"), None)).unwrap();
+        let (boot, _events, lp) =
+            hypertensor_p2p::new(loopback_config(&format!("{name}-boot"), None)).unwrap();
         let tasks = vec![tokio::spawn(lp.run())];
         let boot_addr = boot.listen_addrs().await.unwrap()[0]
             .clone()
@@ -86,7 +76,8 @@ impl Swarm {
     async fn server(&mut self, range: std::ops::Range<usize>, config: ServerConfig) {
         self.servers += 1;
         let name = format!("{}-server{}", self.name, self.servers);
-        let (p2p, events, lp) = hypertensor_p2p::new(p2p(&name, Some(&self.boot_addr))).unwrap();
+        let (p2p, events, lp) =
+            hypertensor_p2p::new(loopback_config(&name, Some(&self.boot_addr))).unwrap();
         self.tasks.push(tokio::spawn(lp.run()));
         let span = BlockSpan::load(&self.gguf, range).unwrap();
         let server = Arc::new(BlockServer::new(span, config).unwrap());
@@ -96,7 +87,8 @@ impl Swarm {
     async fn client(&mut self, tweak: impl FnOnce(&mut ClientConfig)) -> Arc<SwarmClient> {
         self.clients += 1;
         let name = format!("{}-client{}", self.name, self.clients);
-        let (p2p, _events, lp) = hypertensor_p2p::new(p2p(&name, Some(&self.boot_addr))).unwrap();
+        let (p2p, _events, lp) =
+            hypertensor_p2p::new(loopback_config(&name, Some(&self.boot_addr))).unwrap();
         self.tasks.push(tokio::spawn(lp.run()));
         let mut config = ClientConfig::new(MODEL);
         config.session_tokens = Some(256);

@@ -41,7 +41,7 @@ use crate::wire::{
     Refusal, SESSION_METHOD, Step, decode_open_reply, decode_step_reply,
 };
 use hypertensor_consensus::evidence::Transcript;
-use hypertensor_primitives::sha256;
+use hypertensor_primitives::{H256, sha256};
 
 /// How a client routes and recovers.
 #[derive(Debug, Clone)]
@@ -1198,7 +1198,7 @@ pub(crate) async fn send_step(
         values: values.to_vec(),
     }
     .encode(config.dtype);
-    take_input(hop, position, n, width, &frame, config.dtype);
+    let sent = take_input(hop, position, n, input_rows(&frame, n, width, config.dtype));
     let exchange = async {
         hop.session.send(&frame).await?;
         loop {
@@ -1216,7 +1216,7 @@ pub(crate) async fn send_step(
     let answer = read_step_reply(peer, reply.as_deref(), n, width, config);
     keep_bad(hop, &answer, reply.as_deref(), position, n, config.dtype);
     let answer = answer?;
-    if answer.input != sha256(&[input_rows(&frame, n, width, config.dtype)]).0 {
+    if answer.input != sent.0 {
         return Err(failed(
             "it computed on other inputs than it was sent".into(),
         ));
@@ -1251,11 +1251,13 @@ fn keep_bad(
     }
 }
 
-/// Notes in `hop`'s transcript the input rows of a step `frame` (its
-/// tail, as encoded on the wire), as its server does when it runs it.
-fn take_input(hop: &mut Hop, position: usize, n: usize, width: usize, frame: &[u8], dtype: Dtype) {
-    let input = input_rows(frame, n, width, dtype);
-    hop.transcript.step(position as u32, n as u32, input);
+/// Notes in `hop`'s transcript a step's input rows (as encoded on the
+/// wire), as its server does when it runs it; returns their SHA-256, which
+/// the server's answer must name.
+fn take_input(hop: &mut Hop, position: usize, n: usize, input: &[u8]) -> H256 {
+    let hash = sha256(&[input]);
+    hop.transcript.step_hashed(position as u32, n as u32, hash);
+    hash
 }
 
 /// Checks a hop's answer to a step of `n` rows of `width`: its output.
@@ -1320,7 +1322,14 @@ async fn push_step(
         values: values.to_vec(),
     }
     .encode(config.dtype);
-    take_input(&mut hops[0], position, n, width, &frame, config.dtype);
+    // What the next hop must have computed on: what the client sent, then
+    // each hop's answer.
+    let mut expected = take_input(
+        &mut hops[0],
+        position,
+        n,
+        input_rows(&frame, n, width, config.dtype),
+    );
     let grace = PUSH_GRACE + PUSH_GRACE_PER_ROW * n as u32;
     let mut outputs: Vec<Answer> = Vec::with_capacity(hops.len());
     let mut deadline = tokio::time::Instant::now() + config.timeout_for(n);
@@ -1347,10 +1356,6 @@ async fn push_step(
                 // first hop) or what the hop before answered: a server
                 // pushing on other rows than it answered is caught here,
                 // and the step is relayed by the client from this hop.
-                let expected = match outputs.last() {
-                    None => sha256(&[input_rows(&frame, n, width, config.dtype)]),
-                    Some(previous) => sha256(&[&previous.bytes]),
-                };
                 answer.and_then(|a| {
                     if a.input == expected.0 {
                         Ok(a)
@@ -1367,7 +1372,7 @@ async fn push_step(
             Ok(out) => {
                 // The next server took this output as its input.
                 if let Some(next) = hops_after.first_mut() {
-                    next.transcript.step(position as u32, n as u32, &out.bytes);
+                    expected = take_input(next, position, n, &out.bytes);
                 }
                 outputs.push(out)
             }

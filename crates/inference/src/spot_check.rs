@@ -80,6 +80,14 @@ struct Conviction {
     witnesses: [PeerId; 2],
 }
 
+/// A ChaCha20 stream from `seed`, or from the OS.
+fn seeded(seed: Option<u64>) -> ChaCha20Rng {
+    match seed {
+        Some(seed) => ChaCha20Rng::seed_from_u64(seed),
+        None => ChaCha20Rng::from_os_rng(),
+    }
+}
+
 /// Draws which sequences are checked and runs the checks.
 pub(crate) struct Checker {
     p2p: Client,
@@ -107,11 +115,10 @@ pub struct Draws {
 impl Draws {
     /// The draws of a client with `rate` and `seed` (`None`: from the OS).
     pub fn new(rate: f64, seed: Option<u64>) -> Self {
-        let rng = match seed {
-            Some(seed) => ChaCha20Rng::seed_from_u64(seed),
-            None => ChaCha20Rng::from_os_rng(),
-        };
-        Draws { rng, rate }
+        Draws {
+            rng: seeded(seed),
+            rate,
+        }
     }
 
     /// Whether the next sequence is checked.
@@ -136,10 +143,7 @@ impl Checker {
         shared: Arc<Mutex<Shared>>,
         open_hops: Arc<Mutex<HashMap<PeerId, u32>>>,
     ) -> Self {
-        let picks = match config.check_seed {
-            Some(seed) => ChaCha20Rng::seed_from_u64(seed.wrapping_add(1)),
-            None => ChaCha20Rng::from_os_rng(),
-        };
+        let picks = seeded(config.check_seed.map(|seed| seed.wrapping_add(1)));
         Checker {
             draws: Mutex::new(Draws::new(config.check_rate, config.check_seed)),
             p2p,
