@@ -260,6 +260,28 @@ impl Swarm {
         peer
     }
 
+    /// A server of `range`, announced as the slowest of all, that takes
+    /// every session and never answers; returns its peer id once its
+    /// announcement is found.
+    pub(crate) async fn add_stalling_server(&self, range: Range<usize>) -> PeerId {
+        let (p2p, mut events, mut tasks) = self.fake_node("stalling");
+        let peer = p2p.peer_id();
+        let keep = p2p.clone();
+        tasks.push(
+            tokio::spawn(async move {
+                let _keep = keep;
+                let mut held = Vec::new();
+                while let Some(event) = events.recv().await {
+                    let hypertensor_p2p::Event::InboundSession { session, .. } = event;
+                    held.push(session);
+                }
+            })
+            .abort_handle(),
+        );
+        self.announce(&p2p, range, "stalling", 1e-3, tasks).await;
+        peer
+    }
+
     /// A server of `range` announced as the fastest and roomiest of all,
     /// that runs its real blocks honestly for its first `honest_steps`
     /// steps (counted over all its sessions) and then answers every step
@@ -423,6 +445,20 @@ impl Swarm {
         version: &str,
         tasks: Vec<AbortHandle>,
     ) {
+        self.announce(p2p, range, version, 1e6, tasks).await;
+    }
+
+    /// Announces `p2p` as a server of `range` with `throughput` and all
+    /// the room it could want, and returns once the announcement is found;
+    /// the swarm then owns `tasks`.
+    async fn announce(
+        &self,
+        p2p: &Client,
+        range: Range<usize>,
+        version: &str,
+        throughput: f64,
+        tasks: Vec<AbortHandle>,
+    ) {
         use hypertensor_inference::{ServerInfo, ServerState, block_key};
         let peer = p2p.peer_id();
         p2p.wait_for_peers(Duration::from_secs(10)).await;
@@ -437,7 +473,7 @@ impl Swarm {
             state: ServerState::Online,
             start: range.start as u32,
             end: range.end as u32,
-            throughput: 1e6,
+            throughput,
             sessions: 0,
             free_cache_tokens: u64::MAX,
             version: version.into(),

@@ -261,3 +261,32 @@ async fn a_server_pushing_other_rows_than_it_answers_does_not_change_the_tokens(
         assert_eq!(tokens, local_greedy(prompt, 8), "{prompt:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checked_request_is_not_slower_for_its_user() {
+    let swarm = Swarm::new("check-latency").await;
+    swarm
+        .add_server(0..30, |c| c.throughput = Some(1000.0))
+        .await;
+    // The only other server of these blocks, so every check replays to
+    // it; it never answers, so a check waits out its 30 s opening timeout.
+    let checker = swarm.add_stalling_server(0..30).await;
+    let client = swarm
+        .client(|c| {
+            c.check_rate = 1.0;
+            c.session_tokens = Some(256);
+        })
+        .await;
+    let prompt = PROMPTS[1];
+    let started = std::time::Instant::now();
+    let (tokens, route) = greedy_through(&client, prompt, 8).await;
+    let took = started.elapsed();
+    assert_ne!(route[0].0, checker);
+    assert_eq!(tokens, local_greedy(prompt, 8));
+    // The user has the answer while the check is still waiting on its
+    // replay: checks run after the sequence, never on its path.
+    let stats = client.stats();
+    assert_eq!(stats.checks_started, 1, "{stats:?}");
+    assert_eq!(stats.checks + stats.checks_skipped, 0, "{stats:?}");
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
