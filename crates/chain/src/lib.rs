@@ -35,6 +35,7 @@
 
 mod error;
 mod follower;
+mod metrics;
 pub mod node;
 pub mod pool;
 mod rpc;

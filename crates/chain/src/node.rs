@@ -28,6 +28,7 @@ use crate::pool::{Pool, PoolConfig};
 use crate::rpc::{self, RateLimiter};
 use crate::store::Store;
 use crate::{Error, Result};
+use hypertensor_http::observe::MetricsRegistry;
 
 /// Limits of the RPC server (defaults and reasons in `docs/chain.md`).
 #[derive(Clone, Debug)]
@@ -148,6 +149,8 @@ pub(crate) struct Shared {
     pub(crate) certificates: Mutex<std::collections::VecDeque<(H256, Vec<u8>)>>,
     /// Conflicting votes seen, newest last (at most [`MAX_EVIDENCE`]).
     pub(crate) evidence: Mutex<std::collections::VecDeque<Evidence>>,
+    /// Block import and RPC latency, observed as they happen.
+    pub(crate) metrics: crate::metrics::ChainMetrics,
 }
 
 /// Submitted transactions waiting to be sent to the other validators
@@ -175,6 +178,7 @@ impl Shared {
 /// A running chain node.
 pub struct Node {
     shared: Arc<Shared>,
+    registry: MetricsRegistry,
     rpc_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<Result<()>>,
@@ -276,7 +280,10 @@ impl Node {
             gossip,
             certificates: Mutex::new(std::collections::VecDeque::new()),
             evidence: Mutex::new(std::collections::VecDeque::new()),
+            metrics: crate::metrics::ChainMetrics::default(),
         });
+        let registry = MetricsRegistry::new();
+        registry.register(|r| shared.metrics.register(r, Arc::downgrade(&shared)));
         let (driver, role) = if let Some(urls) = &config.follow {
             let verifier =
                 hypertensor_bft::FinalityVerifier::new(&shared.state().genesis_hash(), &validators)
@@ -316,10 +323,16 @@ impl Node {
             );
             (Driver::Validator(consensus), role)
         };
-        let server = tokio::spawn(rpc::serve(Arc::clone(&shared), listener, stop.clone()));
+        let server = tokio::spawn(rpc::serve(
+            Arc::clone(&shared),
+            listener,
+            registry.clone(),
+            stop.clone(),
+        ));
         tracing::info!(%rpc_addr, "JSON-RPC listening (HTTP and WebSocket)");
         Ok(Node {
             shared,
+            registry,
             rpc_addr,
             shutdown,
             server,
@@ -331,6 +344,11 @@ impl Node {
     /// The address the RPC server listens on.
     pub fn rpc_addr(&self) -> SocketAddr {
         self.rpc_addr
+    }
+
+    /// The node's metrics, as `GET /metrics` on the RPC port serves them.
+    pub fn metrics(&self) -> MetricsRegistry {
+        self.registry.clone()
     }
 
     /// What this node is: a validator (its account and P2P socket) or a
@@ -489,6 +507,10 @@ pub(crate) fn commit_finalized(
     shared
         .finalized_tip
         .fetch_max(info.header.height, std::sync::atomic::Ordering::Relaxed);
+    shared
+        .metrics
+        .block_import
+        .observe(started.elapsed().as_secs_f64());
     tracing::info!(
         height = info.header.height,
         hash = %info.hash,

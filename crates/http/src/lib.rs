@@ -8,6 +8,8 @@
 //! held its socket forever. [`serve`] gives hyper a timer and the caps;
 //! what a refusal says is the caller's (a JSON-RPC error, an OpenAI error).
 
+pub mod observe;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

@@ -39,12 +39,14 @@ use hypertensor_chain_client::{
     AccountInfo, BlockInfo, HeaderInfo, Health, RpcError, SubmitResult,
 };
 use hypertensor_http::client_key;
+use hypertensor_http::observe::{MetricsRegistry, ReadyCheck};
 use hypertensor_primitives::{AccountId, H256, PeerId, Signature};
 use hypertensor_runtime::{Call, Epoch, Extrinsic, NodeClass, SubnetId};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
 
+use crate::metrics::READY_LAG;
 use crate::node::Shared;
 use crate::pool::{Pool, PoolError};
 use crate::{Error, Result};
@@ -61,12 +63,15 @@ type RpcResult = std::result::Result<Box<RawValue>, RpcError>;
 pub(crate) async fn serve(
     shared: App,
     listener: tokio::net::TcpListener,
+    metrics: MetricsRegistry,
     stop: watch::Receiver<bool>,
 ) -> Result<()> {
     let limits = shared.limits.clone();
+    let ready = ready_check(Arc::downgrade(&shared));
     let app = Router::new()
         .route("/", post(http_handler).get(ws_handler))
-        .with_state(shared);
+        .with_state(shared)
+        .merge(hypertensor_http::observe::routes(metrics, ready));
     let connections = hypertensor_http::ConnectionLimits {
         max_connections: limits.max_connections,
         max_per_address: limits.max_connections_per_ip,
@@ -79,6 +84,27 @@ pub(crate) async fn serve(
     hypertensor_http::serve(listener, app, connections, refusal_body, stopped)
         .await
         .map_err(|e| Error::io("RPC server failed", e))
+}
+
+/// Ready when the committed state is within [`READY_LAG`] blocks of
+/// what consensus has finalized: the node answers with current state.
+fn ready_check(shared: std::sync::Weak<crate::node::Shared>) -> ReadyCheck {
+    Arc::new(move || {
+        let shared = shared.clone();
+        Box::pin(async move {
+            let shared = shared.upgrade().ok_or("the node is stopping")?;
+            let height = shared.state().height();
+            let finalized = shared
+                .finalized_tip
+                .load(std::sync::atomic::Ordering::Relaxed);
+            if finalized >= height + READY_LAG {
+                return Err(format!(
+                    "catching up: committed height {height}, finalized {finalized}"
+                ));
+            }
+            Ok(())
+        })
+    })
 }
 
 /// A refused connection's answer: a JSON-RPC error with a null id.
@@ -465,7 +491,10 @@ async fn handle_one(app: &App, raw: &RawValue, conn: Option<&mut Connection>) ->
             &RpcError::new(codes::INVALID_REQUEST, "request has no method"),
         ));
     };
+    let started = Instant::now();
     let result = dispatch(app, &method, request.params, conn).await;
+    app.metrics
+        .rpc_call(&method, arity(&method).is_some(), started.elapsed());
     request.id?;
     Some(match result {
         Ok(value) => result_response(id, &value),
