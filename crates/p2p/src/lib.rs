@@ -61,6 +61,7 @@
 mod codec;
 mod config;
 mod error;
+mod metrics;
 pub mod nat;
 mod network;
 pub mod record;

@@ -52,6 +52,7 @@ use libp2p::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{Config, libp2p_identity};
+use crate::metrics::DhtOp;
 use crate::nat::{self, Reachability};
 use crate::record::{Dictionary, SignedEntry, check_key, now_ms, peer_id_of};
 use crate::rpc::{
@@ -211,13 +212,19 @@ impl Client {
             .await
             .map_err(P2pError::Rejected)?;
         let key = key.to_string();
-        self.call(|reply| Command::Store {
-            key,
-            entry,
-            own: true,
-            reply,
-        })
-        .await?
+        let stored = self
+            .call(|reply| Command::Store {
+                key,
+                entry,
+                own: true,
+                reply,
+            })
+            .await
+            .and_then(|r| r);
+        self.shared
+            .metrics
+            .dht_operation(DhtOp::Put, stored.is_ok());
+        stored
     }
 
     /// Sends an entry signed elsewhere to the key's closest peers without
@@ -226,13 +233,19 @@ impl Client {
     pub async fn publish_entry(&self, key: &str, entry: SignedEntry) -> Result<()> {
         check_key(key)?;
         let key = key.to_string();
-        self.call(|reply| Command::Store {
-            key,
-            entry,
-            own: false,
-            reply,
-        })
-        .await?
+        let published = self
+            .call(|reply| Command::Store {
+                key,
+                entry,
+                own: false,
+                reply,
+            })
+            .await
+            .and_then(|r| r);
+        self.shared
+            .metrics
+            .dht_operation(DhtOp::Publish, published.is_ok());
+        published
     }
 
     /// The merged, validated dictionary of `key` across the network
@@ -240,7 +253,12 @@ impl Client {
     pub async fn get(&self, key: &str) -> Result<Dictionary> {
         check_key(key)?;
         let key = key.to_string();
-        self.call(|reply| Command::Get { key, reply }).await?
+        let got = self
+            .call(|reply| Command::Get { key, reply })
+            .await
+            .and_then(|r| r);
+        self.shared.metrics.dht_operation(DhtOp::Get, got.is_ok());
+        got
     }
 
     /// The dictionary this node itself holds for `key`, if any.
@@ -343,7 +361,9 @@ impl Client {
             method,
             body,
         );
+        let started = std::time::Instant::now();
         let resp = self.send_request(peer, &req).await?;
+        self.shared.metrics.rpc_answered(method, started.elapsed());
         outcome_to_result(peer, resp.outcome)
     }
 
@@ -1198,8 +1218,10 @@ impl EventLoop {
                 ..
             } => {
                 self.relays.remove(&peer_id);
+                self.metrics.set_peers(self.swarm.connected_peers().count());
             }
             SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                self.metrics.set_peers(self.swarm.connected_peers().count());
                 for reply in self.dials.remove(&peer_id).unwrap_or_default() {
                     let _ = reply.send(Ok(()));
                 }

@@ -23,6 +23,7 @@ use futures::future::BoxFuture;
 use hypertensor_primitives::H256;
 use libp2p::PeerId;
 
+pub use crate::metrics::Metrics;
 use crate::record::{SignatureFault, SignedEntry};
 use crate::schema::SchemaRegistry;
 
@@ -154,49 +155,6 @@ impl fmt::Display for RejectReason {
             }
             RejectReason::NotStaked => f.write_str("writer is not a staked node of this subnet"),
         }
-    }
-}
-
-/// Counters of accepted and rejected entries; shared by the event loop and
-/// exposed through the client handle.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    rejected: [AtomicU64; 10],
-    accepted: AtomicU64,
-    hole_punches: AtomicU64,
-}
-
-impl Metrics {
-    pub(crate) fn reject(&self, kind: RejectKind) {
-        let i = RejectKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
-        self.rejected[i].fetch_add(1, Ordering::Relaxed);
-    }
-    pub(crate) fn accept(&self) {
-        self.accepted.fetch_add(1, Ordering::Relaxed);
-    }
-    /// Entries rejected for `kind` so far.
-    pub fn rejected(&self, kind: RejectKind) -> u64 {
-        let i = RejectKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
-        self.rejected[i].load(Ordering::Relaxed)
-    }
-    /// All rejections so far.
-    pub fn rejected_total(&self) -> u64 {
-        self.rejected
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum()
-    }
-    /// Entries accepted into the local store from other peers.
-    pub fn accepted(&self) -> u64 {
-        self.accepted.load(Ordering::Relaxed)
-    }
-    pub(crate) fn hole_punched(&self) {
-        self.hole_punches.fetch_add(1, Ordering::Relaxed);
-    }
-    /// Relayed connections that hole punching (DCUtR) replaced with
-    /// direct ones.
-    pub fn hole_punches(&self) -> u64 {
-        self.hole_punches.load(Ordering::Relaxed)
     }
 }
 
