@@ -77,6 +77,14 @@ impl Backend for SwarmBackend {
         )?)
     }
 
+    fn block_count(&self) -> usize {
+        self.client.block_count()
+    }
+
+    fn serves_swarm(&self) -> bool {
+        true
+    }
+
     fn swarm(&self) -> Option<serde_json::Value> {
         match self.client.handle().block_on(self.client.swarm_json()) {
             Ok(view) => Some(view),

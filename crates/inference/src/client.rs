@@ -313,6 +313,11 @@ impl SwarmClient {
         }
     }
 
+    /// Transformer blocks of the model the swarm serves.
+    pub fn block_count(&self) -> usize {
+        self.model.n_blocks
+    }
+
     /// The most positions one session may reserve: the context, or less
     /// when [`ClientConfig::session_tokens`] says so.
     pub fn max_session_tokens(&self) -> usize {
@@ -539,6 +544,7 @@ impl SwarmClient {
                 *c += 1;
             }
         }
+        let latencies = self.lock().latencies.clone();
         Ok(json!({
             "model": self.config.model,
             "blocks": self.model.n_blocks,
@@ -546,8 +552,11 @@ impl SwarmClient {
                 "peer_id": peer.to_string(),
                 "start": info.start,
                 "end": info.end,
+                "state": if self.is_banned(peer) { "banned" } else { "online" },
                 "throughput": info.throughput,
+                "latency_ms": latencies.get(peer).map(|l| l.as_secs_f64() * 1e3),
                 "free_cache_tokens": info.free_cache_tokens,
+                "sessions": info.sessions,
                 "version": info.version,
                 "relayed": info.relayed,
             })).collect::<Vec<_>>(),

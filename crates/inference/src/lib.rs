@@ -32,6 +32,7 @@ mod backend;
 mod bans;
 mod client;
 mod error;
+pub mod metrics;
 mod node;
 pub mod routing;
 mod server;

@@ -340,6 +340,16 @@ impl BlockServer {
         *self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Bytes of KV cache reserved by open sessions, and the budget's
+    /// capacity.
+    pub fn cache_bytes(&self) -> (usize, usize) {
+        let free = self.budget.free();
+        (
+            self.budget.capacity.saturating_sub(free),
+            self.budget.capacity,
+        )
+    }
+
     /// Token positions the budget can still reserve.
     pub fn free_cache_tokens(&self) -> u64 {
         (self.budget.free() / self.span.cache_bytes_per_token().max(1)) as u64

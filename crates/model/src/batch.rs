@@ -101,6 +101,10 @@ pub struct BatchStats {
     pub busy_secs: f64,
     /// Rows in the largest batch so far.
     pub largest_batch: usize,
+    /// Batches by size: `batch_sizes[i]` counts the batches of more than
+    /// `BATCH_SIZE_BOUNDS[i - 1]` and at most `BATCH_SIZE_BOUNDS[i]` rows
+    /// (the last counts every larger batch too), for a histogram.
+    pub batch_sizes: [u64; BATCH_SIZE_BOUNDS.len()],
     /// Steps per second one sequence sees under the current load: the
     /// inverse of the recent mean batch time (zero before any batch).
     pub recent_steps_per_sec: f64,
@@ -109,6 +113,9 @@ pub struct BatchStats {
     /// When the last batch finished.
     pub last_batch: Option<Instant>,
 }
+
+/// Upper bounds (rows) of the batch size classes [`BatchStats`] counts.
+pub const BATCH_SIZE_BOUNDS: [usize; 10] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512];
 
 /// Weight of the newest batch in the recent averages.
 const RECENT_WEIGHT: f64 = 0.1;
@@ -530,6 +537,11 @@ impl Worker {
         s.steps += steps as u64;
         s.busy_secs += secs;
         s.largest_batch = s.largest_batch.max(rows);
+        let class = BATCH_SIZE_BOUNDS
+            .iter()
+            .position(|bound| rows <= *bound)
+            .unwrap_or(BATCH_SIZE_BOUNDS.len() - 1);
+        s.batch_sizes[class] += 1;
         s.last_batch = Some(Instant::now());
         let (step_rate, row_rate) = (1.0 / secs, rows as f64 / secs);
         if s.batches == 1 {

@@ -37,7 +37,9 @@ pub mod sampling;
 mod span;
 pub mod tokenizer;
 
-pub use batch::{BatchConfig, BatchStats, Batcher, HeadBatcher, OpenSequence, StepOutput};
+pub use batch::{
+    BATCH_SIZE_BOUNDS, BatchConfig, BatchStats, Batcher, HeadBatcher, OpenSequence, StepOutput,
+};
 pub use block::KvCache;
 pub use config::{Activation, Architecture, ModelConfig, RopeLayout, SlidingWindow};
 pub use embedding::Embedding;

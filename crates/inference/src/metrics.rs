@@ -1,0 +1,186 @@
+//! Prometheus collectors over what servers and clients already count,
+//! read at each scrape: a server's batches (a histogram of their sizes),
+//! tokens run, current throughput, sessions and KV cache; a client's
+//! sessions, refusals, failovers, bans and spot checks.
+
+use std::sync::{Arc, Weak};
+
+use hypertensor_model::BATCH_SIZE_BOUNDS;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use crate::{BlockServer, ClientStats};
+
+/// A block server's metrics (register it with
+/// `Registry::register_collector`, typically under the prefix
+/// `inference`). It holds the server weakly: a stopped server reports
+/// nothing.
+#[derive(Debug)]
+pub struct ServerCollector(Weak<BlockServer>);
+
+impl ServerCollector {
+    /// Reports on `server`.
+    pub fn new(server: &Arc<BlockServer>) -> Self {
+        Self(Arc::downgrade(server))
+    }
+}
+
+impl Collector for ServerCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(server) = self.0.upgrade() else {
+            return Ok(());
+        };
+        let stats = server.batch_stats();
+        let mut cumulative = 0;
+        let buckets: Vec<(f64, u64)> = BATCH_SIZE_BOUNDS
+            .iter()
+            .zip(stats.batch_sizes)
+            .map(|(bound, count)| {
+                cumulative += count;
+                (*bound as f64, cumulative)
+            })
+            .collect();
+        // The last class also holds every larger batch: the +Inf bucket
+        // (the count) is where those belong, so the finite buckets stop
+        // one class early when such batches exist.
+        let finite = if stats.largest_batch > *BATCH_SIZE_BOUNDS.last().unwrap_or(&0) {
+            &buckets[..buckets.len() - 1]
+        } else {
+            &buckets[..]
+        };
+        let mut histogram = encoder.encode_descriptor(
+            "server_batch_rows",
+            "Rows (tokens of all sessions together) per batch the server ran",
+            None,
+            MetricType::Histogram,
+        )?;
+        histogram.encode_histogram::<NoLabelSet>(stats.rows as f64, stats.batches, finite, None)?;
+        counter(
+            &mut encoder,
+            "server_tokens",
+            "Tokens (rows) the server's blocks ran, all sessions together",
+            stats.rows,
+        )?;
+        gauge(
+            &mut encoder,
+            "server_tokens_per_second",
+            "Rows per second over the recent batches",
+            stats.recent_rows_per_sec,
+        )?;
+        gauge(
+            &mut encoder,
+            "server_sessions",
+            "Sessions open on the server now",
+            server.active_sessions() as f64,
+        )?;
+        let (used, capacity) = server.cache_bytes();
+        gauge(
+            &mut encoder,
+            "server_kv_cache_used_bytes",
+            "KV cache bytes reserved by open sessions",
+            used as f64,
+        )?;
+        gauge(
+            &mut encoder,
+            "server_kv_cache_free_bytes",
+            "KV cache bytes the budget can still reserve",
+            capacity.saturating_sub(used) as f64,
+        )?;
+        counter(
+            &mut encoder,
+            "server_pushed_steps",
+            "Steps pushed here by the previous server of a route",
+            server.pushed_steps(),
+        )
+    }
+}
+
+/// A swarm client's metrics, read through `stats` at each scrape (`None`
+/// once the client is gone).
+pub struct ClientCollector(Box<dyn Fn() -> Option<ClientStats> + Send + Sync>);
+
+impl std::fmt::Debug for ClientCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientCollector")
+    }
+}
+
+impl ClientCollector {
+    /// Reports the counters `stats` returns.
+    pub fn new(stats: impl Fn() -> Option<ClientStats> + Send + Sync + 'static) -> Self {
+        Self(Box::new(stats))
+    }
+}
+
+impl Collector for ClientCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(s) = (self.0)() else {
+            return Ok(());
+        };
+        let counters = [
+            (
+                "client_sessions",
+                "Span sessions the client opened",
+                s.sessions_opened,
+            ),
+            (
+                "client_refusals",
+                "Openings or steps servers refused without fault (full cache)",
+                s.refusals,
+            ),
+            (
+                "client_failovers",
+                "Servers that failed during a session or could not be reached; the client routed around each",
+                s.failures,
+            ),
+            ("client_bans", "Bans the client gave for faults", s.bans),
+            (
+                "client_checks",
+                "Spot checks that compared a hop's outputs with another server's",
+                s.checks,
+            ),
+            (
+                "client_checks_passed",
+                "Spot checks whose outputs agreed",
+                s.checks_passed,
+            ),
+            (
+                "client_checks_skipped",
+                "Spot checks with no other server of the same blocks, or whose replay failed",
+                s.checks_skipped,
+            ),
+            (
+                "client_convictions",
+                "Servers convicted by verified evidence",
+                s.convictions,
+            ),
+        ];
+        for (name, help, value) in counters {
+            counter(&mut encoder, name, help, value)?;
+        }
+        Ok(())
+    }
+}
+
+fn counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: u64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: f64,
+) -> Result<(), std::fmt::Error> {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
