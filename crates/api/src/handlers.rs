@@ -34,6 +34,10 @@ pub(crate) struct AppState {
     pub(crate) max_waiting: usize,
     /// `max_tokens` of a chat that gives none.
     pub(crate) chat_default_max_tokens: usize,
+    /// The chain behind the dashboard's chain view, if any.
+    pub(crate) chain: Option<Arc<dyn crate::ChainView>>,
+    /// Token counters.
+    pub(crate) metrics: crate::observe::ApiMetrics,
 }
 
 /// A place in the queue for a generation permit, given back on drop.
@@ -180,6 +184,7 @@ async fn start(
         }
     };
     let backend = state.backend.clone();
+    let metrics = state.metrics.clone();
     let (tx, rx) = mpsc::channel(STREAM_BUFFER);
     tokio::task::spawn_blocking(move || {
         let _permit = permit;
@@ -199,6 +204,14 @@ async fn start(
             }
         };
         let outcome = backend.generate(&request, &mut on_text);
+        if let Ok(generation) = &outcome {
+            metrics
+                .prompt_tokens
+                .inc_by(generation.prompt_tokens as u64);
+            metrics
+                .completion_tokens
+                .inc_by(generation.tokens.len() as u64);
+        }
         let _ = tx.blocking_send(Piece::Done(outcome));
     });
     Ok(rx)

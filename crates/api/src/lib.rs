@@ -29,6 +29,7 @@
 mod error;
 mod handlers;
 mod limits;
+mod observe;
 mod request;
 
 use std::future::Future;
@@ -44,6 +45,8 @@ use tokio::sync::Semaphore;
 
 pub use error::{ApiError, Result};
 pub use hypertensor_backend::{Backend, BackendError, BatchedBackend, LocalBackend};
+pub use hypertensor_http::observe::{MetricsRegistry, ReadyCheck, ReadyFuture, always_ready};
+pub use observe::{ChainView, Surfaces};
 
 /// How the HTTP server behaves: how much work it takes on and how long it
 /// waits for a client (see `docs/inference.md` for why each default).
@@ -88,14 +91,26 @@ impl Default for ApiConfig {
 }
 
 /// The API's routes over `backend`, with the body limits and OpenAI-shaped
-/// errors for every status.
+/// errors for every status, the dashboard, and the default [`Surfaces`]
+/// (metrics of the API alone, always ready, no chain).
 pub fn router(backend: Arc<dyn Backend>, config: &ApiConfig) -> Router {
+    router_with(backend, config, Surfaces::default())
+}
+
+/// [`router`] with the composition root's [`Surfaces`]: the API's metrics
+/// join `surfaces.metrics`, which `/metrics` serves; `/ready` asks
+/// `surfaces.ready`; `/v1/chain` reads `surfaces.chain`.
+pub fn router_with(backend: Arc<dyn Backend>, config: &ApiConfig, surfaces: Surfaces) -> Router {
+    let metrics = observe::ApiMetrics::default();
+    surfaces.metrics.register(|r| metrics.register(r));
     let state = handlers::AppState {
         backend,
         permits: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
         waiting: Arc::new(AtomicUsize::new(0)),
         max_waiting: config.max_waiting,
         chat_default_max_tokens: config.chat_default_max_tokens.max(1),
+        chain: surfaces.chain.clone(),
+        metrics: metrics.clone(),
     };
     let body = limits::BodyLimits {
         max_bytes: config.max_body_bytes,
@@ -106,6 +121,13 @@ pub fn router(backend: Arc<dyn Backend>, config: &ApiConfig) -> Router {
         .route("/v1/completions", post(handlers::completions))
         .route("/v1/chat/completions", post(handlers::chat))
         .route("/v1/swarm", get(handlers::swarm))
+        .route("/v1/status", get(observe::status))
+        .route("/v1/chain", get(observe::chain))
+        .merge(hypertensor_dashboard::routes())
+        .merge(hypertensor_http::observe::routes(
+            surfaces.metrics,
+            surfaces.ready,
+        ))
         .fallback(limits::not_found)
         .method_not_allowed_fallback(limits::method_not_allowed)
         .with_state(state)
@@ -115,6 +137,10 @@ pub fn router(backend: Arc<dyn Backend>, config: &ApiConfig) -> Router {
             limits::read_body,
         ))
         .layer(axum::middleware::from_fn(limits::json_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            observe::track,
+        ))
 }
 
 /// Serves the API on `listener` until `shutdown` completes (requests in
@@ -126,6 +152,18 @@ pub async fn serve(
     config: &ApiConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    serve_with(listener, backend, config, Surfaces::default(), shutdown).await
+}
+
+/// [`serve`] with the composition root's [`Surfaces`] (see
+/// [`router_with`]).
+pub async fn serve_with(
+    listener: TcpListener,
+    backend: Arc<dyn Backend>,
+    config: &ApiConfig,
+    surfaces: Surfaces,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let limits = hypertensor_http::ConnectionLimits {
         max_connections: config.max_connections,
         max_per_address: config.max_connections_per_address,
@@ -133,7 +171,7 @@ pub async fn serve(
     };
     hypertensor_http::serve(
         listener,
-        router(backend, config),
+        router_with(backend, config, surfaces),
         limits,
         refusal_body,
         shutdown,

@@ -73,6 +73,8 @@ pub trait Backend: Send + Sync + 'static {
     fn chat_template(&self) -> Option<&ChatTemplate>;
     /// Positions the model's context holds (prompt plus completion).
     fn context_length(&self) -> usize;
+    /// Transformer blocks of the model (wherever they run).
+    fn block_count(&self) -> usize;
     /// Runs one generation, calling `on_text` once per generated token with
     /// the text it made certain (possibly empty); `Flow::Stop` from it
     /// cancels the generation before the next step.
@@ -86,6 +88,11 @@ pub trait Backend: Send + Sync + 'static {
     /// thread, like [`Backend::generate`].
     fn swarm(&self) -> Option<serde_json::Value> {
         None
+    }
+    /// Whether the blocks run in a swarm (`GET /v1/swarm` describes it)
+    /// rather than in this process.
+    fn serves_swarm(&self) -> bool {
+        false
     }
 }
 
@@ -121,6 +128,10 @@ impl Backend for LocalBackend {
 
     fn context_length(&self) -> usize {
         self.model.config().context_length
+    }
+
+    fn block_count(&self) -> usize {
+        self.model.config().n_blocks
     }
 
     fn generate(
@@ -251,6 +262,10 @@ impl Backend for BatchedBackend {
 
     fn context_length(&self) -> usize {
         self.model.model().config().context_length
+    }
+
+    fn block_count(&self) -> usize {
+        self.model.model().config().n_blocks
     }
 
     /// Reserves the request's positions (prompt plus completion), fitted to

@@ -231,6 +231,9 @@ impl Backend for Recording {
     fn context_length(&self) -> usize {
         self.inner.context_length()
     }
+    fn block_count(&self) -> usize {
+        self.inner.block_count()
+    }
     fn generate(
         &self,
         request: &GenerationRequest,

@@ -5,6 +5,7 @@ mod http;
 mod limits;
 mod openai_python;
 mod python_env;
+mod surfaces;
 
 use std::sync::{Arc, OnceLock};
 
