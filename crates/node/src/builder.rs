@@ -16,8 +16,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hypertensor_api::ApiConfig;
+use hypertensor_api::{ApiConfig, MetricsRegistry, ReadyCheck, Surfaces};
 use hypertensor_consensus::phase::PhaseParams;
+use hypertensor_inference::metrics::{ClientCollector, ServerCollector};
 use hypertensor_inference::{
     AdmitAll, BlockServer, ClientConfig, DEFAULT_CHECK_RATE, EvidenceInbox, ServerConfig,
     ServingFault, SwarmBackend, SwarmClient, announced_servers, p2p_config, routing::weakest_span,
@@ -35,6 +36,7 @@ use crate::epoch_loop::{ConsensusConfig, ConsensusLoop, DutiesWrapper, Hosting};
 use crate::error::{NodeError, NodeResult};
 use crate::evidence::{Filing, file_evidence};
 use crate::heads::HeadFollower;
+use crate::overview::{ChainOverview, ConsensusMetrics, watch_settlements};
 use crate::reach::{Reach, keep_reachable, make_reachable};
 use crate::running::RunningNode;
 use crate::schemas::with_consensus_schemas;
@@ -121,6 +123,12 @@ pub struct NodeOptions {
     /// Honest consensus duties (`None`), or a wrapper over them making
     /// the node faulty, for tests.
     pub wrap_duties: Option<DutiesWrapper>,
+    /// Where the node's metrics are registered (P2P, serving, client,
+    /// consensus, API); `/metrics` of its API or `metrics_addr` serves it.
+    pub metrics: MetricsRegistry,
+    /// Serve `/metrics`, `/health` and `/ready` here (a node without an
+    /// API; a gateway serves them with its API).
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl NodeOptions {
@@ -156,6 +164,8 @@ impl NodeOptions {
             api: None,
             api_config: ApiConfig::default(),
             wrap_duties: None,
+            metrics: MetricsRegistry::new(),
+            metrics_addr: None,
         }
     }
 }
@@ -166,12 +176,15 @@ struct ChainParts {
     clock: Arc<ChainClock>,
     phases: PhaseParams,
     record_ttl: Duration,
+    block_time: Duration,
 }
 
 /// Assembles and starts one node from its [`NodeOptions`].
 pub struct NodeBuilder {
     options: NodeOptions,
     tasks: TaskManager,
+    /// The consensus metrics, once a chain is connected.
+    consensus_metrics: Option<ConsensusMetrics>,
 }
 
 impl NodeBuilder {
@@ -180,6 +193,7 @@ impl NodeBuilder {
         NodeBuilder {
             options,
             tasks: TaskManager::new(),
+            consensus_metrics: None,
         }
     }
 
@@ -203,6 +217,24 @@ impl NodeBuilder {
         };
 
         let (p2p, events, evidence) = self.start_p2p(chain.as_ref(), model.hidden_size).await?;
+        let registry = options.metrics.clone();
+        registry.register(|r| p2p.metrics().register(r));
+        if let Some(chain) = &chain {
+            let consensus = ConsensusMetrics::default();
+            registry.register(|r| consensus.register(r));
+            // Poll twice a block: a settlement is counted within a block.
+            let poll = (chain.block_time / 2).max(Duration::from_millis(200));
+            self.tasks.spawn_critical(
+                "settlements",
+                watch_settlements(
+                    chain.connection.clone(),
+                    options.subnet,
+                    consensus.clone(),
+                    poll,
+                ),
+            );
+            self.consensus_metrics = Some(consensus);
+        }
         if let (Some(inbox), Some(chain)) = (evidence, &chain) {
             self.tasks.spawn_critical(
                 "evidence",
@@ -274,6 +306,7 @@ impl NodeBuilder {
             consensus.phases = chain.phases;
             consensus.wrap = options.wrap_duties.clone();
             consensus.model = options.model_name.clone();
+            consensus.metrics = self.consensus_metrics.clone().unwrap_or_default();
             let consensus_loop = ConsensusLoop::new(
                 consensus,
                 p2p.clone(),
@@ -302,9 +335,38 @@ impl NodeBuilder {
             )?)),
             false => None,
         };
+        if let Some(client) = &swarm {
+            let client = Arc::downgrade(client);
+            registry.register(|r| {
+                r.sub_registry_with_prefix("inference")
+                    .register_collector(Box::new(ClientCollector::new(move || {
+                        client.upgrade().map(|c| c.stats())
+                    })))
+            });
+        }
+        let ready = readiness(
+            swarm.clone(),
+            chain.as_ref().map(|c| c.connection.clone()),
+            p2p.clone(),
+            !options.bootstrap.is_empty(),
+        );
         let api_addr = match (options.api, &swarm) {
-            (Some(addr), Some(client)) => Some(self.start_api(addr, client.clone()).await?),
+            (Some(addr), Some(client)) => {
+                let surfaces = Surfaces {
+                    metrics: registry.clone(),
+                    ready: ready.clone(),
+                    chain: chain.as_ref().map(|c| {
+                        Arc::new(ChainOverview::new(c.connection.clone(), options.subnet))
+                            as Arc<dyn hypertensor_api::ChainView>
+                    }),
+                };
+                Some(self.start_api(addr, client.clone(), surfaces).await?)
+            }
             _ => None,
+        };
+        let metrics_addr = match options.metrics_addr {
+            Some(addr) => Some(self.start_metrics(addr, registry, ready).await?),
+            None => None,
         };
 
         Ok(RunningNode {
@@ -314,6 +376,7 @@ impl NodeBuilder {
             status,
             metrics,
             api_addr,
+            metrics_addr,
             swarm,
             heads,
             chain: chain.map(|c| c.connection),
@@ -421,6 +484,11 @@ impl NodeBuilder {
         config.throughput = host.throughput;
         config.fault = host.fault;
         let server = Arc::new(BlockServer::new(span, config)?);
+        let collector = ServerCollector::new(&server);
+        self.options.metrics.register(|r| {
+            r.sub_registry_with_prefix("inference")
+                .register_collector(Box::new(collector))
+        });
         self.tasks
             .spawn_critical("block-server", server.clone().run(p2p.clone(), events));
         Ok(server)
@@ -453,6 +521,7 @@ impl NodeBuilder {
         &mut self,
         addr: SocketAddr,
         client: Arc<SwarmClient>,
+        surfaces: Surfaces,
     ) -> NodeResult<SocketAddr> {
         let backend = Arc::new(SwarmBackend::new(&self.options.model_name, client));
         let listener = tokio::net::TcpListener::bind(addr)
@@ -462,11 +531,80 @@ impl NodeBuilder {
         let config = self.options.api_config.clone();
         self.tasks
             .spawn_graceful("api", move |shutdown| async move {
-                hypertensor_api::serve(listener, backend, &config, shutdown.wait()).await
+                hypertensor_api::serve_with(listener, backend, &config, surfaces, shutdown.wait())
+                    .await
+            });
+        Ok(bound)
+    }
+
+    /// Serves `/metrics`, `/health` and `/ready` at `addr` as the graceful
+    /// critical task `metrics`; returns the address bound.
+    async fn start_metrics(
+        &mut self,
+        addr: SocketAddr,
+        registry: MetricsRegistry,
+        ready: ReadyCheck,
+    ) -> NodeResult<SocketAddr> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| NodeError::Listen { addr, source })?;
+        let bound = listener.local_addr()?;
+        let router = hypertensor_http::observe::routes(registry, ready);
+        self.tasks
+            .spawn_graceful("metrics", move |shutdown| async move {
+                hypertensor_http::serve(
+                    listener,
+                    router,
+                    hypertensor_http::ConnectionLimits {
+                        max_connections: 64,
+                        max_per_address: 16,
+                        header_timeout: Duration::from_secs(10),
+                    },
+                    |refusal| refusal.reason.clone(),
+                    shutdown.wait(),
+                )
+                .await
             });
         Ok(bound)
     }
 }
+
+/// What `/ready` of a node means: it has peers (when it was given some to
+/// join), its chain answers (when it has one), and a gateway's swarm has
+/// a route through every block.
+fn readiness(
+    swarm: Option<Arc<SwarmClient>>,
+    chain: Option<Arc<ChainConnection>>,
+    p2p: Client,
+    joins_peers: bool,
+) -> ReadyCheck {
+    Arc::new(move || {
+        let (swarm, chain, p2p) = (swarm.clone(), chain.clone(), p2p.clone());
+        Box::pin(async move {
+            if joins_peers && p2p.metrics().peers() == 0 {
+                return Err("no peer connected".to_string());
+            }
+            if let Some(chain) = chain {
+                let client = chain.client().await;
+                match tokio::time::timeout(READY_CHAIN_TIMEOUT, client.health()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(format!("the chain does not answer: {e}")),
+                    Err(_) => return Err("the chain does not answer in time".to_string()),
+                }
+            }
+            if let Some(swarm) = swarm {
+                let view = swarm.swarm_json().await.map_err(|e| e.to_string())?;
+                if view["complete"] != serde_json::Value::Bool(true) {
+                    return Err("no server covers some of the model's blocks".to_string());
+                }
+            }
+            Ok(())
+        })
+    })
+}
+
+/// Longest `/ready` waits for the chain to answer.
+const READY_CHAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Connects to the chain and reads what the DHT's validators need.
 async fn connect_chain(url: &str) -> NodeResult<ChainParts> {
@@ -496,5 +634,6 @@ async fn connect_chain(url: &str) -> NodeResult<ChainParts> {
         clock,
         phases,
         record_ttl,
+        block_time: Duration::from_millis(params.block_time_ms.max(1)),
     })
 }

@@ -408,6 +408,9 @@ impl Devnet {
             options.bootstrap = bootstrap.clone();
             options.consensus = config.consensus;
             options.wrap_duties = config.faults.get(&member.name).cloned();
+            // Every node's metrics on their own port, as a node run alone
+            // with `--metrics-addr` serves them.
+            options.metrics_addr = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
             if let Role::Hoster(blocks) = &member.role {
                 options.host = Some(HostOptions {
                     blocks: SpanChoice::Blocks(blocks.clone()),

@@ -77,6 +77,8 @@ pub struct ConsensusConfig {
     pub wrap: Option<DutiesWrapper>,
     /// The model's name in DHT keys (evidence's receipts name it).
     pub model: String,
+    /// Where records written and calls landed are counted.
+    pub metrics: crate::overview::ConsensusMetrics,
 }
 
 impl ConsensusConfig {
@@ -96,6 +98,7 @@ impl ConsensusConfig {
             record_ttl: Duration::from_secs(600),
             wrap: None,
             model: String::new(),
+            metrics: crate::overview::ConsensusMetrics::default(),
         }
     }
 }
@@ -386,6 +389,7 @@ impl ConsensusLoop {
             }
             Notice::Written { duty, epoch } => {
                 tracing::info!(epoch, ?duty, "record written");
+                self.shared.config.metrics.record_written(duty);
             }
             Notice::ChallengeFound { epoch } => {
                 tracing::debug!(epoch, "another validator wrote the challenge");
@@ -399,6 +403,7 @@ impl ConsensusLoop {
             }
             Notice::OnChain { duty, epoch } => {
                 tracing::info!(epoch, ?duty, "on chain");
+                self.shared.config.metrics.call_on_chain(duty);
                 self.status.send_modify(|s| match duty {
                     hypertensor_duties::Duty::Proposal => push_recent(&mut s.proposed, epoch),
                     _ => push_recent(&mut s.attested, epoch),

@@ -28,6 +28,7 @@ mod epoch_loop;
 mod error;
 mod evidence;
 mod heads;
+mod overview;
 mod reach;
 mod running;
 mod schemas;
@@ -44,6 +45,7 @@ pub use epoch_loop::{
 };
 pub use error::{NodeError, NodeResult};
 pub use heads::HeadFollower;
+pub use overview::{ChainOverview, ConsensusMetrics, OVERVIEW_EPOCHS, watch_settlements};
 pub use reach::{
     REACH_CHECK, REACHABILITY_WAIT, RELAY_WAIT, Reach, keep_reachable, make_reachable,
 };

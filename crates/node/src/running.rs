@@ -34,6 +34,9 @@ pub struct RunningNode {
     pub metrics: Option<Arc<LoopMetrics>>,
     /// The API's address, if it serves one.
     pub api_addr: Option<SocketAddr>,
+    /// Where `/metrics`, `/health` and `/ready` are served on their own
+    /// (`NodeOptions::metrics_addr`), if anywhere.
+    pub metrics_addr: Option<SocketAddr>,
     /// Its swarm client, if it keeps one (asked for, or under the API).
     pub swarm: Option<Arc<SwarmClient>>,
     /// The latest chain head's height from the node's one head follower,

@@ -88,9 +88,18 @@ async fn run_devnet(config: DevnetConfig) -> Result<()> {
             Role::Hoster(blocks) => format!("hoster of blocks {}..{}", blocks.start, blocks.end),
             Role::Validator => "validator".to_string(),
         };
-        println!("  {:<12} {job:<26} {}", member.name, node.p2p.peer_id());
+        let metrics = node
+            .metrics_addr
+            .map(|a| format!("  metrics http://{a}/metrics"))
+            .unwrap_or_default();
+        println!(
+            "  {:<12} {job:<26} {}{metrics}",
+            member.name,
+            node.p2p.peer_id()
+        );
     }
     let url = format!("http://{}/v1", devnet.api_addr);
+    println!("dashboard: http://{}/", devnet.api_addr);
     println!("OpenAI-compatible API: {url}");
     println!(
         "try: curl {url}/chat/completions -H 'content-type: application/json' \

@@ -92,6 +92,10 @@ pub(crate) struct NodeArgs {
     /// consensus.
     #[arg(long, value_name = "URL")]
     pub(crate) chain: Option<String>,
+    /// Serve Prometheus `/metrics`, `/health` and `/ready` on this address
+    /// (a client serves them on its API address already).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_addr: Option<SocketAddr>,
 }
 
 /// Starts the node and runs it until Ctrl-C or SIGTERM, or until one of
@@ -149,6 +153,7 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
             options.check_rate = args.check_rate;
         }
     }
+    options.metrics_addr = args.metrics_addr;
     let node = NodeBuilder::new(options).start().await?;
     for addr in node.dial_addrs().await? {
         println!("listening on {addr}");
@@ -171,7 +176,10 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
         Some(Reach::Unchecked) | None => {}
     }
     if let Some(addr) = node.api_addr {
-        println!("OpenAI-compatible API on http://{addr}/v1");
+        println!("OpenAI-compatible API on http://{addr}/v1, dashboard on http://{addr}/");
+    }
+    if let Some(addr) = node.metrics_addr {
+        println!("metrics on http://{addr}/metrics");
     }
     if let (Some(url), true) = (&args.chain, args.role != Role::Client) {
         println!("following the chain at {url}; consensus duties run every epoch");

@@ -64,7 +64,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let addr = listener.local_addr()?;
     let config = args.api_limits.config();
     println!(
-        "serving `{name}` ({}) on http://{addr}/v1: {} generations at once, {} cache tokens",
+        "serving `{name}` ({}) on http://{addr}/v1 (dashboard on http://{addr}/): {} generations at once, {} cache tokens",
         path.display(),
         config.max_concurrent,
         backend.free_cache_tokens()
