@@ -3,7 +3,9 @@
 //! validator and a peer without stake.
 
 mod adversaries;
+mod browser;
 mod chain_validators;
+mod dashboard;
 mod honest;
 mod phases;
 mod restart;

@@ -218,3 +218,26 @@ pub(crate) async fn post(addr: std::net::SocketAddr, path: &str, body: &str) -> 
         .unwrap();
     reply
 }
+
+/// One GET of `path` from `addr`, raw HTTP/1.1: the status and the body.
+pub(crate) async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_string(&mut reply))
+        .await
+        .expect("the server answers")
+        .unwrap();
+    let status = reply
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = reply
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
