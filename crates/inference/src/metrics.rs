@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Weak};
 
-use hypertensor_model::BATCH_SIZE_BOUNDS;
+use hypertensor_model::{BATCH_SIZE_BOUNDS, BatchStats};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -33,43 +33,7 @@ impl Collector for ServerCollector {
         let Some(server) = self.0.upgrade() else {
             return Ok(());
         };
-        let stats = server.batch_stats();
-        let mut cumulative = 0;
-        let buckets: Vec<(f64, u64)> = BATCH_SIZE_BOUNDS
-            .iter()
-            .zip(stats.batch_sizes)
-            .map(|(bound, count)| {
-                cumulative += count;
-                (*bound as f64, cumulative)
-            })
-            .collect();
-        // The last class also holds every larger batch: the +Inf bucket
-        // (the count) is where those belong, so the finite buckets stop
-        // one class early when such batches exist.
-        let finite = if stats.largest_batch > *BATCH_SIZE_BOUNDS.last().unwrap_or(&0) {
-            &buckets[..buckets.len() - 1]
-        } else {
-            &buckets[..]
-        };
-        let mut histogram = encoder.encode_descriptor(
-            "server_batch_rows",
-            "Rows (tokens of all sessions together) per batch the server ran",
-            None,
-            MetricType::Histogram,
-        )?;
-        histogram.encode_histogram::<NoLabelSet>(stats.rows as f64, stats.batches, finite, None)?;
-        counter(
-            &mut encoder,
-            "server_tokens",
-            "Tokens (rows) the server's blocks ran, all sessions together",
-            stats.rows,
-        )?;
-        gauge(
-            &mut encoder,
-            "server_tokens_per_second",
-            "Rows per second over the recent batches",
-            stats.recent_rows_per_sec,
-        )?;
+        encode_batches(&mut encoder, &server.batch_stats())?;
         gauge(
             &mut encoder,
             "server_sessions",
@@ -96,6 +60,78 @@ impl Collector for ServerCollector {
             server.pushed_steps(),
         )
     }
+}
+
+/// A batcher's metrics alone (a local model served in batches, as
+/// `hypertensor serve` runs it), read through `stats` at each scrape
+/// (`None` once the batcher is gone). The names are a block server's.
+pub struct BatchCollector(Box<dyn Fn() -> Option<BatchStats> + Send + Sync>);
+
+impl std::fmt::Debug for BatchCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BatchCollector")
+    }
+}
+
+impl BatchCollector {
+    /// Reports the counters `stats` returns.
+    pub fn new(stats: impl Fn() -> Option<BatchStats> + Send + Sync + 'static) -> Self {
+        Self(Box::new(stats))
+    }
+}
+
+impl Collector for BatchCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        match (self.0)() {
+            Some(stats) => encode_batches(&mut encoder, &stats),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The batch size histogram, tokens run and recent tokens per second.
+fn encode_batches(
+    encoder: &mut DescriptorEncoder,
+    stats: &BatchStats,
+) -> Result<(), std::fmt::Error> {
+    {
+        let mut cumulative = 0;
+        let buckets: Vec<(f64, u64)> = BATCH_SIZE_BOUNDS
+            .iter()
+            .zip(stats.batch_sizes)
+            .map(|(bound, count)| {
+                cumulative += count;
+                (*bound as f64, cumulative)
+            })
+            .collect();
+        // The last class also holds every larger batch: the +Inf bucket
+        // (the count) is where those belong, so the finite buckets stop
+        // one class early when such batches exist.
+        let finite = if stats.largest_batch > *BATCH_SIZE_BOUNDS.last().unwrap_or(&0) {
+            &buckets[..buckets.len() - 1]
+        } else {
+            &buckets[..]
+        };
+        let mut histogram = encoder.encode_descriptor(
+            "server_batch_rows",
+            "Rows (tokens of all sessions together) per batch the server ran",
+            None,
+            MetricType::Histogram,
+        )?;
+        histogram.encode_histogram::<NoLabelSet>(stats.rows as f64, stats.batches, finite, None)?;
+    }
+    counter(
+        encoder,
+        "server_tokens",
+        "Tokens (rows) the server's blocks ran, all sessions together",
+        stats.rows,
+    )?;
+    gauge(
+        encoder,
+        "server_tokens_per_second",
+        "Rows per second over the recent batches",
+        stats.recent_rows_per_sec,
+    )
 }
 
 /// A swarm client's metrics, read through `stats` at each scrape (`None`

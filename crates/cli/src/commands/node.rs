@@ -176,7 +176,8 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
         Some(Reach::Unchecked) | None => {}
     }
     if let Some(addr) = node.api_addr {
-        println!("OpenAI-compatible API on http://{addr}/v1, dashboard on http://{addr}/");
+        println!("OpenAI-compatible API on http://{addr}/v1");
+        println!("dashboard on http://{addr}/");
     }
     if let Some(addr) = node.metrics_addr {
         println!("metrics on http://{addr}/metrics");

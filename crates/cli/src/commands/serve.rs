@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use hypertensor_api::BatchedBackend;
+use hypertensor_api::{BatchedBackend, Surfaces};
+use hypertensor_inference::metrics::BatchCollector;
 use hypertensor_model::{BatchConfig, LocalModel};
 
 use crate::cli::{ApiLimitArgs, ModelArgs};
@@ -69,6 +70,15 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         config.max_concurrent,
         backend.free_cache_tokens()
     );
-    hypertensor_api::serve(listener, backend, &config, shutdown_signal()).await?;
+    // The batches' sizes and tokens, named as a block server's.
+    let surfaces = Surfaces::default();
+    let batched = Arc::downgrade(&backend);
+    surfaces.metrics.register(|r| {
+        r.sub_registry_with_prefix("inference")
+            .register_collector(Box::new(BatchCollector::new(move || {
+                batched.upgrade().map(|b| b.model().batcher().stats())
+            })))
+    });
+    hypertensor_api::serve_with(listener, backend, &config, surfaces, shutdown_signal()).await?;
     Ok(())
 }

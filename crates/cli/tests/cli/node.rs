@@ -41,8 +41,15 @@ fn two_hosters_and_a_client_serve_the_api_with_the_local_models_tokens() {
         "15",
         "--bootstrap",
         &boot,
+        "--metrics-addr",
+        "127.0.0.1:0",
     ]);
     second.wait_for("serving blocks 15..30");
+    let metrics = second.wait_for("metrics on http://");
+    let metrics = metrics
+        .trim_start_matches("metrics on http://")
+        .trim_end_matches("/metrics")
+        .to_string();
     let client = start(&[
         "--role",
         "client",
@@ -83,6 +90,21 @@ fn two_hosters_and_a_client_serve_the_api_with_the_local_models_tokens() {
         expected.trim_end_matches('\n')
     );
     assert_eq!(v["usage"]["completion_tokens"], 8);
+
+    // The hoster's own metrics saw the tokens; both servers are ready.
+    let (status, text) = crate::http::get(&metrics, "/metrics");
+    assert_eq!(status, 200);
+    let tokens = text
+        .lines()
+        .find_map(|l| l.strip_prefix("inference_server_tokens_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no token counter in {text}"));
+    assert!(tokens >= 8.0, "{text}");
+    assert!(text.contains("p2p_peers "), "{text}");
+    assert_eq!(crate::http::get(&metrics, "/ready").0, 200);
+    assert_eq!(crate::http::get(&addr, "/ready").0, 200);
+    let (_, text) = crate::http::get(&addr, "/metrics");
+    assert!(text.contains("inference_client_sessions_total"), "{text}");
 }
 
 #[test]

@@ -76,6 +76,24 @@ fn serve_with_no_flags_answers_the_official_clients_plainest_call() {
             "--plainest-url".into(),
             format!("http://{addr}/v1"),
         ]));
+    // The dashboard and the operator's endpoints, on the same address.
+    let (status, page) = crate::http::get(&addr, "/");
+    assert_eq!(status, 200);
+    assert!(page.contains("/app.js"), "{page}");
+    assert_eq!(crate::http::get(&addr, "/health").0, 200);
+    assert_eq!(crate::http::get(&addr, "/ready").0, 200);
+    let (status, metrics) = crate::http::get(&addr, "/metrics");
+    assert_eq!(status, 200);
+    let tokens = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("inference_server_tokens_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no token counter in {metrics}"));
+    assert!(tokens > 0.0, "the chat's tokens ran in batches: {metrics}");
+    assert!(
+        metrics.contains("inference_server_batch_rows_count"),
+        "{metrics}"
+    );
     stop(child);
 }
 
