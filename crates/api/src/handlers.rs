@@ -103,7 +103,7 @@ pub(crate) async fn swarm(State(state): State<AppState>) -> Result<Json<Value>> 
     let backend = state.backend.clone();
     tokio::task::spawn_blocking(move || backend.swarm())
         .await
-        .map_err(|e| ApiError::Internal(format!("swarm view failed: {e}")))?
+        .map_err(|e| ApiError::Internal(format!("swarm view failed: {e}")))??
         .map(Json)
         .ok_or_else(|| ApiError::BadRequest {
             message: "this server runs a local model, not a swarm".into(),

@@ -84,10 +84,11 @@ pub trait Backend: Send + Sync + 'static {
         on_text: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<Generation, BackendError>;
     /// A JSON description of the serving swarm (servers, spans, coverage),
-    /// for `GET /v1/swarm`; `None` for a local model. Called on a blocking
-    /// thread, like [`Backend::generate`].
-    fn swarm(&self) -> Option<serde_json::Value> {
-        None
+    /// for `GET /v1/swarm`; `None` for a local model, an error when the
+    /// swarm cannot be read now. Called on a blocking thread, like
+    /// [`Backend::generate`].
+    fn swarm(&self) -> Result<Option<serde_json::Value>, BackendError> {
+        Ok(None)
     }
     /// Whether the blocks run in a swarm (`GET /v1/swarm` describes it)
     /// rather than in this process.

@@ -124,6 +124,11 @@ async fn catch_up(
     verifier: &FinalityVerifier,
     head: &HeaderInfo,
 ) -> std::result::Result<(), Interrupted> {
+    // What the validators say they have finalized: this node's finality
+    // lag and readiness are measured against it until it catches up.
+    shared
+        .finalized_tip
+        .fetch_max(head.header.height, std::sync::atomic::Ordering::Relaxed);
     loop {
         let ours = shared.state().height();
         if head.header.height <= ours {

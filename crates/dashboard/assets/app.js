@@ -50,13 +50,20 @@ async function request(path, options = {}) {
     response = await fetch(path, { headers: { Accept: 'application/json' }, ...options });
   } catch (err) {
     if (err.name === 'AbortError') throw err;
+    if (err.name === 'TimeoutError') {
+      throw new Unreachable(`no answer in ${POLL_TIMEOUT_MS / 1000} s`);
+    }
     throw new Unreachable(err.message);
   }
   if (!response.ok) throw await apiError(response);
   return response;
 }
 
-const getJson = async (path) => (await request(path)).json();
+/** Longest a poll waits for its answer: a hung read must not stop the page. */
+const POLL_TIMEOUT_MS = 10000;
+
+const getJson = async (path) =>
+  (await request(path, { signal: AbortSignal.timeout(POLL_TIMEOUT_MS) })).json();
 
 /** Creates an HTML element; attributes with null/undefined values are skipped. */
 function el(tag, attrs = {}, ...children) {
@@ -209,8 +216,8 @@ async function refreshNetwork() {
     showError('#network-error', null);
   } catch (err) {
     if (err instanceof Unreachable) throw err; // reported in the header
-    if (err instanceof ApiError && err.status === 404) {
-      // Status not loaded yet, or it did not say "local": the 404 says it.
+    if (err instanceof ApiError && (err.status === 404 || err.status === 400)) {
+      // Status not loaded yet: a local model's server has no swarm.
       showError('#network-error', null);
       renderLocal(state.status?.blocks ?? 0);
       return;

@@ -85,13 +85,12 @@ impl Backend for SwarmBackend {
         true
     }
 
-    fn swarm(&self) -> Option<serde_json::Value> {
+    fn swarm(&self) -> Result<Option<serde_json::Value>, BackendError> {
         match self.client.handle().block_on(self.client.swarm_json()) {
-            Ok(view) => Some(view),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the swarm");
-                None
-            }
+            Ok(view) => Ok(Some(view)),
+            Err(e) => Err(BackendError::Unavailable(format!(
+                "cannot read the swarm now: {e}"
+            ))),
         }
     }
 }

@@ -134,6 +134,9 @@ pub struct ClientStats {
     pub failures: u64,
     /// Bans given for faults.
     pub bans: u64,
+    /// Hops of a running sequence moved to another server after theirs
+    /// failed (the sequence went on with the same tokens).
+    pub failovers: u64,
     /// Sequences handed to the spot checker (drawn, and fit to check);
     /// each ends as one of `checks` or `checks_skipped`.
     pub checks_started: u64,
@@ -536,10 +539,12 @@ impl SwarmClient {
     }
 
     /// A JSON view of the swarm: servers, spans, throughput, coverage.
+    /// Servers this client banned are listed (state `banned`) but cover
+    /// nothing: routes never use them.
     pub async fn swarm_json(&self) -> Result<serde_json::Value> {
         let servers = self.servers(0).await?;
         let mut coverage = vec![0usize; self.model.n_blocks];
-        for (_, info) in &servers {
+        for (_, info) in servers.iter().filter(|(peer, _)| !self.is_banned(peer)) {
             for c in &mut coverage[info.start as usize..info.end as usize] {
                 *c += 1;
             }
@@ -985,6 +990,7 @@ impl SwarmSession<'_> {
         self.report_bad(i);
         let last = error.to_string();
         *failures += 1;
+        self.client.lock().stats.failovers += 1;
         self.on_error(peer, error);
         if *failures > self.client.config.max_failures {
             return Err(InferenceError::GaveUp {

@@ -95,30 +95,26 @@ fn encode_batches(
     stats: &BatchStats,
 ) -> Result<(), std::fmt::Error> {
     {
-        let mut cumulative = 0;
+        // The encoder sums the classes into cumulative buckets itself:
+        // hand it each class's own count, the larger batches as +Inf.
         let buckets: Vec<(f64, u64)> = BATCH_SIZE_BOUNDS
             .iter()
+            .map(|bound| *bound as f64)
+            .chain(std::iter::once(f64::INFINITY))
             .zip(stats.batch_sizes)
-            .map(|(bound, count)| {
-                cumulative += count;
-                (*bound as f64, cumulative)
-            })
             .collect();
-        // The last class also holds every larger batch: the +Inf bucket
-        // (the count) is where those belong, so the finite buckets stop
-        // one class early when such batches exist.
-        let finite = if stats.largest_batch > *BATCH_SIZE_BOUNDS.last().unwrap_or(&0) {
-            &buckets[..buckets.len() - 1]
-        } else {
-            &buckets[..]
-        };
         let mut histogram = encoder.encode_descriptor(
             "server_batch_rows",
             "Rows (tokens of all sessions together) per batch the server ran",
             None,
             MetricType::Histogram,
         )?;
-        histogram.encode_histogram::<NoLabelSet>(stats.rows as f64, stats.batches, finite, None)?;
+        histogram.encode_histogram::<NoLabelSet>(
+            stats.rows as f64,
+            stats.batches,
+            &buckets,
+            None,
+        )?;
     }
     counter(
         encoder,
@@ -126,13 +122,19 @@ fn encode_batches(
         "Tokens (rows) the server's blocks ran, all sessions together",
         stats.rows,
     )?;
+    // The recent rate only moves when a batch runs: an idle server
+    // reports 0, not its last busy rate.
+    let idle = stats.last_batch.is_none_or(|at| at.elapsed() > IDLE_AFTER);
     gauge(
         encoder,
         "server_tokens_per_second",
-        "Rows per second over the recent batches",
-        stats.recent_rows_per_sec,
+        "Rows per second over the recent batches (0 when idle)",
+        if idle { 0.0 } else { stats.recent_rows_per_sec },
     )
 }
+
+/// A server that ran no batch for this long reports no throughput.
+const IDLE_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A swarm client's metrics, read through `stats` at each scrape (`None`
 /// once the client is gone).
@@ -168,9 +170,14 @@ impl Collector for ClientCollector {
                 s.refusals,
             ),
             (
-                "client_failovers",
-                "Servers that failed during a session or could not be reached; the client routed around each",
+                "client_server_failures",
+                "Servers that failed during a session or could not be reached",
                 s.failures,
+            ),
+            (
+                "client_failovers",
+                "Hops of a running sequence moved to another server after theirs failed",
+                s.failovers,
             ),
             ("client_bans", "Bans the client gave for faults", s.bans),
             (
@@ -219,4 +226,45 @@ fn gauge(
 ) -> Result<(), std::fmt::Error> {
     let metric = ConstGauge::new(value);
     metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+
+    #[test]
+    fn batch_sizes_encode_as_a_valid_cumulative_histogram() {
+        let mut stats = BatchStats::default();
+        // Two batches of 1 row, three of 2, one of 3 (class <= 4), one of 600.
+        stats.batch_sizes[0] = 2;
+        stats.batch_sizes[1] = 3;
+        stats.batch_sizes[2] = 1;
+        stats.batch_sizes[BATCH_SIZE_BOUNDS.len()] = 1;
+        stats.batches = 7;
+        stats.rows = 2 + 6 + 3 + 600;
+        let mut registry = Registry::default();
+        registry
+            .sub_registry_with_prefix("inference")
+            .register_collector(Box::new(BatchCollector::new(move || Some(stats))));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "inference_server_batch_rows_sum 611.0",
+            "inference_server_batch_rows_count 7",
+            r#"inference_server_batch_rows_bucket{le="1.0"} 2"#,
+            r#"inference_server_batch_rows_bucket{le="2.0"} 5"#,
+            r#"inference_server_batch_rows_bucket{le="4.0"} 6"#,
+            r#"inference_server_batch_rows_bucket{le="512.0"} 6"#,
+            r#"inference_server_batch_rows_bucket{le="+Inf"} 7"#,
+            "inference_server_tokens_total 611",
+            "inference_server_tokens_per_second 0.0",
+        ] {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "no {line:?} in\n{text}"
+            );
+        }
+    }
 }

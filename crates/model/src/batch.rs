@@ -102,9 +102,10 @@ pub struct BatchStats {
     /// Rows in the largest batch so far.
     pub largest_batch: usize,
     /// Batches by size: `batch_sizes[i]` counts the batches of more than
-    /// `BATCH_SIZE_BOUNDS[i - 1]` and at most `BATCH_SIZE_BOUNDS[i]` rows
-    /// (the last counts every larger batch too), for a histogram.
-    pub batch_sizes: [u64; BATCH_SIZE_BOUNDS.len()],
+    /// `BATCH_SIZE_BOUNDS[i - 1]` and at most `BATCH_SIZE_BOUNDS[i]` rows;
+    /// the last slot counts the batches larger than every bound. For a
+    /// histogram.
+    pub batch_sizes: [u64; BATCH_SIZE_BOUNDS.len() + 1],
     /// Steps per second one sequence sees under the current load: the
     /// inverse of the recent mean batch time (zero before any batch).
     pub recent_steps_per_sec: f64,
@@ -540,7 +541,7 @@ impl Worker {
         let class = BATCH_SIZE_BOUNDS
             .iter()
             .position(|bound| rows <= *bound)
-            .unwrap_or(BATCH_SIZE_BOUNDS.len() - 1);
+            .unwrap_or(BATCH_SIZE_BOUNDS.len());
         s.batch_sizes[class] += 1;
         s.last_batch = Some(Instant::now());
         let (step_rate, row_rate) = (1.0 / secs, rows as f64 / secs);

@@ -593,7 +593,10 @@ fn readiness(
                 }
             }
             if let Some(swarm) = swarm {
-                let view = swarm.swarm_json().await.map_err(|e| e.to_string())?;
+                let view = tokio::time::timeout(READY_SWARM_TIMEOUT, swarm.swarm_json())
+                    .await
+                    .map_err(|_| "the swarm could not be read in time".to_string())?
+                    .map_err(|e| e.to_string())?;
                 if view["complete"] != serde_json::Value::Bool(true) {
                     return Err("no server covers some of the model's blocks".to_string());
                 }
@@ -605,6 +608,8 @@ fn readiness(
 
 /// Longest `/ready` waits for the chain to answer.
 const READY_CHAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest `/ready` waits for the swarm's announcements.
+const READY_SWARM_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Connects to the chain and reads what the DHT's validators need.
 async fn connect_chain(url: &str) -> NodeResult<ChainParts> {

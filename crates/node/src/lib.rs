@@ -45,7 +45,10 @@ pub use epoch_loop::{
 };
 pub use error::{NodeError, NodeResult};
 pub use heads::HeadFollower;
-pub use overview::{ChainOverview, ConsensusMetrics, OVERVIEW_EPOCHS, watch_settlements};
+pub use overview::{
+    ChainOverview, ConsensusMetrics, OVERVIEW_EPOCHS, OVERVIEW_TIMEOUT, OVERVIEW_TTL,
+    watch_settlements,
+};
 pub use reach::{
     REACH_CHECK, REACHABILITY_WAIT, RELAY_WAIT, Reach, keep_reachable, make_reachable,
 };

@@ -6,11 +6,13 @@
 //!
 //! A settled epoch never changes, so its report is read once (consensus
 //! data and the settlement block's events) and kept; each overview reads
-//! only the head, the epoch and the nodes afresh.
+//! the head, the epoch, the subnet, its elected validator, its nodes and
+//! their owners' balances afresh, at most once a second whatever the
+//! number of dashboards open.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use hypertensor_api::ChainView;
@@ -104,13 +106,22 @@ async fn settled_epoch(
 }
 
 /// The dashboard's chain view of one subnet, over a chain connection.
-/// Clones share the cache of settled epochs.
+/// Clones share the cache of settled epochs and the last overview: any
+/// number of open dashboards cost the chain one read per
+/// [`OVERVIEW_TTL`].
 #[derive(Clone)]
 pub struct ChainOverview {
     chain: Arc<ChainConnection>,
     subnet: SubnetId,
     settled: Arc<Mutex<BTreeMap<u64, SettledEpoch>>>,
+    last: Arc<tokio::sync::Mutex<Option<(Instant, Value)>>>,
 }
+
+/// How long one read of the overview serves every request.
+pub const OVERVIEW_TTL: Duration = Duration::from_secs(1);
+/// Longest one read of the overview may take before the request is
+/// answered with an error.
+pub const OVERVIEW_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl ChainOverview {
     /// The overview of `subnet` read through `chain`.
@@ -119,17 +130,36 @@ impl ChainOverview {
             chain,
             subnet,
             settled: Arc::new(Mutex::new(BTreeMap::new())),
+            last: Arc::new(tokio::sync::Mutex::new(None)),
         }
     }
 
-    /// Reads the overview (the JSON shape is in `docs/dashboard.md`).
-    pub async fn read(&self) -> hypertensor_chain_client::Result<Value> {
-        let chain = self.chain.client().await;
-        let result = self.read_with(&chain).await;
-        if result.is_err() {
-            self.chain.reconnect(&chain).await;
+    /// The overview (the JSON shape is in `docs/dashboard.md`): read at
+    /// most once per [`OVERVIEW_TTL`] (requests arriving during a read
+    /// wait for it), within [`OVERVIEW_TIMEOUT`]. A closed connection is
+    /// reconnected in the background; the request gets the error at once.
+    pub async fn read(&self) -> Result<Value, String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, overview)) = last.as_ref()
+            && at.elapsed() < OVERVIEW_TTL
+        {
+            return Ok(overview.clone());
         }
-        result
+        let chain = self.chain.client().await;
+        let read = tokio::time::timeout(OVERVIEW_TIMEOUT, self.read_with(&chain)).await;
+        match read {
+            Ok(Ok(overview)) => {
+                *last = Some((Instant::now(), overview.clone()));
+                Ok(overview)
+            }
+            Ok(Err(e)) => {
+                if matches!(e, hypertensor_chain_client::Error::Closed) {
+                    self.chain.reconnect_in_background(chain);
+                }
+                Err(e.to_string())
+            }
+            Err(_) => Err(format!("the chain did not answer in {OVERVIEW_TIMEOUT:?}")),
+        }
     }
 
     async fn read_with(&self, chain: &ChainClient) -> hypertensor_chain_client::Result<Value> {
@@ -140,9 +170,12 @@ impl ChainOverview {
             .elected_validator(self.subnet, Some(info.epoch))
             .await?
             .map(|node| node.id);
+        let on_chain = chain.subnet_nodes(self.subnet).await?;
+        let accounts =
+            futures::future::join_all(on_chain.iter().map(|n| chain.account(&n.owner))).await;
         let mut nodes = Vec::new();
-        for node in chain.subnet_nodes(self.subnet).await? {
-            let balance = chain.account(&node.owner).await?.free;
+        for (node, account) in on_chain.iter().zip(accounts) {
+            let balance = account?.free;
             nodes.push(json!({
                 "id": node.id,
                 "peer_id": node.peer_id.to_string(),
@@ -220,7 +253,7 @@ fn epoch_json(e: &SettledEpoch) -> Value {
 impl ChainView for ChainOverview {
     fn overview(&self) -> BoxFuture<'static, Result<Value, String>> {
         let this = self.clone();
-        Box::pin(async move { this.read().await.map_err(|e| e.to_string()) })
+        Box::pin(async move { this.read().await })
     }
 }
 
@@ -307,32 +340,32 @@ pub async fn watch_settlements(
     metrics: ConsensusMetrics,
     poll: Duration,
 ) {
-    let mut last: Option<u64> = None;
+    // The next epoch to count: none before this node started watching.
+    let mut next: Option<u64> = None;
     loop {
         tokio::time::sleep(poll).await;
         let client = chain.client().await;
         let read = async {
             let info = client.epoch_info().await?;
             let Some(settled) = info.epoch.checked_sub(1) else {
-                return Ok(None);
+                return Ok(());
             };
-            if last.is_some_and(|l| l >= settled) {
-                return Ok(None);
-            }
-            let epoch = settled_epoch(&client, subnet, settled, info.epoch_length).await?;
-            Ok::<_, hypertensor_chain_client::Error>(Some(epoch))
-        };
-        match read.await {
-            Ok(Some(epoch)) => {
-                last = Some(epoch.epoch);
-                if epoch.elected.is_some() {
-                    metrics.settled(&epoch);
+            let from = *next.get_or_insert(settled);
+            // Every epoch settled since the last count, in order, even
+            // those that settled while the chain did not answer.
+            for epoch in from..=settled {
+                let report = settled_epoch(&client, subnet, epoch, info.epoch_length).await?;
+                if report.elected.is_some() {
+                    metrics.settled(&report);
                 }
+                next = Some(epoch + 1);
             }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot read the last settlement");
-                chain.reconnect(&client).await;
+            Ok::<_, hypertensor_chain_client::Error>(())
+        };
+        if let Err(e) = read.await {
+            tracing::debug!(error = %e, "cannot read the last settlements");
+            if matches!(e, hypertensor_chain_client::Error::Closed) {
+                chain.reconnect_in_background(client);
             }
         }
     }

@@ -33,6 +33,23 @@ fn two_hosters_and_a_client_serve_the_api_with_the_local_models_tokens() {
         .trim()
         .to_string();
     first.wait_for("serving blocks 0..15");
+    // A gateway with half the model covered is up but not ready.
+    let client = start(&[
+        "--role",
+        "client",
+        "--bootstrap",
+        &boot,
+        "--api",
+        "127.0.0.1:0",
+    ]);
+    let api = client.wait_for("OpenAI-compatible API on http://");
+    let addr = api
+        .trim_start_matches("OpenAI-compatible API on http://")
+        .trim_end_matches("/v1")
+        .to_string();
+    let (status, reason) = crate::http::get(&addr, "/ready");
+    assert_eq!(status, 503, "{reason}");
+    assert!(reason.contains("no server covers"), "{reason}");
     // Without --blocks the second hoster takes the uncovered half.
     let second = start(&[
         "--role",
@@ -49,19 +66,6 @@ fn two_hosters_and_a_client_serve_the_api_with_the_local_models_tokens() {
     let metrics = metrics
         .trim_start_matches("metrics on http://")
         .trim_end_matches("/metrics")
-        .to_string();
-    let client = start(&[
-        "--role",
-        "client",
-        "--bootstrap",
-        &boot,
-        "--api",
-        "127.0.0.1:0",
-    ]);
-    let api = client.wait_for("OpenAI-compatible API on http://");
-    let addr = api
-        .trim_start_matches("OpenAI-compatible API on http://")
-        .trim_end_matches("/v1")
         .to_string();
 
     let local = Command::new(env!("CARGO_BIN_EXE_hypertensor"))
@@ -102,6 +106,7 @@ fn two_hosters_and_a_client_serve_the_api_with_the_local_models_tokens() {
     assert!(tokens >= 8.0, "{text}");
     assert!(text.contains("p2p_peers "), "{text}");
     assert_eq!(crate::http::get(&metrics, "/ready").0, 200);
+    // The whole model is covered now: the gateway is ready.
     assert_eq!(crate::http::get(&addr, "/ready").0, 200);
     let (_, text) = crate::http::get(&addr, "/metrics");
     assert!(text.contains("inference_client_sessions_total"), "{text}");

@@ -196,6 +196,22 @@ fn the_dashboard_and_metrics_show_a_running_devnet() {
             "epoch {} plotted",
             report.epoch
         );
+        // A bar for every node the epoch paid.
+        for paid in report.nodes.iter().filter(|n| n.reward > 0) {
+            let bars = page
+                .eval(&format!(
+                    "document.querySelectorAll('#reward-chart [data-epoch=\"{}\"][data-node=\"{}\"]').length",
+                    report.epoch, paid.node
+                ))
+                .unwrap();
+            assert_eq!(
+                bars,
+                serde_json::json!(1),
+                "epoch {} paid node {}",
+                report.epoch,
+                paid.node
+            );
+        }
         let outcome = page
             .eval(&format!(
                 "document.querySelector('#epochs tr[data-epoch=\"{}\"]')?.textContent",
