@@ -13,6 +13,10 @@ use crate::gguf::GgufFile;
 use crate::kernels::{Precision, QMatrix, VectorKernels};
 use crate::layers::{RmsNorm, RopeTable, gated, load_vector};
 
+mod train;
+
+pub(crate) use train::BlockTape;
+
 /// Keys and values of every position a block has seen, for one sequence.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {

@@ -71,6 +71,50 @@ impl RmsNorm {
         }
     }
 
+    /// Normalizes each row of `x` into `out`, returning each row's
+    /// `1 / rms` for [`RmsNorm::backward`] (the same arithmetic as
+    /// [`RmsNorm::forward`]).
+    pub(crate) fn forward_keeping(&self, x: &[f32], out: &mut [f32]) -> Vec<f32> {
+        let w = self.weight.len();
+        let mut scales = Vec::with_capacity(x.len() / w);
+        for (xr, or) in x.chunks_exact(w).zip(out.chunks_exact_mut(w)) {
+            let ms = xr.iter().map(|v| v * v).sum::<f32>() / w as f32;
+            let scale = 1.0 / (ms + self.eps).sqrt();
+            for ((o, v), g) in or.iter_mut().zip(xr).zip(&self.weight) {
+                *o = *v * scale * g;
+            }
+            scales.push(scale);
+        }
+        scales
+    }
+
+    /// Adds to `dx` the gradient with respect to the norm's input `x`
+    /// (rows of the gain's width) of a loss whose gradient with respect
+    /// to the output is `dy`; `scales` are what
+    /// [`RmsNorm::forward_keeping`] returned for `x`. With
+    /// `y_i = x_i s g_i`, `s = (mean(x^2) + eps)^(-1/2)`:
+    /// `dx_i = s g_i dy_i - x_i s^3 / w * sum_j dy_j g_j x_j`.
+    pub(crate) fn backward(&self, x: &[f32], scales: &[f32], dy: &[f32], dx: &mut [f32]) {
+        let w = self.weight.len();
+        for (((xr, dyr), dxr), s) in x
+            .chunks_exact(w)
+            .zip(dy.chunks_exact(w))
+            .zip(dx.chunks_exact_mut(w))
+            .zip(scales)
+        {
+            let dot: f32 = xr
+                .iter()
+                .zip(dyr)
+                .zip(&self.weight)
+                .map(|((x, d), g)| x * d * g)
+                .sum();
+            let k = s * s * s * dot / w as f32;
+            for (((o, x), d), g) in dxr.iter_mut().zip(xr).zip(dyr).zip(&self.weight) {
+                *o += s * g * d - x * k;
+            }
+        }
+    }
+
     /// Normalizes each row of `x` into `out`.
     pub(crate) fn forward(&self, x: &[f32], out: &mut [f32]) {
         let w = self.weight.len();
@@ -155,6 +199,36 @@ impl RopeTable {
         self.sin.extend_from_slice(&other.sin);
     }
 
+    /// Rotates every head of every row of `x` back (the inverse of
+    /// [`RopeTable::apply`], which is also its transpose: the gradient
+    /// through a rotation is the opposite rotation).
+    pub(crate) fn apply_inverse(&self, x: &mut [f32], row_width: usize) {
+        let head_dim = self.half * 2;
+        for (t, row) in x.chunks_exact_mut(row_width).enumerate() {
+            let cos = &self.cos[t * self.half..(t + 1) * self.half];
+            let sin = &self.sin[t * self.half..(t + 1) * self.half];
+            for head in row.chunks_exact_mut(head_dim) {
+                match self.layout {
+                    RopeLayout::Adjacent => {
+                        for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+                            let (a, b) = (pair[0], pair[1]);
+                            pair[0] = a * cos[i] + b * sin[i];
+                            pair[1] = b * cos[i] - a * sin[i];
+                        }
+                    }
+                    RopeLayout::Halves => {
+                        let (first, second) = head.split_at_mut(self.half);
+                        for (i, (a, b)) in first.iter_mut().zip(second).enumerate() {
+                            let (x, y) = (*a, *b);
+                            *a = x * cos[i] + y * sin[i];
+                            *b = y * cos[i] - x * sin[i];
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Rotates every head of every row of `x` (rows of `n_heads * head_dim`).
     pub(crate) fn apply(&self, x: &mut [f32], row_width: usize) {
         let head_dim = self.half * 2;
@@ -207,6 +281,40 @@ pub(crate) fn gated(activation: Activation, gate: &mut [f32], up: &[f32]) {
             }
         }
     }
+}
+
+/// The gradients through `act(gate) * up` with respect to `gate` (before
+/// the activation) and `up`, given the gradient `d` with respect to the
+/// product: `(d * up * act'(gate), d * act(gate))`, with the forward's
+/// formulas.
+pub(crate) fn gated_backward(
+    activation: Activation,
+    gate: &[f32],
+    up: &[f32],
+    d: &[f32],
+) -> (Vec<f32>, Vec<f32>) {
+    let mut d_gate = Vec::with_capacity(gate.len());
+    let mut d_up = Vec::with_capacity(gate.len());
+    for ((&x, &u), &d) in gate.iter().zip(up).zip(d) {
+        let (act, slope) = match activation {
+            Activation::Silu => {
+                let s = 1.0 / (1.0 + (-x).exp());
+                (x * s, s * (1.0 + x * (1.0 - s)))
+            }
+            Activation::GeluTanh => {
+                const SQRT_2_OVER_PI: f32 = 0.797_884_6;
+                let y = SQRT_2_OVER_PI * x * (1.0 + 0.044_715 * x * x);
+                // 1 + tanh(y) = 2 s with s = 1 / (1 + exp(-2y)).
+                let s = 1.0 / (1.0 + (-2.0 * y).exp());
+                let tanh = 2.0 * s - 1.0;
+                let dy_dx = SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044_715 * x * x);
+                (x * s, s + 0.5 * x * (1.0 - tanh * tanh) * dy_dx)
+            }
+        };
+        d_gate.push(d * u * slope);
+        d_up.push(d * act);
+    }
+    (d_gate, d_up)
 }
 
 #[cfg(test)]

@@ -51,5 +51,5 @@ pub use hidden::HiddenStates;
 pub use kernels::{Precision, WeightFormat};
 pub use model::{BatchedModel, BatchedSession, LanguageModel, LocalModel, LocalSession};
 pub use sampling::{Sampler, SamplingParams};
-pub use span::{BlockSpan, SpanCache};
+pub use span::{BlockSpan, SpanCache, SpanGradients, SpanTape};
 pub use tokenizer::{ChatMessage, ChatTemplate, Tokenizer};

@@ -15,7 +15,18 @@ use crate::kernels::Precision;
 use crate::layers::{Rope, RopeTable, load_vector};
 
 /// GGUF name of Llama 3's RoPE frequency factors.
+mod train;
+
+pub use train::{SpanGradients, SpanTape};
+
 const ROPE_FREQS_TENSOR: &str = "rope_freqs.weight";
+
+/// Adds `prefix` (whole rows) to the first rows of `x`.
+fn add_prefix(x: &mut [f32], prefix: &[f32]) {
+    for (a, b) in x.iter_mut().zip(prefix) {
+        *a += b;
+    }
+}
 
 /// Blocks `start..end` of a model.
 #[derive(Debug, Clone)]

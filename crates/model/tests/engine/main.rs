@@ -9,6 +9,7 @@ mod raw_gguf;
 mod reference;
 
 mod each_block;
+mod gradients;
 mod spans;
 mod synthetic;
 

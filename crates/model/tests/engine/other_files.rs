@@ -183,7 +183,7 @@ fn requantized_default_model_files_agree_with_llama_cpp() {
 }
 
 /// Gemma 3 270M (Q4_K_M), fetched once per test binary.
-fn gemma_path() -> PathBuf {
+pub(crate) fn gemma_path() -> PathBuf {
     if let Some(path) = std::env::var_os("HYPERTENSOR_GEMMA_MODEL") {
         return PathBuf::from(path);
     }
