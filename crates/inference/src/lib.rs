@@ -37,6 +37,7 @@ mod node;
 pub mod routing;
 mod server;
 pub mod spot_check;
+pub mod train;
 pub mod wire;
 
 pub use announce::{ServerInfo, ServerState, announce_schema, block_key};

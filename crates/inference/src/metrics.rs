@@ -58,6 +58,32 @@ impl Collector for ServerCollector {
             "server_pushed_steps",
             "Steps pushed here by the previous server of a route",
             server.pushed_steps(),
+        )?;
+        // Training is counted apart from inference.
+        let ([forward, backward, refused], rows) = server.training_counts();
+        counter(
+            &mut encoder,
+            "server_train_forward_requests",
+            "Training forward requests answered",
+            forward,
+        )?;
+        counter(
+            &mut encoder,
+            "server_train_backward_requests",
+            "Training backward requests answered (each recomputes its forward)",
+            backward,
+        )?;
+        counter(
+            &mut encoder,
+            "server_train_refusals",
+            "Training requests refused (limits, another span, the challenge, busy)",
+            refused,
+        )?;
+        counter(
+            &mut encoder,
+            "server_train_tokens",
+            "Rows (tokens) of the training requests answered",
+            rows,
         )
     }
 }

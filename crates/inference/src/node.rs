@@ -97,7 +97,11 @@ pub fn p2p_config(
         per_second: PUBLIC_CLIENT_RATE,
     };
     config.rpc_handler = Some(Arc::new(InferenceRpc { evidence: None }));
-    config.session_methods = vec![SESSION_METHOD.to_string(), PUSH_METHOD.to_string()];
+    config.session_methods = vec![
+        SESSION_METHOD.to_string(),
+        PUSH_METHOD.to_string(),
+        crate::train::TRAIN_METHOD.to_string(),
+    ];
     config.writes_per_epoch = 4096;
     config
 }

@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 
 use crate::announce::{ANNOUNCE_MAX_TTL, ServerInfo, ServerState, block_key};
 use crate::error::Result;
+use crate::train::{TRAIN_METHOD, TrainKind, TrainLimits, TrainRequest, encode_train_reply};
 use crate::wire::{
     Dtype, Forward, OpenRequest, PUSH_METHOD, PushToken, Refusal, SESSION_METHOD, Signed, Step,
     encode_open_reply, encode_pushed_reply, encode_step_reply,
@@ -39,6 +40,8 @@ pub struct ServerConfig {
     /// Honest serving (`None`), or a deliberate corruption of what is
     /// served, for tests of verified serving.
     pub fault: Option<ServingFault>,
+    /// Bounds on training requests (see [`crate::train`]).
+    pub train: TrainLimits,
 }
 
 /// A deliberate fault in what a server serves, for tests and benchmarks
@@ -117,6 +120,7 @@ impl ServerConfig {
             throughput: None,
             batch: BatchConfig::default(),
             fault: None,
+            train: TrainLimits::default(),
         }
     }
 }
@@ -186,7 +190,17 @@ pub struct BlockServer {
     pushed_steps: std::sync::atomic::AtomicU64,
     /// Sessions opened so far (draws of a [`ServingFault`]).
     faulty_sessions: std::sync::atomic::AtomicU64,
+    /// One training request computes at a time (its activations are what
+    /// [`TrainLimits::memory_bytes`] bounds).
+    training: tokio::sync::Semaphore,
+    /// Training requests answered, forward and backward, and refused.
+    train_counts: [std::sync::atomic::AtomicU64; 3],
+    /// Rows (tokens) of the training requests answered.
+    train_rows: std::sync::atomic::AtomicU64,
 }
+
+/// Longest a training request waits for the one before it to finish.
+const TRAIN_WAIT: Duration = Duration::from_secs(30);
 
 /// Pushed frames a session buffers before its pusher waits.
 const PUSH_QUEUE: usize = 8;
@@ -273,6 +287,9 @@ impl BlockServer {
             pushes: Mutex::new(HashMap::new()),
             pushed_steps: std::sync::atomic::AtomicU64::new(0),
             faulty_sessions: std::sync::atomic::AtomicU64::new(0),
+            training: tokio::sync::Semaphore::new(1),
+            train_counts: Default::default(),
+            train_rows: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -338,6 +355,106 @@ impl BlockServer {
     /// Sessions open now.
     pub fn active_sessions(&self) -> usize {
         *self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Training requests answered (forward, backward) and refused, and
+    /// the rows the answered ones held, since start.
+    pub fn training_counts(&self) -> ([u64; 3], u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            [
+                self.train_counts[0].load(Relaxed),
+                self.train_counts[1].load(Relaxed),
+                self.train_counts[2].load(Relaxed),
+            ],
+            self.train_rows.load(Relaxed),
+        )
+    }
+
+    /// Answers one training request (see [`crate::train`]) and closes the
+    /// session.
+    async fn serve_training(self: Arc<Self>, body: Vec<u8>, mut session: RpcSession) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let peer = session.peer();
+        let reply = match self.clone().train(body).await {
+            Ok((kind, rows, vectors)) => {
+                let i = usize::from(kind == TrainKind::Backward);
+                self.train_counts[i].fetch_add(1, Relaxed);
+                self.train_rows.fetch_add(rows as u64, Relaxed);
+                encode_train_reply(Ok(&vectors))
+            }
+            Err(reason) => {
+                tracing::info!(%peer, %reason, "training request refused");
+                self.train_counts[2].fetch_add(1, Relaxed);
+                encode_train_reply(Err(&reason))
+            }
+        };
+        let _ = session.send(&reply).await;
+        let _ = session.close().await;
+    }
+
+    /// Checks a training request against this span, its limits and the
+    /// consensus challenge, then computes it on a blocking thread, one
+    /// request at a time. Returns its kind, rows and answer, or why not.
+    async fn train(
+        self: Arc<Self>,
+        body: Vec<u8>,
+    ) -> std::result::Result<(TrainKind, usize, Vec<Vec<f32>>), String> {
+        let h = self.span.config().hidden_size;
+        let range = self.span.range();
+        let limits = &self.config.train;
+        let request =
+            TrainRequest::decode(&body, h, range.len(), limits).map_err(|e| e.to_string())?;
+        if request.model != self.config.model {
+            return Err(format!(
+                "this server serves `{}`, not `{}`",
+                self.config.model, request.model
+            ));
+        }
+        if (request.start as usize, request.end as usize) != (range.start, range.end) {
+            return Err(format!(
+                "this server serves blocks {}..{}, not {}..{}",
+                range.start, range.end, request.start, request.end
+            ));
+        }
+        let longest = request
+            .inputs
+            .iter()
+            .map(|v| v.len() / h)
+            .max()
+            .unwrap_or(0);
+        let need = self.span.tape_len(longest) * std::mem::size_of::<f32>();
+        if need > limits.memory_bytes {
+            return Err(format!(
+                "a sequence of {longest} positions needs {} MiB of activations; this server allows {} MiB",
+                need >> 20,
+                limits.memory_bytes >> 20
+            ));
+        }
+        if let Some(challenge) = self.challenge_input() {
+            for input in &request.inputs {
+                let mut first = input[..h].to_vec();
+                if let Some(prompt) = request.prompts.first() {
+                    first.iter_mut().zip(prompt).for_each(|(a, b)| *a += b);
+                }
+                if is_challenge_input(0, &first, h, &challenge) {
+                    return Err(CHALLENGE_REFUSAL.to_string());
+                }
+            }
+        }
+        let _permit = tokio::time::timeout(TRAIN_WAIT, self.training.acquire())
+            .await
+            .map_err(|_| {
+                "busy with other training requests; retry or ask another server".to_string()
+            })?
+            .map_err(|_| "the server is stopping".to_string())?;
+        let span = self.span.clone();
+        let rows = request.inputs.iter().map(|v| v.len() / h).sum();
+        let kind = request.kind;
+        let vectors = tokio::task::spawn_blocking(move || run_training(&span, request))
+            .await
+            .map_err(|e| format!("the training task failed: {e}"))??;
+        Ok((kind, rows, vectors))
     }
 
     /// Bytes of KV cache reserved by open sessions, and the budget's
@@ -412,6 +529,9 @@ impl BlockServer {
                     }
                     Some(Event::InboundSession { method, body, session }) if method == PUSH_METHOD => {
                         sessions.spawn(self.clone().accept_pushes(body, session));
+                    }
+                    Some(Event::InboundSession { method, body, session }) if method == TRAIN_METHOD => {
+                        sessions.spawn(self.clone().serve_training(body, session));
                     }
                     Some(Event::InboundSession { method, session, .. }) => {
                         tracing::debug!(%method, peer = %session.peer(), "session for an unknown method closed");
@@ -870,6 +990,47 @@ async fn push_onward(
         tracing::debug!(peer = %o.peer, error = %e, "push failed");
         onward.take();
     }
+}
+
+/// Runs a checked training request: each sequence forward (and back, for
+/// a backward; the forward is recomputed). A backward's answer is every
+/// sequence's input gradient, then every block's prompt gradient summed
+/// over the sequences.
+fn run_training(
+    span: &BlockSpan,
+    request: TrainRequest,
+) -> std::result::Result<Vec<Vec<f32>>, String> {
+    let h = span.config().hidden_size;
+    let hidden = |v: Vec<f32>| HiddenStates::new(h, v).map_err(|e| e.to_string());
+    let mut out = Vec::with_capacity(request.inputs.len() + request.prompts.len());
+    match request.kind {
+        TrainKind::Forward => {
+            for input in request.inputs {
+                let (output, _) = span
+                    .forward_train(&hidden(input)?, &request.prompts)
+                    .map_err(|e| e.to_string())?;
+                out.push(output.into_vec());
+            }
+        }
+        TrainKind::Backward => {
+            let mut prompts: Vec<Vec<f32>> =
+                request.prompts.iter().map(|p| vec![0.0; p.len()]).collect();
+            for (input, grad) in request.inputs.into_iter().zip(request.grad_outputs) {
+                let (_, tape) = span
+                    .forward_train(&hidden(input)?, &request.prompts)
+                    .map_err(|e| e.to_string())?;
+                let grads = span
+                    .backward(&tape, &hidden(grad)?)
+                    .map_err(|e| e.to_string())?;
+                for (sum, g) in prompts.iter_mut().zip(&grads.prompts) {
+                    sum.iter_mut().zip(g).for_each(|(a, b)| *a += b);
+                }
+                out.push(grads.input.into_vec());
+            }
+            out.extend(prompts);
+        }
+    }
+    Ok(out)
 }
 
 /// The reason sent back for a step whose input is the consensus challenge.

@@ -9,6 +9,7 @@ mod harness;
 mod openai_python;
 #[path = "../../../api/tests/api/python_env.rs"]
 mod python_env;
+mod training;
 mod verified;
 
 use std::sync::Arc;

@@ -45,6 +45,17 @@ pub struct SpanGradients {
 }
 
 impl BlockSpan {
+    /// Floats a [`SpanTape`] of a sequence of `positions` positions holds
+    /// (an upper bound): what training one sequence through this span
+    /// keeps in memory between its forward and backward passes.
+    pub fn tape_len(&self, positions: usize) -> usize {
+        let c = self.config();
+        let per_block = positions
+            * (4 * c.hidden_size + 3 * c.q_dim() + 3 * c.kv_dim() + 2 * c.intermediate_size + 6)
+            + c.n_heads * positions * (positions + 1) / 2;
+        per_block * self.range().len()
+    }
+
     /// Runs one sequence `input` (positions `0..n`) through every block in
     /// f32, keeping what [`BlockSpan::backward`] needs. With `prompts`
     /// (one entry per block of the span, each `p * hidden` values, the

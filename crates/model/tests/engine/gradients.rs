@@ -80,6 +80,12 @@ fn check(span: &BlockSpan, n: usize, prompt_rows: usize, seed: u64) -> f64 {
     let r = values.take(n * h);
     let input = HiddenStates::new(h, x.clone()).unwrap();
     let (_, tape) = span.forward_train(&input, &prompts).unwrap();
+    let bound = span.tape_len(n);
+    assert!(
+        tape.len() <= bound && tape.len() * 11 / 10 >= bound,
+        "the tape holds {} floats, the bound says {bound}",
+        tape.len()
+    );
     let grads = span
         .backward(&tape, &HiddenStates::new(h, r.clone()).unwrap())
         .unwrap();
