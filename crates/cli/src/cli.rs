@@ -46,6 +46,9 @@ pub(crate) enum Command {
     /// Serve the OpenAI-compatible API on a local model, batching
     /// concurrent requests (no swarm, no chain).
     Serve(crate::commands::ServeArgs),
+    /// Train soft prompts (prompt tuning) on prompt/completion pairs, the
+    /// model frozen; the blocks run locally or on the swarm.
+    Finetune(crate::commands::FinetuneArgs),
 }
 
 #[derive(Debug, Subcommand)]

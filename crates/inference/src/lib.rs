@@ -38,6 +38,7 @@ pub mod routing;
 mod server;
 pub mod spot_check;
 pub mod train;
+pub mod tune;
 pub mod wire;
 
 pub use announce::{ServerInfo, ServerState, announce_schema, block_key};

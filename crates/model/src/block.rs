@@ -63,6 +63,9 @@ pub(crate) struct TransformerBlock {
     post_ffn_norm: Option<RmsNorm>,
     /// Positions a query sees in a sliding-window layer (None: all).
     window: Option<usize>,
+    /// The matrices dequantized to f32, made on the first training call
+    /// and kept (training runs on them; serving never does).
+    dense: std::sync::OnceLock<Arc<train::DenseWeights>>,
 }
 
 impl TransformerBlock {
@@ -134,6 +137,7 @@ impl TransformerBlock {
             post_ffn_norm: RmsNorm::load_optional(gguf, &name("post_ffw_norm.weight"), h, eps)?,
             window: c.window_of(index),
             config,
+            dense: std::sync::OnceLock::new(),
         })
     }
 

@@ -15,8 +15,8 @@ const OUTPUT_TENSOR: &str = "output.weight";
 /// Turns the last hidden states into next-token logits.
 #[derive(Debug, Clone)]
 pub struct Head {
-    norm: RmsNorm,
-    output: Arc<QMatrix>,
+    pub(crate) norm: RmsNorm,
+    pub(crate) output: Arc<QMatrix>,
     hidden_size: usize,
 }
 

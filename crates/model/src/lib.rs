@@ -23,6 +23,7 @@
 pub mod batch;
 mod block;
 pub mod config;
+mod dense;
 mod embedding;
 pub mod error;
 pub mod generate;
@@ -36,6 +37,7 @@ mod pool;
 pub mod sampling;
 mod span;
 pub mod tokenizer;
+pub mod tune;
 
 pub use batch::{
     BATCH_SIZE_BOUNDS, BatchConfig, BatchStats, Batcher, HeadBatcher, OpenSequence, StepOutput,

@@ -4,6 +4,7 @@ mod bench;
 mod chain;
 mod chat;
 mod devnet;
+mod finetune;
 mod generate;
 mod keygen;
 mod model;
@@ -18,6 +19,7 @@ use anyhow::{Context, Result};
 
 pub(crate) use chain::ChainArgs;
 pub(crate) use devnet::DevnetArgs;
+pub(crate) use finetune::FinetuneArgs;
 pub(crate) use keygen::KeygenArgs;
 pub(crate) use node::NodeArgs;
 pub(crate) use query::QueryArgs;
@@ -50,6 +52,7 @@ pub(crate) fn run(command: Command) -> Result<()> {
         Command::Node(args) => runtime.block_on(node::run(args)),
         Command::Devnet(args) => runtime.block_on(devnet::run(args)),
         Command::Serve(args) => runtime.block_on(serve::run(args)),
+        Command::Finetune(args) => finetune::run(args, handle),
     };
     // Whatever still runs (a blocking read, a task that ignored its abort)
     // must not hold the process past its answer.

@@ -99,9 +99,14 @@ impl Engine {
 }
 
 impl SwarmEngine {
+    /// The swarm client.
+    pub(crate) fn client(&self) -> &Arc<SwarmClient> {
+        &self.client
+    }
+
     /// Joins the swarm through `args.bootstrap` as a node with a fresh
     /// identity, no chain, no span and no API: only a swarm client.
-    fn join(path: &Path, args: &SwarmArgs, runtime: &Handle) -> Result<SwarmEngine> {
+    pub(crate) fn join(path: &Path, args: &SwarmArgs, runtime: &Handle) -> Result<SwarmEngine> {
         let name = args
             .model_name
             .clone()

@@ -2,6 +2,7 @@
 
 mod chain;
 mod devnet;
+mod finetune;
 mod http;
 mod key_files;
 mod local_model;

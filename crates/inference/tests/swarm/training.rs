@@ -1,13 +1,16 @@
-//! Training requests over real libp2p sockets: a server runs its span
-//! forward and backward for a client exactly as the span does locally,
-//! refuses by name what is beyond its limits or not its span, and counts
-//! training apart from inference.
+//! Training over real libp2p sockets: a server runs its span forward and
+//! backward for a client exactly as the span does locally, refuses by name
+//! what is beyond its limits or not its span, and counts training apart
+//! from inference; deep soft prompts trained through three servers learn a
+//! synthetic task, with one of the servers killed halfway.
 
 use std::time::Duration;
 
 use hypertensor_inference::InferenceError;
 use hypertensor_inference::train::{TrainKind, TrainRequest, remote_train};
-use hypertensor_model::HiddenStates;
+use hypertensor_inference::tune::{RemoteRunner, train_step};
+use hypertensor_model::tune::{Adam, Example, SoftPrompts, Tuner};
+use hypertensor_model::{Embedding, GgufFile, Head, HiddenStates, Tokenizer};
 
 use crate::harness::{Swarm, span};
 
@@ -126,4 +129,126 @@ async fn a_server_trains_its_span_exactly_as_it_runs_locally() {
     assert_eq!((forwards, backwards, refused), (1, 1, 2));
     assert_eq!(trained_rows, 2 * 10);
     assert_eq!(node.server.batch_stats().rows, 0, "no inference ran");
+}
+
+/// The synthetic task: questions with made-up answers.
+const TASK: [(&str, &str); 3] = [
+    ("Q: What is the vault code?\nA:", " zebra"),
+    ("Q: Who guards the gate?\nA:", " Milo"),
+    ("Q: What color is the tower?\nA:", " violet"),
+];
+
+/// A question's greedy answer before training, after, and its target.
+type Answers = (Vec<u32>, Vec<u32>, Vec<u32>);
+
+/// Trains deep soft prompts on [`TASK`] through the swarm for `steps`
+/// steps (calling `after_step` after each); returns the losses and, before
+/// and after training, each question's greedy answer and its target.
+fn tune_through(
+    client: &hypertensor_inference::SwarmClient,
+    steps: usize,
+    mut after_step: impl FnMut(usize, &RemoteRunner),
+) -> (Vec<f64>, Vec<Answers>, u64) {
+    let path = crate::harness::model_path();
+    let gguf = GgufFile::open(&path).unwrap();
+    let config = gguf.config().unwrap();
+    let tokenizer = Tokenizer::from_gguf(gguf.metadata()).unwrap();
+    let embedding = Embedding::load(&gguf).unwrap();
+    let head = Head::load(&gguf, Some(&embedding)).unwrap().for_training();
+    let runner = RemoteRunner::new(
+        client.p2p().clone(),
+        client.handle().clone(),
+        "smollm2",
+        config.n_blocks,
+        config.hidden_size,
+        Duration::from_secs(60),
+    );
+    let mut tuner = Tuner {
+        embedding: &embedding,
+        head: &head,
+        runner,
+        hidden: config.hidden_size,
+    };
+    let examples: Vec<Example> = TASK
+        .iter()
+        .map(|(p, c)| Example::new(&tokenizer, p, c).unwrap())
+        .collect();
+    let mut prompts = SoftPrompts::new("smollm2", 8, config.hidden_size, config.n_blocks, true, 7);
+    let eos = tokenizer.eos_id();
+    let answer = |tuner: &mut Tuner<'_, RemoteRunner>, prompts: &SoftPrompts, e: &Example| {
+        let want = e.completion.len() - 1;
+        tuner.greedy(prompts, &e.prompt, want, eos).unwrap()
+    };
+    let before: Vec<Vec<u32>> = examples
+        .iter()
+        .map(|e| answer(&mut tuner, &prompts, e))
+        .collect();
+    let adam = Adam::new(0.03);
+    let mut losses = Vec::new();
+    for step in 0..steps {
+        let loss = train_step(&mut tuner, &adam, &mut prompts, &examples, 3).unwrap();
+        eprintln!("step {step}: loss {loss:.4}");
+        losses.push(loss);
+        after_step(step, &tuner.runner);
+    }
+    losses.push(tuner.step(&prompts, &examples).unwrap().loss);
+    let answers = examples
+        .iter()
+        .zip(before)
+        .map(|(e, before)| {
+            let after = answer(&mut tuner, &prompts, e);
+            let target = e.completion[..e.completion.len() - 1].to_vec();
+            (before, after, target)
+        })
+        .collect();
+    (losses, answers, tuner.runner.failovers())
+}
+
+/// The loss fell at least fivefold, and every answer is the target after
+/// training and was not before.
+fn assert_learned(losses: &[f64], answers: &[Answers]) {
+    let (first, last) = (losses[0], *losses.last().unwrap());
+    assert!(first / last >= 5.0, "loss {first:.3} -> {last:.3}");
+    for (before, after, target) in answers {
+        assert_ne!(before, target, "the untuned model already answered");
+        assert_eq!(after, target, "the tuned prompt's answer");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soft_prompts_learn_through_three_servers_and_survive_one_killed() {
+    let swarm = Swarm::new("tune").await;
+    let mut servers = Vec::new();
+    for range in [0..10, 10..20, 20..30] {
+        servers.push(swarm.add_server(range, |_| {}).await);
+    }
+    // A second server of the middle blocks, to take over.
+    let spare = swarm.add_server(10..20, |_| {}).await;
+    let client = swarm.client(|_| {}).await;
+    let killers: Vec<_> = servers
+        .iter()
+        .chain(std::iter::once(&spare))
+        .map(|s| (s.peer, s.killer()))
+        .collect();
+    let (losses, answers, failovers, killed) = tokio::task::spawn_blocking(move || {
+        let mut killed = None;
+        let (losses, answers, failovers) = tune_through(&client, 18, |step, runner| {
+            if step == 4 {
+                // Kill the middle server the route uses.
+                let middle = runner.route()[1].peer;
+                for (peer, killer) in &killers {
+                    if *peer == middle {
+                        killer.kill();
+                    }
+                }
+                killed = Some(middle);
+            }
+        });
+        (losses, answers, failovers, killed)
+    })
+    .await
+    .unwrap();
+    eprintln!("losses {losses:?}, killed {killed:?}, failovers {failovers}");
+    assert!(failovers >= 1, "the killed server was routed around");
+    assert_learned(&losses, &answers);
 }

@@ -12,58 +12,13 @@
 //! block: for `n` positions about `n * (4h + 2q + 2kv + 3f) + heads * n^2`
 //! floats. Dequantized weights are dropped when the call returns.
 
+use std::sync::Arc;
+
 use rayon::prelude::*;
 
 use super::TransformerBlock;
-use crate::kernels::QMatrix;
+use crate::dense::Dense;
 use crate::layers::{RopeTable, gated, gated_backward};
-
-/// A weight matrix dequantized to f32, row-major (`rows` outputs of
-/// `cols` inputs), for one forward or backward call.
-struct Dense {
-    rows: usize,
-    cols: usize,
-    w: Vec<f32>,
-}
-
-impl Dense {
-    fn of(m: &QMatrix) -> Dense {
-        let (rows, cols) = (m.rows(), m.cols());
-        let mut w = vec![0.0; rows * cols];
-        w.par_chunks_mut(cols)
-            .enumerate()
-            .for_each(|(r, out)| m.dequantize_row(r, out));
-        Dense { rows, cols, w }
-    }
-
-    /// `out[t][r] = sum_c w[r][c] x[t][c]`.
-    fn forward(&self, x: &[f32]) -> Vec<f32> {
-        let mut out = vec![0.0; x.len() / self.cols * self.rows];
-        out.par_chunks_mut(self.rows)
-            .zip(x.par_chunks(self.cols))
-            .for_each(|(o, xr)| {
-                for (v, wr) in o.iter_mut().zip(self.w.chunks_exact(self.cols)) {
-                    *v = wr.iter().zip(xr).map(|(a, b)| a * b).sum();
-                }
-            });
-        out
-    }
-
-    /// The transposed product: `dx[t][c] = sum_r dy[t][r] w[r][c]`.
-    fn backward(&self, dy: &[f32]) -> Vec<f32> {
-        let mut dx = vec![0.0; dy.len() / self.rows * self.cols];
-        dx.par_chunks_mut(self.cols)
-            .zip(dy.par_chunks(self.rows))
-            .for_each(|(o, dyr)| {
-                for (d, wr) in dyr.iter().zip(self.w.chunks_exact(self.cols)) {
-                    for (v, w) in o.iter_mut().zip(wr) {
-                        *v += d * w;
-                    }
-                }
-            });
-        dx
-    }
-}
 
 /// What a block's training forward kept for its backward pass.
 #[derive(Debug, Clone)]
@@ -114,7 +69,37 @@ impl BlockTape {
     }
 }
 
+/// A block's seven matrices in f32.
+#[derive(Debug)]
+pub(crate) struct DenseWeights {
+    wq: Dense,
+    wk: Dense,
+    wv: Dense,
+    wo: Dense,
+    w_gate: Dense,
+    w_up: Dense,
+    w_down: Dense,
+}
+
 impl TransformerBlock {
+    /// The block's matrices in f32, dequantized on first use and kept
+    /// (about `4 * params` bytes per block).
+    fn dense(&self) -> Arc<DenseWeights> {
+        self.dense
+            .get_or_init(|| {
+                Arc::new(DenseWeights {
+                    wq: Dense::of(&self.wq),
+                    wk: Dense::of(&self.wk),
+                    wv: Dense::of(&self.wv),
+                    wo: Dense::of(&self.wo),
+                    w_gate: Dense::of(&self.w_gate),
+                    w_up: Dense::of(&self.w_up),
+                    w_down: Dense::of(&self.w_down),
+                })
+            })
+            .clone()
+    }
+
     /// The first position row `t` of a sequence sees in this layer.
     fn first_visible(&self, t: usize) -> usize {
         self.window.map_or(0, |w| (t + 1).saturating_sub(w))
@@ -130,12 +115,13 @@ impl TransformerBlock {
         let group = c.n_heads / c.n_kv_heads;
         let scale = 1.0 / (d as f32).sqrt();
         let x0 = x.to_vec();
+        let dense = self.dense();
 
         let mut normed = vec![0.0; n * h];
         let scales_attn = self.attn_norm.forward_keeping(x, &mut normed);
-        let mut q_lin = Dense::of(&self.wq).forward(&normed);
-        let mut k_lin = Dense::of(&self.wk).forward(&normed);
-        let mut v = Dense::of(&self.wv).forward(&normed);
+        let mut q_lin = dense.wq.forward(&normed);
+        let mut k_lin = dense.wk.forward(&normed);
+        let mut v = dense.wv.forward(&normed);
         if let Some([qb, kb, vb]) = &self.qkv_bias {
             super::add_rows(&mut q_lin, qb);
             super::add_rows(&mut k_lin, kb);
@@ -180,7 +166,7 @@ impl TransformerBlock {
             })
             .collect();
 
-        let attn_out = Dense::of(&self.wo).forward(&attn);
+        let attn_out = dense.wo.forward(&attn);
         let mut projected = attn_out.clone();
         let scales_post_attn = match &self.post_attn_norm {
             Some(norm) => norm.forward_keeping(&attn_out, &mut projected),
@@ -190,11 +176,11 @@ impl TransformerBlock {
         let x1 = x.to_vec();
 
         let scales_ffn = self.ffn_norm.forward_keeping(x, &mut normed);
-        let gate = Dense::of(&self.w_gate).forward(&normed);
-        let up = Dense::of(&self.w_up).forward(&normed);
+        let gate = dense.w_gate.forward(&normed);
+        let up = dense.w_up.forward(&normed);
         let mut act = gate.clone();
         gated(c.activation, &mut act, &up);
-        let ffn_out = Dense::of(&self.w_down).forward(&act);
+        let ffn_out = dense.w_down.forward(&act);
         let mut projected = ffn_out.clone();
         let scales_post_ffn = match &self.post_ffn_norm {
             Some(norm) => norm.forward_keeping(&ffn_out, &mut projected),
@@ -233,6 +219,7 @@ impl TransformerBlock {
         let n = tape.n;
         let group = c.n_heads / c.n_kv_heads;
         let scale = 1.0 / (d as f32).sqrt();
+        let dense = self.dense();
 
         // MLP: y = x1 + post_ffn(down(act(gate) * up)) over ffn_norm(x1).
         let mut dx1 = dy.to_vec();
@@ -244,10 +231,10 @@ impl TransformerBlock {
             }
             None => dy.to_vec(),
         };
-        let d_act = Dense::of(&self.w_down).backward(&d_ffn_out);
+        let d_act = dense.w_down.backward(&d_ffn_out);
         let (d_gate, d_up) = gated_backward(c.activation, &tape.gate, &tape.up, &d_act);
-        let mut d_normed = Dense::of(&self.w_gate).backward(&d_gate);
-        super::add_into(&mut d_normed, &Dense::of(&self.w_up).backward(&d_up));
+        let mut d_normed = dense.w_gate.backward(&d_gate);
+        super::add_into(&mut d_normed, &dense.w_up.backward(&d_up));
         self.ffn_norm
             .backward(&tape.x1, &tape.scales_ffn, &d_normed, &mut dx1);
 
@@ -260,7 +247,7 @@ impl TransformerBlock {
             }
             None => dx1.clone(),
         };
-        let d_attn = Dense::of(&self.wo).backward(&d_attn_out);
+        let d_attn = dense.wo.backward(&d_attn_out);
         let mut dq = vec![0.0; n * q_dim];
         let mut dk = vec![0.0; n * kv_dim];
         let mut dv = vec![0.0; n * kv_dim];
@@ -310,9 +297,9 @@ impl TransformerBlock {
             kn.backward(&tape.k_lin, sk, &dk, &mut g);
             dk = g;
         }
-        let mut d_normed = Dense::of(&self.wq).backward(&dq);
-        super::add_into(&mut d_normed, &Dense::of(&self.wk).backward(&dk));
-        super::add_into(&mut d_normed, &Dense::of(&self.wv).backward(&dv));
+        let mut d_normed = dense.wq.backward(&dq);
+        super::add_into(&mut d_normed, &dense.wk.backward(&dk));
+        super::add_into(&mut d_normed, &dense.wv.backward(&dv));
         let mut dx0 = dx1;
         self.attn_norm
             .backward(&tape.x0, &tape.scales_attn, &d_normed, &mut dx0);

@@ -12,6 +12,7 @@ mod each_block;
 mod gradients;
 mod spans;
 mod synthetic;
+mod tuning;
 
 use std::path::PathBuf;
 use std::sync::OnceLock;
