@@ -403,8 +403,7 @@ impl BlockServer {
         let h = self.span.config().hidden_size;
         let range = self.span.range();
         let limits = &self.config.train;
-        let request =
-            TrainRequest::decode(&body, h, range.len(), limits).map_err(|e| e.to_string())?;
+        let request = TrainRequest::decode(&body, h, limits).map_err(|e| e.to_string())?;
         if request.model != self.config.model {
             return Err(format!(
                 "this server serves `{}`, not `{}`",
@@ -423,10 +422,13 @@ impl BlockServer {
             .map(|v| v.len() / h)
             .max()
             .unwrap_or(0);
-        let need = self.span.tape_len(longest) * std::mem::size_of::<f32>();
+        // The f32 weights (made for this request, dropped after it) and
+        // one sequence's activations at a time.
+        let need = self.span.training_weight_bytes()
+            + self.span.tape_len(longest) * std::mem::size_of::<f32>();
         if need > limits.memory_bytes {
             return Err(format!(
-                "a sequence of {longest} positions needs {} MiB of activations; this server allows {} MiB",
+                "a sequence of {longest} positions needs {} MiB (f32 weights and activations); this server allows {} MiB for training",
                 need >> 20,
                 limits.memory_bytes >> 20
             ));
@@ -1001,13 +1003,14 @@ fn run_training(
     request: TrainRequest,
 ) -> std::result::Result<Vec<Vec<f32>>, String> {
     let h = span.config().hidden_size;
+    let weights = span.training_weights();
     let hidden = |v: Vec<f32>| HiddenStates::new(h, v).map_err(|e| e.to_string());
     let mut out = Vec::with_capacity(request.inputs.len() + request.prompts.len());
     match request.kind {
         TrainKind::Forward => {
             for input in request.inputs {
                 let (output, _) = span
-                    .forward_train(&hidden(input)?, &request.prompts)
+                    .forward_train(&weights, &hidden(input)?, &request.prompts)
                     .map_err(|e| e.to_string())?;
                 out.push(output.into_vec());
             }
@@ -1017,10 +1020,10 @@ fn run_training(
                 request.prompts.iter().map(|p| vec![0.0; p.len()]).collect();
             for (input, grad) in request.inputs.into_iter().zip(request.grad_outputs) {
                 let (_, tape) = span
-                    .forward_train(&hidden(input)?, &request.prompts)
+                    .forward_train(&weights, &hidden(input)?, &request.prompts)
                     .map_err(|e| e.to_string())?;
                 let grads = span
-                    .backward(&tape, &hidden(grad)?)
+                    .backward(&weights, &tape, &hidden(grad)?)
                     .map_err(|e| e.to_string())?;
                 for (sum, g) in prompts.iter_mut().zip(&grads.prompts) {
                     sum.iter_mut().zip(g).for_each(|(a, b)| *a += b);

@@ -33,6 +33,11 @@ use crate::error::{InferenceError, Result};
 /// The session method of a training request.
 pub const TRAIN_METHOD: &str = "inference.train";
 const VERSION: u8 = 1;
+/// Most blocks a request's span may have.
+const MAX_SPAN_BLOCKS: u32 = 4096;
+/// Largest request a client sends: below the P2P layer's frame limit
+/// (8 MiB); a bigger batch is split to fit.
+pub const MAX_REQUEST_BYTES: usize = 7 << 20;
 
 /// What a request asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,20 +77,22 @@ pub struct TrainLimits {
     pub max_positions: usize,
     /// Most rows of all sequences together.
     pub max_rows: usize,
-    /// Most bytes of activations one sequence may need kept while its
-    /// backward runs (see `BlockSpan::tape_len`).
+    /// Most bytes one request may need: the span's weights in f32 (made
+    /// for the request and dropped after it,
+    /// `BlockSpan::training_weight_bytes`) and one sequence's activations
+    /// (`BlockSpan::tape_len`).
     pub memory_bytes: usize,
 }
 
 impl Default for TrainLimits {
-    /// 32 sequences of up to 512 positions, 2,048 rows in all, 256 MiB of
-    /// activations per sequence.
+    /// 32 sequences of up to 512 positions, 1,024 rows in all, 1 GiB of
+    /// f32 weights and activations.
     fn default() -> Self {
         Self {
             max_sequences: 32,
             max_positions: 512,
-            max_rows: 2048,
-            memory_bytes: 256 << 20,
+            max_rows: 1024,
+            memory_bytes: 1 << 30,
         }
     }
 }
@@ -149,9 +156,14 @@ impl<'a> Reader<'a> {
 }
 
 impl TrainRequest {
-    /// The opening body, for vectors of rows of width `hidden`.
-    pub fn encode(&self, hidden: usize) -> Vec<u8> {
+    /// The opening body, for vectors of rows of width `hidden`. A model
+    /// name or a batch the format cannot carry is an error.
+    pub fn encode(&self, hidden: usize) -> Result<Vec<u8>> {
         let width = hidden.max(1);
+        let name_len = u16::try_from(self.model.len())
+            .map_err(|_| malformed("a model name longer than 65,535 bytes"))?;
+        let count = u16::try_from(self.inputs.len())
+            .map_err(|_| malformed("more than 65,535 sequences"))?;
         let mut out = vec![
             VERSION,
             match self.kind {
@@ -159,11 +171,11 @@ impl TrainRequest {
                 TrainKind::Backward => 1,
             },
         ];
-        out.extend_from_slice(&(self.model.len() as u16).to_be_bytes());
+        out.extend_from_slice(&name_len.to_be_bytes());
         out.extend_from_slice(self.model.as_bytes());
         out.extend_from_slice(&self.start.to_be_bytes());
         out.extend_from_slice(&self.end.to_be_bytes());
-        out.extend_from_slice(&(self.inputs.len() as u16).to_be_bytes());
+        out.extend_from_slice(&count.to_be_bytes());
         for input in &self.inputs {
             out.extend_from_slice(&((input.len() / width) as u32).to_be_bytes());
         }
@@ -177,17 +189,13 @@ impl TrainRequest {
         {
             push_f32s(v, &mut out);
         }
-        out
+        Ok(out)
     }
 
-    /// Reads an opening body for a span of `blocks` blocks of width
-    /// `hidden`, within `limits`: a request beyond them is refused by name.
-    pub fn decode(
-        bytes: &[u8],
-        hidden: usize,
-        blocks: usize,
-        limits: &TrainLimits,
-    ) -> Result<Self> {
+    /// Reads an opening body of vectors of width `hidden`, within
+    /// `limits`: a request beyond them is refused by name. (Whether its
+    /// model and span are the server's is the server's check.)
+    pub fn decode(bytes: &[u8], hidden: usize, limits: &TrainLimits) -> Result<Self> {
         let mut r = Reader(bytes);
         let version = r.u8("the version")?;
         if version != VERSION {
@@ -205,6 +213,10 @@ impl TrainRequest {
             .map_err(|_| malformed("the model name is not UTF-8"))?;
         let start = r.u32("the span")?;
         let end = r.u32("the span")?;
+        let blocks =
+            end.checked_sub(start)
+                .filter(|b| (1..=MAX_SPAN_BLOCKS).contains(b))
+                .ok_or_else(|| malformed(format!("the span {start}..{end}")))? as usize;
         let count = r.u16("the sequence count")? as usize;
         if count == 0 || count > limits.max_sequences {
             return Err(malformed(format!(
@@ -330,7 +342,7 @@ pub async fn remote_train(
     let failed = |reason: String| InferenceError::ServerFailed { peer, reason };
     let exchange = async {
         let mut session = p2p
-            .open_session(peer, TRAIN_METHOD, request.encode(hidden))
+            .open_session(peer, TRAIN_METHOD, request.encode(hidden)?)
             .await
             .map_err(|e| failed(e.to_string()))?;
         let reply = session

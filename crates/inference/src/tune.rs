@@ -4,12 +4,16 @@
 //! the client.
 //!
 //! A route covers the model with servers whose whole spans follow one
-//! another (a training request names a server's exact span). The forward
-//! keeps each hop's input; the backward sends it back with the gradient
-//! (servers recompute). A server that fails is excluded for the rest of
-//! the run; a failed forward hop is replaced and the forward goes on from
-//! it, and a failed backward fails the step, which [`RemoteRunner`]'s
-//! caller retries on a new route ([`train_step`]).
+//! another (a training request names a server's exact span): the fewest
+//! hops, then the fastest. Batches are split into requests that fit the
+//! P2P frame. The forward keeps each hop's input; the backward sends it
+//! back with the gradient (servers recompute). A server that fails (no
+//! answer, a broken stream) is excluded for the rest of the run: a failed
+//! forward hop is replaced and the forward goes on from it, and a failed
+//! backward fails the step, which [`train_step`] retries on a new route. A
+//! server's refusal (a sequence beyond its limits) ends the step with the
+//! server's reason, and the server stays usable; a busy server's refusal
+//! is retried like a failure.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -23,7 +27,7 @@ use tokio::runtime::Handle;
 
 use crate::client::announced_servers;
 use crate::error::{InferenceError, Result};
-use crate::train::{TrainKind, TrainRequest, remote_train};
+use crate::train::{MAX_REQUEST_BYTES, TrainKind, TrainLimits, TrainRequest, remote_train};
 
 /// One hop of a training route: a server and its span.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,30 +94,53 @@ impl RemoteRunner {
         self.failovers
     }
 
-    /// Hops from block `from` to the end: at each block, the announced,
-    /// non-excluded server starting there whose span reaches furthest
-    /// (then the fastest).
+    /// Hops from block `from` to the end over announced, non-excluded
+    /// servers whose whole spans follow one another: the fewest hops, then
+    /// the fastest (the slowest hop's throughput highest).
     async fn plan(&mut self, from: usize) -> Result<Vec<Hop>> {
         let servers = announced_servers(&self.p2p, &self.model, self.n_blocks, 0).await?;
+        let usable: Vec<_> = servers
+            .iter()
+            .filter(|(peer, info)| {
+                !self.excluded.contains(peer) && (info.end as usize) <= self.n_blocks
+            })
+            .collect();
+        // best[b]: (hops, slowest throughput, next server) from block b.
+        let n = self.n_blocks;
+        let mut best: Vec<Option<(usize, f64, usize)>> = vec![None; n + 1];
+        best[n] = Some((0, f64::INFINITY, usize::MAX));
+        for b in (from..n).rev() {
+            for (i, (_, info)) in usable.iter().enumerate() {
+                let (start, end) = (info.start as usize, info.end as usize);
+                if start != b || end <= start {
+                    continue;
+                }
+                if let Some((hops, slowest, _)) = best[end] {
+                    let candidate = (hops + 1, slowest.min(info.throughput), i);
+                    let better = match best[b] {
+                        None => true,
+                        Some((h, s, _)) => candidate.0 < h || (candidate.0 == h && candidate.1 > s),
+                    };
+                    if better {
+                        best[b] = Some(candidate);
+                    }
+                }
+            }
+        }
+        if best[from].is_none() {
+            // Training uses servers' whole spans: no chain of them covers
+            // the rest of the model from here.
+            return Err(InferenceError::NoRoute {
+                model: self.model.clone(),
+                from,
+                to: n,
+            });
+        }
         let mut hops = Vec::new();
         let mut at = from;
-        while at < self.n_blocks {
-            let best = servers
-                .iter()
-                .filter(|(peer, info)| info.start as usize == at && !self.excluded.contains(peer))
-                .max_by(|(_, a), (_, b)| {
-                    (a.end, a.throughput)
-                        .partial_cmp(&(b.end, b.throughput))
-                        .unwrap_or(std::cmp::Ordering::Equal)
-                });
-            let Some((peer, info)) = best else {
-                // Training uses servers' whole spans: one must start here.
-                return Err(InferenceError::NoRoute {
-                    model: self.model.clone(),
-                    from: at,
-                    to: self.n_blocks,
-                });
-            };
+        while at < n {
+            let Some((_, _, i)) = best[at] else { break };
+            let (peer, info) = usable[i];
             if self.dialed.insert(*peer) {
                 for addr in info
                     .addrs
@@ -158,6 +185,64 @@ impl RemoteRunner {
         }
     }
 
+    /// The sequences in groups whose requests fit [`MAX_REQUEST_BYTES`]
+    /// (`vectors` per sequence: 1 forward, 2 backward), alongside the
+    /// hop's prompts, and a server's default limits on sequences and rows
+    /// per request.
+    fn groups(
+        &self,
+        lens: &[usize],
+        vectors: usize,
+        hop: &Hop,
+        deep: &[Vec<f32>],
+    ) -> Vec<std::ops::Range<usize>> {
+        let prompts: usize = deep
+            .get(hop.start..hop.end)
+            .map_or(0, |d| d.iter().map(Vec::len).sum());
+        let room = MAX_REQUEST_BYTES.saturating_sub(prompts * 4 + 1024);
+        let limits = TrainLimits::default();
+        let width = self.hidden.max(1);
+        let mut groups = Vec::new();
+        let (mut first, mut bytes, mut rows) = (0, 0, 0);
+        for (i, len) in lens.iter().enumerate() {
+            let size = len * 4 * vectors;
+            let full = bytes + size > room
+                || rows + len / width > limits.max_rows
+                || i - first >= limits.max_sequences;
+            if i > first && full {
+                groups.push(first..i);
+                first = i;
+                bytes = 0;
+                rows = 0;
+            }
+            bytes += size;
+            rows += len / width;
+        }
+        if first < lens.len() {
+            groups.push(first..lens.len());
+        }
+        groups
+    }
+
+    /// Sends one hop's requests, group by group; a refusal comes back as
+    /// the server's reason, a failure excludes the server.
+    async fn call(&mut self, hop: &Hop, requests: Vec<TrainRequest>) -> Result<Vec<Vec<f32>>> {
+        let mut out = Vec::new();
+        for request in requests {
+            match remote_train(&self.p2p, hop.peer, &request, self.hidden, self.timeout).await {
+                Ok(vectors) => out.push(vectors),
+                Err(e @ InferenceError::Refused { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(peer = %hop.peer, error = %e, "training server failed; routing around it");
+                    self.excluded.insert(hop.peer);
+                    self.failovers += 1;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
     async fn forward_async(
         &mut self,
         inputs: &[Vec<f32>],
@@ -165,22 +250,25 @@ impl RemoteRunner {
     ) -> Result<Vec<Vec<f32>>> {
         self.route = self.plan(0).await?;
         self.hop_inputs.clear();
+        let lens: Vec<usize> = inputs.iter().map(Vec::len).collect();
         let mut x = inputs.to_vec();
         let mut i = 0;
         let mut attempts = 0;
         while i < self.route.len() {
             let hop = self.route[i].clone();
-            let request = self.request(TrainKind::Forward, &hop, x.clone(), deep, Vec::new());
-            match remote_train(&self.p2p, hop.peer, &request, self.hidden, self.timeout).await {
+            let requests = self
+                .groups(&lens, 1, &hop, deep)
+                .into_iter()
+                .map(|g| self.request(TrainKind::Forward, &hop, x[g].to_vec(), deep, Vec::new()))
+                .collect();
+            match self.call(&hop, requests).await {
                 Ok(out) => {
                     self.hop_inputs.push(std::mem::replace(&mut x, out));
                     i += 1;
                 }
+                Err(e @ InferenceError::Refused { .. }) => return Err(e),
                 Err(e) => {
                     attempts += 1;
-                    tracing::warn!(peer = %hop.peer, error = %e, "training server failed; routing around it");
-                    self.excluded.insert(hop.peer);
-                    self.failovers += 1;
                     if attempts > MAX_FAILOVERS {
                         return Err(e);
                     }
@@ -199,25 +287,39 @@ impl RemoteRunner {
         grads: &[Vec<f32>],
     ) -> Result<BackwardGrads> {
         let mut deep_grads: Vec<Vec<f32>> = deep.iter().map(|p| vec![0.0; p.len()]).collect();
+        let lens: Vec<usize> = grads.iter().map(Vec::len).collect();
         let mut g = grads.to_vec();
-        let sequences = g.len();
         for (i, hop) in self.route.clone().iter().enumerate().rev() {
-            let inputs = self.hop_inputs[i].clone();
-            let request = self.request(TrainKind::Backward, hop, inputs, deep, g);
-            match remote_train(&self.p2p, hop.peer, &request, self.hidden, self.timeout).await {
-                Ok(mut out) => {
-                    let prompts = out.split_off(sequences);
-                    for (b, p) in (hop.start..hop.end).zip(prompts) {
-                        deep_grads[b] = p;
+            let groups = self.groups(&lens, 2, hop, deep);
+            let per_group = hop.end - hop.start;
+            let requests = groups
+                .iter()
+                .map(|r| {
+                    self.request(
+                        TrainKind::Backward,
+                        hop,
+                        self.hop_inputs[i][r.clone()].to_vec(),
+                        deep,
+                        g[r.clone()].to_vec(),
+                    )
+                })
+                .collect();
+            let answers = self.call(hop, requests).await?;
+            // Each group answered its sequences' input gradients, then the
+            // hop's prompt gradients (when deep), summed here over groups.
+            let mut next = Vec::with_capacity(g.len());
+            let mut at = 0;
+            for r in &groups {
+                next.extend(answers[at..at + r.len()].iter().cloned());
+                at += r.len();
+                if !deep.is_empty() {
+                    for (b, p) in (hop.start..hop.end).zip(&answers[at..at + per_group]) {
+                        deep_grads[b].iter_mut().zip(p).for_each(|(a, v)| *a += v);
                     }
-                    g = out;
-                }
-                Err(e) => {
-                    self.excluded.insert(hop.peer);
-                    self.failovers += 1;
-                    return Err(e);
+                    at += per_group;
                 }
             }
+            g = next;
         }
         Ok((g, deep_grads))
     }
@@ -230,12 +332,24 @@ fn unavailable(e: InferenceError) -> ModelError {
     ModelError::Unavailable(Box::new(e))
 }
 
+/// A refusal is the caller's to see (a sequence too long, a busy
+/// server); anything else is the swarm failing under the step, which
+/// [`train_step`] retries.
+fn model_error(e: InferenceError) -> ModelError {
+    match e {
+        InferenceError::Refused { peer, reason } if !reason.starts_with("busy") => {
+            ModelError::InvalidInput(format!("server {peer} refused: {reason}"))
+        }
+        other => unavailable(other),
+    }
+}
+
 impl SpanRunner for RemoteRunner {
     fn forward(&mut self, inputs: &[Vec<f32>], deep: &[Vec<f32>]) -> ModelResult<Vec<Vec<f32>>> {
         let handle = self.handle.clone();
         handle
             .block_on(self.forward_async(inputs, deep))
-            .map_err(unavailable)
+            .map_err(model_error)
     }
 
     fn backward(
@@ -247,7 +361,7 @@ impl SpanRunner for RemoteRunner {
         let handle = self.handle.clone();
         handle
             .block_on(self.backward_async(deep, grad_outputs))
-            .map_err(unavailable)
+            .map_err(model_error)
     }
 }
 
@@ -265,7 +379,7 @@ pub fn train_step<R: SpanRunner>(
     loop {
         match tuner.step(prompts, batch) {
             Ok(TuningStep { loss, grads }) => {
-                adam.step(prompts, &grads);
+                adam.step(prompts, &grads)?;
                 return Ok(loss);
             }
             Err(ModelError::Unavailable(e)) if attempt < retries => {
@@ -274,5 +388,60 @@ pub fn train_step<R: SpanRunner>(
             }
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runner(hidden: usize) -> RemoteRunner {
+        let config = crate::p2p_config(
+            hypertensor_primitives::Keypair::dev("groups"),
+            1,
+            hypertensor_primitives::H256([0; 32]),
+            "m",
+            std::sync::Arc::new(crate::AdmitAll),
+        );
+        let (p2p, _events, _loop) = hypertensor_p2p::new(config).unwrap();
+        RemoteRunner::new(
+            p2p,
+            Handle::current(),
+            "m",
+            4,
+            hidden,
+            Duration::from_secs(1),
+        )
+    }
+
+    #[tokio::test]
+    async fn batches_split_to_fit_a_frame_and_a_servers_limits() {
+        let r = runner(1000);
+        let hop = Hop {
+            peer: PeerId::random(),
+            start: 0,
+            end: 2,
+        };
+        // 500 rows of width 1000: 2 MB forward, 4 MB backward each.
+        let lens = vec![500 * 1000; 3];
+        let forward = r.groups(&lens, 1, &hop, &[]);
+        assert_eq!(forward, vec![0..2, 2..3], "at most 1,024 rows a request");
+        let backward = r.groups(&lens, 2, &hop, &[]);
+        assert_eq!(backward, vec![0..1, 1..2, 2..3], "two would not fit 7 MiB");
+        // Small sequences: at most 32 a request.
+        let small = r.groups(&vec![1000; 40], 1, &hop, &[]);
+        assert_eq!(small, vec![0..32, 32..40]);
+        // A refusal is the caller's reason unless the server is busy.
+        let peer = PeerId::random();
+        let refused = model_error(InferenceError::Refused {
+            peer,
+            reason: "a sequence of 600 positions; at most 512 are trained on".into(),
+        });
+        assert!(matches!(refused, ModelError::InvalidInput(m) if m.contains("at most 512")));
+        let busy = model_error(InferenceError::Refused {
+            peer,
+            reason: "busy with other training requests".into(),
+        });
+        assert!(matches!(busy, ModelError::Unavailable(_)));
     }
 }

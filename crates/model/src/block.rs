@@ -15,7 +15,7 @@ use crate::layers::{RmsNorm, RopeTable, gated, load_vector};
 
 mod train;
 
-pub(crate) use train::BlockTape;
+pub(crate) use train::{BlockTape, DenseWeights};
 
 /// Keys and values of every position a block has seen, for one sequence.
 #[derive(Debug, Clone, Default)]
@@ -63,9 +63,6 @@ pub(crate) struct TransformerBlock {
     post_ffn_norm: Option<RmsNorm>,
     /// Positions a query sees in a sliding-window layer (None: all).
     window: Option<usize>,
-    /// The matrices dequantized to f32, made on the first training call
-    /// and kept (training runs on them; serving never does).
-    dense: std::sync::OnceLock<Arc<train::DenseWeights>>,
 }
 
 impl TransformerBlock {
@@ -137,7 +134,6 @@ impl TransformerBlock {
             post_ffn_norm: RmsNorm::load_optional(gguf, &name("post_ffw_norm.weight"), h, eps)?,
             window: c.window_of(index),
             config,
-            dense: std::sync::OnceLock::new(),
         })
     }
 

@@ -54,40 +54,45 @@ impl Dense {
         out
     }
 
-    /// The transposed product: `dx[t][c] = sum_r dy[t][r] w[r][c]`. Each
-    /// thread sums the contributions of its share of the weight rows; the
-    /// shares are added at the end.
+    /// The transposed product: `dx[t][c] = sum_r dy[t][r] w[r][c]`. The
+    /// columns are shared out between threads, each summing over every
+    /// weight row in order, so the result does not depend on how the work
+    /// was split (the same bits every run) and the weights are read once.
     pub(crate) fn backward(&self, dy: &[f32]) -> Vec<f32> {
         let n = dy.len() / self.rows;
         let k = VectorKernels::detect();
-        let cols = self.cols;
-        self.w
-            .par_chunks(cols * ROWS_PER_TASK)
-            .enumerate()
-            .fold(
-                || vec![0.0f32; n * cols],
-                |mut dx, (chunk, w)| {
-                    for (i, wr) in w.chunks_exact(cols).enumerate() {
-                        let r = chunk * ROWS_PER_TASK + i;
-                        for (t, dxr) in dx.chunks_exact_mut(cols).enumerate() {
-                            let d = dy[t * self.rows + r];
-                            if d != 0.0 {
-                                (k.axpy)(dxr, d, wr);
-                            }
+        let width = COLS_PER_TASK.min(self.cols.max(1));
+        let starts: Vec<usize> = (0..self.cols).step_by(width).collect();
+        let parts: Vec<(usize, usize, Vec<f32>)> = starts
+            .into_par_iter()
+            .map(|c0| {
+                let c1 = (c0 + width).min(self.cols);
+                let w = c1 - c0;
+                let mut part = vec![0.0f32; n * w];
+                for (r, wr) in self.w.chunks_exact(self.cols).enumerate() {
+                    let segment = &wr[c0..c1];
+                    for (t, out) in part.chunks_exact_mut(w).enumerate() {
+                        let d = dy[t * self.rows + r];
+                        if d != 0.0 {
+                            (k.axpy)(out, d, segment);
                         }
                     }
-                    dx
-                },
-            )
-            .reduce(
-                || vec![0.0f32; n * cols],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
-                    a
-                },
-            )
+                }
+                (c0, w, part)
+            })
+            .collect();
+        let mut dx = vec![0.0; n * self.cols];
+        for (c0, w, part) in parts {
+            for (t, row) in part.chunks_exact(w).enumerate() {
+                dx[t * self.cols + c0..t * self.cols + c0 + w].copy_from_slice(row);
+            }
+        }
+        dx
     }
 }
+
+/// Columns one task of the transposed product takes.
+const COLS_PER_TASK: usize = 128;
 
 /// Weight rows one task takes.
 const ROWS_PER_TASK: usize = 64;

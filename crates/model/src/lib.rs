@@ -53,5 +53,5 @@ pub use hidden::HiddenStates;
 pub use kernels::{Precision, WeightFormat};
 pub use model::{BatchedModel, BatchedSession, LanguageModel, LocalModel, LocalSession};
 pub use sampling::{Sampler, SamplingParams};
-pub use span::{BlockSpan, SpanCache, SpanGradients, SpanTape};
+pub use span::{BlockSpan, SpanCache, SpanGradients, SpanTape, TrainingWeights};
 pub use tokenizer::{ChatMessage, ChatTemplate, Tokenizer};

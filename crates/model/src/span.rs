@@ -17,7 +17,7 @@ use crate::layers::{Rope, RopeTable, load_vector};
 /// GGUF name of Llama 3's RoPE frequency factors.
 mod train;
 
-pub use train::{SpanGradients, SpanTape};
+pub use train::{SpanGradients, SpanTape, TrainingWeights};
 
 const ROPE_FREQS_TENSOR: &str = "rope_freqs.weight";
 

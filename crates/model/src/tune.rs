@@ -21,7 +21,7 @@ use crate::error::{ModelError, Result};
 use crate::head::Head;
 use crate::hidden::HiddenStates;
 use crate::layers::RmsNorm;
-use crate::span::BlockSpan;
+use crate::span::{BlockSpan, TrainingWeights};
 use crate::tokenizer::Tokenizer;
 
 /// Gradients a backward returns: each input sequence's, then each
@@ -48,15 +48,18 @@ pub trait SpanRunner {
     ) -> Result<BackwardGrads>;
 }
 
-/// Every block in this process.
+/// Every block in this process, on f32 weights made once for the run.
 pub struct LocalRunner {
     span: BlockSpan,
+    weights: TrainingWeights,
 }
 
 impl LocalRunner {
-    /// Runs the blocks of `span` (the whole model's, for training).
+    /// Runs the blocks of `span` (the whole model's, for training),
+    /// keeping its weights in f32 while it lives.
     pub fn new(span: BlockSpan) -> Self {
-        Self { span }
+        let weights = span.training_weights();
+        Self { span, weights }
     }
 }
 
@@ -66,9 +69,11 @@ impl SpanRunner for LocalRunner {
         inputs
             .iter()
             .map(|x| {
-                let (out, _) = self
-                    .span
-                    .forward_train(&HiddenStates::new(h, x.clone())?, deep)?;
+                let (out, _) = self.span.forward_train(
+                    &self.weights,
+                    &HiddenStates::new(h, x.clone())?,
+                    deep,
+                )?;
                 Ok(out.into_vec())
             })
             .collect()
@@ -84,12 +89,12 @@ impl SpanRunner for LocalRunner {
         let mut deep_grads: Vec<Vec<f32>> = deep.iter().map(|p| vec![0.0; p.len()]).collect();
         let mut input_grads = Vec::with_capacity(inputs.len());
         for (x, g) in inputs.iter().zip(grad_outputs) {
-            let (_, tape) = self
-                .span
-                .forward_train(&HiddenStates::new(h, x.clone())?, deep)?;
-            let grads = self
-                .span
-                .backward(&tape, &HiddenStates::new(h, g.clone())?)?;
+            let (_, tape) =
+                self.span
+                    .forward_train(&self.weights, &HiddenStates::new(h, x.clone())?, deep)?;
+            let grads =
+                self.span
+                    .backward(&self.weights, &tape, &HiddenStates::new(h, g.clone())?)?;
             for (sum, p) in deep_grads.iter_mut().zip(&grads.prompts) {
                 sum.iter_mut().zip(p).for_each(|(a, b)| *a += b);
             }
@@ -246,9 +251,17 @@ impl SoftPrompts {
             };
             pairs.push((m, v));
         }
+        if moments != 0 && moments != 1 + deep_blocks {
+            return Err(bad(format!(
+                "{moments} optimizer moments for {} prompt vectors",
+                1 + deep_blocks
+            )));
+        }
+        let moment_values = pairs.iter().flat_map(|(m, v)| m.iter().chain(v));
         if shallow
             .iter()
             .chain(deep.iter().flatten())
+            .chain(moment_values)
             .any(|v| !v.is_finite())
         {
             return Err(bad("holds a non-finite value".into()));
@@ -290,9 +303,17 @@ impl Adam {
     }
 
     /// One step of `prompts` down `grads` (the shallow prompt's, then each
-    /// deep prompt's), updating its moments and step count.
-    pub fn step(&self, prompts: &mut SoftPrompts, grads: &[Vec<f32>]) {
+    /// deep prompt's), updating its moments and step count. Gradients of
+    /// another shape are refused and change nothing.
+    pub fn step(&self, prompts: &mut SoftPrompts, grads: &[Vec<f32>]) -> Result<()> {
         let vectors = 1 + prompts.deep.len();
+        let n = prompts.shallow.len();
+        if grads.len() != vectors || grads.iter().any(|g| g.len() != n) {
+            return Err(ModelError::InvalidInput(format!(
+                "{} gradients for {vectors} prompt vectors of {n} values",
+                grads.len()
+            )));
+        }
         if prompts.moments.len() != vectors {
             prompts.moments = (0..vectors)
                 .map(|_| {
@@ -312,6 +333,7 @@ impl Adam {
                 *p -= self.lr * (*m / c1) / ((*v / c2).sqrt() + self.eps);
             }
         }
+        Ok(())
     }
 }
 

@@ -104,15 +104,27 @@ pub(crate) fn run(args: FinetuneArgs, runtime: &Handle) -> Result<()> {
         .unwrap_or_else(|| crate::commands::node::default_model_name(&path));
     let prompts = if args.resume {
         let p = SoftPrompts::load(&args.out)?;
-        if (p.tokens, p.hidden, p.deep.is_empty())
-            != (args.prompt_tokens as usize, config.hidden_size, !args.deep)
+        let deep_blocks = if args.deep { config.n_blocks } else { 0 };
+        if (p.tokens, p.hidden, p.deep.len())
+            != (args.prompt_tokens as usize, config.hidden_size, deep_blocks)
         {
             bail!(
-                "{} holds {} prompt rows of width {}{}, not what these options ask",
+                "{} holds {} prompt rows of width {}{}, not what these options ask for this model",
                 args.out.display(),
                 p.tokens,
                 p.hidden,
-                if p.deep.is_empty() { "" } else { " (deep)" }
+                if p.deep.is_empty() {
+                    String::new()
+                } else {
+                    format!(" for {} blocks", p.deep.len())
+                }
+            );
+        }
+        if p.model != name {
+            bail!(
+                "{} was trained for `{}`, not `{name}`",
+                args.out.display(),
+                p.model
             );
         }
         p

@@ -36,6 +36,7 @@ async fn a_server_trains_its_span_exactly_as_it_runs_locally() {
         .await;
     let client = swarm.client(|_| {}).await;
     let local = span(range.clone());
+    let weights = local.training_weights();
     let h = local.config().hidden_size;
     let (rows, prompt_rows) = ([6, 4], 2);
     let inputs: Vec<Vec<f32>> = rows
@@ -82,11 +83,19 @@ async fn a_server_trains_its_span_exactly_as_it_runs_locally() {
     let mut prompt_sums = vec![vec![0.0f32; prompt_rows * h]; range.len()];
     for (i, input) in inputs.iter().enumerate() {
         let (out, tape) = local
-            .forward_train(&HiddenStates::new(h, input.clone()).unwrap(), &prompts)
+            .forward_train(
+                &weights,
+                &HiddenStates::new(h, input.clone()).unwrap(),
+                &prompts,
+            )
             .unwrap();
         assert_eq!(forward[i], out.into_vec(), "sequence {i}'s output");
         let g = local
-            .backward(&tape, &HiddenStates::new(h, grads[i].clone()).unwrap())
+            .backward(
+                &weights,
+                &tape,
+                &HiddenStates::new(h, grads[i].clone()).unwrap(),
+            )
             .unwrap();
         assert_eq!(
             backward[i],

@@ -2,17 +2,15 @@
 //! needs, and that backward pass: the gradient of a loss with respect to
 //! the block's input hidden states, given its gradient with respect to
 //! the output. The weights stay frozen and quantized; the products run
-//! on weights dequantized to f32 for the call (the input gradient is the
-//! transposed product with them), and everything else is f32 too: RMS
+//! on the weights dequantized to f32 ([`DenseWeights`], made by the caller
+//! for as long as it trains: the input gradient is the transposed product
+//! with them), and everything else is f32 too: RMS
 //! norms, RoPE, causal grouped-query attention (with a sliding window
 //! where the layer has one) and the gated MLP.
 //!
 //! One sequence at a time, from position 0 (a training example is a whole
 //! sequence; there is no cache). The tape holds every activation of the
-//! block: for `n` positions about `n * (4h + 2q + 2kv + 3f) + heads * n^2`
-//! floats. Dequantized weights are dropped when the call returns.
-
-use std::sync::Arc;
+//! block (`BlockSpan::tape_len` counts them).
 
 use rayon::prelude::*;
 
@@ -82,22 +80,17 @@ pub(crate) struct DenseWeights {
 }
 
 impl TransformerBlock {
-    /// The block's matrices in f32, dequantized on first use and kept
-    /// (about `4 * params` bytes per block).
-    fn dense(&self) -> Arc<DenseWeights> {
-        self.dense
-            .get_or_init(|| {
-                Arc::new(DenseWeights {
-                    wq: Dense::of(&self.wq),
-                    wk: Dense::of(&self.wk),
-                    wv: Dense::of(&self.wv),
-                    wo: Dense::of(&self.wo),
-                    w_gate: Dense::of(&self.w_gate),
-                    w_up: Dense::of(&self.w_up),
-                    w_down: Dense::of(&self.w_down),
-                })
-            })
-            .clone()
+    /// The block's seven matrices dequantized to f32, for training calls.
+    pub(crate) fn dense_weights(&self) -> DenseWeights {
+        DenseWeights {
+            wq: Dense::of(&self.wq),
+            wk: Dense::of(&self.wk),
+            wv: Dense::of(&self.wv),
+            wo: Dense::of(&self.wo),
+            w_gate: Dense::of(&self.w_gate),
+            w_up: Dense::of(&self.w_up),
+            w_down: Dense::of(&self.w_down),
+        }
     }
 
     /// The first position row `t` of a sequence sees in this layer.
@@ -108,14 +101,18 @@ impl TransformerBlock {
     /// Runs the block on the `n` rows of one sequence `x` (positions
     /// `0..n`, rotations in `rope`) in f32, in place, and keeps what
     /// [`TransformerBlock::backward`] needs.
-    pub(crate) fn forward_train(&self, x: &mut [f32], rope: &RopeTable) -> BlockTape {
+    pub(crate) fn forward_train(
+        &self,
+        dense: &DenseWeights,
+        x: &mut [f32],
+        rope: &RopeTable,
+    ) -> BlockTape {
         let c = &*self.config;
         let (h, q_dim, kv_dim, d) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.head_dim);
         let n = x.len() / h;
         let group = c.n_heads / c.n_kv_heads;
         let scale = 1.0 / (d as f32).sqrt();
         let x0 = x.to_vec();
-        let dense = self.dense();
 
         let mut normed = vec![0.0; n * h];
         let scales_attn = self.attn_norm.forward_keeping(x, &mut normed);
@@ -213,13 +210,18 @@ impl TransformerBlock {
     /// The gradient with respect to the block's input, given `dy`, the
     /// gradient with respect to its output, for the forward `tape` kept
     /// (with the same `rope`).
-    pub(crate) fn backward(&self, tape: &BlockTape, dy: &[f32], rope: &RopeTable) -> Vec<f32> {
+    pub(crate) fn backward(
+        &self,
+        dense: &DenseWeights,
+        tape: &BlockTape,
+        dy: &[f32],
+        rope: &RopeTable,
+    ) -> Vec<f32> {
         let c = &*self.config;
         let (h, q_dim, kv_dim, d) = (c.hidden_size, c.q_dim(), c.kv_dim(), c.head_dim);
         let n = tape.n;
         let group = c.n_heads / c.n_kv_heads;
         let scale = 1.0 / (d as f32).sqrt();
-        let dense = self.dense();
 
         // MLP: y = x1 + post_ffn(down(act(gate) * up)) over ffn_norm(x1).
         let mut dx1 = dy.to_vec();

@@ -5,9 +5,18 @@
 //! trains it: the servers' weights stay frozen).
 
 use super::BlockSpan;
-use crate::block::BlockTape;
+use crate::block::{BlockTape, DenseWeights};
 use crate::error::{ModelError, Result};
 use crate::hidden::HiddenStates;
+
+/// A span's weights dequantized to f32, which its training passes run on:
+/// made once for as long as training goes on (a trainer's whole run, a
+/// server's one request) and dropped after.
+#[derive(Debug)]
+pub struct TrainingWeights {
+    blocks: Vec<DenseWeights>,
+    start: usize,
+}
 
 /// What [`BlockSpan::forward_train`] kept for [`BlockSpan::backward`].
 #[derive(Debug, Clone)]
@@ -45,6 +54,31 @@ pub struct SpanGradients {
 }
 
 impl BlockSpan {
+    /// This span's weights in f32, for its training passes (about four
+    /// bytes per weight: [`BlockSpan::training_weight_bytes`]).
+    pub fn training_weights(&self) -> TrainingWeights {
+        TrainingWeights {
+            blocks: self.blocks.iter().map(|b| b.dense_weights()).collect(),
+            start: self.range().start,
+        }
+    }
+
+    /// Bytes [`BlockSpan::training_weights`] holds.
+    pub fn training_weight_bytes(&self) -> usize {
+        let c = self.config();
+        let per_block = c.hidden_size * (2 * c.q_dim() + 2 * c.kv_dim() + 3 * c.intermediate_size);
+        per_block * self.range().len() * std::mem::size_of::<f32>()
+    }
+
+    fn check_weights(&self, weights: &TrainingWeights) -> Result<()> {
+        if weights.start != self.range().start || weights.blocks.len() != self.blocks.len() {
+            return Err(ModelError::InvalidInput(
+                "training weights of another span".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Floats a [`SpanTape`] of a sequence of `positions` positions holds
     /// (an upper bound): what training one sequence through this span
     /// keeps in memory between its forward and backward passes.
@@ -57,16 +91,18 @@ impl BlockSpan {
     }
 
     /// Runs one sequence `input` (positions `0..n`) through every block in
-    /// f32, keeping what [`BlockSpan::backward`] needs. With `prompts`
+    /// f32 on `weights` (this span's), keeping what [`BlockSpan::backward`] needs. With `prompts`
     /// (one entry per block of the span, each `p * hidden` values, the
     /// same `p <= n` for all), block `b`'s prompt rows are added to the
     /// first `p` rows of its input: deep prompt tuning. Fails, changing
     /// nothing, on a wrong width or prompt shape.
     pub fn forward_train(
         &self,
+        weights: &TrainingWeights,
         input: &HiddenStates,
         prompts: &[Vec<f32>],
     ) -> Result<(HiddenStates, SpanTape)> {
+        self.check_weights(weights)?;
         let h = self.config().hidden_size;
         if input.width() != h {
             return Err(ModelError::InvalidInput(format!(
@@ -83,7 +119,7 @@ impl BlockSpan {
                 super::add_prefix(&mut x, prompt);
             }
             let rope = self.ropes[self.rope_of_block[b]].table(0, n);
-            tapes.push(block.forward_train(&mut x, &rope));
+            tapes.push(block.forward_train(&weights.blocks[b], &mut x, &rope));
         }
         let output = HiddenStates::new(h, x)?;
         Ok((
@@ -100,7 +136,13 @@ impl BlockSpan {
     /// prompts, given `grad_output`, the gradient of the loss with respect
     /// to the span's output, for the forward `tape` kept. Fails on a tape
     /// of another span or a gradient of the wrong shape.
-    pub fn backward(&self, tape: &SpanTape, grad_output: &HiddenStates) -> Result<SpanGradients> {
+    pub fn backward(
+        &self,
+        weights: &TrainingWeights,
+        tape: &SpanTape,
+        grad_output: &HiddenStates,
+    ) -> Result<SpanGradients> {
+        self.check_weights(weights)?;
         let h = self.config().hidden_size;
         if tape.tapes.len() != self.blocks.len() {
             return Err(ModelError::InvalidInput(format!(
@@ -122,7 +164,7 @@ impl BlockSpan {
         let mut prompts = vec![Vec::new(); if with_prompts { self.blocks.len() } else { 0 }];
         for (b, block) in self.blocks.iter().enumerate().rev() {
             let rope = self.ropes[self.rope_of_block[b]].table(0, tape.positions);
-            grad = block.backward(&tape.tapes[b], &grad, &rope);
+            grad = block.backward(&weights.blocks[b], &tape.tapes[b], &grad, &rope);
             if with_prompts {
                 // The prompt was added to the block's input: its gradient
                 // is the input's, on the prompt's rows.

@@ -11,7 +11,7 @@
 //! (`L(x ± 2 eps v)`, `L(x ± eps v)`: error of order `eps^4`, so `eps` can
 //! be large enough that f32 rounding of the losses stays small).
 
-use hypertensor_model::{BlockSpan, GgufFile, HiddenStates};
+use hypertensor_model::{BlockSpan, GgufFile, HiddenStates, TrainingWeights};
 
 /// A seeded stream of values in [-1, 1) (no dependency for a test).
 struct Values(u64);
@@ -38,10 +38,16 @@ fn dot(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// `sum(output * r)` of the span's training forward.
-fn loss(span: &BlockSpan, x: &[f32], prompts: &[Vec<f32>], r: &[f32]) -> f64 {
+fn loss(
+    span: &BlockSpan,
+    weights: &TrainingWeights,
+    x: &[f32],
+    prompts: &[Vec<f32>],
+    r: &[f32],
+) -> f64 {
     let h = span.config().hidden_size;
     let input = HiddenStates::new(h, x.to_vec()).unwrap();
-    let (out, _) = span.forward_train(&input, prompts).unwrap();
+    let (out, _) = span.forward_train(weights, &input, prompts).unwrap();
     dot(out.as_slice(), r)
 }
 
@@ -79,7 +85,8 @@ fn check(span: &BlockSpan, n: usize, prompt_rows: usize, seed: u64) -> f64 {
         .collect();
     let r = values.take(n * h);
     let input = HiddenStates::new(h, x.clone()).unwrap();
-    let (_, tape) = span.forward_train(&input, &prompts).unwrap();
+    let weights = span.training_weights();
+    let (_, tape) = span.forward_train(&weights, &input, &prompts).unwrap();
     let bound = span.tape_len(n);
     assert!(
         tape.len() <= bound && tape.len() * 11 / 10 >= bound,
@@ -87,7 +94,7 @@ fn check(span: &BlockSpan, n: usize, prompt_rows: usize, seed: u64) -> f64 {
         tape.len()
     );
     let grads = span
-        .backward(&tape, &HiddenStates::new(h, r.clone()).unwrap())
+        .backward(&weights, &tape, &HiddenStates::new(h, r.clone()).unwrap())
         .unwrap();
     assert_eq!(grads.prompts.len(), prompts.len());
     let eps = 1e-2f32;
@@ -97,7 +104,7 @@ fn check(span: &BlockSpan, n: usize, prompt_rows: usize, seed: u64) -> f64 {
         let v = values.take(n * h);
         let along = |step: f32| -> f64 {
             let moved: Vec<f32> = x.iter().zip(&v).map(|(a, b)| a + step * eps * b).collect();
-            loss(span, &moved, &prompts, &r)
+            loss(span, &weights, &moved, &prompts, &r)
         };
         let numeric = central(along, eps);
         let analytic = dot(grads.input.as_slice(), &v);
@@ -111,7 +118,7 @@ fn check(span: &BlockSpan, n: usize, prompt_rows: usize, seed: u64) -> f64 {
                     .zip(&vs)
                     .map(|(p, v)| p.iter().zip(v).map(|(a, b)| a + step * eps * b).collect())
                     .collect();
-                loss(span, &x, &moved, &r)
+                loss(span, &weights, &x, &moved, &r)
             };
             let numeric = central(along, eps);
             let analytic: f64 = grads.prompts.iter().zip(&vs).map(|(g, v)| dot(g, v)).sum();
@@ -151,8 +158,9 @@ fn malformed_training_inputs_are_refused_by_name() {
     let span = BlockSpan::load(&gguf, 0..2).unwrap();
     let h = span.config().hidden_size;
     let input = HiddenStates::new(h, vec![0.5; 3 * h]).unwrap();
+    let weights = span.training_weights();
     let refused = |prompts: Vec<Vec<f32>>| {
-        span.forward_train(&input, &prompts)
+        span.forward_train(&weights, &input, &prompts)
             .unwrap_err()
             .to_string()
     };
@@ -160,9 +168,12 @@ fn malformed_training_inputs_are_refused_by_name() {
     assert!(refused(vec![vec![0.0; h], vec![0.0; 2 * h]]).contains("same whole number of rows"));
     assert!(refused(vec![vec![0.0; 4 * h]; 2]).contains("for a sequence of 3 positions"));
     assert!(refused(vec![vec![f32::NAN; h]; 2]).contains("non-finite"));
-    let (_, tape) = span.forward_train(&input, &[]).unwrap();
+    let (_, tape) = span.forward_train(&weights, &input, &[]).unwrap();
     let wrong = HiddenStates::new(h, vec![0.0; 2 * h]).unwrap();
-    let error = span.backward(&tape, &wrong).unwrap_err().to_string();
+    let error = span
+        .backward(&weights, &tape, &wrong)
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("2 rows"), "{error}");
 }
 
@@ -206,9 +217,10 @@ fn backward_agrees_with_an_independent_numpy_backward() {
         .iter()
         .map(floats)
         .collect();
-    let (output, tape) = span.forward_train(&input, &prompts).unwrap();
+    let weights = span.training_weights();
+    let (output, tape) = span.forward_train(&weights, &input, &prompts).unwrap();
     let grad_output = HiddenStates::new(h, floats(&fixture["grad_output"])).unwrap();
-    let grads = span.backward(&tape, &grad_output).unwrap();
+    let grads = span.backward(&weights, &tape, &grad_output).unwrap();
     let forward = relative_l2(output.as_slice(), &floats(&fixture["output"]));
     let input_grad = relative_l2(grads.input.as_slice(), &floats(&fixture["grad_input"]));
     let expected_prompts: Vec<Vec<f32>> = fixture["grad_prompts"]

@@ -44,7 +44,7 @@ fn a_local_soft_prompt_learns_the_answers() {
             started.elapsed().as_secs_f64()
         );
         losses.push(s.loss);
-        adam.step(&mut prompts, &s.grads);
+        adam.step(&mut prompts, &s.grads).unwrap();
     }
     let last = tuner.step(&prompts, &examples).unwrap().loss;
     eprintln!("loss {:.3} -> {last:.3}", losses[0]);
