@@ -203,34 +203,16 @@ impl RopeTable {
     /// [`RopeTable::apply`], which is also its transpose: the gradient
     /// through a rotation is the opposite rotation).
     pub(crate) fn apply_inverse(&self, x: &mut [f32], row_width: usize) {
-        let head_dim = self.half * 2;
-        for (t, row) in x.chunks_exact_mut(row_width).enumerate() {
-            let cos = &self.cos[t * self.half..(t + 1) * self.half];
-            let sin = &self.sin[t * self.half..(t + 1) * self.half];
-            for head in row.chunks_exact_mut(head_dim) {
-                match self.layout {
-                    RopeLayout::Adjacent => {
-                        for (i, pair) in head.chunks_exact_mut(2).enumerate() {
-                            let (a, b) = (pair[0], pair[1]);
-                            pair[0] = a * cos[i] + b * sin[i];
-                            pair[1] = b * cos[i] - a * sin[i];
-                        }
-                    }
-                    RopeLayout::Halves => {
-                        let (first, second) = head.split_at_mut(self.half);
-                        for (i, (a, b)) in first.iter_mut().zip(second).enumerate() {
-                            let (x, y) = (*a, *b);
-                            *a = x * cos[i] + y * sin[i];
-                            *b = y * cos[i] - x * sin[i];
-                        }
-                    }
-                }
-            }
-        }
+        self.rotate(x, row_width, -1.0);
     }
 
     /// Rotates every head of every row of `x` (rows of `n_heads * head_dim`).
     pub(crate) fn apply(&self, x: &mut [f32], row_width: usize) {
+        self.rotate(x, row_width, 1.0);
+    }
+
+    /// Rotates by each angle times `sign` (1 forward, -1 back).
+    fn rotate(&self, x: &mut [f32], row_width: usize, sign: f32) {
         let head_dim = self.half * 2;
         for (t, row) in x.chunks_exact_mut(row_width).enumerate() {
             let cos = &self.cos[t * self.half..(t + 1) * self.half];
@@ -239,17 +221,17 @@ impl RopeTable {
                 match self.layout {
                     RopeLayout::Adjacent => {
                         for (i, pair) in head.chunks_exact_mut(2).enumerate() {
-                            let (a, b) = (pair[0], pair[1]);
-                            pair[0] = a * cos[i] - b * sin[i];
-                            pair[1] = a * sin[i] + b * cos[i];
+                            let (a, b, s) = (pair[0], pair[1], sign * sin[i]);
+                            pair[0] = a * cos[i] - b * s;
+                            pair[1] = a * s + b * cos[i];
                         }
                     }
                     RopeLayout::Halves => {
                         let (first, second) = head.split_at_mut(self.half);
                         for (i, (a, b)) in first.iter_mut().zip(second).enumerate() {
-                            let (x, y) = (*a, *b);
-                            *a = x * cos[i] - y * sin[i];
-                            *b = x * sin[i] + y * cos[i];
+                            let (x, y, s) = (*a, *b, sign * sin[i]);
+                            *a = x * cos[i] - y * s;
+                            *b = x * s + y * cos[i];
                         }
                     }
                 }
