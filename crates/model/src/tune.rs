@@ -21,7 +21,7 @@ use crate::error::{ModelError, Result};
 use crate::head::Head;
 use crate::hidden::HiddenStates;
 use crate::layers::RmsNorm;
-use crate::span::{BlockSpan, TrainingWeights};
+use crate::span::{BlockSpan, SpanTape, TrainingWeights};
 use crate::tokenizer::Tokenizer;
 
 /// Gradients a backward returns: each input sequence's, then each
@@ -49,9 +49,19 @@ pub trait SpanRunner {
 }
 
 /// Every block in this process, on f32 weights made once for the run.
+/// The activations of the last forward are kept, so the backward that
+/// follows it (same inputs, same prompts) does not run it again.
 pub struct LocalRunner {
     span: BlockSpan,
     weights: TrainingWeights,
+    last: Option<LastForward>,
+}
+
+/// A forward's inputs, prompts and tapes.
+struct LastForward {
+    inputs: Vec<Vec<f32>>,
+    deep: Vec<Vec<f32>>,
+    tapes: Vec<SpanTape>,
 }
 
 impl LocalRunner {
@@ -59,24 +69,36 @@ impl LocalRunner {
     /// keeping its weights in f32 while it lives.
     pub fn new(span: BlockSpan) -> Self {
         let weights = span.training_weights();
-        Self { span, weights }
+        Self {
+            span,
+            weights,
+            last: None,
+        }
+    }
+
+    fn run(&self, x: &[f32], deep: &[Vec<f32>]) -> Result<(HiddenStates, SpanTape)> {
+        let h = self.span.config().hidden_size;
+        self.span
+            .forward_train(&self.weights, &HiddenStates::new(h, x.to_vec())?, deep)
     }
 }
 
 impl SpanRunner for LocalRunner {
     fn forward(&mut self, inputs: &[Vec<f32>], deep: &[Vec<f32>]) -> Result<Vec<Vec<f32>>> {
-        let h = self.span.config().hidden_size;
-        inputs
-            .iter()
-            .map(|x| {
-                let (out, _) = self.span.forward_train(
-                    &self.weights,
-                    &HiddenStates::new(h, x.clone())?,
-                    deep,
-                )?;
-                Ok(out.into_vec())
-            })
-            .collect()
+        self.last = None;
+        let mut outputs = Vec::with_capacity(inputs.len());
+        let mut tapes = Vec::with_capacity(inputs.len());
+        for x in inputs {
+            let (out, tape) = self.run(x, deep)?;
+            outputs.push(out.into_vec());
+            tapes.push(tape);
+        }
+        self.last = Some(LastForward {
+            inputs: inputs.to_vec(),
+            deep: deep.to_vec(),
+            tapes,
+        });
+        Ok(outputs)
     }
 
     fn backward(
@@ -86,15 +108,19 @@ impl SpanRunner for LocalRunner {
         grad_outputs: &[Vec<f32>],
     ) -> Result<BackwardGrads> {
         let h = self.span.config().hidden_size;
+        let tapes = match self.last.take() {
+            Some(last) if last.inputs == inputs && last.deep == deep => last.tapes,
+            _ => inputs
+                .iter()
+                .map(|x| Ok(self.run(x, deep)?.1))
+                .collect::<Result<Vec<_>>>()?,
+        };
         let mut deep_grads: Vec<Vec<f32>> = deep.iter().map(|p| vec![0.0; p.len()]).collect();
         let mut input_grads = Vec::with_capacity(inputs.len());
-        for (x, g) in inputs.iter().zip(grad_outputs) {
-            let (_, tape) =
-                self.span
-                    .forward_train(&self.weights, &HiddenStates::new(h, x.clone())?, deep)?;
+        for (tape, g) in tapes.iter().zip(grad_outputs) {
             let grads =
                 self.span
-                    .backward(&self.weights, &tape, &HiddenStates::new(h, g.clone())?)?;
+                    .backward(&self.weights, tape, &HiddenStates::new(h, g.clone())?)?;
             for (sum, p) in deep_grads.iter_mut().zip(&grads.prompts) {
                 sum.iter_mut().zip(p).for_each(|(a, b)| *a += b);
             }
