@@ -9,7 +9,9 @@ use crate::embedding::Embedding;
 use crate::error::{ModelError, Result};
 use crate::gguf::GgufFile;
 use crate::head::Head;
+use crate::hidden::HiddenStates;
 use crate::kernels::Precision;
+use crate::prompt::PromptTuning;
 use crate::span::{BlockSpan, SpanCache};
 use crate::tokenizer::{ChatTemplate, Tokenizer};
 
@@ -88,7 +90,19 @@ impl LocalModel {
         LocalSession {
             model: self,
             cache: self.blocks.new_cache(),
+            tuning: None,
         }
+    }
+
+    /// A fresh sequence that starts with a trained prompt's rows (and adds
+    /// its deep rows in every block). Fails on a prompt of another shape
+    /// than this model's.
+    pub fn tuned_session(&self, tuning: &PromptTuning) -> Result<LocalSession<'_>> {
+        Ok(LocalSession {
+            model: self,
+            cache: tuned_cache(&self.blocks, tuning)?,
+            tuning: Some(tuning.clone()),
+        })
     }
 
     /// This model behind a batching thread: concurrent sequences share
@@ -128,9 +142,67 @@ impl BatchedModel {
         BatchedSession {
             model: self,
             cache: Some(self.model.blocks.new_cache()),
+            tuning: None,
             _open: self.batcher.open(),
         }
     }
+
+    /// A fresh sequence tuned with a trained prompt, as
+    /// [`LocalModel::tuned_session`]: batched with any others, tuned or
+    /// not.
+    pub fn tuned_session(&self, tuning: &PromptTuning) -> Result<BatchedSession<'_>> {
+        Ok(BatchedSession {
+            model: self,
+            cache: Some(tuned_cache(&self.model.blocks, tuning)?),
+            tuning: Some(tuning.clone()),
+            _open: self.batcher.open(),
+        })
+    }
+}
+
+/// A new cache of all `blocks` for a sequence tuned with `tuning`.
+fn tuned_cache(blocks: &BlockSpan, tuning: &PromptTuning) -> Result<SpanCache> {
+    let width = blocks.config().hidden_size;
+    if tuning.width() != width {
+        return Err(ModelError::InvalidInput(format!(
+            "the prompt's rows have width {}, the model's hidden size is {width}",
+            tuning.width()
+        )));
+    }
+    match tuning.deep() {
+        Some(deep) => blocks.new_cache_with(deep.clone()),
+        None => Ok(blocks.new_cache()),
+    }
+}
+
+/// The rows a step of a sequence feeds its blocks: the token embeddings,
+/// after the trained prompt's rows on the sequence's first step.
+fn step_rows(
+    embedding: &Embedding,
+    tokens: &[u32],
+    tuning: Option<&PromptTuning>,
+    cache: Option<&SpanCache>,
+) -> Result<HiddenStates> {
+    let embedded = embedding.forward(tokens)?;
+    match tuning {
+        Some(tuning) if cache.is_some_and(|c| c.positions() == 0) => tuning.prefixed(&embedded),
+        _ => Ok(embedded),
+    }
+}
+
+/// The context left to a sequence's tokens once a prompt took its rows.
+fn context_after(config: &ModelConfig, tuning: Option<&PromptTuning>) -> usize {
+    config
+        .context_length
+        .saturating_sub(tuning.map_or(0, PromptTuning::tokens))
+}
+
+/// A new cache for a sequence restarting with `tuning` (checked when the
+/// session began).
+fn fresh_cache(blocks: &BlockSpan, tuning: Option<&PromptTuning>) -> SpanCache {
+    tuning
+        .and_then(|t| tuned_cache(blocks, t).ok())
+        .unwrap_or_else(|| blocks.new_cache())
 }
 
 /// One sequence of a [`BatchedModel`].
@@ -139,12 +211,18 @@ pub struct BatchedSession<'a> {
     model: &'a BatchedModel,
     /// `None` only if a step lost it (the batching thread stopped).
     cache: Option<crate::span::SpanCache>,
+    tuning: Option<PromptTuning>,
     _open: OpenSequence,
 }
 
 impl LanguageModel for BatchedSession<'_> {
     fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let hidden = self.model.model.embedding.forward(tokens)?;
+        let hidden = step_rows(
+            &self.model.model.embedding,
+            tokens,
+            self.tuning.as_ref(),
+            self.cache.as_ref(),
+        )?;
         let cache = self.cache.take().ok_or_else(|| {
             ModelError::Unavailable("the sequence's cache was lost with the batching thread".into())
         })?;
@@ -159,11 +237,11 @@ impl LanguageModel for BatchedSession<'_> {
     }
 
     fn reset(&mut self) {
-        self.cache = Some(self.model.model.blocks.new_cache());
+        self.cache = Some(fresh_cache(&self.model.model.blocks, self.tuning.as_ref()));
     }
 
     fn context_length(&self) -> usize {
-        self.model.model.config.context_length
+        context_after(&self.model.model.config, self.tuning.as_ref())
     }
 }
 
@@ -172,20 +250,26 @@ impl LanguageModel for BatchedSession<'_> {
 pub struct LocalSession<'a> {
     model: &'a LocalModel,
     cache: SpanCache,
+    tuning: Option<PromptTuning>,
 }
 
 impl LanguageModel for LocalSession<'_> {
     fn forward(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
-        let mut hidden = self.model.embedding.forward(tokens)?;
+        let mut hidden = step_rows(
+            &self.model.embedding,
+            tokens,
+            self.tuning.as_ref(),
+            Some(&self.cache),
+        )?;
         self.model.blocks.forward(&mut hidden, &mut self.cache)?;
         self.model.head.forward_last(&hidden)
     }
 
     fn reset(&mut self) {
-        self.cache = self.model.blocks.new_cache();
+        self.cache = fresh_cache(&self.model.blocks, self.tuning.as_ref());
     }
 
     fn context_length(&self) -> usize {
-        self.model.config.context_length
+        context_after(&self.model.config, self.tuning.as_ref())
     }
 }

@@ -13,6 +13,7 @@ use crate::gguf::GgufFile;
 use crate::hidden::HiddenStates;
 use crate::kernels::Precision;
 use crate::layers::{Rope, RopeTable, load_vector};
+use crate::prompt::DeepPrompts;
 
 /// GGUF name of Llama 3's RoPE frequency factors.
 mod train;
@@ -45,6 +46,8 @@ pub struct BlockSpan {
 pub struct SpanCache {
     layers: Vec<KvCache>,
     positions: usize,
+    /// The sequence's deep prompt rows for these blocks, if it is tuned.
+    prompts: Option<DeepPrompts>,
 }
 
 impl SpanCache {
@@ -56,6 +59,11 @@ impl SpanCache {
     /// Bytes of keys and values held.
     pub fn byte_len(&self) -> usize {
         self.layers.iter().map(KvCache::byte_len).sum()
+    }
+
+    /// The deep prompt rows every forward over this cache adds.
+    pub fn prompts(&self) -> Option<&DeepPrompts> {
+        self.prompts.as_ref()
     }
 }
 
@@ -142,7 +150,36 @@ impl BlockSpan {
         SpanCache {
             layers: vec![KvCache::default(); self.blocks.len()],
             positions: 0,
+            prompts: None,
         }
+    }
+
+    /// An empty cache for a sequence tuned with deep `prompts` (one per
+    /// block of this span): every forward over it adds block `b`'s rows to
+    /// that block's input at the prompt's positions, as
+    /// [`BlockSpan::forward_train`] does. Fails on prompts of another
+    /// shape or longer than the context.
+    pub fn new_cache_with(&self, prompts: DeepPrompts) -> Result<SpanCache> {
+        if prompts.block_count() != self.blocks.len() || prompts.hidden() != self.config.hidden_size
+        {
+            return Err(ModelError::InvalidInput(format!(
+                "deep prompts for {} blocks of width {} given to a span of {} blocks of width {}",
+                prompts.block_count(),
+                prompts.hidden(),
+                self.blocks.len(),
+                self.config.hidden_size
+            )));
+        }
+        if prompts.rows() > self.config.context_length {
+            return Err(ModelError::ContextOverflow {
+                requested: prompts.rows(),
+                limit: self.config.context_length,
+            });
+        }
+        Ok(SpanCache {
+            prompts: Some(prompts),
+            ..self.new_cache()
+        })
     }
 
     /// Runs `hidden` (the next tokens of the sequence) through every block.
@@ -179,7 +216,14 @@ impl BlockSpan {
             return Ok(());
         }
         let mut x = Vec::with_capacity(lens.iter().sum::<usize>() * h);
-        for (hidden, _) in batch.iter() {
+        // Each tuned sequence's rows, where they start in `x` and in it.
+        let mut tuned = Vec::new();
+        for (hidden, cache) in batch.iter() {
+            if let Some(prompts) = &cache.prompts
+                && cache.positions < prompts.rows()
+            {
+                tuned.push((x.len(), hidden.n_tokens(), cache.positions, prompts.clone()));
+            }
             x.extend_from_slice(hidden.as_slice());
         }
         let tables: Vec<RopeTable> = self
@@ -201,6 +245,9 @@ impl BlockSpan {
                 let mut layer_caches: Vec<&mut KvCache> =
                     batch.iter_mut().map(|(_, c)| &mut c.layers[l]).collect();
                 let table = &tables[self.rope_of_block[l]];
+                for (first, rows, start, prompts) in &tuned {
+                    prompts.add_to(l, *start, &mut x[*first..*first + rows * h]);
+                }
                 block.forward(&mut x, &lens, &mut layer_caches, table);
             }
         });
