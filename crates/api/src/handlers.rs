@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
-use hypertensor_model::{Flow, Generation, GenerationRequest};
+use hypertensor_model::{Flow, Generation, GenerationRequest, PromptTuning};
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc};
 
@@ -86,16 +86,22 @@ impl From<BackendError> for ApiError {
     }
 }
 
+/// The model, then each trained prompt served as `<model>:<name>`.
 pub(crate) async fn models(State(state): State<AppState>) -> Json<Value> {
-    Json(json!({
-        "object": "list",
-        "data": [{
-            "id": state.backend.model_id(),
+    let id = state.backend.model_id();
+    let entry = |id: String| {
+        json!({
+            "id": id,
             "object": "model",
             "created": 0,
             "owned_by": "hypertensor",
-        }],
-    }))
+        })
+    };
+    let tunings = state.backend.tunings().names();
+    let data: Vec<Value> = std::iter::once(entry(id.to_string()))
+        .chain(tunings.map(|name| entry(format!("{id}:{name}"))))
+        .collect();
+    Json(json!({ "object": "list", "data": data }))
 }
 
 pub(crate) async fn swarm(State(state): State<AppState>) -> Result<Json<Value>> {
@@ -118,27 +124,36 @@ fn parse_json(body: &Bytes) -> Result<Value> {
     })
 }
 
-fn check_model(state: &AppState, common: &Common) -> Result<()> {
-    if common.model != state.backend.model_id() {
-        return Err(ApiError::UnknownModel(common.model.clone()));
+/// The trained prompt the request's model id names (`<model>:<name>`),
+/// or none for the plain model; an id served neither way is a 404.
+fn resolve_model(state: &AppState, common: &Common) -> Result<Option<Arc<PromptTuning>>> {
+    let id = state.backend.model_id();
+    if common.model == id {
+        return Ok(None);
     }
-    Ok(())
+    common
+        .model
+        .strip_prefix(id)
+        .and_then(|rest| rest.strip_prefix(':'))
+        .and_then(|name| state.backend.tunings().get(name))
+        .map(|tuning| Some(tuning.clone()))
+        .ok_or_else(|| ApiError::UnknownModel(common.model.clone()))
 }
 
 pub(crate) async fn completions(State(state): State<AppState>, body: Bytes) -> Result<Response> {
     let req = CompletionRequest::parse(parse_json(&body)?)?;
-    check_model(&state, &req.common)?;
+    let tuning = resolve_model(&state, &req.common)?;
     let prompt = state
         .backend
         .tokenizer()
         .encode_with_bos(&req.prompt, false)
         .map_err(|e| ApiError::bad_param("prompt", e.to_string()))?;
-    run(state, Kind::Completion, req.common, prompt).await
+    run(state, Kind::Completion, req.common, prompt, tuning).await
 }
 
 pub(crate) async fn chat(State(state): State<AppState>, body: Bytes) -> Result<Response> {
     let req = ChatRequest::parse(parse_json(&body)?, state.chat_default_max_tokens)?;
-    check_model(&state, &req.common)?;
+    let tuning = resolve_model(&state, &req.common)?;
     let template = state
         .backend
         .chat_template()
@@ -154,7 +169,7 @@ pub(crate) async fn chat(State(state): State<AppState>, body: Bytes) -> Result<R
         .tokenizer()
         .encode(&text, true)
         .map_err(|e| ApiError::bad_param("messages", e.to_string()))?;
-    run(state, Kind::Chat, req.common, prompt).await
+    run(state, Kind::Chat, req.common, prompt, tuning).await
 }
 
 enum Piece {
@@ -167,6 +182,7 @@ enum Piece {
 async fn start(
     state: &AppState,
     request: GenerationRequest,
+    tuning: Option<Arc<PromptTuning>>,
     stream: bool,
 ) -> Result<mpsc::Receiver<Piece>> {
     let closed = || ApiError::Unavailable("the server is shutting down".into());
@@ -203,7 +219,7 @@ async fn start(
                 Err(_) => Flow::Stop,
             }
         };
-        let outcome = backend.generate(&request, &mut on_text);
+        let outcome = backend.generate(&request, tuning.as_deref(), &mut on_text);
         if let Ok(generation) = &outcome {
             metrics
                 .prompt_tokens
@@ -243,11 +259,22 @@ fn completion_budget(kind: Kind, common: &Common, prompt: usize, context: usize)
     Ok(common.max_tokens.min(room))
 }
 
-async fn run(state: AppState, kind: Kind, common: Common, prompt: Vec<u32>) -> Result<Response> {
+async fn run(
+    state: AppState,
+    kind: Kind,
+    common: Common,
+    prompt: Vec<u32>,
+    tuning: Option<Arc<PromptTuning>>,
+) -> Result<Response> {
     let max_tokens = if prompt.is_empty() {
         common.max_tokens
     } else {
-        completion_budget(kind, &common, prompt.len(), state.backend.context_length())?
+        // A trained prompt's rows take the context's first positions.
+        let context = state
+            .backend
+            .context_length()
+            .saturating_sub(tuning.as_ref().map_or(0, |t| t.tokens()));
+        completion_budget(kind, &common, prompt.len(), context)?
     };
     let request = GenerationRequest {
         prompt,
@@ -255,7 +282,7 @@ async fn run(state: AppState, kind: Kind, common: Common, prompt: Vec<u32>) -> R
         sampling: common.sampling.clone(),
         stop: common.stop.clone(),
     };
-    let mut rx = start(&state, request, common.stream).await?;
+    let mut rx = start(&state, request, tuning, common.stream).await?;
     let first = rx.recv().await.ok_or_else(|| {
         ApiError::Internal("the generation thread ended without an answer".into())
     })?;

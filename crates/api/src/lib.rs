@@ -44,7 +44,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 pub use error::{ApiError, Result};
-pub use hypertensor_backend::{Backend, BackendError, BatchedBackend, LocalBackend};
+pub use hypertensor_backend::{Backend, BackendError, BatchedBackend, LocalBackend, Tunings};
 pub use hypertensor_http::observe::{MetricsRegistry, ReadyCheck, ReadyFuture, always_ready};
 pub use observe::{ChainView, Surfaces};
 

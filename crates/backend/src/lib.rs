@@ -14,13 +14,21 @@
 //! * [`BackendError`] sorts every failure by whose fault it is, which is
 //!   all the API needs to choose a status: the caller's (400), the
 //!   serving side's, now unable to serve (503), or ours (500).
+//! * [`Tunings`] are the trained prompts a backend serves beside its plain
+//!   model, each as its own model id (`<model>:<name>`); the API resolves
+//!   the id and hands the prompt to [`Backend::generate`].
 //! * The generation types ([`GenerationRequest`], [`Generation`],
 //!   [`Flow`], ...) are the model crate's own, re-exported here so a
 //!   backend or its user needs only this crate for the contract.
 
 pub use hypertensor_model::{
-    ChatTemplate, FinishReason, Flow, Generation, GenerationRequest, SamplingParams, Tokenizer,
+    ChatTemplate, FinishReason, Flow, Generation, GenerationRequest, PromptTuning, SamplingParams,
+    Tokenizer,
 };
+
+mod tunings;
+
+pub use tunings::Tunings;
 
 use std::sync::{Arc, Mutex};
 
@@ -75,12 +83,18 @@ pub trait Backend: Send + Sync + 'static {
     fn context_length(&self) -> usize;
     /// Transformer blocks of the model (wherever they run).
     fn block_count(&self) -> usize;
-    /// Runs one generation, calling `on_text` once per generated token with
-    /// the text it made certain (possibly empty); `Flow::Stop` from it
-    /// cancels the generation before the next step.
+    /// The trained prompts served beside the plain model.
+    fn tunings(&self) -> &Tunings {
+        Tunings::none()
+    }
+    /// Runs one generation, after the trained prompt `tuning` if given
+    /// (one of [`Backend::tunings`]), calling `on_text` once per generated
+    /// token with the text it made certain (possibly empty); `Flow::Stop`
+    /// from it cancels the generation before the next step.
     fn generate(
         &self,
         request: &GenerationRequest,
+        tuning: Option<&PromptTuning>,
         on_text: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<Generation, BackendError>;
     /// A JSON description of the serving swarm (servers, spans, coverage),
@@ -102,6 +116,7 @@ pub trait Backend: Send + Sync + 'static {
 pub struct LocalBackend {
     id: String,
     model: LocalModel,
+    tunings: Tunings,
 }
 
 impl LocalBackend {
@@ -110,7 +125,14 @@ impl LocalBackend {
         Self {
             id: id.into(),
             model,
+            tunings: Tunings::default(),
         }
+    }
+
+    /// Serves `tunings` too, each as its own model id.
+    pub fn with_tunings(mut self, tunings: Tunings) -> Self {
+        self.tunings = tunings;
+        self
     }
 }
 
@@ -135,12 +157,20 @@ impl Backend for LocalBackend {
         self.model.config().n_blocks
     }
 
+    fn tunings(&self) -> &Tunings {
+        &self.tunings
+    }
+
     fn generate(
         &self,
         request: &GenerationRequest,
+        tuning: Option<&PromptTuning>,
         on_text: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<Generation, BackendError> {
-        let mut session = self.model.session();
+        let mut session = match tuning {
+            Some(tuning) => self.model.tuned_session(tuning)?,
+            None => self.model.session(),
+        };
         Ok(generate(
             &mut session,
             self.model.tokenizer(),
@@ -159,6 +189,7 @@ pub struct BatchedBackend {
     id: String,
     model: BatchedModel,
     budget: Arc<CacheBudget>,
+    tunings: Tunings,
 }
 
 /// Token positions of key/value cache the running generations may hold.
@@ -212,7 +243,14 @@ impl BatchedBackend {
                 used: Mutex::new(0),
             }),
             model,
+            tunings: Tunings::default(),
         }
+    }
+
+    /// Serves `tunings` too, each as its own model id.
+    pub fn with_tunings(mut self, tunings: Tunings) -> Self {
+        self.tunings = tunings;
+        self
     }
 
     /// The batched model (its batcher's counters among others).
@@ -269,30 +307,38 @@ impl Backend for BatchedBackend {
         self.model.model().config().n_blocks
     }
 
-    /// Reserves the request's positions (prompt plus completion), fitted to
-    /// the free cache when there is room for the prompt and one token;
-    /// when there is not, fails at once with [`BackendError::Full`]
-    /// naming the free room, rather than queueing.
+    fn tunings(&self) -> &Tunings {
+        &self.tunings
+    }
+
+    /// Reserves the request's positions (a trained prompt's rows, prompt
+    /// and completion), fitted to the free cache when there is room for
+    /// the prompt and one token; when there is not, fails at once with
+    /// [`BackendError::Full`] naming the free room, rather than queueing.
     fn generate(
         &self,
         request: &GenerationRequest,
+        tuning: Option<&PromptTuning>,
         on_text: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<Generation, BackendError> {
         let context = self.context_length();
-        let wanted = request
-            .prompt
-            .len()
-            .saturating_add(request.max_tokens)
-            .min(context);
-        let needed = request.prompt.len().saturating_add(1).min(context);
+        let rows = tuning.map_or(0, PromptTuning::tokens);
+        let prompt = request.prompt.len().saturating_add(rows);
+        let wanted = prompt.saturating_add(request.max_tokens).min(context);
+        let needed = prompt.saturating_add(1).min(context);
         let reservation = self.budget.reserve(wanted, needed).map_err(|free| {
             BackendError::Full(format!(
                 "the server is full: the request needs {needed} positions of key/value cache and {free} are free; retry when a generation ends"
             ))
         })?;
+        let session = match tuning {
+            Some(tuning) => self.model.tuned_session(tuning)?,
+            None => self.model.session(),
+        };
         let mut session = Reserved {
-            session: self.model.session(),
-            positions: reservation.positions,
+            session,
+            // The sequence's own positions, after the prompt's rows.
+            positions: reservation.positions.saturating_sub(rows),
         };
         let out = generate(
             &mut session,

@@ -113,6 +113,9 @@ pub(crate) struct GenerateArgs {
     pub(crate) swarm: crate::commands::SwarmArgs,
     #[command(flatten)]
     pub(crate) sampling: SamplingArgs,
+    /// Start the sequence with a prompt trained by `finetune` (its file).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) prompt_tuning: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +129,9 @@ pub(crate) struct ChatArgs {
     pub(crate) swarm: crate::commands::SwarmArgs,
     #[command(flatten)]
     pub(crate) sampling: SamplingArgs,
+    /// Start every answer with a prompt trained by `finetune` (its file).
+    #[arg(long, value_name = "FILE")]
+    pub(crate) prompt_tuning: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -146,7 +146,7 @@ fn main() {
                     stop: vec![],
                 };
                 backend
-                    .generate(&request, &mut |_| Flow::Continue)
+                    .generate(&request, None, &mut |_| Flow::Continue)
                     .expect("generation")
                     .tokens
                     .len()

@@ -3,17 +3,19 @@
 use std::sync::Arc;
 
 use hypertensor_backend::{
-    Backend, BackendError, ChatTemplate, Flow, Generation, GenerationRequest, Tokenizer,
+    Backend, BackendError, ChatTemplate, Flow, Generation, GenerationRequest, PromptTuning,
+    Tokenizer, Tunings,
 };
 use hypertensor_model::{ModelError, generate};
 
-use crate::client::SwarmClient;
+use crate::client::{SwarmClient, check_swarm_tuning};
 
 /// Serves the API from a swarm under the name `id`.
 #[derive(Debug)]
 pub struct SwarmBackend {
     id: String,
     client: Arc<SwarmClient>,
+    tunings: Tunings,
 }
 
 impl SwarmBackend {
@@ -22,7 +24,20 @@ impl SwarmBackend {
         Self {
             id: id.into(),
             client,
+            tunings: Tunings::default(),
         }
+    }
+
+    /// Serves `tunings` too, each as its own model id; fails on one the
+    /// swarm cannot serve (a deep prompt), naming it.
+    pub fn with_tunings(mut self, tunings: Tunings) -> Result<Self, BackendError> {
+        for name in tunings.names() {
+            let tuning = tunings.get(name).expect("a name it lists");
+            check_swarm_tuning(tuning, self.client.model_config().hidden_size)
+                .map_err(|e| BackendError::Invalid(format!("prompt tuning `{name}`: {e}")))?;
+        }
+        self.tunings = tunings;
+        Ok(self)
     }
 
     /// The client underneath.
@@ -50,9 +65,14 @@ impl Backend for SwarmBackend {
         self.client.max_session_tokens()
     }
 
+    fn tunings(&self) -> &Tunings {
+        &self.tunings
+    }
+
     fn generate(
         &self,
         request: &GenerationRequest,
+        tuning: Option<&PromptTuning>,
         on_text: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<Generation, BackendError> {
         // Reserve only what this request can use, so servers hold many
@@ -60,8 +80,14 @@ impl Backend for SwarmBackend {
         // request beyond the swarm's free cache is fitted to it (and ends
         // with `length`), never refused by every server in turn.
         let wanted = request.prompt.len().saturating_add(request.max_tokens);
-        let mut session = self.client.session_for(wanted);
-        let needed = request.prompt.len().saturating_add(1);
+        let (mut session, rows) = match tuning {
+            Some(tuning) => (
+                self.client.tuned_session_for(wanted, tuning)?,
+                tuning.tokens(),
+            ),
+            None => (self.client.session_for(wanted), 0),
+        };
+        let needed = request.prompt.len().saturating_add(rows + 1);
         // Swarm failures, at opening or mid-generation, are sorted by
         // `From<InferenceError> for ModelError` and reach the API typed:
         // the request's own refusal a 400, the swarm unable to serve a 503.

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use hypertensor_model::{
     ChatTemplate, Embedding, GgufFile, Head, HeadBatcher, HiddenStates, LanguageModel, ModelConfig,
-    ModelError, Tokenizer,
+    ModelError, PromptTuning, Tokenizer,
 };
 use hypertensor_p2p::{Client, Multiaddr, PeerId, RpcSession};
 use serde_json::json;
@@ -304,6 +304,7 @@ impl SwarmClient {
     pub fn session_for(&self, tokens: usize) -> SwarmSession<'_> {
         SwarmSession {
             client: self,
+            tuning: None,
             hops: Vec::new(),
             inputs: Vec::new(),
             answers: Vec::new(),
@@ -314,6 +315,23 @@ impl SwarmClient {
             rejection: None,
             relay_only: false,
         }
+    }
+
+    /// A new sequence of at most `tokens` positions after a trained
+    /// prompt's rows, as [`SwarmClient::session_for`]. The prompt's rows go
+    /// before the sequence's first token embeddings here, so servers see
+    /// an ordinary sequence. Fails on a deep prompt (its per-block rows
+    /// would have to be added by the servers, whose receipts cannot name
+    /// them yet) or one of another width.
+    pub fn tuned_session_for(
+        &self,
+        tokens: usize,
+        tuning: &PromptTuning,
+    ) -> std::result::Result<SwarmSession<'_>, ModelError> {
+        check_swarm_tuning(tuning, self.model.hidden_size)?;
+        let mut session = self.session_for(tokens.saturating_add(tuning.tokens()));
+        session.tuning = Some(tuning.clone());
+        Ok(session)
     }
 
     /// Transformer blocks of the model the swarm serves.
@@ -677,6 +695,8 @@ impl Drop for HopLoad {
 /// One sequence generated through the swarm.
 pub struct SwarmSession<'a> {
     client: &'a SwarmClient,
+    /// The trained prompt whose rows start the sequence, if any.
+    tuning: Option<PromptTuning>,
     hops: Vec<Hop>,
     /// `inputs[i]`: every step hop `i` was sent, in order.
     inputs: Vec<Vec<Vec<f32>>>,
@@ -1426,12 +1446,16 @@ fn check_hidden_states(out: &[f32], n: usize, width: usize) -> std::result::Resu
 
 impl LanguageModel for SwarmSession<'_> {
     fn forward(&mut self, tokens: &[u32]) -> hypertensor_model::Result<Vec<f32>> {
-        let hidden = self.client.embedding.forward(tokens)?;
-        let width = hidden.width();
+        let embedded = self.client.embedding.forward(tokens)?;
+        let hidden = match &self.tuning {
+            Some(tuning) if self.positions == 0 => tuning.prefixed(&embedded)?,
+            _ => embedded,
+        };
+        let (width, rows) = (hidden.width(), hidden.n_tokens());
         let handle = self.client.handle.clone();
         // A swarm failure keeps its kind: see `From<InferenceError> for
         // ModelError` (the swarm unable to serve is `Unavailable`).
-        let out = handle.block_on(self.step(hidden.into_vec(), tokens.len()))?;
+        let out = handle.block_on(self.step(hidden.into_vec(), rows))?;
         let last = HiddenStates::new(width, out)?.last_rows(1)?;
         self.client.head.logits(last.into_vec())
     }
@@ -1445,8 +1469,29 @@ impl LanguageModel for SwarmSession<'_> {
     }
 
     fn context_length(&self) -> usize {
-        self.reserve()
+        let rows = self.tuning.as_ref().map_or(0, PromptTuning::tokens);
+        self.reserve().saturating_sub(rows)
     }
+}
+
+/// Why a trained prompt cannot be served through a swarm of width
+/// `hidden`, if it cannot.
+pub(crate) fn check_swarm_tuning(
+    tuning: &PromptTuning,
+    hidden: usize,
+) -> std::result::Result<(), ModelError> {
+    if tuning.deep().is_some() {
+        return Err(ModelError::InvalidInput(
+            "a deep prompt tuning runs on a local model only: through a swarm, servers would add its per-block rows, and their receipts cannot name them yet (train with `finetune` without `--deep` to serve it here)".into(),
+        ));
+    }
+    if tuning.width() != hidden {
+        return Err(ModelError::InvalidInput(format!(
+            "the prompt's rows have width {}, the swarm's model has hidden size {hidden}",
+            tuning.width()
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

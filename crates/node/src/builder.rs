@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hypertensor_api::{ApiConfig, MetricsRegistry, ReadyCheck, Surfaces};
+use hypertensor_api::{ApiConfig, MetricsRegistry, ReadyCheck, Surfaces, Tunings};
 use hypertensor_consensus::phase::PhaseParams;
 use hypertensor_inference::metrics::{ClientCollector, ServerCollector};
 use hypertensor_inference::{
@@ -120,6 +120,9 @@ pub struct NodeOptions {
     pub api: Option<SocketAddr>,
     /// The API's limits (connections, bodies, timeouts, queue).
     pub api_config: ApiConfig,
+    /// Trained prompts the API serves beside the model, each as the model
+    /// id `<model>:<name>` (shallow ones: the swarm runs plain blocks).
+    pub tunings: Tunings,
     /// Honest consensus duties (`None`), or a wrapper over them making
     /// the node faulty, for tests.
     pub wrap_duties: Option<DutiesWrapper>,
@@ -166,6 +169,7 @@ impl NodeOptions {
             wrap_duties: None,
             metrics: MetricsRegistry::new(),
             metrics_addr: None,
+            tunings: Tunings::default(),
         }
     }
 }
@@ -523,7 +527,10 @@ impl NodeBuilder {
         client: Arc<SwarmClient>,
         surfaces: Surfaces,
     ) -> NodeResult<SocketAddr> {
-        let backend = Arc::new(SwarmBackend::new(&self.options.model_name, client));
+        let backend = SwarmBackend::new(&self.options.model_name, client)
+            .with_tunings(self.options.tunings.clone())
+            .map_err(|e| NodeError::InvalidConfig(e.to_string()))?;
+        let backend = Arc::new(backend);
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| NodeError::Listen { addr, source })?;

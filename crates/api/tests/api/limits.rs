@@ -237,10 +237,11 @@ impl Backend for Recording {
     fn generate(
         &self,
         request: &GenerationRequest,
+        tuning: Option<&hypertensor_model::PromptTuning>,
         on_text: &mut dyn FnMut(&str) -> Flow,
     ) -> Result<Generation, BackendError> {
         self.started.fetch_add(1, Ordering::SeqCst);
-        let outcome = self.inner.generate(request, on_text);
+        let outcome = self.inner.generate(request, tuning, on_text);
         if let Ok(g) = &outcome {
             self.ended.lock().unwrap().push((Instant::now(), g.clone()));
         }

@@ -61,7 +61,7 @@ fn local_greedy(prompt: &str, max_tokens: usize, stop: &[&str]) -> (String, usiz
         stop: stop.iter().map(|s| s.to_string()).collect(),
     };
     let g = b
-        .generate(&request, &mut |_| hypertensor_model::Flow::Continue)
+        .generate(&request, None, &mut |_| hypertensor_model::Flow::Continue)
         .unwrap();
     (g.text, tokens.len(), g.tokens.len())
 }
@@ -171,7 +171,7 @@ async fn chat_uses_the_template_streamed_and_not() {
         stop: vec![],
     };
     let expected = b
-        .generate(&request, &mut |_| hypertensor_model::Flow::Continue)
+        .generate(&request, None, &mut |_| hypertensor_model::Flow::Continue)
         .unwrap();
     let body = json!({"model": MODEL, "max_tokens": 24, "temperature": 0,
         "messages": [{"role": "user", "content": "What is 2+2?"}]});

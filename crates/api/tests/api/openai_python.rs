@@ -24,7 +24,7 @@ fn local_chat(question: &str, max_tokens: usize) -> Value {
         sampling: SamplingParams::default(),
         stop: vec![],
     };
-    let g = b.generate(&request, &mut |_| Flow::Continue).unwrap();
+    let g = b.generate(&request, None, &mut |_| Flow::Continue).unwrap();
     json!({"question": question, "max_tokens": max_tokens, "content": g.text,
            "prompt_tokens": tokens.len(), "completion_tokens": g.tokens.len(),
            "finish_reason": g.finish_reason.as_openai_str()})

@@ -11,7 +11,12 @@ use crate::commands::model;
 use crate::commands::swarm::Engine;
 
 pub(crate) fn run(args: ChatArgs, runtime: &tokio::runtime::Handle) -> Result<()> {
-    let llm = Engine::open(&model::resolve(&args.model, false)?, &args.swarm, runtime)?;
+    let path = model::resolve(&args.model, false)?;
+    let llm = Engine::open(&path, &args.swarm, runtime)?;
+    let tuning = match &args.prompt_tuning {
+        Some(file) => Some(llm.load_tuning(&path, file)?),
+        None => None,
+    };
     let Some(template) = llm.chat_template() else {
         bail!("this model has no chat template in its GGUF metadata; use `generate` instead");
     };
@@ -21,7 +26,7 @@ pub(crate) fn run(args: ChatArgs, runtime: &tokio::runtime::Handle) -> Result<()
         messages.push(ChatMessage::new("system", system));
     }
     let sampling = model::sampling(&args.sampling);
-    let mut session = llm.session(usize::MAX)?;
+    let mut session = llm.session(usize::MAX, tuning.as_ref())?;
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout();
     eprintln!("Type a message; /reset starts over, /exit or Ctrl-D quits.");

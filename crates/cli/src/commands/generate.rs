@@ -11,7 +11,12 @@ use crate::commands::model;
 use crate::commands::swarm::Engine;
 
 pub(crate) fn run(args: GenerateArgs, runtime: &tokio::runtime::Handle) -> Result<()> {
-    let llm = Engine::open(&model::resolve(&args.model, false)?, &args.swarm, runtime)?;
+    let path = model::resolve(&args.model, false)?;
+    let llm = Engine::open(&path, &args.swarm, runtime)?;
+    let tuning = match &args.prompt_tuning {
+        Some(file) => Some(llm.load_tuning(&path, file)?),
+        None => None,
+    };
     let tokenizer = llm.tokenizer();
     let request = GenerationRequest {
         prompt: tokenizer.encode_with_bos(&args.prompt, false)?,
@@ -21,7 +26,8 @@ pub(crate) fn run(args: GenerateArgs, runtime: &tokio::runtime::Handle) -> Resul
     };
     let mut stdout = std::io::stdout().lock();
     let mut write_error = None;
-    let mut session = llm.session(request.prompt.len().saturating_add(request.max_tokens))?;
+    let tokens = request.prompt.len().saturating_add(request.max_tokens);
+    let mut session = llm.session(tokens, tuning.as_ref())?;
     generate(session.as_mut(), tokenizer, &request, |text| {
         match stdout
             .write_all(text.as_bytes())

@@ -9,9 +9,27 @@ use hypertensor_fetch::{
     DEFAULT_MODEL_NAME, FetchAction, FetchConfig, NamedModel, fetch_model, find_model,
     known_model_names,
 };
-use hypertensor_model::SamplingParams;
+use hypertensor_model::{ModelConfig, PromptTuning, SamplingParams};
 
 use crate::cli::{ModelArgs, SamplingArgs};
+
+/// The prompt `finetune` trained into `file`, for the model `config`
+/// named `name`: refused, naming the file, when it is for another model.
+pub(crate) fn load_tuning(
+    file: &std::path::Path,
+    config: &ModelConfig,
+    name: &str,
+) -> Result<PromptTuning> {
+    let tuning = PromptTuning::load(file, config)?;
+    if tuning.model() != name {
+        bail!(
+            "{} was trained for `{}`, not `{name}`",
+            file.display(),
+            tuning.model()
+        );
+    }
+    Ok(tuning)
+}
 
 /// What `--model` also accepts for the default model, as `node` and
 /// `devnet` always have.

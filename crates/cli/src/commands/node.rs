@@ -76,6 +76,11 @@ pub(crate) struct NodeArgs {
     /// Client: the API's limits.
     #[command(flatten)]
     pub(crate) api_limits: crate::cli::ApiLimitArgs,
+    /// Client: also serve a prompt trained by `finetune` without `--deep`
+    /// (its file; repeatable), as the model id `<model>:<file name
+    /// without extension>`.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) prompt_tuning: Vec<std::path::PathBuf>,
     /// Client: relay every hidden state through this node instead of
     /// having each server push its output straight to the next.
     #[arg(long)]
@@ -103,6 +108,9 @@ pub(crate) struct NodeArgs {
 pub(crate) async fn run(args: NodeArgs) -> Result<()> {
     if args.role == Role::Validator && args.chain.is_none() {
         bail!("--role validator needs --chain URL: validators score and attest on chain");
+    }
+    if args.role != Role::Client && !args.prompt_tuning.is_empty() {
+        bail!("--prompt-tuning is served by a gateway's API: use it with --role client");
     }
     let stop = shutdown_signal();
     let path = super::model::resolve(&args.model, true)?;
@@ -151,6 +159,10 @@ pub(crate) async fn run(args: NodeArgs) -> Result<()> {
             options.api_config = args.api_limits.config();
             options.relay = args.relay;
             options.check_rate = args.check_rate;
+            let config = GgufFile::open(&path)
+                .with_context(|| format!("cannot open {}", path.display()))?
+                .config()?;
+            options.tunings = super::serve::load_tunings(&args.prompt_tuning, &config, &name)?;
         }
     }
     options.metrics_addr = args.metrics_addr;

@@ -3,11 +3,12 @@
 //! to llama.cpp), for whoever wants the API without a swarm.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use clap::Args;
-use hypertensor_api::{BatchedBackend, Surfaces};
+use hypertensor_api::{BatchedBackend, Surfaces, Tunings};
 use hypertensor_inference::metrics::BatchCollector;
 use hypertensor_model::{BatchConfig, LocalModel};
 
@@ -39,6 +40,35 @@ pub(crate) struct ServeArgs {
     /// once).
     #[command(flatten)]
     pub(crate) api_limits: ApiLimitArgs,
+    /// Also serve a prompt trained by `finetune` (its file; repeatable),
+    /// as the model id `<model>:<file name without extension>`.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) prompt_tuning: Vec<PathBuf>,
+}
+
+/// The prompts in `files`, for the model `config` named `model`, each
+/// named after its file.
+pub(crate) fn load_tunings(
+    files: &[PathBuf],
+    config: &hypertensor_model::ModelConfig,
+    model: &str,
+) -> Result<Tunings> {
+    let mut tunings = Tunings::default();
+    for file in files {
+        let tuning = model::load_tuning(file, config, model)?;
+        let name = tuning_name(file);
+        tunings
+            .insert(&name, tuning)
+            .map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    }
+    Ok(tunings)
+}
+
+/// The name a prompt file is served under: its name without extension.
+fn tuning_name(file: &Path) -> String {
+    file.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 pub(crate) async fn run(args: ServeArgs) -> Result<()> {
@@ -54,11 +84,16 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         .await
         .context("loading the model stopped")?
         .with_context(|| format!("cannot load {}", path.display()))?;
-    let backend = Arc::new(BatchedBackend::new(
-        &name,
-        model.batched(batch),
-        args.cache_mb.saturating_mul(1 << 20),
-    ));
+    let tunings = load_tunings(&args.prompt_tuning, model.config(), &name)?;
+    let served: Vec<String> = tunings.names().map(|t| format!("{name}:{t}")).collect();
+    let backend = Arc::new(
+        BatchedBackend::new(
+            &name,
+            model.batched(batch),
+            args.cache_mb.saturating_mul(1 << 20),
+        )
+        .with_tunings(tunings),
+    );
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
@@ -70,6 +105,9 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         config.max_concurrent,
         backend.free_cache_tokens()
     );
+    if !served.is_empty() {
+        println!("trained prompts served as: {}", served.join(", "));
+    }
     // The batches' sizes and tokens, named as a block server's.
     let surfaces = Surfaces::default();
     let batched = Arc::downgrade(&backend);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::Args;
 use hypertensor_inference::SwarmClient;
-use hypertensor_model::{ChatTemplate, LanguageModel, LocalModel, Tokenizer};
+use hypertensor_model::{ChatTemplate, LanguageModel, LocalModel, PromptTuning, Tokenizer};
 use hypertensor_node::{NodeBuilder, NodeOptions, RunningNode};
 use hypertensor_p2p::Multiaddr;
 use hypertensor_primitives::Keypair;
@@ -45,6 +45,7 @@ pub(crate) enum Engine {
 /// [`NodeBuilder`]) whose P2P layer it runs over.
 pub(crate) struct SwarmEngine {
     client: Arc<SwarmClient>,
+    name: String,
     // Held: dropping it stops the node's tasks.
     _node: RunningNode,
 }
@@ -80,17 +81,39 @@ impl Engine {
         }
     }
 
-    /// A fresh sequence of at most `tokens` positions. Over the swarm its
-    /// route is opened now, fitted to what the hosters can hold (so a
-    /// busy swarm gives a shorter context, not a refusal).
-    pub(crate) fn session(&self, tokens: usize) -> Result<Box<dyn LanguageModel + '_>> {
+    /// The prompt trained by `finetune` in `file`, checked to be for this
+    /// model (`path`, as named in the swarm's DHT keys if it runs there).
+    pub(crate) fn load_tuning(&self, path: &Path, file: &Path) -> Result<PromptTuning> {
+        let (config, name) = match self {
+            Engine::Local(m) => (m.config(), crate::commands::node::default_model_name(path)),
+            Engine::Swarm(s) => (s.client.model_config(), s.name.clone()),
+        };
+        crate::commands::model::load_tuning(file, config, &name)
+    }
+
+    /// A fresh sequence of at most `tokens` positions, after `tuning`'s
+    /// rows if given. Over the swarm its route is opened now, fitted to
+    /// what the hosters can hold (so a busy swarm gives a shorter context,
+    /// not a refusal).
+    pub(crate) fn session(
+        &self,
+        tokens: usize,
+        tuning: Option<&PromptTuning>,
+    ) -> Result<Box<dyn LanguageModel + '_>> {
         Ok(match self {
-            Engine::Local(m) => Box::new(m.session()),
+            Engine::Local(m) => match tuning {
+                Some(tuning) => Box::new(m.tuned_session(tuning)?),
+                None => Box::new(m.session()),
+            },
             Engine::Swarm(s) => {
-                let mut session = s.client.session_for(tokens);
+                let mut session = match tuning {
+                    Some(tuning) => s.client.tuned_session_for(tokens, tuning)?,
+                    None => s.client.session_for(tokens),
+                };
+                let rows = tuning.map_or(0, PromptTuning::tokens);
                 s.client
                     .handle()
-                    .block_on(session.open_route(1))
+                    .block_on(session.open_route(rows + 1))
                     .context("cannot open a route through the swarm")?;
                 Box::new(session)
             }
@@ -116,7 +139,7 @@ impl SwarmEngine {
             args.subnet_id,
             path.to_path_buf(),
         );
-        options.model_name = name;
+        options.model_name = name.clone();
         options.bootstrap = args.bootstrap.clone();
         // On every interface, so a server behind NAT that it reaches
         // through a relay can dial it back directly (hole punching: outgoing
@@ -133,6 +156,7 @@ impl SwarmEngine {
             .context("the node keeps no swarm client")?;
         Ok(SwarmEngine {
             client,
+            name,
             _node: node,
         })
     }

@@ -16,3 +16,4 @@ mod replicated;
 mod serve;
 mod staked_lab;
 mod supervision;
+mod tuned;

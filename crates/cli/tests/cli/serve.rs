@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 /// Starts `hypertensor serve ARGS` and returns it with its API address.
-fn serve(args: &[&str]) -> (Child, String, mpsc::Receiver<String>) {
+pub(crate) fn serve(args: &[&str]) -> (Child, String, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_hypertensor"))
         .arg("serve")
         .args(args)
@@ -29,7 +29,7 @@ fn serve(args: &[&str]) -> (Child, String, mpsc::Receiver<String>) {
     (child, addr, lines)
 }
 
-fn stop(mut child: Child) {
+pub(crate) fn stop(mut child: Child) {
     // SIGTERM, as a service manager stops it: a clean exit.
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

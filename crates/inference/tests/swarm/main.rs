@@ -196,10 +196,11 @@ async fn the_api_over_the_swarm_answers_and_says_503_without_a_full_route() {
         stop: vec![],
     };
     let b = backend.clone();
-    let outcome =
-        tokio::task::spawn_blocking(move || b.generate(&request_body, &mut |_| Flow::Continue))
-            .await
-            .unwrap();
+    let outcome = tokio::task::spawn_blocking(move || {
+        b.generate(&request_body, None, &mut |_| Flow::Continue)
+    })
+    .await
+    .unwrap();
     match outcome {
         Err(hypertensor_api::BackendError::Unavailable(m)) => {
             assert!(m.contains("no route"), "{m}")
