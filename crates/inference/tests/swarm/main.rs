@@ -10,6 +10,7 @@ mod openai_python;
 #[path = "../../../api/tests/api/python_env.rs"]
 mod python_env;
 mod training;
+mod tuned;
 mod verified;
 
 use std::sync::Arc;
