@@ -164,6 +164,19 @@ impl Transcript {
         }
     }
 
+    /// The transcript of a session whose blocks add deep prompt rows at
+    /// its first positions, `prompts` their digest: it is part of every
+    /// input digest after, so receipts of sessions given other prompts
+    /// (or none) never count as answers to the same inputs.
+    pub fn with_prompts(mut self, prompts: &H256) -> Self {
+        let mut fields = Vec::with_capacity(64);
+        self.base.encode_to(&mut fields);
+        "prompts".encode_to(&mut fields);
+        prompts.encode_to(&mut fields);
+        self.base = sha256(&[&fields]);
+        self
+    }
+
     /// Takes in one step's inputs (the hidden states as encoded on the wire).
     pub fn step(&mut self, position: u32, n_tokens: u32, input: &[u8]) {
         self.step_hashed(position, n_tokens, sha256(&[input]));

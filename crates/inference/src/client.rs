@@ -38,7 +38,7 @@ use crate::routing::{Candidate, largest_reservation, shortest_route};
 use crate::spot_check::{CheckJob, Checker};
 use crate::wire::{
     Answer, Dtype, Forward, MAX_FORWARD, OpenRequest, PING_METHOD, PUSHED_REPLY, PushToken,
-    Refusal, SESSION_METHOD, Step, decode_open_reply, decode_step_reply,
+    Refusal, SESSION_METHOD, SessionPrompts, Step, decode_open_reply, decode_step_reply,
 };
 use hypertensor_consensus::evidence::Transcript;
 use hypertensor_primitives::{H256, sha256};
@@ -319,16 +319,16 @@ impl SwarmClient {
 
     /// A new sequence of at most `tokens` positions after a trained
     /// prompt's rows, as [`SwarmClient::session_for`]. The prompt's rows go
-    /// before the sequence's first token embeddings here, so servers see
-    /// an ordinary sequence. Fails on a deep prompt (its per-block rows
-    /// would have to be added by the servers, whose receipts cannot name
-    /// them yet) or one of another width.
+    /// before the sequence's first token embeddings here; a deep prompt's
+    /// rows for each span go to its server when the session opens there
+    /// (and are named in its receipts). Fails on a prompt of another
+    /// shape than the model's.
     pub fn tuned_session_for(
         &self,
         tokens: usize,
         tuning: &PromptTuning,
     ) -> std::result::Result<SwarmSession<'_>, ModelError> {
-        check_swarm_tuning(tuning, self.model.hidden_size)?;
+        check_swarm_tuning(tuning, self.model.hidden_size, self.model.n_blocks)?;
         let mut session = self.session_for(tokens.saturating_add(tuning.tokens()));
         session.tuning = Some(tuning.clone());
         Ok(session)
@@ -635,6 +635,8 @@ pub(crate) struct Hop {
     /// The digest of every input the session took (what the server's
     /// receipts sign).
     pub(crate) transcript: Transcript,
+    /// The deep prompt rows the session's blocks add, if any.
+    pub(crate) prompts: Option<SessionPrompts>,
     /// A signed answer that was not `n` finite rows: evidence on its own.
     bad: Option<BadAnswer>,
     _load: HopLoad,
@@ -971,6 +973,7 @@ impl SwarmSession<'_> {
             end: hop.end,
             reserve: self.reserve,
             session: hop.nonce(),
+            prompts: hop.prompts.clone(),
             steps,
             answers,
         };
@@ -1111,12 +1114,15 @@ impl SwarmSession<'_> {
         steps: &[Vec<f32>],
     ) -> Result<(Hop, Vec<Answer>)> {
         let load = self.client.hop_opened(target.peer);
+        let blocks = target.start..target.end;
+        let prompts = session_prompts(self.tuning.as_ref(), blocks.clone());
         let mut hop = open_hop(
             &self.client.p2p,
             &self.client.config,
             target.peer,
-            target.start..target.end,
+            blocks,
             self.reserve(),
+            prompts,
             load,
         )
         .await?;
@@ -1133,14 +1139,50 @@ impl Drop for SwarmSession<'_> {
     }
 }
 
+/// The deep prompt rows of `tuning` for `blocks`, as a session on them
+/// carries them.
+fn session_prompts(
+    tuning: Option<&PromptTuning>,
+    blocks: std::ops::Range<usize>,
+) -> Option<SessionPrompts> {
+    let deep = tuning?.deep()?.select(blocks).ok()?;
+    let values = (0..deep.block_count())
+        .flat_map(|b| deep.block(b).iter().copied())
+        .collect();
+    Some(SessionPrompts {
+        rows: deep.rows() as u32,
+        values,
+    })
+}
+
+/// The transcript of a session on `blocks` whose blocks add `prompts`.
+pub(crate) fn session_transcript(
+    config: &ClientConfig,
+    blocks: std::ops::Range<usize>,
+    prompts: Option<&SessionPrompts>,
+) -> Transcript {
+    let transcript = Transcript::new(
+        &config.model,
+        blocks.start as u32,
+        blocks.end as u32,
+        config.dtype.encoding(),
+    );
+    match prompts {
+        Some(p) => transcript.with_prompts(&p.digest()),
+        None => transcript,
+    }
+}
+
 /// Opens a span session on `peer` for `blocks`, reserving `reserve`
-/// positions; `load` counts it in the client's load on the server.
+/// positions, whose blocks add `prompts`; `load` counts it in the
+/// client's load on the server.
 pub(crate) async fn open_hop(
     p2p: &Client,
     config: &ClientConfig,
     peer: PeerId,
     blocks: std::ops::Range<usize>,
     reserve: usize,
+    prompts: Option<SessionPrompts>,
     load: HopLoad,
 ) -> Result<Hop> {
     let open = OpenRequest {
@@ -1150,6 +1192,7 @@ pub(crate) async fn open_hop(
         dtype: config.dtype,
         max_tokens: reserve as u32,
         token: rand::random(),
+        prompts,
     };
     let opening = async {
         let mut session = p2p
@@ -1179,7 +1222,8 @@ pub(crate) async fn open_hop(
         end: blocks.end,
         session,
         token: open.token,
-        transcript: Transcript::new(&config.model, open.start, open.end, config.dtype.encoding()),
+        transcript: session_transcript(config, blocks, open.prompts.as_ref()),
+        prompts: open.prompts,
         bad: None,
         _load: load,
     })
@@ -1474,16 +1518,20 @@ impl LanguageModel for SwarmSession<'_> {
     }
 }
 
-/// Why a trained prompt cannot be served through a swarm of width
-/// `hidden`, if it cannot.
+/// Why a trained prompt cannot be served through a swarm of a model of
+/// width `hidden` and `n_blocks` blocks, if it cannot.
 pub(crate) fn check_swarm_tuning(
     tuning: &PromptTuning,
     hidden: usize,
+    n_blocks: usize,
 ) -> std::result::Result<(), ModelError> {
-    if tuning.deep().is_some() {
-        return Err(ModelError::InvalidInput(
-            "a deep prompt tuning runs on a local model only: through a swarm, servers would add its per-block rows, and their receipts cannot name them yet (train with `finetune` without `--deep` to serve it here)".into(),
-        ));
+    if let Some(deep) = tuning.deep()
+        && deep.block_count() != n_blocks
+    {
+        return Err(ModelError::InvalidInput(format!(
+            "the prompt has deep rows for {} blocks, the swarm's model has {n_blocks}",
+            deep.block_count()
+        )));
     }
     if tuning.width() != hidden {
         return Err(ModelError::InvalidInput(format!(

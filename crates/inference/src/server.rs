@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use hypertensor_consensus::evidence::{RECEIPT_PURPOSE, ReceiptFields, Transcript, output_digest};
 use hypertensor_model::{
-    BatchConfig, BatchStats, Batcher, BlockSpan, HiddenStates, SpanCache, StepOutput,
+    BatchConfig, BatchStats, Batcher, BlockSpan, DeepPrompts, HiddenStates, SpanCache, StepOutput,
 };
 use hypertensor_p2p::{Client, Event, PeerId, RpcSession, now_ms};
 use hypertensor_primitives::{H256, sha256};
@@ -626,7 +626,7 @@ impl BlockServer {
     /// pushed on to the next server with this span's output.
     async fn serve_session(self: Arc<Self>, body: Vec<u8>, mut session: RpcSession, p2p: Client) {
         let peer = session.peer();
-        let (open, reservation) = match self.admit(&body) {
+        let (open, reservation, fresh_cache) = match self.admit(&body) {
             Ok(admitted) => admitted,
             Err(refusal) => {
                 tracing::info!(%peer, %refusal, "session refused");
@@ -662,7 +662,7 @@ impl BlockServer {
         tracing::debug!(%peer, tokens = open.max_tokens, "session opened");
         // Counted open so batches wait (briefly) for this session's steps.
         let _open = self.batcher.open();
-        let mut cache = Some(self.span.new_cache());
+        let mut cache = Some(fresh_cache);
         let mut onward: Option<Onward> = None;
         let mut corrupt = self.config.fault.and_then(|fault| {
             use rand::{Rng, SeedableRng};
@@ -677,6 +677,9 @@ impl BlockServer {
         });
         let mut transcript =
             Transcript::new(&open.model, open.start, open.end, open.dtype.encoding());
+        if let Some(prompts) = &open.prompts {
+            transcript = transcript.with_prompts(&prompts.digest());
+        }
         let receipts = Receipts {
             p2p: &p2p,
             client: crate::peer_id(&peer),
@@ -793,7 +796,10 @@ impl BlockServer {
         let _ = session.close().await;
     }
 
-    fn admit(&self, body: &[u8]) -> std::result::Result<(OpenRequest, Reservation), Refusal> {
+    fn admit(
+        &self,
+        body: &[u8],
+    ) -> std::result::Result<(OpenRequest, Reservation, SpanCache), Refusal> {
         let open = OpenRequest::decode(body).map_err(|e| Refusal::Rejected(e.to_string()))?;
         let range = self.span.range();
         if open.model != self.config.model
@@ -812,12 +818,41 @@ impl BlockServer {
                 open.max_tokens
             )));
         }
+        let cache = self.session_cache(&open)?;
         let per_token = self.span.cache_bytes_per_token();
         let bytes = open.max_tokens as usize * per_token;
         let reservation = self.budget.reserve(bytes).map_err(|free| Refusal::Full {
             free_tokens: (free / per_token.max(1)) as u64,
         })?;
-        Ok((open, reservation))
+        Ok((open, reservation, cache))
+    }
+
+    /// A new cache for the session `open` asks for, adding its deep prompt
+    /// rows if it brings some (no more rows than it reserves, one block of
+    /// rows per block of the span, all finite).
+    fn session_cache(&self, open: &OpenRequest) -> std::result::Result<SpanCache, Refusal> {
+        let Some(prompts) = &open.prompts else {
+            return Ok(self.span.new_cache());
+        };
+        let (width, blocks) = (self.span.config().hidden_size, self.span.range().len());
+        let rows = prompts.rows as usize;
+        if rows >= open.max_tokens as usize || prompts.values.len() != rows * width * blocks {
+            return Err(Refusal::Rejected(format!(
+                "{} prompt values are not {rows} rows of width {width} for each of {blocks} blocks, within the {} positions reserved",
+                prompts.values.len(),
+                open.max_tokens
+            )));
+        }
+        let per_block = prompts
+            .values
+            .chunks_exact(rows * width)
+            .map(<[f32]>::to_vec)
+            .collect();
+        let deep = DeepPrompts::new(rows, width, per_block)
+            .map_err(|e| Refusal::Rejected(e.to_string()))?;
+        self.span
+            .new_cache_with(deep)
+            .map_err(|e| Refusal::Rejected(e.to_string()))
     }
 
     /// Checks one step and runs it in the next batch. Returns the cache

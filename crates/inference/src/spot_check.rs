@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use hypertensor_consensus::evidence::{
-    Evidence, Receipt, Transcript, first_disagreement, output_digest, rows_disagree,
+    Evidence, Receipt, first_disagreement, output_digest, rows_disagree,
 };
 use hypertensor_p2p::{Client, PeerId};
 use hypertensor_primitives::Signature;
@@ -34,9 +34,10 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::client::{
     BadAnswer, ClientConfig, HopLoad, Shared, announced_servers, open_hop, replay,
+    session_transcript,
 };
 use crate::error::Result;
-use crate::wire::Answer;
+use crate::wire::{Answer, SessionPrompts};
 
 /// The unary method a client hands evidence to a witness with.
 pub const EVIDENCE_METHOD: &str = "inference.evidence";
@@ -53,6 +54,9 @@ pub(crate) struct CheckJob {
     pub(crate) reserve: usize,
     /// The nonce of the request that opened its session.
     pub(crate) session: [u8; 16],
+    /// The deep prompt rows its session's blocks added (the replay's add
+    /// the same).
+    pub(crate) prompts: Option<SessionPrompts>,
     /// Every step it was sent.
     pub(crate) steps: Vec<Vec<f32>>,
     /// Its signed answers (outputs as bytes).
@@ -352,6 +356,7 @@ impl Checker {
             peer,
             job.start..job.end,
             job.reserve,
+            job.prompts.clone(),
             load,
         )
         .await?;
@@ -460,12 +465,8 @@ impl Checker {
     /// The receipt `signed` gave for step `step` of `job`, showing `row`.
     fn receipt(&self, job: &CheckJob, signed: &Signed, step: usize, row: usize) -> Receipt {
         let dtype = self.config.dtype;
-        let mut transcript = Transcript::new(
-            &self.config.model,
-            job.start as u32,
-            job.end as u32,
-            dtype.encoding(),
-        );
+        let mut transcript =
+            session_transcript(&self.config, job.start..job.end, job.prompts.as_ref());
         let mut position = 0;
         let mut bytes = Vec::new();
         for input in &job.steps[..=step] {

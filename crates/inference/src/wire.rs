@@ -2,8 +2,12 @@
 //!
 //! * Opening body: version `2`, model name (u16 length + UTF-8), span
 //!   start and end (u32 BE), hidden-state encoding (`0` f32, `1` f16), the
-//!   number of token positions to reserve (u32 BE), and the session's push
-//!   token (16 bytes).
+//!   number of token positions to reserve (u32 BE), the session's push
+//!   token (16 bytes), and the deep prompt rows its blocks add at the
+//!   sequence's first positions: their count per block (u32 BE, `0` for
+//!   none), then block after block those rows as little-endian f32. Their
+//!   digest ([`SessionPrompts::digest`]) starts the session's transcript,
+//!   so receipts name them.
 //! * The server's first frame: `0` accepted, or a refusal (tag + reason).
 //! * Each step: position (u32 BE, where the sequence stands before it;
 //!   smaller than the cache rewinds it), token count (u32 BE), the
@@ -45,7 +49,7 @@ pub const SESSION_METHOD: &str = "inference.span";
 pub const PING_METHOD: &str = "inference.ping";
 /// The session method a server pushes a session's next steps on.
 pub const PUSH_METHOD: &str = "inference.push";
-const VERSION: u8 = 3;
+const VERSION: u8 = 4;
 /// Most entries of a step's forwarding list (a route longer than this is
 /// relayed by the client past its end).
 pub const MAX_FORWARD: usize = 32;
@@ -183,7 +187,7 @@ impl<'a> Reader<'a> {
 }
 
 /// A client's request to open a session on a span.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OpenRequest {
     /// The model's name (as announced).
     pub model: String,
@@ -197,6 +201,27 @@ pub struct OpenRequest {
     pub max_tokens: u32,
     /// The token a previous server's pushes into this session carry.
     pub token: PushToken,
+    /// Deep prompt rows the span's blocks add, if the sequence is tuned.
+    pub prompts: Option<SessionPrompts>,
+}
+
+/// Deep prompt rows a session's blocks add to their inputs at the
+/// sequence's first `rows` positions (deep prompt tuning).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionPrompts {
+    /// Rows per block.
+    pub rows: u32,
+    /// Block after block of the span, `rows` rows of the model's width.
+    pub values: Vec<f32>,
+}
+
+impl SessionPrompts {
+    /// SHA-256 of the values as sent: what the session's transcript and
+    /// receipts carry for them.
+    pub fn digest(&self) -> hypertensor_primitives::H256 {
+        let bytes: Vec<u8> = self.values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        hypertensor_primitives::sha256(&[&bytes])
+    }
 }
 
 impl OpenRequest {
@@ -212,6 +237,15 @@ impl OpenRequest {
         out.push(self.dtype.tag());
         out.extend_from_slice(&self.max_tokens.to_be_bytes());
         out.extend_from_slice(&self.token);
+        match &self.prompts {
+            Some(p) => {
+                out.extend_from_slice(&p.rows.to_be_bytes());
+                p.values
+                    .iter()
+                    .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+            }
+            None => out.extend_from_slice(&0u32.to_be_bytes()),
+        }
         out
     }
 
@@ -236,6 +270,30 @@ impl OpenRequest {
             dtype: Dtype::from_tag(r.u8()?)?,
             max_tokens: r.u32()?,
             token: r.token()?,
+            prompts: None,
+        };
+        let rows = r.u32()?;
+        let rest = r.rest();
+        let req = if rows == 0 {
+            if !rest.is_empty() {
+                return Err(malformed("session request", "prompt values without rows"));
+            }
+            req
+        } else {
+            if rest.is_empty() || !rest.len().is_multiple_of(4) {
+                return Err(malformed(
+                    "session request",
+                    format!("{} bytes of prompt values", rest.len()),
+                ));
+            }
+            let values = rest
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            OpenRequest {
+                prompts: Some(SessionPrompts { rows, values }),
+                ..req
+            }
         };
         r.end()?;
         Ok(req)
@@ -493,11 +551,24 @@ mod tests {
             dtype: Dtype::F16,
             max_tokens: 512,
             token: [7; 16],
+            prompts: None,
         };
         let bytes = open.encode();
         assert_eq!(OpenRequest::decode(&bytes).unwrap(), open);
         assert!(OpenRequest::decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(OpenRequest::decode(&[bytes.clone(), vec![0]].concat()).is_err());
+        let tuned = OpenRequest {
+            prompts: Some(SessionPrompts {
+                rows: 2,
+                values: vec![0.5, -1.0, 2.0, 0.25],
+            }),
+            ..open.clone()
+        };
+        let bytes = tuned.encode();
+        assert_eq!(OpenRequest::decode(&bytes).unwrap(), tuned);
+        // Values cut mid-float, or rows announced with no values.
+        assert!(OpenRequest::decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(OpenRequest::decode(&bytes[..bytes.len() - 16]).is_err());
 
         let step = Step {
             position: 3,

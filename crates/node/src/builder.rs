@@ -121,7 +121,7 @@ pub struct NodeOptions {
     /// The API's limits (connections, bodies, timeouts, queue).
     pub api_config: ApiConfig,
     /// Trained prompts the API serves beside the model, each as the model
-    /// id `<model>:<name>` (shallow ones: the swarm runs plain blocks).
+    /// id `<model>:<name>`.
     pub tunings: Tunings,
     /// Honest consensus duties (`None`), or a wrapper over them making
     /// the node faulty, for tests.

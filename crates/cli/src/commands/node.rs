@@ -76,9 +76,9 @@ pub(crate) struct NodeArgs {
     /// Client: the API's limits.
     #[command(flatten)]
     pub(crate) api_limits: crate::cli::ApiLimitArgs,
-    /// Client: also serve a prompt trained by `finetune` without `--deep`
-    /// (its file; repeatable), as the model id `<model>:<file name
-    /// without extension>`.
+    /// Client: also serve a prompt trained by `finetune` (its file;
+    /// repeatable), as the model id `<model>:<file name without
+    /// extension>`.
     #[arg(long, value_name = "FILE")]
     pub(crate) prompt_tuning: Vec<std::path::PathBuf>,
     /// Client: relay every hidden state through this node instead of

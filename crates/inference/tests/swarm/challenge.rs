@@ -57,6 +57,7 @@ async fn open(p2p: &Client, server: PeerId, dtype: Dtype) -> RpcSession {
             static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
             [NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed); 16]
         },
+        prompts: None,
     };
     let opened = async {
         let mut session = p2p

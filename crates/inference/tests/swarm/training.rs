@@ -2,7 +2,8 @@
 //! backward for a client exactly as the span does locally, refuses by name
 //! what is beyond its limits or not its span, and counts training apart
 //! from inference; deep soft prompts trained through three servers learn a
-//! synthetic task, with one of the servers killed halfway.
+//! synthetic task, with one of the servers killed halfway, and the trained
+//! prompt, served through the swarm's fast path, gives the answers.
 
 use std::time::Duration;
 
@@ -10,9 +11,11 @@ use hypertensor_inference::InferenceError;
 use hypertensor_inference::train::{TrainKind, TrainRequest, remote_train};
 use hypertensor_inference::tune::{RemoteRunner, train_step};
 use hypertensor_model::tune::{Adam, Example, SoftPrompts, Tuner};
-use hypertensor_model::{Embedding, GgufFile, Head, HiddenStates, Tokenizer};
+use hypertensor_model::{
+    Embedding, Flow, GgufFile, Head, HiddenStates, PromptTuning, Tokenizer, generate,
+};
 
-use crate::harness::{Swarm, span};
+use crate::harness::{Swarm, request, span};
 
 /// A seeded stream of values in [-1, 1).
 fn values(seed: u64, n: usize) -> Vec<f32> {
@@ -150,6 +153,10 @@ const TASK: [(&str, &str); 3] = [
 /// A question's greedy answer before training, after, and its target.
 type Answers = (Vec<u32>, Vec<u32>, Vec<u32>);
 
+/// What [`tune_through`] measured: the losses, each question's greedy
+/// answers and target, the runner's failovers, and the trained prompts.
+type Tuned = (Vec<f64>, Vec<Answers>, u64, SoftPrompts);
+
 /// Trains deep soft prompts on [`TASK`] through the swarm for `steps`
 /// steps (calling `after_step` after each); returns the losses and, before
 /// and after training, each question's greedy answer and its target.
@@ -157,7 +164,7 @@ fn tune_through(
     client: &hypertensor_inference::SwarmClient,
     steps: usize,
     mut after_step: impl FnMut(usize, &RemoteRunner),
-) -> (Vec<f64>, Vec<Answers>, u64) {
+) -> Tuned {
     let path = crate::harness::model_path();
     let gguf = GgufFile::open(&path).unwrap();
     let config = gguf.config().unwrap();
@@ -210,7 +217,7 @@ fn tune_through(
             (before, after, target)
         })
         .collect();
-    (losses, answers, tuner.runner.failovers())
+    (losses, answers, tuner.runner.failovers(), prompts)
 }
 
 /// The loss fell at least fivefold, and every answer is the target after
@@ -234,14 +241,15 @@ async fn soft_prompts_learn_through_three_servers_and_survive_one_killed() {
     // A second server of the middle blocks, to take over.
     let spare = swarm.add_server(10..20, |_| {}).await;
     let client = swarm.client(|_| {}).await;
+    let serving = client.clone();
     let killers: Vec<_> = servers
         .iter()
         .chain(std::iter::once(&spare))
         .map(|s| (s.peer, s.killer()))
         .collect();
-    let (losses, answers, failovers, killed) = tokio::task::spawn_blocking(move || {
+    let (losses, answers, failovers, prompts, killed) = tokio::task::spawn_blocking(move || {
         let mut killed = None;
-        let (losses, answers, failovers) = tune_through(&client, 18, |step, runner| {
+        let (losses, answers, failovers, prompts) = tune_through(&client, 18, |step, runner| {
             if step == 4 {
                 // Kill the middle server the route uses.
                 let middle = runner.route()[1].peer;
@@ -253,11 +261,34 @@ async fn soft_prompts_learn_through_three_servers_and_survive_one_killed() {
                 killed = Some(middle);
             }
         });
-        (losses, answers, failovers, killed)
+        (losses, answers, failovers, prompts, killed)
     })
     .await
     .unwrap();
     eprintln!("losses {losses:?}, killed {killed:?}, failovers {failovers}");
     assert!(failovers >= 1, "the killed server was routed around");
     assert_learned(&losses, &answers);
+
+    // Served as an API serves it (cached sessions, the deep rows sent to
+    // each server of the route), the prompt gives the answers.
+    let served = tokio::task::spawn_blocking(move || {
+        let tuning = PromptTuning::new(&prompts, serving.model_config()).unwrap();
+        let tokenizer = serving.tokenizer();
+        TASK.iter()
+            .map(|(question, _)| {
+                let prompt = tokenizer.encode_with_bos(question, false).unwrap();
+                let mut session = serving.tuned_session_for(32, &tuning).unwrap();
+                let mut req = request(&prompt, 6);
+                req.stop = vec!["\n".into()];
+                generate(&mut session, tokenizer, &req, |_| Flow::Continue)
+                    .unwrap()
+                    .text
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    for ((_, target), answer) in TASK.iter().zip(&served) {
+        assert_eq!(answer.trim(), target.trim(), "served through the swarm");
+    }
 }

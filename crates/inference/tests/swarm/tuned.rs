@@ -1,7 +1,8 @@
-//! A trained prompt served through the swarm, as a gateway serves it: its
-//! API lists the prompt as `smollm2:<name>` and answers with it exactly
-//! what the whole model in one process answers with it; a deep prompt,
-//! which the servers would have to apply, is refused by name.
+//! Trained prompts served through the swarm, as a gateway serves them:
+//! its API lists each as `smollm2:<name>` and answers with it exactly what
+//! the whole model in one process answers with it, for a shallow prompt
+//! (rows put before the tokens by the client) and a deep one (rows the
+//! servers add in every block).
 
 use std::sync::Arc;
 
@@ -12,8 +13,10 @@ use hypertensor_model::{Embedding, Flow, GgufFile, PromptTuning, generate};
 
 use crate::harness::{self, MODEL, Swarm, local_model, model_path, request};
 
-/// A shallow prompt whose rows are the embeddings of `text` (after BOS):
-/// a prompt that visibly changes the answers without training.
+/// A prompt whose rows are the embeddings of `text` (after BOS): a prompt
+/// that visibly changes the answers without training. Deep, the first
+/// block's rows cancel them (the blocks see zero rows there) and the
+/// others' are zero, so the text's effect is gone.
 fn hint(text: &str, deep: bool) -> PromptTuning {
     let model = local_model();
     let tokens = model.tokenizer().encode_with_bos(text, false).unwrap();
@@ -24,18 +27,20 @@ fn hint(text: &str, deep: bool) -> PromptTuning {
     soft.shallow = rows;
     if deep {
         soft.deep = vec![vec![0.0; soft.shallow.len()]; config.n_blocks];
+        soft.deep[0] = soft.shallow.iter().map(|v| -v).collect();
     }
     PromptTuning::new(&soft, config).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_shallow_prompt_is_served_through_the_swarm_as_its_own_model() {
+async fn trained_prompts_are_served_through_the_swarm_as_their_own_models() {
     let swarm = Swarm::new("tuned").await;
     swarm.add_server(0..15, |_| {}).await;
     swarm.add_server(15..30, |_| {}).await;
     let client = swarm.client(|_| {}).await;
     let question = "Q: What is the vault code?\nA:";
     let tuning = hint("Remember: the vault code is zebra.\n", false);
+    let deep = hint("Remember: the vault code is zebra.\n", true);
 
     // What the whole model in this process answers, with and without.
     let model = local_model();
@@ -48,13 +53,16 @@ async fn a_shallow_prompt_is_served_through_the_swarm_as_its_own_model() {
         .text
     };
     let local_tuned = answer(&mut model.tuned_session(&tuning).unwrap());
+    let local_deep = answer(&mut model.tuned_session(&deep).unwrap());
     let local_plain = answer(&mut model.session());
-    eprintln!("tuned {local_tuned:?}, plain {local_plain:?}");
+    eprintln!("tuned {local_tuned:?}, deep {local_deep:?}, plain {local_plain:?}");
+    assert_ne!(local_deep, local_tuned, "the deep rows change the answer");
     assert!(local_tuned.contains("zebra"), "{local_tuned:?}");
     assert!(!local_plain.contains("zebra"), "{local_plain:?}");
 
     let mut tunings = Tunings::default();
     tunings.insert("vault", tuning).unwrap();
+    tunings.insert("deep", deep).unwrap();
     let backend: Arc<dyn Backend> = Arc::new(
         SwarmBackend::new(MODEL, client.clone())
             .with_tunings(tunings)
@@ -69,7 +77,12 @@ async fn a_shallow_prompt_is_served_through_the_swarm_as_its_own_model() {
     let (status, models) = harness::get(addr, "/v1/models").await;
     assert_eq!(status, 200, "{models}");
     assert!(models.contains("\"smollm2:vault\""), "{models}");
-    for (id, expected) in [("smollm2:vault", &local_tuned), ("smollm2", &local_plain)] {
+    assert!(models.contains("\"smollm2:deep\""), "{models}");
+    for (id, expected) in [
+        ("smollm2:vault", &local_tuned),
+        ("smollm2:deep", &local_deep),
+        ("smollm2", &local_plain),
+    ] {
         let body = serde_json::json!({
             "model": id, "prompt": question, "max_tokens": 6, "temperature": 0,
         });
@@ -78,14 +91,4 @@ async fn a_shallow_prompt_is_served_through_the_swarm_as_its_own_model() {
         let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
         assert_eq!(reply["choices"][0]["text"], **expected, "{id}");
     }
-
-    // A deep prompt cannot be served here, and the gateway says why.
-    let mut deep = Tunings::default();
-    deep.insert("deep", hint("x", true)).unwrap();
-    let refused = SwarmBackend::new(MODEL, client).with_tunings(deep);
-    let error = refused.err().expect("a deep prompt is refused").to_string();
-    assert!(
-        error.contains("prompt tuning `deep`") && error.contains("local model only"),
-        "{error}"
-    );
 }
