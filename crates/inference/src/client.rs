@@ -37,8 +37,9 @@ use crate::error::{InferenceError, Result};
 use crate::routing::{Candidate, largest_reservation, shortest_route};
 use crate::spot_check::{CheckJob, Checker};
 use crate::wire::{
-    Answer, Dtype, Forward, MAX_FORWARD, OpenRequest, PING_METHOD, PUSHED_REPLY, PushToken,
-    Refusal, SESSION_METHOD, SessionPrompts, Step, decode_open_reply, decode_step_reply,
+    Answer, Dtype, Forward, MAX_FORWARD, MAX_SESSION_PROMPT_BYTES, OpenRequest, PING_METHOD,
+    PUSHED_REPLY, PushToken, Refusal, SESSION_METHOD, SessionPrompts, Step, decode_open_reply,
+    decode_step_reply,
 };
 use hypertensor_consensus::evidence::Transcript;
 use hypertensor_primitives::{H256, sha256};
@@ -1525,13 +1526,21 @@ pub(crate) fn check_swarm_tuning(
     hidden: usize,
     n_blocks: usize,
 ) -> std::result::Result<(), ModelError> {
-    if let Some(deep) = tuning.deep()
-        && deep.block_count() != n_blocks
-    {
-        return Err(ModelError::InvalidInput(format!(
-            "the prompt has deep rows for {} blocks, the swarm's model has {n_blocks}",
-            deep.block_count()
-        )));
+    if let Some(deep) = tuning.deep() {
+        if deep.block_count() != n_blocks {
+            return Err(ModelError::InvalidInput(format!(
+                "the prompt has deep rows for {} blocks, the swarm's model has {n_blocks}",
+                deep.block_count()
+            )));
+        }
+        let bytes = deep.rows() * deep.hidden() * n_blocks * std::mem::size_of::<f32>();
+        if bytes > MAX_SESSION_PROMPT_BYTES {
+            return Err(ModelError::InvalidInput(format!(
+                "the prompt's deep rows take {} KiB for the model's blocks, and a session's opening carries at most {} KiB: train fewer rows (`--prompt-tokens`) or serve it locally",
+                bytes >> 10,
+                MAX_SESSION_PROMPT_BYTES >> 10
+            )));
+        }
     }
     if tuning.width() != hidden {
         return Err(ModelError::InvalidInput(format!(

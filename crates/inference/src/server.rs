@@ -18,8 +18,8 @@ use crate::announce::{ANNOUNCE_MAX_TTL, ServerInfo, ServerState, block_key};
 use crate::error::Result;
 use crate::train::{TRAIN_METHOD, TrainKind, TrainLimits, TrainRequest, encode_train_reply};
 use crate::wire::{
-    Dtype, Forward, OpenRequest, PUSH_METHOD, PushToken, Refusal, SESSION_METHOD, Signed, Step,
-    encode_open_reply, encode_pushed_reply, encode_step_reply,
+    Dtype, Forward, MAX_SESSION_PROMPT_BYTES, OpenRequest, PUSH_METHOD, PushToken, Refusal,
+    SESSION_METHOD, Signed, Step, encode_open_reply, encode_pushed_reply, encode_step_reply,
 };
 
 /// How a server behaves.
@@ -820,7 +820,12 @@ impl BlockServer {
         }
         let cache = self.session_cache(&open)?;
         let per_token = self.span.cache_bytes_per_token();
-        let bytes = open.max_tokens as usize * per_token;
+        // The session's deep prompt rows are held as long as its cache.
+        let prompt_bytes = open
+            .prompts
+            .as_ref()
+            .map_or(0, |p| p.values.len() * std::mem::size_of::<f32>());
+        let bytes = open.max_tokens as usize * per_token + prompt_bytes;
         let reservation = self.budget.reserve(bytes).map_err(|free| Refusal::Full {
             free_tokens: (free / per_token.max(1)) as u64,
         })?;
@@ -836,7 +841,10 @@ impl BlockServer {
         };
         let (width, blocks) = (self.span.config().hidden_size, self.span.range().len());
         let rows = prompts.rows as usize;
-        if rows >= open.max_tokens as usize || prompts.values.len() != rows * width * blocks {
+        if prompts.values.len() * std::mem::size_of::<f32>() > MAX_SESSION_PROMPT_BYTES
+            || rows >= open.max_tokens as usize
+            || prompts.values.len() != rows * width * blocks
+        {
             return Err(Refusal::Rejected(format!(
                 "{} prompt values are not {rows} rows of width {width} for each of {blocks} blocks, within the {} positions reserved",
                 prompts.values.len(),
@@ -1109,10 +1117,17 @@ fn check_step(
 ) -> std::result::Result<(HiddenStates, StepHeader), Refusal> {
     let step = Step::decode(frame, dtype, width).map_err(|e| Refusal::Rejected(e.to_string()))?;
     // Before anything touches the cache: a refused step changes nothing.
-    if let Some(challenge) = challenge
-        && is_challenge_input(step.position, &step.values, width, challenge)
-    {
-        return Err(Refusal::Rejected(CHALLENGE_REFUSAL.to_string()));
+    // The first block sees the first row plus the session's first deep
+    // prompt row, if it has one: that sum is what must not be the
+    // challenge.
+    if let Some(challenge) = challenge {
+        let mut first = step.values[..width.min(step.values.len())].to_vec();
+        if let Some(prompts) = cache.prompts() {
+            prompts.add_to(0, 0, &mut first);
+        }
+        if is_challenge_input(step.position, &first, width, challenge) {
+            return Err(Refusal::Rejected(CHALLENGE_REFUSAL.to_string()));
+        }
     }
     let position = step.position as usize;
     if position > cache.positions() {

@@ -1,6 +1,6 @@
 //! The span-session protocol, carried in the P2P layer's session frames.
 //!
-//! * Opening body: version `2`, model name (u16 length + UTF-8), span
+//! * Opening body: version `4`, model name (u16 length + UTF-8), span
 //!   start and end (u32 BE), hidden-state encoding (`0` f32, `1` f16), the
 //!   number of token positions to reserve (u32 BE), the session's push
 //!   token (16 bytes), and the deep prompt rows its blocks add at the
@@ -53,6 +53,11 @@ const VERSION: u8 = 4;
 /// Most entries of a step's forwarding list (a route longer than this is
 /// relayed by the client past its end).
 pub const MAX_FORWARD: usize = 32;
+
+/// Most bytes of deep prompt rows a session's opening carries (one P2P
+/// frame holds 8 MiB): a client refuses to serve a prompt whose rows for
+/// the whole model are more, and a server refuses an opening with more.
+pub const MAX_SESSION_PROMPT_BYTES: usize = 6 << 20;
 
 /// A session's push token: who holds it may send that session's steps.
 pub type PushToken = [u8; 16];

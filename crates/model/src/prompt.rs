@@ -97,7 +97,7 @@ impl DeepPrompts {
     /// Adds block `b`'s rows to the input rows `x` (of width `hidden`) of
     /// positions `start..start + x.len() / hidden`, where they overlap the
     /// prompt's.
-    pub(crate) fn add_to(&self, b: usize, start: usize, x: &mut [f32]) {
+    pub fn add_to(&self, b: usize, start: usize, x: &mut [f32]) {
         if start >= self.rows {
             return;
         }

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hypertensor_inference::wire::{
-    Dtype, OpenRequest, SESSION_METHOD, Step, decode_open_reply, decode_step_reply,
+    Dtype, OpenRequest, SESSION_METHOD, SessionPrompts, Step, decode_open_reply, decode_step_reply,
 };
 use hypertensor_inference::{AdmitAll, BlockServer, ServerConfig, p2p_config};
-use hypertensor_model::{BlockSpan, HiddenStates};
+use hypertensor_model::{BlockSpan, DeepPrompts, HiddenStates};
 use hypertensor_p2p::{Client, Config, Multiaddr, PeerId, RpcSession};
 use hypertensor_primitives::{H256, Keypair};
 
@@ -46,6 +46,17 @@ fn local(span: &BlockSpan, steps: &[&[f32]]) -> Vec<f32> {
 }
 
 async fn open(p2p: &Client, server: PeerId, dtype: Dtype) -> RpcSession {
+    open_with(p2p, server, dtype, None).await.unwrap()
+}
+
+/// Opens a session whose blocks add `prompts`; the refusal's reason if
+/// the server refuses it.
+async fn open_with(
+    p2p: &Client,
+    server: PeerId,
+    dtype: Dtype,
+    prompts: Option<SessionPrompts>,
+) -> Result<RpcSession, String> {
     let request = OpenRequest {
         model: MODEL.to_string(),
         start: 0,
@@ -57,7 +68,7 @@ async fn open(p2p: &Client, server: PeerId, dtype: Dtype) -> RpcSession {
             static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
             [NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed); 16]
         },
-        prompts: None,
+        prompts,
     };
     let opened = async {
         let mut session = p2p
@@ -70,8 +81,10 @@ async fn open(p2p: &Client, server: PeerId, dtype: Dtype) -> RpcSession {
     let (session, reply) = tokio::time::timeout(Duration::from_secs(30), opened)
         .await
         .expect("the server answers the opening within 30 s");
-    decode_open_reply(&reply).unwrap().unwrap();
-    session
+    decode_open_reply(&reply)
+        .unwrap()
+        .map(|()| session)
+        .map_err(|r| r.to_string())
 }
 
 async fn step(
@@ -163,6 +176,57 @@ async fn a_server_refuses_the_consensus_challenge_and_serves_other_inputs() {
     // The challenge after other tokens (not position 0) is not the challenge.
     let got = step(&mut session, Dtype::F32, 2 * TOKENS, &challenge, width).await;
     assert!(got.is_ok(), "{got:?}");
+
+    // A session whose blocks add deep prompt rows: the first block sees
+    // the first row plus the prompt's, so a first row that makes the
+    // challenge with it is refused, and other inputs are served with the
+    // prompt added, as a local cache with the same prompt gives.
+    let rows: Vec<Vec<f32>> = (0..2)
+        .map(|b| states(width, 5 + b)[..width].to_vec())
+        .collect();
+    let prompts = SessionPrompts {
+        rows: 1,
+        values: rows.concat(),
+    };
+    let mut tuned = open_with(&client, server_peer, Dtype::F32, Some(prompts.clone()))
+        .await
+        .unwrap();
+    let mut disguised = challenge.clone();
+    disguised[..width]
+        .iter_mut()
+        .zip(&rows[0])
+        .for_each(|(v, p)| *v -= p);
+    let refused = step(&mut tuned, Dtype::F32, 0, &disguised, width)
+        .await
+        .unwrap_err();
+    assert!(refused.contains("consensus challenge"), "{refused}");
+    let got = step(&mut tuned, Dtype::F32, 0, &other, width)
+        .await
+        .unwrap();
+    let mut cache = local_span
+        .new_cache_with(DeepPrompts::new(1, width, rows.clone()).unwrap())
+        .unwrap();
+    let mut expected = HiddenStates::new(width, other.clone()).unwrap();
+    local_span.forward(&mut expected, &mut cache).unwrap();
+    assert_eq!(got, expected.into_vec());
+    assert_ne!(got, local(&local_span, &[&other]), "the prompt was added");
+    // Prompt rows of the wrong shape, or as many as the reservation,
+    // are refused at the opening with the reason.
+    for bad in [
+        SessionPrompts {
+            rows: 1,
+            values: rows[0].clone(),
+        },
+        SessionPrompts {
+            rows: 4 * TOKENS as u32,
+            values: vec![0.0; 4 * TOKENS * width * 2],
+        },
+    ] {
+        let refused = open_with(&client, server_peer, Dtype::F32, Some(bad))
+            .await
+            .expect_err("refused");
+        assert!(refused.contains("prompt values"), "{refused}");
+    }
 
     // Sent in half precision, the challenge is still recognised.
     let mut half = open(&client, server_peer, Dtype::F16).await;

@@ -91,4 +91,20 @@ async fn trained_prompts_are_served_through_the_swarm_as_their_own_models() {
         let reply: serde_json::Value = serde_json::from_str(&reply).unwrap();
         assert_eq!(reply["choices"][0]["text"], **expected, "{id}");
     }
+
+    // Deep rows too many for a session's opening are refused up front,
+    // by name, rather than sent for the servers to drop.
+    let config = model.config();
+    let soft = SoftPrompts::new(MODEL, 256, config.hidden_size, config.n_blocks, true, 3);
+    let mut big = Tunings::default();
+    big.insert("big", PromptTuning::new(&soft, config).unwrap())
+        .unwrap();
+    let error = SwarmBackend::new(MODEL, client)
+        .with_tunings(big)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        error.contains("prompt tuning `big`") && error.contains("opening carries at most"),
+        "{error}"
+    );
 }
