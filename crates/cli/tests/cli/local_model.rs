@@ -1,7 +1,6 @@
 //! `model fetch`, `generate` and `chat` on the real default model.
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 fn hypertensor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_hypertensor"))
@@ -122,20 +121,10 @@ fn generate_reports_bad_input_clearly() {
 
 #[test]
 fn chat_answers_each_turn_on_the_chat_template() {
-    let mut child = hypertensor()
-        .args(["chat", "--temperature", "0", "--max-tokens", "48"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("chat starts");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"Say hello.\nWhat did I just ask you?\n/reset\nSay hello.\n/exit\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = crate::process::run_with_input(
+        &["chat", "--temperature", "0", "--max-tokens", "48"],
+        b"Say hello.\nWhat did I just ask you?\n/reset\nSay hello.\n/exit\n",
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
     // One answer per turn, each ended by a newline; greedy decoding gives

@@ -1,9 +1,29 @@
-//! Reading a child process's output line by line in tests.
+//! Running the binary in tests: with input on stdin, or reading its
+//! output line by line.
 
-use std::io::{BufRead, BufReader};
-use std::process::Child;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+/// Runs `hypertensor ARGS` with `input` on its stdin (then closed) and
+/// returns what it printed, as a user typing into `chat` would.
+pub(crate) fn run_with_input(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hypertensor"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the binary runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin is piped")
+        .write_all(input)
+        .expect("the binary reads its input");
+    child.wait_with_output().expect("the binary ends")
+}
 
 /// A child process killed when dropped, with its stdout lines on a channel.
 pub(crate) struct Running {

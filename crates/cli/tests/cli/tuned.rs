@@ -3,8 +3,7 @@
 //! model id, listed by `/v1/models`, giving the answers it was trained on
 //! where the plain model does not.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{Value, json};
 
@@ -159,8 +158,8 @@ fn a_trained_prompt_is_used_by_generate_chat_and_serve() {
     crate::serve::stop(child);
 
     // chat: the same tuned answer as the API gives.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hypertensor"))
-        .args([
+    let out = crate::process::run_with_input(
+        &[
             "chat",
             "--temperature",
             "0",
@@ -168,19 +167,9 @@ fn a_trained_prompt_is_used_by_generate_chat_and_serve() {
             "12",
             "--prompt-tuning",
             file_s,
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("chat starts");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"Say hello.\n/exit\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+        ],
+        b"Say hello.\n/exit\n",
+    );
     assert!(
         out.status.success(),
         "{}",
