@@ -1,7 +1,6 @@
 //! `node --role hoster|client`: two hoster processes and a client process
 //! on loopback serve the OpenAI API with the local model's greedy tokens.
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -132,20 +131,7 @@ fn generate_and_chat_run_their_blocks_on_the_swarm() {
     second.wait_for("serving blocks 10..30");
 
     let run = |args: &[&str], stdin: &str| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hypertensor"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let out = crate::process::run_with_input(args, stdin.as_bytes());
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         (
             out.status.success(),
