@@ -53,9 +53,4 @@ impl Tunings {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.by_name.keys().map(String::as_str)
     }
-
-    /// Whether none is served.
-    pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
-    }
 }

@@ -31,9 +31,9 @@ impl SwarmBackend {
     /// Serves `tunings` too, each as its own model id; fails on one of
     /// another shape than the swarm's model, naming it.
     pub fn with_tunings(mut self, tunings: Tunings) -> Result<Self, BackendError> {
+        let model = self.client.model_config();
         for name in tunings.names() {
             let tuning = tunings.get(name).expect("a name it lists");
-            let model = self.client.model_config();
             check_swarm_tuning(tuning, model.hidden_size, model.n_blocks)
                 .map_err(|e| BackendError::Invalid(format!("prompt tuning `{name}`: {e}")))?;
         }

@@ -1146,32 +1146,15 @@ fn session_prompts(
     tuning: Option<&PromptTuning>,
     blocks: std::ops::Range<usize>,
 ) -> Option<SessionPrompts> {
-    let deep = tuning?.deep()?.select(blocks).ok()?;
-    let values = (0..deep.block_count())
-        .flat_map(|b| deep.block(b).iter().copied())
-        .collect();
+    let deep = tuning?.deep()?;
+    if blocks.end > deep.block_count() {
+        return None;
+    }
+    let values = blocks.flat_map(|b| deep.block(b).iter().copied()).collect();
     Some(SessionPrompts {
         rows: deep.rows() as u32,
         values,
     })
-}
-
-/// The transcript of a session on `blocks` whose blocks add `prompts`.
-pub(crate) fn session_transcript(
-    config: &ClientConfig,
-    blocks: std::ops::Range<usize>,
-    prompts: Option<&SessionPrompts>,
-) -> Transcript {
-    let transcript = Transcript::new(
-        &config.model,
-        blocks.start as u32,
-        blocks.end as u32,
-        config.dtype.encoding(),
-    );
-    match prompts {
-        Some(p) => transcript.with_prompts(&p.digest()),
-        None => transcript,
-    }
 }
 
 /// Opens a span session on `peer` for `blocks`, reserving `reserve`
@@ -1223,7 +1206,7 @@ pub(crate) async fn open_hop(
         end: blocks.end,
         session,
         token: open.token,
-        transcript: session_transcript(config, blocks, open.prompts.as_ref()),
+        transcript: open.transcript(),
         prompts: open.prompts,
         bad: None,
         _load: load,

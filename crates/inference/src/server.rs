@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use hypertensor_consensus::evidence::{RECEIPT_PURPOSE, ReceiptFields, Transcript, output_digest};
+use hypertensor_consensus::evidence::{RECEIPT_PURPOSE, ReceiptFields, output_digest};
 use hypertensor_model::{
     BatchConfig, BatchStats, Batcher, BlockSpan, DeepPrompts, HiddenStates, SpanCache, StepOutput,
 };
@@ -675,11 +675,7 @@ impl BlockServer {
             rng.random_bool(fault.share.clamp(0.0, 1.0))
                 .then_some((fault.corruption, rng))
         });
-        let mut transcript =
-            Transcript::new(&open.model, open.start, open.end, open.dtype.encoding());
-        if let Some(prompts) = &open.prompts {
-            transcript = transcript.with_prompts(&prompts.digest());
-        }
+        let mut transcript = open.transcript();
         let receipts = Receipts {
             p2p: &p2p,
             client: crate::peer_id(&peer),
@@ -1120,7 +1116,9 @@ fn check_step(
     // The first block sees the first row plus the session's first deep
     // prompt row, if it has one: that sum is what must not be the
     // challenge.
-    if let Some(challenge) = challenge {
+    if let Some(challenge) = challenge
+        && step.position == 0
+    {
         let mut first = step.values[..width.min(step.values.len())].to_vec();
         if let Some(prompts) = cache.prompts() {
             prompts.add_to(0, 0, &mut first);

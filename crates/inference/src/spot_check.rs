@@ -34,10 +34,9 @@ use rand_chacha::ChaCha20Rng;
 
 use crate::client::{
     BadAnswer, ClientConfig, HopLoad, Shared, announced_servers, open_hop, replay,
-    session_transcript,
 };
 use crate::error::Result;
-use crate::wire::{Answer, SessionPrompts};
+use crate::wire::{Answer, SessionPrompts, session_transcript};
 
 /// The unary method a client hands evidence to a witness with.
 pub const EVIDENCE_METHOD: &str = "inference.evidence";
@@ -465,8 +464,13 @@ impl Checker {
     /// The receipt `signed` gave for step `step` of `job`, showing `row`.
     fn receipt(&self, job: &CheckJob, signed: &Signed, step: usize, row: usize) -> Receipt {
         let dtype = self.config.dtype;
-        let mut transcript =
-            session_transcript(&self.config, job.start..job.end, job.prompts.as_ref());
+        let mut transcript = session_transcript(
+            &self.config.model,
+            job.start as u32,
+            job.end as u32,
+            dtype,
+            job.prompts.as_ref(),
+        );
         let mut position = 0;
         let mut bytes = Vec::new();
         for input in &job.steps[..=step] {

@@ -220,6 +220,24 @@ pub struct SessionPrompts {
     pub values: Vec<f32>,
 }
 
+/// The transcript of a session on `model`'s blocks `start..end` in
+/// `dtype`, whose blocks add `prompts`: what client, server and spot
+/// checker all hash the session's inputs into.
+pub fn session_transcript(
+    model: &str,
+    start: u32,
+    end: u32,
+    dtype: Dtype,
+    prompts: Option<&SessionPrompts>,
+) -> hypertensor_consensus::evidence::Transcript {
+    let transcript =
+        hypertensor_consensus::evidence::Transcript::new(model, start, end, dtype.encoding());
+    match prompts {
+        Some(p) => transcript.with_prompts(&p.digest()),
+        None => transcript,
+    }
+}
+
 impl SessionPrompts {
     /// SHA-256 of the values as sent: what the session's transcript and
     /// receipts carry for them.
@@ -230,6 +248,17 @@ impl SessionPrompts {
 }
 
 impl OpenRequest {
+    /// The transcript of the session this request opens.
+    pub fn transcript(&self) -> hypertensor_consensus::evidence::Transcript {
+        session_transcript(
+            &self.model,
+            self.start,
+            self.end,
+            self.dtype,
+            self.prompts.as_ref(),
+        )
+    }
+
     /// The opening body.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = vec![VERSION];

@@ -8,7 +8,6 @@
 //! sequence's [`crate::SpanCache`]: every forward over the cache, alone or
 //! batched, adds them where they belong.
 
-use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -74,24 +73,6 @@ impl DeepPrompts {
     /// The rows of the `b`th block covered.
     pub fn block(&self, b: usize) -> &[f32] {
         &self.blocks[b]
-    }
-
-    /// The prompts of blocks `range` of these (a span's share of a
-    /// model's), or an error when they are not covered.
-    pub fn select(&self, range: Range<usize>) -> Result<Self> {
-        let blocks = self.blocks.get(range.clone()).ok_or_else(|| {
-            ModelError::InvalidInput(format!(
-                "deep prompts cover {} blocks, not blocks {}..{}",
-                self.blocks.len(),
-                range.start,
-                range.end
-            ))
-        })?;
-        Ok(Self {
-            rows: self.rows,
-            hidden: self.hidden,
-            blocks: blocks.to_vec().into(),
-        })
     }
 
     /// Adds block `b`'s rows to the input rows `x` (of width `hidden`) of
